@@ -1,0 +1,46 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/mattn/go-isatty"
+	"github.com/rs/zerolog"
+
+	"github.com/herd-server/herd/config"
+)
+
+// newLogger is the root logger: readable console lines on a terminal, JSON otherwise.
+func newLogger(cfg *config.Config, out *os.File) (zerolog.Logger, error) {
+	level, err := zerolog.ParseLevel(cfg.LogLevel)
+	if err != nil {
+		return zerolog.Logger{}, fmt.Errorf("log-level: %w", err)
+	}
+	var w io.Writer = out
+	console := cfg.LogFormat == "console" || cfg.LogFormat == "auto" && isatty.IsTerminal(out.Fd())
+	if console {
+		w = zerolog.ConsoleWriter{Out: out, TimeFormat: "15:04:05.000"}
+	}
+	zerolog.TimeFieldFormat = time.RFC3339Nano
+	return zerolog.New(w).Level(level).With().Timestamp().Logger(), nil
+}
+
+// newAccessLogger returns nil when access logging is off. The file, if any, is the
+// caller's to close.
+func newAccessLogger(cfg *config.Config, main zerolog.Logger) (*zerolog.Logger, io.Closer, error) {
+	switch cfg.AccessLog {
+	case "off", "none", "":
+		return nil, nil, nil
+	case "-":
+		l := main.With().Str("component", "access").Logger()
+		return &l, nil, nil
+	}
+	f, err := os.OpenFile(cfg.AccessLog, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, nil, fmt.Errorf("access-log: %w", err)
+	}
+	l := zerolog.New(f).With().Timestamp().Logger()
+	return &l, f, nil
+}

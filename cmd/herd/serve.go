@@ -1,0 +1,276 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	stdlog "log"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/spf13/cobra"
+
+	"github.com/herd-server/herd/config"
+	"github.com/herd-server/herd/proxy"
+	"github.com/herd-server/herd/scripts"
+	"github.com/herd-server/herd/supervisor"
+)
+
+func newServeCmd() *cobra.Command {
+	var configFile string
+	cmd := &cobra.Command{
+		Use:   "serve [module:callable]",
+		Short: "serve a WSGI app through supervised Python workers",
+		Long: `Serve a WSGI app through supervised Python workers.
+
+Every option can also be set with its HERD_* environment variable or in a config file
+(herd.yaml, herd.toml or herd.json in the working directory, or --config FILE).
+Precedence: flag > environment > config file > default.
+
+Signals: TERM graceful stop (requests in flight finish), INT and QUIT fast stop.`,
+		Example: "  herd serve hello:app --http 127.0.0.1:8000 --workers 4",
+		Args:    cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, err := config.Load(cmd.Flags(), configFile)
+			if err != nil {
+				return err
+			}
+			if len(args) == 1 {
+				cfg.App = args[0]
+			}
+			if err := cfg.Validate(); err != nil {
+				return err
+			}
+			return serve(cmd.Context(), &cfg)
+		},
+	}
+	cmd.Flags().StringVar(&configFile, "config", "", "config file (yaml, toml or json); default: herd.yaml/herd.toml/herd.json in the working directory")
+	config.RegisterFlags(cmd.Flags())
+	return cmd
+}
+
+// serve runs the master until a signal stops it or the app cannot boot.
+func serve(ctx context.Context, cfg *config.Config) error {
+	log, err := newLogger(cfg, os.Stderr)
+	if err != nil {
+		return err
+	}
+	accessLog, accessFile, err := newAccessLogger(cfg, log)
+	if err != nil {
+		return err
+	}
+	if accessFile != nil {
+		defer accessFile.Close()
+	}
+
+	python, err := resolvePython(cfg.Python)
+	if err != nil {
+		return err
+	}
+	cfg.Python = python
+
+	// Listeners first: a port in use should fail before any Python starts.
+	listeners, err := listenAll(cfg.HTTP)
+	if err != nil {
+		return err
+	}
+	runDir, err := os.MkdirTemp("", "herd-")
+	if err != nil {
+		closeAll(listeners)
+		return fmt.Errorf("create runtime directory: %w", err)
+	}
+	defer os.RemoveAll(runDir)
+	workerScript := filepath.Join(runDir, "worker.py")
+	if err := os.WriteFile(workerScript, scripts.WorkerPy, 0o600); err != nil {
+		closeAll(listeners)
+		return fmt.Errorf("write worker script: %w", err)
+	}
+
+	pool := supervisor.NewPool(cfg.QueueSize, cfg.QueueTimeout)
+	sup := supervisor.New(supervisor.Options{
+		Workers:         cfg.Workers,
+		Threads:         cfg.Threads,
+		BootTimeout:     cfg.BootTimeout,
+		GracefulTimeout: cfg.GracefulTimeout,
+		RunDir:          runDir,
+		Spawner:         newSpawner(cfg, workerScript),
+		Log:             log,
+	}, pool)
+
+	handler := &proxy.Handler{
+		Backend:     poolBackend{pool},
+		Log:         log.With().Str("component", "proxy").Logger(),
+		AccessLog:   accessLog,
+		BodyBuffer:  int64(cfg.BodyBuffer),
+		MaxBodySize: int64(cfg.MaxBodySize),
+		TempDir:     runDir,
+	}
+	srv := &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: 30 * time.Second,
+		IdleTimeout:       75 * time.Second,
+		ErrorLog:          newStdLogger(log.With().Str("component", "http").Logger()),
+	}
+
+	signals := make(chan os.Signal, 4)
+	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGHUP)
+	defer signal.Stop(signals)
+
+	supDone := make(chan error, 1)
+	go func() { supDone <- sup.Run(context.Background()) }()
+
+	var serving sync.WaitGroup
+	for _, ln := range listeners {
+		serving.Add(1)
+		go func() {
+			defer serving.Done()
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error().Err(err).Str("listen", ln.Addr().String()).Msg("http listener failed")
+			}
+		}()
+	}
+	log.Info().Str("app", cfg.App).Str("runtime_dir", runDir).Strs("http", addrs(listeners)).Int("workers", cfg.Workers).
+		Int("threads", cfg.Threads).Str("python", cfg.Python).Int("pid", os.Getpid()).Msg("herd is starting")
+	go func() {
+		select {
+		case <-sup.Ready():
+			log.Info().Msg("serving")
+		case <-ctx.Done():
+		}
+	}()
+
+	err = waitForStop(log, signals, supDone, srv, sup, cfg.GracefulTimeout)
+	serving.Wait()
+	var boot *supervisor.BootError
+	if errors.As(err, &boot) {
+		fmt.Fprintf(os.Stderr, "\nherd: the app %q could not be loaded:\n\n%s\n", cfg.App, strings.TrimRight(boot.Traceback, "\n"))
+		return &exitCodeError{code: exitAppBoot, err: err}
+	}
+	if err != nil {
+		return &exitCodeError{code: exitAppBoot, err: err}
+	}
+	log.Info().Msg("herd stopped")
+	return nil
+}
+
+// waitForStop handles signals until the master is to exit, and returns the supervisor's
+// result. TERM drains: listeners close, requests in flight finish, then workers stop. INT and
+// QUIT, or a second TERM, stop at once.
+func waitForStop(log zerolog.Logger, signals <-chan os.Signal, supDone <-chan error, srv *http.Server, sup *supervisor.Supervisor, graceful time.Duration) error {
+	draining := false
+	shutdownDone := make(chan struct{})
+	for {
+		select {
+		case err := <-supDone:
+			// The supervisor ended on its own: the app cannot boot.
+			_ = srv.Close()
+			return err
+		case <-shutdownDone:
+			shutdownDone = nil
+			sup.Stop(true)
+		case sig := <-signals:
+			switch {
+			case sig == syscall.SIGHUP:
+				log.Warn().Msg("SIGHUP: graceful reload is not built yet; ignoring the signal")
+			case sig == syscall.SIGTERM && !draining:
+				draining = true
+				log.Info().Str("signal", sig.String()).Dur("graceful_timeout", graceful).Msg("graceful stop: finishing requests in flight")
+				go func() {
+					ctx, cancel := context.WithTimeout(context.Background(), graceful)
+					defer cancel()
+					_ = srv.Shutdown(ctx)
+					close(shutdownDone)
+				}()
+			default:
+				log.Info().Str("signal", sig.String()).Msg("fast stop")
+				_ = srv.Close()
+				sup.Stop(false)
+				return <-supDone
+			}
+		}
+	}
+}
+
+func listenAll(addrs []string) ([]net.Listener, error) {
+	var out []net.Listener
+	for _, a := range addrs {
+		ln, err := net.Listen("tcp", a)
+		if err != nil {
+			closeAll(out)
+			return nil, fmt.Errorf("http: listen on %s: %w", a, err)
+		}
+		out = append(out, ln)
+	}
+	return out, nil
+}
+
+func closeAll(lns []net.Listener) {
+	for _, ln := range lns {
+		_ = ln.Close()
+	}
+}
+
+func addrs(lns []net.Listener) []string {
+	var out []string
+	for _, ln := range lns {
+		out = append(out, ln.Addr().String())
+	}
+	return out
+}
+
+func newSpawner(cfg *config.Config, workerScript string) *supervisor.ExecSpawner {
+	args := []string{"--app", cfg.App, "--threads", fmt.Sprint(cfg.Threads)}
+	if cfg.Chdir != "" {
+		args = append(args, "--chdir", cfg.Chdir)
+	}
+	for _, p := range cfg.PythonPath {
+		args = append(args, "--pythonpath", p)
+	}
+	env := os.Environ()
+	if _, ok := os.LookupEnv("PYTHONUNBUFFERED"); !ok {
+		// The app's prints reach the log as they happen, not when a buffer fills.
+		env = append(env, "PYTHONUNBUFFERED=1")
+	}
+	return &supervisor.ExecSpawner{
+		Python:       cfg.Python,
+		WorkerScript: workerScript,
+		Args:         args,
+		Env:          env,
+		Dir:          cfg.Chdir,
+	}
+}
+
+// poolBackend adapts the supervisor's pool to the proxy's Backend.
+type poolBackend struct{ pool *supervisor.Pool }
+
+func (b poolBackend) Acquire(ctx context.Context) (proxy.Lease, error) {
+	l, err := b.pool.Acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+// stdLogWriter sends net/http's internal log lines (TLS handshake errors and the like) to
+// zerolog.
+type stdLogWriter struct{ log zerolog.Logger }
+
+func (w stdLogWriter) Write(p []byte) (int, error) {
+	w.log.Warn().Msg(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+var _ io.Writer = stdLogWriter{}
+
+func newStdLogger(log zerolog.Logger) *stdlog.Logger {
+	return stdlog.New(stdLogWriter{log}, "", 0)
+}

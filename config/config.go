@@ -1,0 +1,130 @@
+// Package config holds herd's one Config. Every option is a field of Config whose struct tags
+// give its key, default and help; the command-line flags, the HERD_* environment names and
+// the config-file keys are all derived from those tags, so no option is spelled twice.
+//
+// Precedence: flag > environment > config file > default.
+package config
+
+import (
+	"fmt"
+	"net"
+	"os/exec"
+	"runtime"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Config is every setting of `herd serve`.
+type Config struct {
+	App        string   `key:"app" help:"the WSGI app as module:callable (callable defaults to application); also the first argument of serve"`
+	HTTP       []string `key:"http" default:"127.0.0.1:8000" help:"HTTP listen address HOST:PORT (repeat or comma-separate for several)"`
+	Workers    int      `key:"workers" short:"w" default:"0" help:"number of worker processes; 0 means one per CPU core"`
+	Threads    int      `key:"threads" default:"1" help:"threads per worker: requests one worker serves at once"`
+	Chdir      string   `key:"chdir" help:"directory to change to before loading the app (it is put first on sys.path)"`
+	Python     string   `key:"python" default:"python3" help:"Python interpreter that runs the workers"`
+	Venv       string   `key:"venv" help:"virtualenv directory; its bin/python runs the workers unless --python is given"`
+	PythonPath []string `key:"pythonpath" help:"directory to add to sys.path before loading the app (repeatable)"`
+
+	QueueSize       int           `key:"queue-size" default:"1024" help:"requests that may wait for a free worker before new ones get 503"`
+	QueueTimeout    time.Duration `key:"queue-timeout" default:"30s" help:"how long a request waits for a free worker before it gets 503"`
+	BootTimeout     time.Duration `key:"boot-timeout" default:"60s" help:"a worker that has not loaded the app by then is killed"`
+	GracefulTimeout time.Duration `key:"graceful-timeout" default:"30s" help:"on stop, how long requests in flight may take before workers are killed"`
+
+	BodyBuffer  Size `key:"body-buffer" default:"1MiB" help:"request bodies up to this size are held in memory; larger ones spill to a temporary file"`
+	MaxBodySize Size `key:"max-body-size" default:"0" help:"larger request bodies are refused with 413; 0 means no limit"`
+
+	LogLevel  string `key:"log-level" default:"info" enum:"debug,info,warn,error" help:"least severe log level written"`
+	LogFormat string `key:"log-format" default:"auto" enum:"auto,console,json" help:"log format: console on a terminal and json otherwise when auto"`
+	AccessLog string `key:"access-log" default:"-" help:"where access lines go: - for the main log, a file path, or off"`
+}
+
+// Defaults returns a Config with every option at its default.
+func Defaults() Config {
+	var c Config
+	for _, o := range Options() {
+		if err := o.set(&c, o.Default); err != nil {
+			panic(fmt.Sprintf("config: default of %s: %v", o.Key, err))
+		}
+	}
+	return c
+}
+
+// Validate checks values that parse but make no sense, and fills derived defaults. Each error
+// names the key and what it accepts.
+func (c *Config) Validate() error {
+	var errs []string
+	add := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Sprintf("%s: %s", key, fmt.Sprintf(format, args...)))
+	}
+	if c.App == "" {
+		add("app", "missing: give the WSGI app as module:callable, e.g. herd serve hello:app")
+	} else if !validAppSpec(c.App) {
+		add("app", "%q is not module:callable (a dotted Python module, optionally :name)", c.App)
+	}
+	if len(c.HTTP) == 0 {
+		add("http", "at least one listen address is needed")
+	}
+	for _, a := range c.HTTP {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			add("http", "%q is not HOST:PORT (e.g. 127.0.0.1:8000 or :8000)", a)
+		}
+	}
+	if c.Workers < 0 {
+		add("workers", "%d: must be 0 (one per CPU core) or more", c.Workers)
+	}
+	if c.Workers == 0 {
+		c.Workers = runtime.NumCPU()
+	}
+	if c.Threads < 1 {
+		add("threads", "%d: must be 1 or more", c.Threads)
+	}
+	if c.QueueSize < 0 {
+		add("queue-size", "%d: must be 0 or more", c.QueueSize)
+	}
+	for key, d := range map[string]time.Duration{"queue-timeout": c.QueueTimeout, "boot-timeout": c.BootTimeout, "graceful-timeout": c.GracefulTimeout} {
+		if d <= 0 {
+			add(key, "%s: must be a positive duration such as 30s", d)
+		}
+	}
+	if c.BodyBuffer < 0 || c.MaxBodySize < 0 {
+		add("body-buffer", "sizes must not be negative")
+	}
+	if c.Venv != "" && c.Python == "python3" {
+		c.Python = strings.TrimRight(c.Venv, "/") + "/bin/python"
+	}
+	if _, err := exec.LookPath(c.Python); err != nil {
+		add("python", "%q cannot be run: %v", c.Python, err)
+	}
+	if len(errs) > 0 {
+		slices.Sort(errs)
+		return fmt.Errorf("invalid configuration:\n  %s", strings.Join(errs, "\n  "))
+	}
+	return nil
+}
+
+func validAppSpec(s string) bool {
+	module, callable, _ := strings.Cut(s, ":")
+	if module == "" || strings.Contains(callable, ":") {
+		return false
+	}
+	for _, part := range strings.Split(module, ".") {
+		if !isIdentifier(part) {
+			return false
+		}
+	}
+	return callable == "" || isIdentifier(callable)
+}
+
+func isIdentifier(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i, r := range s {
+		if r == '_' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r > 127 || i > 0 && r >= '0' && r <= '9' {
+			continue
+		}
+		return false
+	}
+	return true
+}

@@ -1,0 +1,344 @@
+package config
+
+import (
+	"fmt"
+	"reflect"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/spf13/pflag"
+)
+
+// Option describes one setting, derived from the tags of its Config field.
+type Option struct {
+	Key     string   // flag name and config-file key
+	Short   string   // one-letter flag, or ""
+	Default string   // as text, parsed like any other value
+	Help    string   //
+	Enum    []string // the accepted values, when the option is a choice
+	field   int
+	kind    reflect.Type
+}
+
+// EnvName is the environment variable that sets the option.
+func (o Option) EnvName() string {
+	return "HERD_" + strings.ToUpper(strings.ReplaceAll(o.Key, "-", "_"))
+}
+
+// Accepts says in words what values the option takes, for errors and docs.
+func (o Option) Accepts() string {
+	switch {
+	case len(o.Enum) > 0:
+		return "one of " + strings.Join(o.Enum, ", ")
+	case o.kind == durationType:
+		return "a duration such as 500ms, 30s or 2m"
+	case o.kind == sizeType:
+		return "a size in bytes such as 65536, 64KiB, 10MB or 1GiB"
+	case o.kind.Kind() == reflect.Int:
+		return "an integer"
+	case o.kind.Kind() == reflect.Bool:
+		return "true or false"
+	case o.kind.Kind() == reflect.Slice:
+		return "a list (repeat the flag, or separate with commas)"
+	default:
+		return "a string"
+	}
+}
+
+var (
+	durationType = reflect.TypeOf(time.Duration(0))
+	sizeType     = reflect.TypeOf(Size(0))
+
+	optionsOnce sync.Once
+	options     []Option
+)
+
+// Options lists every option in Config field order.
+func Options() []Option {
+	optionsOnce.Do(func() {
+		t := reflect.TypeOf(Config{})
+		for i := range t.NumField() {
+			f := t.Field(i)
+			key := f.Tag.Get("key")
+			if key == "" {
+				continue
+			}
+			o := Option{
+				Key: key, Short: f.Tag.Get("short"), Default: f.Tag.Get("default"),
+				Help: f.Tag.Get("help"), field: i, kind: f.Type,
+			}
+			if e := f.Tag.Get("enum"); e != "" {
+				o.Enum = strings.Split(e, ",")
+			}
+			options = append(options, o)
+		}
+	})
+	return options
+}
+
+// Lookup finds an option by key.
+func Lookup(key string) (Option, bool) {
+	for _, o := range Options() {
+		if o.Key == key {
+			return o, true
+		}
+	}
+	return Option{}, false
+}
+
+// set parses raw (a string from a flag or the environment, or whatever a config file
+// decoded to) into the option's field of c.
+func (o Option) set(c *Config, raw any) error {
+	field := reflect.ValueOf(c).Elem().Field(o.field)
+	switch {
+	case o.kind == durationType:
+		d, err := parseDuration(raw)
+		if err != nil {
+			return err
+		}
+		field.SetInt(int64(d))
+	case o.kind == sizeType:
+		n, err := ParseSize(fmt.Sprint(raw))
+		if err != nil {
+			return err
+		}
+		field.SetInt(int64(n))
+	case o.kind.Kind() == reflect.Int:
+		n, err := parseInt(raw)
+		if err != nil {
+			return err
+		}
+		field.SetInt(int64(n))
+	case o.kind.Kind() == reflect.Bool:
+		b, err := parseBool(raw)
+		if err != nil {
+			return err
+		}
+		field.SetBool(b)
+	case o.kind.Kind() == reflect.Slice:
+		field.Set(reflect.ValueOf(parseList(raw)))
+	default:
+		s := fmt.Sprint(raw)
+		if raw == nil {
+			s = ""
+		}
+		if len(o.Enum) > 0 && !contains(o.Enum, s) {
+			return fmt.Errorf("%q is not allowed", s)
+		}
+		field.SetString(s)
+	}
+	return nil
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func parseInt(raw any) (int, error) {
+	switch v := raw.(type) {
+	case int:
+		return v, nil
+	case int64:
+		return int(v), nil
+	case float64:
+		if v != float64(int(v)) {
+			return 0, fmt.Errorf("%v is not a whole number", v)
+		}
+		return int(v), nil
+	}
+	s := strings.TrimSpace(fmt.Sprint(raw))
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		return 0, fmt.Errorf("%q is not an integer", s)
+	}
+	return n, nil
+}
+
+func parseBool(raw any) (bool, error) {
+	if b, ok := raw.(bool); ok {
+		return b, nil
+	}
+	s := strings.ToLower(strings.TrimSpace(fmt.Sprint(raw)))
+	switch s {
+	case "1", "true", "yes", "on":
+		return true, nil
+	case "0", "false", "no", "off", "":
+		return false, nil
+	}
+	return false, fmt.Errorf("%q is not true or false", s)
+}
+
+func parseDuration(raw any) (time.Duration, error) {
+	switch v := raw.(type) {
+	case int, int64, float64:
+		// A bare number in a config file means seconds, as in uWSGI and gunicorn.
+		n, err := parseFloat(v)
+		if err != nil {
+			return 0, err
+		}
+		return time.Duration(n * float64(time.Second)), nil
+	}
+	s := strings.TrimSpace(fmt.Sprint(raw))
+	if n, err := strconv.ParseFloat(s, 64); err == nil {
+		return time.Duration(n * float64(time.Second)), nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, fmt.Errorf("%q is not a duration", s)
+	}
+	return d, nil
+}
+
+func parseFloat(v any) (float64, error) {
+	switch n := v.(type) {
+	case int:
+		return float64(n), nil
+	case int64:
+		return float64(n), nil
+	case float64:
+		return n, nil
+	}
+	return 0, fmt.Errorf("%v is not a number", v)
+}
+
+func parseList(raw any) []string {
+	var items []string
+	switch v := raw.(type) {
+	case nil:
+		return nil
+	case []string:
+		items = v
+	case []any:
+		for _, x := range v {
+			items = append(items, fmt.Sprint(x))
+		}
+	default:
+		items = strings.Split(fmt.Sprint(v), ",")
+	}
+	var out []string
+	for _, it := range items {
+		for _, part := range strings.Split(it, ",") {
+			if p := strings.TrimSpace(part); p != "" {
+				out = append(out, p)
+			}
+		}
+	}
+	return out
+}
+
+// Size is a number of bytes, written with an optional unit (KB, KiB, MB, MiB, GB, GiB).
+type Size int64
+
+var sizeUnits = []struct {
+	suffix string
+	mult   int64
+}{
+	{"kib", 1 << 10}, {"mib", 1 << 20}, {"gib", 1 << 30},
+	{"kb", 1000}, {"mb", 1000 * 1000}, {"gb", 1000 * 1000 * 1000},
+	{"k", 1 << 10}, {"m", 1 << 20}, {"g", 1 << 30}, {"b", 1},
+}
+
+// ParseSize reads "65536", "64KiB", "10MB", "1g".
+func ParseSize(s string) (Size, error) {
+	t := strings.ToLower(strings.TrimSpace(s))
+	mult := int64(1)
+	for _, u := range sizeUnits {
+		if strings.HasSuffix(t, u.suffix) {
+			t = strings.TrimSpace(strings.TrimSuffix(t, u.suffix))
+			mult = u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseFloat(t, 64)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("%q is not a size", s)
+	}
+	return Size(n * float64(mult)), nil
+}
+
+func (s Size) String() string {
+	switch {
+	case s > 0 && s%(1<<30) == 0:
+		return strconv.FormatInt(int64(s>>30), 10) + "GiB"
+	case s > 0 && s%(1<<20) == 0:
+		return strconv.FormatInt(int64(s>>20), 10) + "MiB"
+	case s > 0 && s%(1<<10) == 0:
+		return strconv.FormatInt(int64(s>>10), 10) + "KiB"
+	}
+	return strconv.FormatInt(int64(s), 10)
+}
+
+// textValue is a pflag.Value that keeps the text as given: parsing, with the error that
+// names the key, happens once in Load for every source alike.
+type textValue struct {
+	text    string
+	list    bool
+	typName string
+}
+
+func (v *textValue) String() string { return v.text }
+func (v *textValue) Type() string   { return v.typName }
+func (v *textValue) Set(s string) error {
+	if v.list && v.text != "" {
+		v.text += "," + s
+	} else {
+		v.text = s
+	}
+	return nil
+}
+
+// listValue resets the default on first Set, as a repeated flag should.
+type listValue struct {
+	textValue
+	changed bool
+}
+
+func (v *listValue) Set(s string) error {
+	if !v.changed {
+		v.text = ""
+		v.changed = true
+	}
+	return v.textValue.Set(s)
+}
+
+// RegisterFlags adds one flag per option to fs.
+func RegisterFlags(fs *pflag.FlagSet) {
+	for _, o := range Options() {
+		help := o.Help
+		if len(o.Enum) > 0 {
+			help += " (" + strings.Join(o.Enum, "|") + ")"
+		}
+		help += " [" + o.EnvName() + "]"
+		var val pflag.Value
+		switch {
+		case o.kind.Kind() == reflect.Bool:
+			f := fs.VarPF(&textValue{text: o.Default, typName: "bool"}, o.Key, o.Short, help)
+			f.NoOptDefVal = "true"
+			continue
+		case o.kind.Kind() == reflect.Slice:
+			val = &listValue{textValue: textValue{text: o.Default, list: true, typName: "strings"}}
+		default:
+			val = &textValue{text: o.Default, typName: typeName(o)}
+		}
+		fs.VarP(val, o.Key, o.Short, help)
+	}
+}
+
+func typeName(o Option) string {
+	switch {
+	case o.kind == durationType:
+		return "duration"
+	case o.kind == sizeType:
+		return "size"
+	case o.kind.Kind() == reflect.Int:
+		return "int"
+	}
+	return "string"
+}

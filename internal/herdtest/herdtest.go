@@ -1,0 +1,319 @@
+// Package herdtest runs a real herd binary for end-to-end tests: it builds the binary once
+// per test process, starts it on a free port with JSON logs, and lets tests wait for log
+// events (worker ready, worker died ...) instead of sleeping.
+package herdtest
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var (
+	buildOnce sync.Once
+	buildPath string
+	buildErr  error
+)
+
+// Binary returns the path of a herd binary built from this checkout.
+func Binary(t testing.TB) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "herdtest-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		buildPath = filepath.Join(dir, "herd")
+		args := []string{"build", "-o", buildPath}
+		if raceEnabled {
+			args = append(args, "-race")
+		}
+		args = append(args, "github.com/herd-server/herd/cmd/herd")
+		out, err := exec.Command("go", args...).CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build herd: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return buildPath
+}
+
+// RepoRoot is the checkout's top directory.
+func RepoRoot(t testing.TB) string {
+	t.Helper()
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
+}
+
+// ExampleDir is scripts/example, where the example apps live.
+func ExampleDir(t testing.TB) string { return filepath.Join(RepoRoot(t), "scripts", "example") }
+
+// Event is one JSON log line of herd.
+type Event map[string]any
+
+// Str returns a string field ("" when absent).
+func (e Event) Str(k string) string { s, _ := e[k].(string); return s }
+
+// Int returns a numeric field (-1 when absent).
+func (e Event) Int(k string) int {
+	if f, ok := e[k].(float64); ok {
+		return int(f)
+	}
+	return -1
+}
+
+// Msg is the event's message.
+func (e Event) Msg() string { return e.Str("message") }
+
+// Instance is one running herd master.
+type Instance struct {
+	t    testing.TB
+	Cmd  *exec.Cmd
+	Addr string // host:port of the HTTP listener
+	URL  string // http://Addr
+
+	mu     sync.Mutex
+	cond   *sync.Cond
+	events []Event
+	raw    []string
+	done   bool
+	exit   error
+	exited chan struct{}
+}
+
+// Options for Start.
+type Options struct {
+	Args []string // after "serve"; --http and --log-format are added
+	Dir  string   // working directory; default: the example app directory
+	Env  []string // extra environment
+}
+
+// Start runs `herd serve` with opts and returns once the master has started (not
+// necessarily with ready workers: use WaitReady). The process is stopped at cleanup.
+func Start(t testing.TB, opts Options) *Instance {
+	t.Helper()
+	addr := FreeAddr(t)
+	args := append([]string{"serve", "--http", addr, "--log-format", "json"}, opts.Args...)
+	cmd := exec.Command(Binary(t), args...)
+	cmd.Dir = opts.Dir
+	if cmd.Dir == "" {
+		cmd.Dir = ExampleDir(t)
+	}
+	cmd.Env = append(os.Environ(), opts.Env...)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout = os.Stdout
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	in := &Instance{t: t, Cmd: cmd, Addr: addr, URL: "http://" + addr, exited: make(chan struct{})}
+	in.cond = sync.NewCond(&in.mu)
+	go in.readLog(bufio.NewScanner(stderr))
+	t.Cleanup(func() {
+		if in.Running() {
+			_ = cmd.Process.Signal(syscall.SIGKILL)
+		}
+		<-in.exited
+		if t.Failed() {
+			in.dumpLog()
+		}
+	})
+	return in
+}
+
+func (in *Instance) readLog(sc *bufio.Scanner) {
+	sc.Buffer(make([]byte, 0, 64<<10), 8<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		var ev Event
+		_ = json.Unmarshal([]byte(line), &ev)
+		in.mu.Lock()
+		in.raw = append(in.raw, line)
+		if ev != nil {
+			in.events = append(in.events, ev)
+		}
+		in.cond.Broadcast()
+		in.mu.Unlock()
+	}
+	err := in.Cmd.Wait()
+	in.mu.Lock()
+	in.done = true
+	in.exit = err
+	in.cond.Broadcast()
+	in.mu.Unlock()
+	close(in.exited)
+}
+
+func (in *Instance) dumpLog() {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	n := len(in.raw)
+	from := max(0, n-200)
+	in.t.Logf("herd log (last %d of %d lines):\n%s", n-from, n, strings.Join(in.raw[from:], "\n"))
+}
+
+// Running reports whether the master process has not exited.
+func (in *Instance) Running() bool {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return !in.done
+}
+
+// Wait waits for the master to exit and returns its exit code (-1 if killed).
+func (in *Instance) Wait(timeout time.Duration) int {
+	in.t.Helper()
+	select {
+	case <-in.exited:
+	case <-time.After(timeout):
+		in.t.Fatalf("herd did not exit within %s", timeout)
+	}
+	return in.Cmd.ProcessState.ExitCode()
+}
+
+// Output is everything herd wrote to stderr so far.
+func (in *Instance) Output() string {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return strings.Join(in.raw, "\n")
+}
+
+// WaitEvent waits for the first event from index `from` on that matches, and returns it and
+// the index after it.
+func (in *Instance) WaitEvent(from int, timeout time.Duration, match func(Event) bool) (Event, int, bool) {
+	deadline := time.Now().Add(timeout)
+	timer := time.AfterFunc(timeout, func() {
+		in.mu.Lock()
+		in.cond.Broadcast()
+		in.mu.Unlock()
+	})
+	defer timer.Stop()
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	for i := from; ; {
+		for ; i < len(in.events); i++ {
+			if match(in.events[i]) {
+				return in.events[i], i + 1, true
+			}
+		}
+		if in.done || time.Now().After(deadline) {
+			return nil, i, false
+		}
+		in.cond.Wait()
+	}
+}
+
+// Events returns a copy of the events so far.
+func (in *Instance) Events() []Event {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return append([]Event(nil), in.events...)
+}
+
+// WaitReady waits until n workers have said ready and returns their pids.
+func (in *Instance) WaitReady(n int, timeout time.Duration) []int {
+	in.t.Helper()
+	var pids []int
+	from := 0
+	deadline := time.Now().Add(timeout)
+	for len(pids) < n {
+		ev, next, ok := in.WaitEvent(from, time.Until(deadline), IsMsg("worker ready"))
+		if !ok {
+			in.t.Fatalf("only %d of %d workers ready within %s", len(pids), n, timeout)
+		}
+		pids = append(pids, ev.Int("pid"))
+		from = next
+	}
+	return pids
+}
+
+// IsMsg matches events with that message.
+func IsMsg(msg string) func(Event) bool {
+	return func(e Event) bool { return e.Msg() == msg }
+}
+
+// RunDir is the master's private runtime directory, from its start-up log line.
+func (in *Instance) RunDir() string {
+	in.t.Helper()
+	ev, _, ok := in.WaitEvent(0, 10*time.Second, IsMsg("herd is starting"))
+	if !ok {
+		in.t.Fatal("no start-up log line")
+	}
+	return ev.Str("runtime_dir")
+}
+
+// FreeAddr returns a loopback address with a port that was free a moment ago.
+func FreeAddr(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// Client is an HTTP client with a per-request timeout for tests.
+func Client() *http.Client {
+	return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+}
+
+// ChildPids lists the live processes whose parent is pid.
+func ChildPids(pid int) []int {
+	var out []int
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		var child int
+		if _, err := fmt.Sscanf(e.Name(), "%d", &child); err != nil {
+			continue
+		}
+		if ppid, ok := parentOf(child); ok && ppid == pid {
+			out = append(out, child)
+		}
+	}
+	return out
+}
+
+func parentOf(pid int) (int, bool) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, false
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0, false
+	}
+	var state string
+	var ppid int
+	if _, err := fmt.Sscanf(s[i+1:], " %s %d", &state, &ppid); err != nil {
+		return 0, false
+	}
+	return ppid, state != "Z"
+}
+
+// Alive reports whether a process exists and is not a zombie.
+func Alive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i >= 0 && len(s) > i+2 && s[i+2] != 'Z'
+}

@@ -1,0 +1,59 @@
+package protocol
+
+import (
+	"reflect"
+	"testing"
+)
+
+// FuzzDecodeVars: decoding arbitrary bytes never panics, and whatever decodes re-encodes to
+// the same bytes.
+func FuzzDecodeVars(f *testing.F) {
+	pkt, _ := AppendPacket(nil, 0, typicalVars())
+	f.Add(pkt[HeaderSize:])
+	f.Add([]byte{1, 0, 'A', 0, 0})
+	f.Add([]byte{9, 0, 'A'})
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		vars, err := DecodeVars(b)
+		if err != nil {
+			return
+		}
+		again, err := AppendPacket(nil, 0, vars)
+		if err != nil {
+			t.Fatalf("decoded vars do not re-encode: %v", err)
+		}
+		if string(again[HeaderSize:]) != string(b) {
+			t.Fatalf("re-encoding changed the block:\n% x\n% x", again[HeaderSize:], b)
+		}
+	})
+}
+
+// FuzzRoundTrip: decode(encode(x)) == x for any vars that encode.
+func FuzzRoundTrip(f *testing.F) {
+	f.Add("REQUEST_METHOD", "GET", "PATH_INFO", "/caf\xc3\xa9", uint8(1))
+	f.Add("K", "", "", "v", uint8(0))
+	f.Fuzz(func(t *testing.T, k1, v1, k2, v2 string, mod2 uint8) {
+		vars := []Var{{k1, v1}, {k2, v2}}
+		pkt, err := AppendPacket(nil, mod2, vars)
+		if err != nil {
+			return
+		}
+		h, err := ParseHeader(pkt)
+		if err != nil || h.Modifier2 != mod2 || int(h.DataSize) != len(pkt)-HeaderSize {
+			t.Fatalf("header %+v, err %v", h, err)
+		}
+		got, err := DecodeVars(pkt[HeaderSize:])
+		if k1 == "" || k2 == "" {
+			if err == nil {
+				t.Fatalf("empty key decoded without error")
+			}
+			return
+		}
+		if err != nil {
+			t.Fatalf("decode of encoded vars: %v", err)
+		}
+		if !reflect.DeepEqual(got, vars) {
+			t.Fatalf("got %+v want %+v", got, vars)
+		}
+	})
+}

@@ -1,0 +1,79 @@
+package proxy
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+)
+
+// body is a request body the master has read in full before choosing a worker, so a slow
+// upload never holds a worker and a request can be offered to another worker if the first
+// one could not take it. Small bodies stay in memory; larger ones spill to a temporary file
+// that is unlinked at once, so it is deleted whatever happens to the process.
+type body struct {
+	mem  []byte
+	file *os.File
+	size int64
+}
+
+func (b *body) Close() {
+	if b.file != nil {
+		_ = b.file.Close()
+	}
+}
+
+var emptyBody = &body{}
+
+func readBody(r *http.Request, memLimit, maxSize int64, tempDir string) (*body, error) {
+	if r.ContentLength == 0 || r.Body == nil || r.Body == http.NoBody {
+		return emptyBody, nil
+	}
+	if maxSize > 0 && r.ContentLength > maxSize {
+		return nil, fmt.Errorf("%w: Content-Length %d > %d", errBodyTooLarge, r.ContentLength, maxSize)
+	}
+	src := r.Body
+	if maxSize > 0 {
+		src = http.MaxBytesReader(nil, r.Body, maxSize)
+	}
+	var mem bytes.Buffer
+	if r.ContentLength > 0 {
+		mem.Grow(int(min(r.ContentLength, memLimit)))
+	}
+	_, err := io.CopyN(&mem, src, memLimit+1)
+	switch {
+	case err == io.EOF:
+		return &body{mem: mem.Bytes(), size: int64(mem.Len())}, nil
+	case err != nil:
+		return nil, bodyError(err)
+	}
+	return spill(mem.Bytes(), src, tempDir)
+}
+
+func spill(head []byte, rest io.Reader, tempDir string) (*body, error) {
+	f, err := os.CreateTemp(tempDir, "body-*")
+	if err != nil {
+		return nil, fmt.Errorf("spill request body: %w", err)
+	}
+	_ = os.Remove(f.Name())
+	if _, err := f.Write(head); err != nil {
+		_ = f.Close()
+		return nil, fmt.Errorf("spill request body: %w", err)
+	}
+	n, err := io.Copy(f, rest)
+	if err != nil {
+		_ = f.Close()
+		return nil, bodyError(err)
+	}
+	return &body{file: f, size: int64(len(head)) + n}, nil
+}
+
+func bodyError(err error) error {
+	var maxErr *http.MaxBytesError
+	if errors.As(err, &maxErr) {
+		return fmt.Errorf("%w: %w", errBodyTooLarge, err)
+	}
+	return fmt.Errorf("%w: %w", errBadBody, err)
+}

@@ -1,0 +1,307 @@
+// Package proxy is herd's front end: it turns client requests into uwsgi requests, hands
+// them to a worker connection it gets from the pool, and streams the worker's response back.
+//
+// It never starts or stops a worker; it only asks a Backend for a connection and gives it
+// back, saying whether it can carry another request.
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/herd-server/herd/protocol"
+)
+
+// Backend hands out worker connections. *supervisor.Pool is the real one; the proxy needs
+// no more than this.
+type Backend interface {
+	Acquire(ctx context.Context) (Lease, error)
+}
+
+// Lease is one worker connection held for one request.
+type Lease interface {
+	Conn() net.Conn
+	Reader() *bufio.Reader
+	WorkerID() int
+	// Release gives the connection back; reusable=false when it may not carry another
+	// request (the response was not read to its end, or the connection failed).
+	Release(reusable bool)
+}
+
+// Handler serves HTTP requests through the workers.
+type Handler struct {
+	Backend Backend
+	Log     zerolog.Logger
+	// AccessLog, when not nil, gets one line per request.
+	AccessLog *zerolog.Logger
+	// BodyBuffer is how much of a request body is held in memory; the rest spills to an
+	// unlinked temporary file in TempDir.
+	BodyBuffer int64
+	// MaxBodySize refuses larger bodies with 413; 0 means no limit.
+	MaxBodySize int64
+	TempDir     string
+	HTTPS       bool
+}
+
+// maxAttempts bounds how often one request is offered to a worker. Only requests that never
+// reached a worker are retried: a failed connect or a failed write of the request.
+const maxAttempts = 5
+
+var packetPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+var copyBufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	rec := accessRecord{status: 0, worker: -1}
+	defer func() {
+		if h.AccessLog != nil {
+			h.logAccess(r, &rec, time.Since(start))
+		}
+	}()
+
+	body, err := readBody(r, h.BodyBuffer, h.MaxBodySize, h.TempDir)
+	if err != nil {
+		rec.status = h.fail(w, r, err)
+		return
+	}
+	defer body.Close()
+
+	info := ConnInfo{RemoteAddr: r.RemoteAddr, HTTPS: h.HTTPS}
+	if la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
+		info.LocalAddr = la.String()
+	}
+	var varsArr [48]protocol.Var
+	vars := RequestVars(varsArr[:0], r, info, body.size)
+	bufp := packetPool.Get().(*[]byte)
+	defer packetPool.Put(bufp)
+	packet, err := protocol.AppendPacket((*bufp)[:0], protocol.ModifierKeepAlive, vars)
+	if err != nil {
+		rec.status = h.fail(w, r, fmt.Errorf("%w: %w", errHeadersTooLarge, err))
+		return
+	}
+	*bufp = packet
+
+	lease, err := h.dispatch(r.Context(), packet, body)
+	if err != nil {
+		rec.status = h.fail(w, r, err)
+		return
+	}
+	rec.worker = lease.WorkerID()
+	reusable := false
+	defer func() { lease.Release(reusable) }()
+
+	resp, err := http.ReadResponse(lease.Reader(), r)
+	if err != nil {
+		rec.status = h.fail(w, r, fmt.Errorf("%w: %w", errWorkerFailed, err))
+		return
+	}
+	rec.status = resp.StatusCode
+	reusable, rec.bytes, err = h.copyResponse(w, resp)
+	if err != nil {
+		h.Log.Warn().Err(err).Int("worker", rec.worker).Str("path", r.URL.Path).Msg("response aborted")
+		// The status line is out already: abort the client connection rather than
+		// pretend the truncated body is whole.
+		panic(http.ErrAbortHandler)
+	}
+}
+
+// dispatch sends the request to a worker, trying another when the chosen one could not
+// take it at all (its connection was refused or broke before the request was written).
+func (h *Handler) dispatch(ctx context.Context, packet []byte, b *body) (Lease, error) {
+	var lastErr error
+	for range maxAttempts {
+		lease, err := h.Backend.Acquire(ctx)
+		if err != nil {
+			var opErr *net.OpError
+			if errors.As(err, &opErr) { // a dead worker's socket: try another one
+				lastErr = err
+				continue
+			}
+			return nil, err
+		}
+		err = writeRequest(lease.Conn(), packet, b)
+		if err == nil {
+			// Wait for the first byte of the answer. On Linux, a Unix socket closed with
+			// unread data makes its peer's read fail with ECONNRESET, while one closed
+			// after reading gives EOF: so ECONNRESET here proves the worker died without
+			// reading the request, and it is safe to send it elsewhere.
+			_, err = lease.Reader().Peek(1)
+			if err == nil {
+				return lease, nil
+			}
+			lease.Release(false)
+			if !errors.Is(err, syscall.ECONNRESET) {
+				return nil, fmt.Errorf("%w: read response: %w", errWorkerFailed, err)
+			}
+			lastErr = err
+			continue
+		}
+		lease.Release(false)
+		lastErr = err
+		if !errors.Is(err, syscall.EPIPE) && !errors.Is(err, syscall.ECONNRESET) {
+			break
+		}
+	}
+	return nil, fmt.Errorf("%w: %w", errWorkerFailed, lastErr)
+}
+
+func writeRequest(conn net.Conn, packet []byte, b *body) error {
+	switch {
+	case b.file != nil:
+		if _, err := b.file.Seek(0, io.SeekStart); err != nil {
+			return fmt.Errorf("rewind request body: %w", err)
+		}
+		if _, err := conn.Write(packet); err != nil {
+			return err
+		}
+		_, err := io.Copy(conn, b.file)
+		return err
+	case len(b.mem) > 0:
+		bufs := net.Buffers{packet, b.mem}
+		_, err := bufs.WriteTo(conn)
+		return err
+	default:
+		_, err := conn.Write(packet)
+		return err
+	}
+}
+
+// hopByHop headers describe one connection; the master owns the client's, so a worker's
+// values for them are not forwarded.
+var hopByHop = map[string]bool{
+	"Connection": true, "Keep-Alive": true, "Proxy-Connection": true, "Transfer-Encoding": true,
+	"Te": true, "Trailer": true, "Upgrade": true,
+}
+
+// copyResponse streams the worker's response to the client. It reports whether the worker
+// connection can carry another request (the body was read to its end) and how many body
+// bytes the client got. An error means the worker's side broke mid-body.
+func (h *Handler) copyResponse(w http.ResponseWriter, resp *http.Response) (reusable bool, n int64, err error) {
+	dst := w.Header()
+	for k, vv := range resp.Header {
+		if !hopByHop[k] {
+			dst[k] = vv
+		}
+	}
+	w.WriteHeader(resp.StatusCode)
+	// A body without a length is the app streaming (a generator, server-sent events):
+	// each part goes to the client as it arrives. One with a length is copied in bulk.
+	streaming := resp.ContentLength < 0
+	flusher, _ := w.(http.Flusher)
+	bufp := copyBufPool.Get().(*[]byte)
+	defer copyBufPool.Put(bufp)
+	buf := *bufp
+	clientGone := false
+	for {
+		nr, rerr := resp.Body.Read(buf)
+		if nr > 0 && !clientGone {
+			nw, werr := w.Write(buf[:nr])
+			n += int64(nw)
+			if werr != nil {
+				// The client left. Closing the worker connection (reusable=false) makes
+				// the worker's next write fail, so it stops producing for nobody.
+				clientGone = true
+				return false, n, nil
+			}
+			if streaming && flusher != nil {
+				flusher.Flush()
+			}
+		}
+		if rerr == io.EOF {
+			return !resp.Close, n, nil
+		}
+		if rerr != nil {
+			return false, n, fmt.Errorf("read worker response: %w", rerr)
+		}
+	}
+}
+
+type accessRecord struct {
+	status int
+	bytes  int64
+	worker int
+}
+
+func (h *Handler) logAccess(r *http.Request, rec *accessRecord, d time.Duration) {
+	ev := h.AccessLog.Info().
+		Str("method", r.Method).
+		Str("path", r.URL.Path).
+		Int("status", rec.status).
+		Int64("bytes", rec.bytes).
+		Dur("duration", d).
+		Str("remote", r.RemoteAddr)
+	if rec.worker >= 0 {
+		ev = ev.Int("worker", rec.worker)
+	}
+	ev.Send()
+}
+
+// requestStatus is the HTTP status the client sees for a request that failed before a
+// worker answered: one place, so that every path maps the same failure the same way.
+func requestStatus(err error) int {
+	var maxErr *http.MaxBytesError
+	switch {
+	case errors.Is(err, errBodyTooLarge), errors.As(err, &maxErr):
+		return http.StatusRequestEntityTooLarge
+	case errors.Is(err, errHeadersTooLarge):
+		return http.StatusRequestHeaderFieldsTooLarge
+	case errors.Is(err, errBadBody):
+		return http.StatusBadRequest
+	case errors.Is(err, context.Canceled):
+		return statusClientClosed
+	case isUnavailable(err):
+		return http.StatusServiceUnavailable
+	default:
+		return http.StatusBadGateway
+	}
+}
+
+// statusClientClosed is nginx's 499: the client left before the answer. Only logged.
+const statusClientClosed = 499
+
+var (
+	errBodyTooLarge    = errors.New("request body larger than the limit")
+	errHeadersTooLarge = errors.New("request headers too large for a uwsgi packet")
+	errBadBody         = errors.New("could not read the request body")
+	errWorkerFailed    = errors.New("worker failed")
+)
+
+// Unavailable is implemented by pool errors that mean "no capacity now" (queue full, queue
+// timeout, shutting down) so that the proxy can answer 503 without importing the pool.
+type Unavailable interface{ Unavailable() bool }
+
+func isUnavailable(err error) bool {
+	var u Unavailable
+	return errors.As(err, &u) && u.Unavailable()
+}
+
+func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error) int {
+	status := requestStatus(err)
+	if status == statusClientClosed {
+		return status
+	}
+	ev := h.Log.Warn()
+	if status == http.StatusBadGateway {
+		ev = h.Log.Error()
+	}
+	ev.Err(err).Int("status", status).Str("method", r.Method).Str("path", r.URL.Path).Msg("request failed")
+	if status == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", "1")
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Content-Length", strconv.Itoa(len(http.StatusText(status))+1))
+	w.WriteHeader(status)
+	_, _ = io.WriteString(w, http.StatusText(status)+"\n")
+	return status
+}

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs the Debian packages herd's tests use, when they are missing. The tests run real
+# peers: nginx in front, uWSGI and gunicorn to compare with, wrk for load, Flask and Django
+# apps under Debian's /usr/bin/python3.
+set -euo pipefail
+
+packages=(nginx wrk uwsgi uwsgi-plugin-python3 gunicorn python3-flask python3-django)
+
+missing=()
+for p in "${packages[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -ne 0 ]; then
+	echo "install-deps: missing Debian packages: ${missing[*]}" >&2
+	echo "install-deps: run as root, or: sudo apt-get install -y ${missing[*]}" >&2
+	echo "install-deps: tests that need them will say so and skip" >&2
+	exit 0
+fi
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q
+apt-get install -y -q --no-install-recommends "${missing[@]}"

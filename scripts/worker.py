@@ -1,0 +1,950 @@
+"""herd worker: serves one WSGI app over the uwsgi protocol for the herd master.
+
+The Go master embeds this file and runs it as `PYTHON worker.py [options]` (or
+`PYTHON -c <source> [options]`), never through a shell. It is stdlib only and runs on
+CPython >= 3.8. Everything below is a contract with the Go side (supervisor/, proxy/):
+change both together.
+
+Command line
+    --app MODULE[:CALLABLE]   the WSGI app, gunicorn syntax; CALLABLE defaults to
+                              `application` and may be a dotted attribute path.
+    --listen-fd N             an inherited, listening SOCK_STREAM socket (AF_UNIX from the
+                              master). The worker makes it blocking and close-on-exec.
+    --bind unix:PATH | HOST:PORT
+                              or create the listening socket itself (standalone use, tests);
+                              a stale unix socket file is unlinked first.
+    --control-fd N            optional inherited AF_UNIX SOCK_STREAM socket to the master.
+    --threads N               serving threads (default 1: serve in the main thread).
+    --worker-id N             only used to tag log lines: "herd-worker[N] ...".
+    --chdir DIR               chdir before importing the app; DIR goes first on sys.path.
+    --pythonpath DIR          repeatable; inserted at the front of sys.path, in order.
+    Without --chdir the current directory goes first on sys.path (as gunicorn does).
+
+Control channel (--control-fd): newline-delimited JSON objects, UTF-8, both ways.
+    worker -> master  {"event": "ready", "pid": PID, "python": "3.11.7"}
+                      once the app imported and the callable was found.
+    worker -> master  {"event": "boot_error", "kind": "app_import", "error": "ExcType: msg",
+                      "traceback": "..."} then exit 4. The traceback goes to stderr only when
+                      there is no control channel (the master prints it itself).
+                      {"event": "boot_error", "kind": "worker", ...} precedes exit 3 when the
+                      control channel itself works but something else does not (bad socket).
+    master -> worker  {"cmd": "dump_stacks"}: every thread's stack to stderr (faulthandler).
+                      Unknown commands are logged once and ignored.
+    EOF or an error on the control socket: the worker exits at once with os._exit(0),
+    whatever it is doing, so no worker outlives its master.
+
+Exit codes
+    0  clean exit (SIGTERM, control channel closed)
+    1  unexpected fatal error after boot (e.g. the listening socket broke)
+    3  worker boot error: bad arguments, bad fd, unusable socket, Python too old
+    4  app import error (the app failed to import, or the callable is missing/not callable)
+
+Signals
+    SIGINT ignored (the master owns Ctrl-C). SIGTERM: exit 0 at once when idle, else after
+    the requests in flight finish. SIGABRT (the master's --timeout path): faulthandler dumps
+    every thread's stack to stderr, then the process dies.
+
+Request framing: uwsgi. A 4-byte header: modifier1 (uint8, must be 0 = WSGI), datasize
+(uint16 LE, size of the vars block), modifier2 (uint8). Then the vars block: repeated
+(uint16 LE key length, key, uint16 LE value length, value). Then exactly CONTENT_LENGTH
+body bytes (HTTP_TRANSFER_ENCODING is ignored for framing).
+
+modifier2 selects the connection mode:
+    0  plain uwsgi (nginx uwsgi_pass, any uwsgi client): one request; the response is
+       "<SERVER_PROTOCOL> <status>\\r\\n<headers>\\r\\n\\r\\n<body>" exactly as the app gave it,
+       then the worker closes the connection.
+    1  herd keep-alive (the master only): status line "HTTP/1.1 <status>"; the body is framed
+       by the app's Content-Length (excess truncated; a short body closes the connection),
+       else by an added Content-Length when the whole body is known before the headers go
+       out (a list/tuple result, an empty body, a regular file in wsgi.file_wrapper), else
+       by "Transfer-Encoding: chunked". Hop-by-hop headers from the app are dropped. After the
+       response, unread request body bytes are drained and the next request is read from the
+       same connection. An app error after the headers went out closes the connection without
+       the terminating chunk, so the master sees a broken response.
+    In both modes HEAD, 1xx, 204 and 304 responses carry no body (and no added framing
+    header; the app's Content-Length is kept).
+Anything else (modifier1 != 0, modifier2 > 1, a short or unparsable vars block, a bad
+CONTENT_LENGTH) gets "400 Bad Request" with Connection: close, then the connection is closed.
+A connection closed before a full 4-byte header is closed silently.
+"""
+
+import sys
+
+if sys.version_info < (3, 8):
+    sys.stderr.write('herd-worker: Python >= 3.8 required, this is %s\n'
+                     % sys.version.split()[0])
+    sys.exit(3)
+
+import argparse
+import errno
+import faulthandler
+import importlib
+import io
+import json
+import os
+import re
+import signal
+import socket
+import stat
+import threading
+import traceback
+
+EXIT_OK = 0
+EXIT_FATAL = 1
+EXIT_BOOT_ERROR = 3
+EXIT_APP_IMPORT_ERROR = 4
+
+# Request bodies up to this size are read at once into a BytesIO (C-fast for the app, no
+# drain needed); larger ones are streamed through a bounded reader.
+SMALL_BODY = 65536
+# Larger response pieces are sent with their own sendall instead of being joined (copied).
+JOIN_LIMIT = 65536
+READ_BUFFER = 65536
+
+_worker_id = 0
+_threads = 1
+_busy = [0]            # per serving slot: 1 while a request is in flight
+_stopping = False      # SIGTERM received
+_serving = False       # the app is imported; SIGTERM now waits for requests in flight
+_done = threading.Event()   # threaded mode: the main thread exits when set
+_exit_code = EXIT_OK
+_control = None        # control socket, or None
+_control_lock = threading.Lock()
+
+
+# ---------------------------------------------------------------------------------------
+# logging
+
+def _log(msg):
+    try:
+        sys.stderr.write('herd-worker[%d] %s\n' % (_worker_id, msg))
+        sys.stderr.flush()
+    except Exception:
+        pass
+
+
+def _log_exc(msg):
+    _log('%s\n%s' % (msg, traceback.format_exc().rstrip('\n')))
+
+
+def _flush_stdio():
+    for f in (sys.stdout, sys.stderr):
+        try:
+            if f is not None:
+                f.flush()
+        except Exception:
+            pass
+
+
+def _hard_exit(code):
+    _flush_stdio()
+    os._exit(code)
+
+
+# ---------------------------------------------------------------------------------------
+# wsgi.input and wsgi.file_wrapper
+
+class _EmptyInput(object):
+    """wsgi.input for requests without a body: stateless, shared by all requests."""
+    __slots__ = ()
+
+    def read(self, size=-1):
+        return b''
+
+    def readline(self, size=-1):
+        return b''
+
+    def readlines(self, hint=-1):
+        return []
+
+    def __iter__(self):
+        return iter(())
+
+    def close(self):
+        pass
+
+
+_EMPTY_INPUT = _EmptyInput()
+
+
+class Input(object):
+    """wsgi.input for a large body: reads through the connection's buffered reader and never
+    past CONTENT_LENGTH, so the keep-alive framing survives an app that reads too much."""
+    __slots__ = ('_read', '_readline', 'left')
+
+    def __init__(self, rfile, length):
+        self._read = rfile.read
+        self._readline = rfile.readline
+        self.left = length
+
+    def read(self, size=-1):
+        left = self.left
+        if left <= 0:
+            return b''
+        if size is None or size < 0 or size > left:
+            size = left
+        data = self._read(size)
+        # A short read means EOF: the peer went away, nothing more will come.
+        self.left = left - len(data) if len(data) == size else 0
+        return data
+
+    def readline(self, size=-1):
+        left = self.left
+        if left <= 0:
+            return b''
+        if size is None or size < 0 or size > left:
+            size = left
+        data = self._readline(size)
+        if data:
+            self.left = left - len(data)
+        else:
+            self.left = 0
+        return data
+
+    def readlines(self, hint=-1):
+        lines = []
+        total = 0
+        while True:
+            line = self.readline()
+            if not line:
+                return lines
+            lines.append(line)
+            total += len(line)
+            if hint is not None and 0 < hint <= total:
+                return lines
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        line = self.readline()
+        if not line:
+            raise StopIteration
+        return line
+
+    def close(self):
+        pass
+
+    def drain(self):
+        """Discard the unread rest of the body. False when the peer closed first."""
+        read = self._read
+        left = self.left
+        while left > 0:
+            n = len(read(left if left < READ_BUFFER else READ_BUFFER))
+            if not n:
+                self.left = 0
+                return False
+            left -= n
+        self.left = 0
+        return True
+
+
+class FileWrapper(object):
+    """wsgi.file_wrapper. Returned by the app, a regular file is sent with os.sendfile."""
+
+    def __init__(self, filelike, blksize=8192):
+        self.filelike = filelike
+        self.blksize = blksize
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        data = self.filelike.read(self.blksize)
+        if data:
+            return data
+        raise StopIteration
+
+    def close(self):
+        close = getattr(self.filelike, 'close', None)
+        if close is not None:
+            close()
+
+
+def _file_span(filelike):
+    """(fd, offset, bytes left) when filelike is a regular file usable with sendfile."""
+    try:
+        fd = filelike.fileno()
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        tell = getattr(filelike, 'tell', None)
+        pos = tell() if tell is not None else os.lseek(fd, 0, os.SEEK_CUR)
+    except (AttributeError, OSError, ValueError, TypeError):
+        return None
+    if type(fd) is not int or type(pos) is not int:
+        return None
+    return fd, pos, max(0, st.st_size - pos)
+
+
+def _sendfile(out_fd, in_fd, offset, count):
+    """Send up to count bytes of in_fd from offset; returns how many went (fewer at EOF)."""
+    done = 0
+    sendfile = os.sendfile
+    while done < count:
+        n = sendfile(out_fd, in_fd, offset + done, min(count - done, 1 << 30))
+        if not n:
+            break
+        done += n
+    return done
+
+
+# ---------------------------------------------------------------------------------------
+# environ
+
+_CGI_DEFAULTS = {
+    'REQUEST_METHOD': 'GET',
+    'SCRIPT_NAME': '',
+    'PATH_INFO': '',
+    'QUERY_STRING': '',
+    'SERVER_NAME': 'localhost',
+    'SERVER_PORT': '80',
+    'SERVER_PROTOCOL': 'HTTP/1.1',
+}
+
+
+def wsgi_keys(multithread):
+    """The per-process wsgi.* environ entries (wsgi.input is added per request)."""
+    return {
+        'wsgi.version': (1, 0),
+        'wsgi.url_scheme': 'http',
+        'wsgi.errors': sys.stderr,
+        'wsgi.multithread': bool(multithread),
+        'wsgi.multiprocess': True,
+        'wsgi.run_once': False,
+        'wsgi.input_terminated': True,
+        'wsgi.file_wrapper': FileWrapper,
+    }
+
+
+def make_environ(block, wsgi, base=_CGI_DEFAULTS):
+    """Decode a uwsgi vars block into a new environ; no I/O.
+
+    Returns (environ, content_length). Keys and values are decoded as latin-1 (PEP 3333).
+    UWSGI_* vars are dropped (UWSGI_SCHEME sets wsgi.url_scheme), empty CONTENT_TYPE and
+    CONTENT_LENGTH are removed. Raises ValueError for a malformed block or CONTENT_LENGTH.
+    wsgi.input is not set.
+    """
+    env = base.copy()
+    # One latin-1 decode of the whole block; lengths come from the bytes, keys and values
+    # are slices of the str at the same offsets (latin-1 maps byte i to char i).
+    s = block.decode('latin-1')
+    n = len(block)
+    i = 0
+    try:
+        while i < n:
+            j = i + 2 + (block[i] | block[i + 1] << 8)
+            k = s[i + 2:j]
+            i = j + 2 + (block[j] | block[j + 1] << 8)
+            if i > n:
+                raise ValueError('uwsgi var value runs past the vars block')
+            env[k] = s[j + 2:i]
+    except IndexError:
+        raise ValueError('uwsgi var length runs past the vars block')
+    scheme = None
+    if 'UWSGI_' in s:
+        for k in [k for k in env if k[:6] == 'UWSGI_']:
+            v = env.pop(k)
+            if k == 'UWSGI_SCHEME' and v:
+                scheme = v
+    env.update(wsgi)
+    if scheme is not None:
+        env['wsgi.url_scheme'] = scheme
+    else:
+        https = env.get('HTTPS')
+        if https and https.lower() in ('on', '1', 'true'):
+            env['wsgi.url_scheme'] = 'https'
+    if env.get('CONTENT_TYPE', None) == '':
+        del env['CONTENT_TYPE']
+    cl = env.get('CONTENT_LENGTH')
+    if cl is None:
+        return env, 0
+    if cl.isdigit() and cl.isascii():
+        return env, int(cl)
+    if cl == '':
+        del env['CONTENT_LENGTH']
+        return env, 0
+    raise ValueError('bad CONTENT_LENGTH %r' % cl)
+
+
+# ---------------------------------------------------------------------------------------
+# response
+
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z").match
+_BAD_VALUE = re.compile(r'[\r\n\x00]').search
+_STATUS = re.compile(r'[0-9]{3} [^\r\n\x00]*\Z').match
+_PROTOCOL = re.compile(r'HTTP/[0-9](?:\.[0-9])?\Z').match
+_HOP_BY_HOP = frozenset((
+    'connection', 'keep-alive', 'proxy-authenticate', 'proxy-authorization', 'te',
+    'trailer', 'trailers', 'transfer-encoding', 'upgrade'))
+_SPECIAL = _HOP_BY_HOP | {'content-length'}
+
+# Connection modes (modifier2) and body framings.
+_PLAIN, _KEEPALIVE = 0, 1
+_NOBODY, _RAW, _COUNT, _CHUNKED = 0, 1, 2, 3
+
+_ERROR_BODY = b'Internal Server Error\n'
+_BAD_REQUEST = (b'HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\n'
+                b'Content-Length: 12\r\nConnection: close\r\n\r\nBad Request\n')
+
+
+def build_head(prefix, status, headers, keepalive):
+    """Validate start_response's arguments; no I/O.
+
+    Returns (head, content_length, bodyless): head is the encoded status line and header
+    lines without the final blank line; content_length is the app's (int) or None;
+    bodyless is True for 1xx, 204 and 304. Raises TypeError/ValueError when invalid.
+    """
+    if not isinstance(status, str):
+        raise TypeError('status must be str, not %s' % type(status).__name__)
+    if not _STATUS(status):
+        raise ValueError('invalid status %r: want "NNN Reason"' % (status,))
+    if not isinstance(headers, (list, tuple)):
+        raise TypeError('headers must be a list, not %s' % type(headers).__name__)
+    parts = [prefix, status, '\r\n']
+    append = parts.append
+    cl = None
+    for name, value in headers:
+        if not _TOKEN(name) or _BAD_VALUE(value):
+            raise ValueError('invalid header %r: %r' % (name, value))
+        lname = name.lower()
+        if lname in _SPECIAL:
+            if lname == 'content-length':
+                v = value.strip()
+                if not (v.isdigit() and v.isascii()):
+                    raise ValueError('invalid Content-Length %r' % (value,))
+                v = int(v)
+                if cl is not None:
+                    if cl != v:
+                        raise ValueError('conflicting Content-Length headers')
+                    continue
+                cl = v
+            elif keepalive:
+                continue    # the master owns the client connection
+        append(name + ': ' + value + '\r\n')
+    bodyless = status[0] == '1' or status[:3] in ('204', '304')
+    return ''.join(parts).encode('latin-1'), cl, bodyless
+
+
+def error_response(prefix, head_only):
+    """The 500 answer to an app that failed before sending its headers."""
+    head = ('%s500 Internal Server Error\r\nContent-Type: text/plain\r\n'
+            'Content-Length: %d\r\n\r\n' % (prefix, len(_ERROR_BODY))).encode('latin-1')
+    return head if head_only else head + _ERROR_BODY
+
+
+def _run_app(app, env, conn, sendall, keepalive, prefix, head_only):
+    """Call the app for one request and send its response.
+
+    Returns True when the response went out complete and the connection is intact."""
+    head = None         # from start_response: status line + header lines
+    app_cl = None       # the app's Content-Length
+    bodyless = head_only
+    sent = False        # headers sent
+    mode = _NOBODY
+    left = 0            # _COUNT: body bytes still owed
+    dead = False        # the connection failed under us
+    truncated = False
+
+    def start_response(status, headers, exc_info=None):
+        nonlocal head, app_cl, bodyless
+        if exc_info:
+            try:
+                if sent:
+                    raise exc_info[1].with_traceback(exc_info[2])
+            finally:
+                exc_info = None
+        elif head is not None:
+            raise AssertionError('start_response() called again without exc_info')
+        head, app_cl, nobody = build_head(prefix, status, headers, keepalive)
+        bodyless = head_only or nobody
+        return write
+
+    def begin(length):
+        # The head to send with the first body bytes; picks the framing. length is the
+        # whole body's size when it is known now.
+        nonlocal mode, left, sent
+        if head is None:
+            raise AssertionError('start_response() was not called')
+        sent = True
+        if bodyless:
+            mode = _NOBODY
+            return head + b'\r\n'
+        if not keepalive:
+            mode = _RAW
+            return head + b'\r\n'
+        mode = _COUNT
+        if app_cl is not None:
+            left = app_cl
+            return head + b'\r\n'
+        if length is not None:
+            left = length
+            return head + b'Content-Length: %d\r\n\r\n' % length
+        mode = _CHUNKED
+        return head + b'Transfer-Encoding: chunked\r\n\r\n'
+
+    def send(data):
+        nonlocal dead
+        try:
+            sendall(data)
+        except OSError:
+            dead = True
+            raise
+
+    def write(data):
+        nonlocal left, truncated
+        if type(data) is not bytes:
+            if not isinstance(data, (bytes, bytearray, memoryview)):
+                raise TypeError('response body must be bytes, not %s' % type(data).__name__)
+            data = bytes(data)
+        if not data:
+            return      # PEP 3333: headers wait for the first non-empty chunk
+        out = b'' if sent else begin(None)
+        if mode == _CHUNKED:
+            n = len(data)
+            if n > JOIN_LIMIT:
+                send(out + b'%x\r\n' % n)
+                send(data)
+                send(b'\r\n')
+            else:
+                send(out + b'%x\r\n' % n + data + b'\r\n')
+            return
+        if mode == _COUNT:
+            if len(data) > left:
+                if not truncated:
+                    truncated = True
+                    _log('%s %s: response body longer than its Content-Length, truncated'
+                         % (env.get('REQUEST_METHOD'), env.get('PATH_INFO')))
+                data = data[:left]
+            left -= len(data)
+        elif mode == _NOBODY:
+            data = b''
+        if len(data) > JOIN_LIMIT:
+            if out:
+                send(out)
+            send(data)
+        elif out or data:
+            send(out + data)
+
+    ok = True
+    try:
+        result = app(env, start_response)
+        try:
+            rtype = type(result)
+            if (rtype is list or rtype is tuple) and not sent:
+                # The whole body is here: one sendall with the head, Content-Length known.
+                body = b''.join(result)
+                out = begin(len(body))
+                if mode == _COUNT:
+                    if len(body) > left:
+                        _log('%s %s: response body longer than its Content-Length, '
+                             'truncated' % (env.get('REQUEST_METHOD'), env.get('PATH_INFO')))
+                        body = body[:left]
+                    left -= len(body)
+                elif mode == _NOBODY:
+                    body = b''
+                if len(body) > JOIN_LIMIT:
+                    send(out)
+                    send(body)
+                else:
+                    send(out + body)
+            else:
+                span = None
+                if rtype is FileWrapper and not sent and head is not None:
+                    span = _file_span(result.filelike)
+                if span is not None:
+                    fd, offset, size = span
+                    send(begin(size if app_cl is None else None))
+                    if mode != _NOBODY:
+                        count = left if mode == _COUNT else (
+                            size if app_cl is None else min(size, app_cl))
+                        try:
+                            n = _sendfile(conn.fileno(), fd, offset, count)
+                        except OSError:
+                            dead = True
+                            raise
+                        if mode == _COUNT:
+                            left -= n
+                else:
+                    for data in result:
+                        write(data)
+                    if not sent:
+                        send(begin(0))
+                    elif mode == _CHUNKED:
+                        send(b'0\r\n\r\n')
+            if mode == _COUNT and left:
+                _log('%s %s: response body shorter than its Content-Length by %d bytes, '
+                     'closing the connection'
+                     % (env.get('REQUEST_METHOD'), env.get('PATH_INFO'), left))
+                ok = False
+        finally:
+            if rtype is not list and rtype is not tuple:
+                close = getattr(result, 'close', None)
+                if close is not None:
+                    close()
+    except Exception:
+        if dead:
+            return False    # the peer went away: nothing to tell anyone
+        _log_exc('error in app for %s %s' % (env.get('REQUEST_METHOD'), env.get('PATH_INFO')))
+        if sent:
+            return False    # broken framing tells the master the response failed
+        try:
+            sendall(error_response(prefix, head_only))
+        except OSError:
+            return False
+        return True
+    return ok
+
+
+# ---------------------------------------------------------------------------------------
+# serving
+
+def _bad_request(sendall):
+    try:
+        sendall(_BAD_REQUEST)
+    except OSError:
+        pass
+
+
+def _serve_connection(conn, app, wsgi, slot):
+    """Serve requests on one connection until it closes or a request asks to close it."""
+    rfile = conn.makefile('rb', READ_BUFFER)
+    read = rfile.read
+    sendall = conn.sendall
+    busy = _busy
+    environ = make_environ
+    run = _run_app
+    BytesIO = io.BytesIO
+    empty = _EMPTY_INPUT
+    try:
+        while True:
+            h = read(4)
+            if len(h) != 4:
+                return      # closed (or died) between requests
+            size = h[1] | h[2] << 8
+            keepalive = h[3]
+            if h[0] or keepalive > 1:
+                _bad_request(sendall)
+                return
+            block = read(size) if size else b''
+            if len(block) != size:
+                _bad_request(sendall)
+                return
+            try:
+                env, cl = environ(block, wsgi)
+            except ValueError:
+                _bad_request(sendall)
+                return
+            busy[slot] = 1
+            inp = None
+            if not cl:
+                env['wsgi.input'] = empty
+            elif cl <= SMALL_BODY:
+                body = read(cl)
+                if len(body) != cl:
+                    return
+                env['wsgi.input'] = BytesIO(body)
+            else:
+                env['wsgi.input'] = inp = Input(rfile, cl)
+            if keepalive:
+                prefix = 'HTTP/1.1 '
+            else:
+                prefix = env['SERVER_PROTOCOL']
+                prefix = (prefix if _PROTOCOL(prefix) else 'HTTP/1.1') + ' '
+            ok = run(app, env, conn, sendall, keepalive, prefix,
+                     env['REQUEST_METHOD'] == 'HEAD')
+            if ok and inp is not None and inp.left:
+                ok = inp.drain()
+            busy[slot] = 0
+            if _stopping:
+                _stop_after_request()
+                return
+            if not (ok and keepalive):
+                return
+    finally:
+        busy[slot] = 0
+        try:
+            rfile.close()
+        except Exception:
+            pass
+
+
+def _stop_after_request():
+    # SIGTERM came while busy: exit once every slot is idle.
+    if _threads == 1:
+        raise SystemExit(EXIT_OK)
+    if not any(_busy):
+        _done.set()
+
+
+def _accept_loop(lsock, app, wsgi, slot):
+    accept = lsock.accept
+    tcp = lsock.family != socket.AF_UNIX
+    while not _stopping:
+        try:
+            conn, _ = accept()
+        except OSError as e:
+            if e.errno in (errno.EINTR, errno.ECONNABORTED, errno.EAGAIN, errno.EPROTO):
+                continue
+            if e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                _log('accept: %s; retrying' % e)
+                _done.wait(0.1)
+                continue
+            raise
+        try:
+            if tcp:
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            _serve_connection(conn, app, wsgi, slot)
+        except Exception:
+            _log_exc('error serving a connection')
+        finally:
+            conn.close()
+
+
+def _thread_main(lsock, app, wsgi, slot):
+    global _exit_code
+    try:
+        _accept_loop(lsock, app, wsgi, slot)
+    except SystemExit as e:     # the app called sys.exit(): the process goes
+        _exit_code = e.code if isinstance(e.code, int) else EXIT_FATAL
+        _done.set()
+    except BaseException:
+        _log_exc('serving thread %d failed' % slot)
+        _exit_code = EXIT_FATAL
+        _done.set()
+
+
+def _on_sigterm(signum, frame):
+    global _stopping
+    _stopping = True
+    if not _serving:
+        _hard_exit(EXIT_OK)
+    if not any(_busy):
+        raise SystemExit(EXIT_OK)
+    # else: the slot finishing the last request in flight ends the process
+
+
+# ---------------------------------------------------------------------------------------
+# control channel
+
+def _send_control(obj):
+    if _control is None:
+        return
+    data = (json.dumps(obj) + '\n').encode('utf-8')
+    with _control_lock:
+        try:
+            _control.sendall(data)
+        except OSError:
+            pass    # the watcher sees the EOF and exits
+
+
+def _watch_control(ctl):
+    seen = set()
+    try:
+        for line in ctl.makefile('rb'):
+            try:
+                msg = json.loads(line.decode('utf-8'))
+                cmd = msg.get('cmd') if isinstance(msg, dict) else None
+            except ValueError:
+                cmd = None
+            if cmd == 'dump_stacks':
+                _flush_stdio()
+                faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+            elif line.strip():
+                key = str(cmd)
+                if key not in seen:
+                    seen.add(key)
+                    _log('ignoring unknown control message: %s' % line[:200].decode(
+                        'utf-8', 'replace').strip())
+    except Exception:
+        pass
+    _hard_exit(EXIT_OK)     # the master is gone, or wants us gone
+
+
+# ---------------------------------------------------------------------------------------
+# boot
+
+class _ArgumentParser(argparse.ArgumentParser):
+    def error(self, message):
+        self.print_usage(sys.stderr)
+        sys.stderr.write('%s: error: %s\n' % (self.prog, message))
+        sys.exit(EXIT_BOOT_ERROR)
+
+
+_APP_SPEC = re.compile(r'[A-Za-z_][\w.]*(?::[A-Za-z_][\w.]*)?\Z')
+
+
+def _parse_args(argv):
+    p = _ArgumentParser(prog='herd-worker', description='herd WSGI worker')
+    p.add_argument('--app', required=True, help='MODULE[:CALLABLE]')
+    p.add_argument('--listen-fd', type=int)
+    p.add_argument('--bind')
+    p.add_argument('--control-fd', type=int)
+    p.add_argument('--threads', type=int, default=1)
+    p.add_argument('--worker-id', type=int, default=0)
+    p.add_argument('--chdir')
+    p.add_argument('--pythonpath', action='append', default=[])
+    args = p.parse_args(argv)
+    if (args.listen_fd is None) == (args.bind is None):
+        p.error('exactly one of --listen-fd and --bind is required')
+    if args.threads < 1:
+        p.error('--threads must be >= 1')
+    if not _APP_SPEC.match(args.app):
+        p.error('--app must look like MODULE:CALLABLE, not %r' % args.app)
+    return args
+
+
+def _boot_fail(msg):
+    _log(msg)
+    _send_control({'event': 'boot_error', 'kind': 'worker', 'error': msg, 'traceback': ''})
+    _hard_exit(EXIT_BOOT_ERROR)
+
+
+def _inherited_socket(fd, what):
+    try:
+        sock = socket.socket(fileno=fd)
+        if sock.type != socket.SOCK_STREAM:
+            raise OSError('not a SOCK_STREAM socket')
+        # Go hands fds over non-blocking at times; O_NONBLOCK would make accept() fail.
+        sock.setblocking(True)
+        # Keep it out of the app's subprocesses: a child holding the control socket would
+        # hide this worker's death from the master.
+        sock.set_inheritable(False)
+        return sock
+    except (OSError, ValueError) as e:
+        _boot_fail('%s %d unusable: %s' % (what, fd, e))
+
+
+def _listening_socket(args):
+    if args.listen_fd is not None:
+        sock = _inherited_socket(args.listen_fd, '--listen-fd')
+        try:
+            listening = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
+        except OSError as e:
+            _boot_fail('--listen-fd %d unusable: %s' % (args.listen_fd, e))
+        if not listening:
+            _boot_fail('--listen-fd %d is not a listening socket' % args.listen_fd)
+        return sock
+    bind = args.bind
+    try:
+        if bind.startswith('unix:'):
+            path = bind[5:]
+            try:
+                if stat.S_ISSOCK(os.stat(path).st_mode):
+                    os.unlink(path)
+            except FileNotFoundError:
+                pass
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.bind(path)
+        else:
+            host, _, port = bind.rpartition(':')
+            host = host.strip('[]') or '0.0.0.0'
+            family = socket.AF_INET6 if ':' in host else socket.AF_INET
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, int(port)))
+        sock.listen(1024)
+        return sock
+    except (OSError, ValueError) as e:
+        _boot_fail('cannot listen on %r: %s' % (bind, e))
+
+
+def _setup_path(args):
+    if args.chdir:
+        try:
+            os.chdir(args.chdir)
+        except OSError as e:
+            _boot_fail('--chdir: %s' % e)
+    cwd = os.getcwd()
+    # Running as `python worker.py`, sys.path[0] is this file's directory (maybe a cache
+    # dir): it has no business shadowing the app's modules.
+    here = globals().get('__file__')
+    if here and sys.path and sys.path[0] == os.path.dirname(os.path.abspath(here)):
+        del sys.path[0]
+    for d in [cwd] + args.pythonpath[::-1]:
+        sys.path.insert(0, os.path.abspath(d))
+
+
+def load_app(spec):
+    """Import MODULE[:CALLABLE] and return the callable. Raises on any failure."""
+    module, _, name = spec.partition(':')
+    name = name or 'application'
+    obj = importlib.import_module(module)
+    for attr in name.split('.'):
+        try:
+            obj = getattr(obj, attr)
+        except AttributeError:
+            raise AttributeError('failed to find attribute %r in %r' % (name, module))
+    if not callable(obj):
+        raise TypeError('%s:%s is not callable (it is a %s)'
+                        % (module, name, type(obj).__name__))
+    return obj
+
+
+def _import_app(spec):
+    try:
+        return load_app(spec)
+    except BaseException as e:
+        tb = traceback.format_exc()
+        error = ('%s: %s' % (type(e).__name__, e)).replace('\r', ' ').replace('\n', ' ')
+        _log('cannot load app %r: %s' % (spec, error))
+        if _control is None:
+            sys.stderr.write(tb)
+        _send_control({'event': 'boot_error', 'kind': 'app_import', 'error': error,
+                       'traceback': tb})
+        _hard_exit(EXIT_APP_IMPORT_ERROR)
+
+
+def _line_buffered():
+    for f in (sys.stdout, sys.stderr):
+        try:
+            f.reconfigure(line_buffering=True)
+        except Exception:
+            pass
+
+
+def main(argv=None):
+    global _worker_id, _threads, _busy, _serving, _control
+    _line_buffered()
+    args = _parse_args(sys.argv[1:] if argv is None else argv)
+    _worker_id = args.worker_id
+    _threads = args.threads
+    _busy = [0] * args.threads
+    try:
+        faulthandler.enable(all_threads=True)
+    except Exception:
+        pass    # no usable stderr
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+
+    if args.control_fd is not None:
+        ctl = _inherited_socket(args.control_fd, '--control-fd')
+        _control = ctl
+        threading.Thread(target=_watch_control, args=(ctl,), name='herd-control',
+                         daemon=True).start()
+    lsock = _listening_socket(args)
+    _setup_path(args)
+    app = _import_app(args.app)
+
+    wsgi = wsgi_keys(args.threads > 1)
+    _serving = True
+    _send_control({'event': 'ready', 'pid': os.getpid(),
+                   'python': '%d.%d.%d' % sys.version_info[:3]})
+    if _stopping:
+        raise SystemExit(EXIT_OK)
+    if args.threads == 1:
+        try:
+            _accept_loop(lsock, app, wsgi, 0)
+        except OSError as e:
+            _log('listening socket failed: %s' % e)
+            _hard_exit(EXIT_FATAL)
+        return EXIT_OK
+    for slot in range(args.threads):
+        threading.Thread(target=_thread_main, args=(lsock, app, wsgi, slot),
+                         name='herd-slot-%d' % slot, daemon=True).start()
+    _done.wait()
+    return _exit_code
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,317 @@
+package supervisor
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+)
+
+// unavailableError is a failure that means "no capacity now, try later": a front end
+// answers it with 503, whatever its wording.
+type unavailableError string
+
+func (e unavailableError) Error() string     { return string(e) }
+func (e unavailableError) Unavailable() bool { return true }
+
+var (
+	// ErrQueueFull: every slot is busy and the wait queue holds its maximum.
+	ErrQueueFull error = unavailableError("all workers busy and the request queue is full")
+	// ErrQueueTimeout: the request waited its whole queue timeout for a free slot.
+	ErrQueueTimeout error = unavailableError("timed out waiting for a free worker")
+	// ErrPoolClosed: the pool is shutting down and takes no more requests.
+	ErrPoolClosed error = unavailableError("worker pool is shutting down")
+)
+
+// Pool hands out worker slots. A slot is one persistent Unix connection to one worker (one
+// per thread of that worker); a request holds exactly one slot from its dispatch until its
+// response is read. The pool picks the least-loaded accepting worker, and when every slot is
+// busy the request waits in a bounded FIFO queue.
+//
+// Every field below mu is guarded by it. Exported methods lock; their unexported twins
+// (suffix Locked) assume the lock is held.
+type Pool struct {
+	queueSize    int
+	queueTimeout time.Duration
+	dialTimeout  time.Duration
+
+	mu      sync.Mutex
+	workers []*Worker // every worker that is not dead, in spawn order
+	waiters []*waiter // FIFO of requests waiting for a slot
+	closed  bool
+	// onIdle is called (with the lock held) when a draining worker's last request ends.
+	onIdle func(*Worker)
+}
+
+type waiter struct {
+	ch chan *slot // buffered: a hand-over never blocks the releaser
+}
+
+// slot is one connection to a worker. conn is nil until first used or after it broke; the
+// request that takes the slot dials it (outside the lock).
+type slot struct {
+	worker *Worker
+	conn   net.Conn
+	reader *bufio.Reader
+}
+
+// NewPool returns an empty pool.
+func NewPool(queueSize int, queueTimeout time.Duration) *Pool {
+	return &Pool{queueSize: queueSize, queueTimeout: queueTimeout, dialTimeout: 2 * time.Second}
+}
+
+// Lease is a slot held by one request. Release must be called exactly once.
+type Lease struct {
+	pool     *Pool
+	slot     *slot
+	released bool
+}
+
+// Conn is the connection to the worker.
+func (l *Lease) Conn() net.Conn { return l.slot.conn }
+
+// Reader reads the worker's responses on this connection. It outlives the request: bytes it
+// buffered belong to the connection, not to one response.
+func (l *Lease) Reader() *bufio.Reader { return l.slot.reader }
+
+// WorkerID names the worker that serves the request, for logs.
+func (l *Lease) WorkerID() int { return l.slot.worker.ID }
+
+// WorkerPid is the worker's process id, for logs.
+func (l *Lease) WorkerPid() int { return l.slot.worker.Pid }
+
+// Release returns the slot. reusable=false closes the connection: the next request on this
+// slot dials a new one. Pass false whenever the response was not read to its end.
+func (l *Lease) Release(reusable bool) {
+	if l.released {
+		return
+	}
+	l.released = true
+	l.pool.release(l.slot, reusable)
+}
+
+// Acquire waits for a free slot of an accepting worker and connects it. It fails with
+// ErrQueueFull, ErrQueueTimeout, ErrPoolClosed, a dial error (the worker died: try again), or
+// the context's error.
+func (p *Pool) Acquire(ctx context.Context) (*Lease, error) {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil, ErrPoolClosed
+	}
+	if s := p.takeLocked(); s != nil {
+		p.mu.Unlock()
+		return p.connect(s)
+	}
+	if len(p.waiters) >= p.queueSize {
+		p.mu.Unlock()
+		return nil, ErrQueueFull
+	}
+	w := &waiter{ch: make(chan *slot, 1)}
+	p.waiters = append(p.waiters, w)
+	p.mu.Unlock()
+
+	timer := time.NewTimer(p.queueTimeout)
+	defer timer.Stop()
+	var err error
+	select {
+	case s := <-w.ch:
+		if s == nil {
+			return nil, ErrPoolClosed
+		}
+		return p.connect(s)
+	case <-ctx.Done():
+		err = ctx.Err()
+	case <-timer.C:
+		err = ErrQueueTimeout
+	}
+	p.mu.Lock()
+	if p.removeWaiterLocked(w) {
+		p.mu.Unlock()
+		return nil, err
+	}
+	p.mu.Unlock()
+	// A slot was handed over while we gave up: give it back.
+	if s := <-w.ch; s != nil {
+		p.release(s, true)
+	}
+	return nil, err
+}
+
+// connect dials the slot's connection if it has none.
+func (p *Pool) connect(s *slot) (*Lease, error) {
+	if s.conn == nil {
+		conn, err := net.DialTimeout("unix", s.worker.SocketPath, p.dialTimeout)
+		if err != nil {
+			p.release(s, false)
+			return nil, fmt.Errorf("connect to worker %d: %w", s.worker.ID, err)
+		}
+		s.conn = conn
+		s.reader = bufio.NewReaderSize(conn, 16<<10)
+	}
+	return &Lease{pool: p, slot: s}, nil
+}
+
+// takeLocked picks a free slot of the least-loaded accepting worker, or nil.
+func (p *Pool) takeLocked() *slot {
+	var best *Worker
+	for _, w := range p.workers {
+		if !w.state.accepting() || len(w.free) == 0 {
+			continue
+		}
+		if best == nil || w.inflight < best.inflight {
+			best = w
+		}
+	}
+	if best == nil {
+		return nil
+	}
+	return best.takeSlotLocked()
+}
+
+func (p *Pool) release(s *slot, reusable bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	w := s.worker
+	if !reusable || !w.state.accepting() && w.state != Draining {
+		s.closeConn()
+	}
+	if w.state.accepting() && len(p.waiters) > 0 {
+		// Hand the slot straight to the oldest waiter: it stays in use, the counts stay.
+		next := p.waiters[0]
+		p.waiters = p.waiters[1:]
+		w.Requests++
+		next.ch <- s
+		return
+	}
+	w.returnSlotLocked(s)
+	if w.state == Draining && w.inflight == 0 && p.onIdle != nil {
+		p.onIdle(w)
+	}
+}
+
+func (p *Pool) removeWaiterLocked(w *waiter) bool {
+	for i, x := range p.waiters {
+		if x == w {
+			p.waiters = append(p.waiters[:i], p.waiters[i+1:]...)
+			return true
+		}
+	}
+	return false
+}
+
+// serveWaitersLocked hands free slots to waiting requests, after a worker became ready.
+func (p *Pool) serveWaitersLocked() {
+	for len(p.waiters) > 0 {
+		s := p.takeLocked()
+		if s == nil {
+			return
+		}
+		next := p.waiters[0]
+		p.waiters = p.waiters[1:]
+		next.ch <- s
+	}
+}
+
+// add puts a new (starting) worker in the pool.
+func (p *Pool) add(w *Worker) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.workers = append(p.workers, w)
+}
+
+// markReady makes a starting worker take requests.
+func (p *Pool) markReady(w *Worker) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err := w.transition(Ready); err != nil {
+		return err
+	}
+	p.serveWaitersLocked()
+	return nil
+}
+
+// setState moves a worker to a state outside the request path (draining, stopping).
+func (p *Pool) setState(w *Worker, to State) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return w.transition(to)
+}
+
+// idle reports whether the worker holds no request.
+func (p *Pool) idle(w *Worker) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return w.inflight == 0
+}
+
+// remove drops a reaped worker. Requests still holding its slots fail on their own (the
+// connection is dead) and their release closes what is left.
+func (p *Pool) remove(w *Worker) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if w.state != Dead {
+		_ = w.transition(Dead)
+	}
+	for _, s := range w.free {
+		s.closeConn()
+	}
+	for i, x := range p.workers {
+		if x == w {
+			p.workers = append(p.workers[:i], p.workers[i+1:]...)
+			break
+		}
+	}
+}
+
+// close refuses new requests and fails every waiting one.
+func (p *Pool) close() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.closed = true
+	for _, w := range p.waiters {
+		w.ch <- nil
+	}
+	p.waiters = nil
+}
+
+// Snapshot describes the workers for status output and tests.
+type WorkerInfo struct {
+	ID         int
+	Pid        int
+	Generation int
+	State      State
+	InFlight   int
+	Requests   uint64
+}
+
+// Workers returns a snapshot of the pool's workers.
+func (p *Pool) Workers() []WorkerInfo {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]WorkerInfo, 0, len(p.workers))
+	for _, w := range p.workers {
+		out = append(out, WorkerInfo{
+			ID: w.ID, Pid: w.Pid, Generation: w.Generation,
+			State: w.state, InFlight: w.inflight, Requests: w.Requests,
+		})
+	}
+	return out
+}
+
+// QueueLen is the number of requests waiting for a slot.
+func (p *Pool) QueueLen() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.waiters)
+}
+
+func (s *slot) closeConn() {
+	if s.conn != nil {
+		_ = s.conn.Close()
+		s.conn = nil
+		s.reader = nil
+	}
+}

@@ -1,0 +1,510 @@
+// Package supervisor owns the worker processes: it spawns them, learns when they are ready,
+// restarts them when they die (with backoff), and stops them in order. It also owns the pool
+// that hands their connections to requests.
+//
+// It knows nothing of HTTP. One loop (Run) owns every lifecycle decision; the goroutines it
+// starts per worker only report (ready, boot error, exit) and never decide.
+package supervisor
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// Options configure a Supervisor.
+type Options struct {
+	Workers         int           // how many workers to keep
+	Threads         int           // slots per worker
+	BootTimeout     time.Duration // a worker not ready by then is killed
+	GracefulTimeout time.Duration // how long a stopping worker may take before SIGKILL
+	RunDir          string        // private 0700 directory for the worker sockets
+	Spawner         Spawner
+	Log             zerolog.Logger
+}
+
+// Restart backoff: the first unexpected death is replaced at once; each further death in a
+// row doubles the wait, up to the cap. A worker that served for stableAfter resets the row.
+const (
+	backoffStep  = 100 * time.Millisecond
+	backoffCap   = 10 * time.Second
+	stableAfter  = 5 * time.Second
+	crashLoopRow = 5
+)
+
+// Supervisor keeps the wanted number of workers alive.
+type Supervisor struct {
+	opts Options
+	pool *Pool
+	log  zerolog.Logger
+
+	events chan event
+	kick   chan struct{} // the pool's note that a draining worker went idle
+	stopCh chan bool     // Stop's request; true = graceful
+	done   chan struct{} // closed when Run returns: reporters stop sending
+	ready  chan struct{} // closed when the first worker is ready
+	wg     sync.WaitGroup
+
+	// Owned by the Run loop.
+	workers    map[int]*Worker
+	nextID     int
+	generation int
+	failures   int
+	nextSpawn  time.Time
+	everReady  bool
+	stopping   bool
+	fatal      error
+	lastTrace  string
+}
+
+type eventKind int
+
+const (
+	evReady eventKind = iota
+	evBootError
+	evExited
+)
+
+type event struct {
+	kind   eventKind
+	worker *Worker
+	pid    int
+	status ExitStatus
+	boot   *BootError
+}
+
+// New returns a supervisor; Run starts it.
+func New(opts Options, pool *Pool) *Supervisor {
+	if opts.Threads < 1 {
+		opts.Threads = 1
+	}
+	s := &Supervisor{
+		opts:    opts,
+		pool:    pool,
+		log:     opts.Log.With().Str("component", "supervisor").Logger(),
+		events:  make(chan event),
+		kick:    make(chan struct{}, 1),
+		stopCh:  make(chan bool, 1),
+		done:    make(chan struct{}),
+		ready:   make(chan struct{}),
+		workers: make(map[int]*Worker),
+	}
+	pool.mu.Lock()
+	pool.onIdle = func(*Worker) { s.nudge() }
+	pool.mu.Unlock()
+	return s
+}
+
+// Pool is the pool the supervisor fills.
+func (s *Supervisor) Pool() *Pool { return s.pool }
+
+// Ready is closed once the first worker can take requests.
+func (s *Supervisor) Ready() <-chan struct{} { return s.ready }
+
+// Stop asks Run to stop every worker and return. Graceful lets requests in flight finish
+// (up to GracefulTimeout); otherwise workers are told to exit at once.
+func (s *Supervisor) Stop(graceful bool) {
+	select {
+	case s.stopCh <- graceful:
+	default: // a stop is already pending
+	}
+}
+
+func (s *Supervisor) nudge() {
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Run keeps the workers alive until Stop or ctx (a fast stop), and returns once every worker
+// has been reaped. It returns a *BootError or another error when the app cannot boot at all
+// (no worker was ever ready), nil after a requested stop.
+func (s *Supervisor) Run(ctx context.Context) error {
+	defer func() {
+		close(s.done)
+		s.wg.Wait()
+	}()
+	s.generation = 1
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	ctxDone := ctx.Done()
+	for {
+		s.reconcile(time.Now())
+		if (s.stopping || s.fatal != nil) && len(s.workers) == 0 {
+			return s.fatal
+		}
+		resetTimer(timer, s.nextWake(time.Now()))
+		select {
+		case <-ctxDone:
+			ctxDone = nil
+			s.beginStop(false)
+		case graceful := <-s.stopCh:
+			s.beginStop(graceful)
+		case ev := <-s.events:
+			s.handle(ev)
+		case <-s.kick:
+			s.stopIdleDrained()
+		case <-timer.C:
+			s.enforceDeadlines(time.Now())
+		}
+	}
+}
+
+func (s *Supervisor) handle(ev event) {
+	w := ev.worker
+	switch ev.kind {
+	case evReady:
+		if w.state != Starting {
+			return // told to stop before it was ready
+		}
+		w.readyAt = time.Now()
+		if err := s.pool.markReady(w); err != nil {
+			s.log.Error().Err(err).Msg("mark worker ready")
+			return
+		}
+		s.log.Info().Int("worker", w.ID).Int("pid", w.Pid).Int("generation", w.Generation).
+			Dur("boot", w.readyAt.Sub(w.startedAt)).Msg("worker ready")
+		if !s.everReady {
+			s.everReady = true
+			close(s.ready)
+		}
+	case evBootError:
+		w.bootError = ev.boot
+		if ev.boot.Traceback != s.lastTrace {
+			s.lastTrace = ev.boot.Traceback
+			s.log.Error().Int("worker", w.ID).Str("error", ev.boot.Message).
+				Msg("the app could not be imported:\n" + ev.boot.Traceback)
+		} else {
+			s.log.Error().Int("worker", w.ID).Str("error", ev.boot.Message).Msg("the app could not be imported (same traceback as before)")
+		}
+		if !s.everReady && s.fatal == nil {
+			s.fatal = ev.boot
+			s.beginStop(false)
+		}
+	case evExited:
+		s.reap(w, ev.status)
+	}
+}
+
+// reap forgets a dead worker and decides what its death means.
+func (s *Supervisor) reap(w *Worker, st ExitStatus) {
+	now := time.Now()
+	expected := w.state == Stopping || w.state == Draining || s.stopping
+	s.pool.remove(w)
+	_ = w.control.Close()
+	_ = os.Remove(w.SocketPath)
+	delete(s.workers, w.ID)
+	log := s.log.With().Int("worker", w.ID).Int("pid", w.Pid).Str("exit", st.String()).Logger()
+	if expected {
+		log.Info().Msg("worker stopped")
+		return
+	}
+	if !s.everReady && s.fatal == nil {
+		if w.bootError != nil {
+			s.fatal = w.bootError
+		} else {
+			s.fatal = fmt.Errorf("worker %d exited before it was ready (%s); its output is in the log above", w.ID, st)
+		}
+		log.Error().Msg("worker died before it was ready")
+		s.beginStop(false)
+		return
+	}
+	if !w.readyAt.IsZero() && now.Sub(w.readyAt) >= stableAfter {
+		s.failures = 1
+	} else {
+		s.failures++
+	}
+	delay := restartDelay(s.failures)
+	s.nextSpawn = now.Add(delay)
+	ev := log.Warn()
+	if s.failures >= crashLoopRow {
+		ev = log.Error().Bool("crash_loop", true)
+	}
+	ev.Int("deaths_in_a_row", s.failures).Dur("restart_in", delay).Msg("worker died")
+}
+
+func restartDelay(deathsInARow int) time.Duration {
+	if deathsInARow <= 1 {
+		return 0
+	}
+	d := backoffStep << (deathsInARow - 2)
+	if d > backoffCap || d <= 0 {
+		return backoffCap
+	}
+	return d
+}
+
+// reconcile starts workers until the current generation has the wanted number.
+func (s *Supervisor) reconcile(now time.Time) {
+	if s.stopping || s.fatal != nil || now.Before(s.nextSpawn) {
+		return
+	}
+	live := 0
+	for _, w := range s.workers {
+		if w.Generation == s.generation && (w.state == Starting || w.state.accepting()) {
+			live++
+		}
+	}
+	for ; live < s.opts.Workers; live++ {
+		if err := s.spawn(now); err != nil {
+			s.log.Error().Err(err).Msg("spawn worker")
+			if !s.everReady {
+				s.fatal = err
+				s.beginStop(false)
+				return
+			}
+			s.failures++
+			s.nextSpawn = now.Add(restartDelay(s.failures))
+			return
+		}
+		if s.failures > 1 {
+			return // in a crash loop: one at a time, each after its backoff
+		}
+	}
+}
+
+func (s *Supervisor) spawn(now time.Time) error {
+	s.nextID++
+	id := s.nextID
+	w := &Worker{
+		ID:         id,
+		Generation: s.generation,
+		SocketPath: filepath.Join(s.opts.RunDir, fmt.Sprintf("worker-%d.sock", id)),
+		state:      Starting,
+		startedAt:  now,
+	}
+	listenFile, err := listenUnix(w.SocketPath)
+	if err != nil {
+		return fmt.Errorf("spawn worker %d: %w", id, err)
+	}
+	defer listenFile.Close()
+	master, child, err := controlPair()
+	if err != nil {
+		_ = os.Remove(w.SocketPath)
+		return fmt.Errorf("spawn worker %d: %w", id, err)
+	}
+	defer child.Close()
+	wlog := s.opts.Log.With().Str("component", "worker").Int("worker", id).Logger()
+	proc, err := s.opts.Spawner.Spawn(WorkerSpec{
+		ID:         id,
+		Generation: s.generation,
+		Listen:     listenFile,
+		Control:    child,
+		Stdout:     newLineLogger(wlog, "stdout"),
+		Stderr:     newLineLogger(wlog, "stderr"),
+	})
+	if err != nil {
+		_ = master.Close()
+		_ = os.Remove(w.SocketPath)
+		return fmt.Errorf("spawn worker %d: %w", id, err)
+	}
+	w.proc = proc
+	w.Pid = proc.Pid()
+	w.control = master
+	for range s.opts.Threads {
+		w.free = append(w.free, &slot{worker: w})
+	}
+	s.workers[id] = w
+	s.pool.add(w)
+	s.log.Debug().Int("worker", id).Int("pid", w.Pid).Msg("worker spawned")
+	s.wg.Add(2)
+	go s.readControl(w)
+	go s.waitExit(w)
+	return nil
+}
+
+// waitExit is the one goroutine that waits for the worker's process.
+func (s *Supervisor) waitExit(w *Worker) {
+	defer s.wg.Done()
+	st := w.proc.Wait()
+	s.send(event{kind: evExited, worker: w, status: st})
+}
+
+// controlMessage is a line the worker writes on its control channel.
+type controlMessage struct {
+	Event     string `json:"event"`
+	Pid       int    `json:"pid"`
+	Python    string `json:"python"`
+	Kind      string `json:"kind"`
+	Error     string `json:"error"`
+	Traceback string `json:"traceback"`
+}
+
+// readControl reports what the worker says until its control channel closes.
+func (s *Supervisor) readControl(w *Worker) {
+	defer s.wg.Done()
+	sc := bufio.NewScanner(w.control)
+	sc.Buffer(make([]byte, 0, 64<<10), 4<<20)
+	for sc.Scan() {
+		var msg controlMessage
+		if err := json.Unmarshal(sc.Bytes(), &msg); err != nil {
+			s.log.Warn().Int("worker", w.ID).Err(err).Msg("bad control message")
+			continue
+		}
+		switch msg.Event {
+		case "ready":
+			s.send(event{kind: evReady, worker: w, pid: msg.Pid})
+		case "boot_error":
+			s.send(event{kind: evBootError, worker: w, boot: &BootError{
+				WorkerID: w.ID, Kind: msg.Kind, Message: msg.Error, Traceback: msg.Traceback,
+			}})
+		}
+	}
+}
+
+func (s *Supervisor) send(ev event) {
+	select {
+	case s.events <- ev:
+	case <-s.done:
+	}
+}
+
+// beginStop stops taking requests and tells every worker to go: at once, or after the
+// requests it holds when graceful.
+func (s *Supervisor) beginStop(graceful bool) {
+	if !s.stopping {
+		s.stopping = true
+		s.pool.close()
+		s.log.Info().Bool("graceful", graceful).Int("workers", len(s.workers)).Msg("stopping workers")
+	}
+	for _, w := range s.workers {
+		if graceful && w.state.accepting() && !s.pool.idle(w) {
+			s.drain(w)
+			continue
+		}
+		s.stopWorker(w)
+	}
+}
+
+func (s *Supervisor) drain(w *Worker) {
+	if err := s.pool.setState(w, Draining); err != nil {
+		return
+	}
+	w.stopAt = time.Now()
+	if s.pool.idle(w) { // its last request ended between the two calls
+		s.stopWorker(w)
+	}
+}
+
+// stopWorker closes the control channel, which makes the worker exit; SIGKILL follows at
+// the graceful deadline if it has not.
+func (s *Supervisor) stopWorker(w *Worker) {
+	if w.state == Stopping || w.state == Dead {
+		return
+	}
+	if err := s.pool.setState(w, Stopping); err != nil {
+		s.log.Error().Err(err).Msg("stop worker")
+		return
+	}
+	if w.stopAt.IsZero() {
+		w.stopAt = time.Now()
+	}
+	_ = w.control.Close()
+}
+
+func (s *Supervisor) stopIdleDrained() {
+	for _, w := range s.workers {
+		if w.state == Draining && s.pool.idle(w) {
+			s.stopWorker(w)
+		}
+	}
+}
+
+// enforceDeadlines kills workers that overran their boot or stop deadline.
+func (s *Supervisor) enforceDeadlines(now time.Time) {
+	for _, w := range s.workers {
+		switch {
+		case w.state == Starting && now.Sub(w.startedAt) >= s.opts.BootTimeout:
+			s.log.Error().Int("worker", w.ID).Dur("boot_timeout", s.opts.BootTimeout).Msg("worker not ready in time, killing it")
+			s.kill(w)
+		case (w.state == Stopping || w.state == Draining) && !w.killed && now.Sub(w.stopAt) >= s.opts.GracefulTimeout:
+			s.log.Warn().Int("worker", w.ID).Dur("graceful_timeout", s.opts.GracefulTimeout).Msg("worker did not stop in time, killing it")
+			s.kill(w)
+		}
+	}
+}
+
+func (s *Supervisor) kill(w *Worker) {
+	w.killed = true
+	if err := w.proc.Signal(syscall.SIGKILL); err != nil {
+		s.log.Error().Err(err).Int("worker", w.ID).Msg("kill worker")
+	}
+}
+
+// nextWake is how long until the loop has something to do without an event.
+func (s *Supervisor) nextWake(now time.Time) time.Duration {
+	next := now.Add(time.Hour)
+	if !s.stopping && s.fatal == nil && now.Before(s.nextSpawn) {
+		next = s.nextSpawn
+	}
+	for _, w := range s.workers {
+		var at time.Time
+		switch {
+		case w.state == Starting:
+			at = w.startedAt.Add(s.opts.BootTimeout)
+		case (w.state == Stopping || w.state == Draining) && !w.killed:
+			at = w.stopAt.Add(s.opts.GracefulTimeout)
+		default:
+			continue
+		}
+		if at.Before(next) {
+			next = at
+		}
+	}
+	return max(next.Sub(now), time.Millisecond)
+}
+
+func resetTimer(t *time.Timer, d time.Duration) {
+	t.Stop()
+	select {
+	case <-t.C:
+	default:
+	}
+	t.Reset(d)
+}
+
+// listenUnix creates the worker's listening socket and returns it as a file to hand over.
+func listenUnix(path string) (*os.File, error) {
+	_ = os.Remove(path)
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		return nil, fmt.Errorf("listen %s: %w", path, err)
+	}
+	// The worker owns the socket from now on; closing our copy must not unlink its path.
+	ln.SetUnlinkOnClose(false)
+	f, err := ln.File()
+	_ = ln.Close()
+	if err != nil {
+		return nil, fmt.Errorf("listen %s: %w", path, err)
+	}
+	return f, nil
+}
+
+// controlPair makes the control channel: the master's end as a net.Conn, the worker's as a
+// file to inherit. When the master's end closes, for any reason, the worker reads EOF and
+// exits: that is how no worker outlives its master.
+func controlPair() (net.Conn, *os.File, error) {
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, fmt.Errorf("control socketpair: %w", err)
+	}
+	masterFile := os.NewFile(uintptr(fds[0]), "control-master")
+	child := os.NewFile(uintptr(fds[1]), "control-worker")
+	conn, err := net.FileConn(masterFile)
+	_ = masterFile.Close()
+	if err != nil {
+		_ = child.Close()
+		return nil, nil, fmt.Errorf("control socketpair: %w", err)
+	}
+	return conn, child, nil
+}

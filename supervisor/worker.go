@@ -1,0 +1,73 @@
+package supervisor
+
+import (
+	"fmt"
+	"net"
+	"time"
+)
+
+// Worker is one worker process as the master sees it. Its identity fields are set before it
+// joins the pool and never change; state, slots and counters are guarded by the pool's lock;
+// the process fields belong to the supervisor loop.
+type Worker struct {
+	ID         int
+	Generation int
+	Pid        int
+	SocketPath string
+
+	// Guarded by Pool.mu.
+	state    State
+	free     []*slot
+	inflight int
+	Requests uint64
+
+	// Owned by the supervisor loop.
+	proc      Process
+	control   net.Conn
+	startedAt time.Time
+	readyAt   time.Time
+	stopAt    time.Time // when stopping started; the SIGKILL deadline counts from it
+	killed    bool
+	bootError *BootError
+}
+
+// transition moves the worker to state to, or refuses an illegal move and changes nothing.
+func (w *Worker) transition(to State) error {
+	if !canTransition(w.state, to) {
+		return fmt.Errorf("worker %d: illegal state change %s -> %s", w.ID, w.state, to)
+	}
+	w.state = to
+	return nil
+}
+
+func (w *Worker) takeSlotLocked() *slot {
+	n := len(w.free)
+	s := w.free[n-1]
+	w.free = w.free[:n-1]
+	w.inflight++
+	w.Requests++
+	if len(w.free) == 0 && w.state == Ready {
+		_ = w.transition(Busy)
+	}
+	return s
+}
+
+func (w *Worker) returnSlotLocked(s *slot) {
+	w.free = append(w.free, s)
+	w.inflight--
+	if w.state == Busy {
+		_ = w.transition(Ready)
+	}
+}
+
+// BootError is what a worker reported when it could not import the app.
+type BootError struct {
+	WorkerID  int
+	Kind      string
+	Message   string
+	Traceback string
+}
+
+func (e *BootError) Error() string {
+	return fmt.Sprintf("worker %d could not load the app: %s", e.WorkerID, e.Message)
+}
