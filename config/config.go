@@ -34,6 +34,16 @@ type Config struct {
 	BodyBuffer  Size `key:"body-buffer" default:"1MiB" help:"request bodies up to this size are held in memory; larger ones spill to a temporary file"`
 	MaxBodySize Size `key:"max-body-size" default:"0" help:"larger request bodies are refused with 413; 0 means no limit"`
 
+	// Conformance and front ends (issue 3) add their options here.
+
+	// Worker lifecycle (issue 4) adds its options here.
+
+	// Development mode (issue 5) adds its options here.
+
+	// Observability (issue 7) adds its options here.
+
+	// Deployment (issue 10) adds its options here.
+
 	LogLevel  string `key:"log-level" default:"info" enum:"debug,info,warn,error" help:"least severe log level written"`
 	LogFormat string `key:"log-format" default:"auto" enum:"auto,console,json" help:"log format: console on a terminal and json otherwise when auto"`
 	AccessLog string `key:"access-log" default:"-" help:"where access lines go: - for the main log, a file path, or off"`

@@ -43,8 +43,9 @@ type Lease interface {
 type Handler struct {
 	Backend Backend
 	Log     zerolog.Logger
-	// AccessLog, when not nil, gets one line per request.
-	AccessLog *zerolog.Logger
+	// OnDone, when set, is called once per request after its response, with what happened
+	// to it: the access log and the metrics hang here.
+	OnDone func(*Record)
 	// BodyBuffer is how much of a request body is held in memory; the rest spills to an
 	// unlinked temporary file in TempDir.
 	BodyBuffer int64
@@ -62,17 +63,17 @@ var packetPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return 
 var copyBufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	start := time.Now()
-	rec := accessRecord{status: 0, worker: -1}
+	rec := Record{Request: r, Start: time.Now(), Worker: -1}
 	defer func() {
-		if h.AccessLog != nil {
-			h.logAccess(r, &rec, time.Since(start))
+		if h.OnDone != nil {
+			rec.Duration = time.Since(rec.Start)
+			h.OnDone(&rec)
 		}
 	}()
 
 	body, err := readBody(r, h.BodyBuffer, h.MaxBodySize, h.TempDir)
 	if err != nil {
-		rec.status = h.fail(w, r, err)
+		rec.Status = h.fail(w, r, err)
 		return
 	}
 	defer body.Close()
@@ -87,29 +88,30 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer packetPool.Put(bufp)
 	packet, err := protocol.AppendPacket((*bufp)[:0], protocol.ModifierKeepAlive, vars)
 	if err != nil {
-		rec.status = h.fail(w, r, fmt.Errorf("%w: %w", errHeadersTooLarge, err))
+		rec.Status = h.fail(w, r, fmt.Errorf("%w: %w", errHeadersTooLarge, err))
 		return
 	}
 	*bufp = packet
 
-	lease, err := h.dispatch(r.Context(), packet, body)
+	rec.BytesIn = body.size
+	lease, err := h.dispatch(r.Context(), packet, body, &rec)
 	if err != nil {
-		rec.status = h.fail(w, r, err)
+		rec.Status = h.fail(w, r, err)
 		return
 	}
-	rec.worker = lease.WorkerID()
+	rec.Worker = lease.WorkerID()
 	reusable := false
 	defer func() { lease.Release(reusable) }()
 
 	resp, err := http.ReadResponse(lease.Reader(), r)
 	if err != nil {
-		rec.status = h.fail(w, r, fmt.Errorf("%w: %w", errWorkerFailed, err))
+		rec.Status = h.fail(w, r, fmt.Errorf("%w: %w", errWorkerFailed, err))
 		return
 	}
-	rec.status = resp.StatusCode
-	reusable, rec.bytes, err = h.copyResponse(w, resp)
+	rec.Status = resp.StatusCode
+	reusable, rec.BytesOut, err = h.copyResponse(w, resp)
 	if err != nil {
-		h.Log.Warn().Err(err).Int("worker", rec.worker).Str("path", r.URL.Path).Msg("response aborted")
+		h.Log.Warn().Err(err).Int("worker", rec.Worker).Str("path", r.URL.Path).Msg("response aborted")
 		// The status line is out already: abort the client connection rather than
 		// pretend the truncated body is whole.
 		panic(http.ErrAbortHandler)
@@ -118,10 +120,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // dispatch sends the request to a worker, trying another when the chosen one could not
 // take it at all (its connection was refused or broke before the request was written).
-func (h *Handler) dispatch(ctx context.Context, packet []byte, b *body) (Lease, error) {
+func (h *Handler) dispatch(ctx context.Context, packet []byte, b *body, rec *Record) (Lease, error) {
 	var lastErr error
 	for range maxAttempts {
+		queued := time.Now()
 		lease, err := h.Backend.Acquire(ctx)
+		rec.QueueWait += time.Since(queued)
 		if err != nil {
 			var opErr *net.OpError
 			if errors.As(err, &opErr) { // a dead worker's socket: try another one
@@ -225,26 +229,6 @@ func (h *Handler) copyResponse(w http.ResponseWriter, resp *http.Response) (reus
 			return false, n, fmt.Errorf("read worker response: %w", rerr)
 		}
 	}
-}
-
-type accessRecord struct {
-	status int
-	bytes  int64
-	worker int
-}
-
-func (h *Handler) logAccess(r *http.Request, rec *accessRecord, d time.Duration) {
-	ev := h.AccessLog.Info().
-		Str("method", r.Method).
-		Str("path", r.URL.Path).
-		Int("status", rec.status).
-		Int64("bytes", rec.bytes).
-		Dur("duration", d).
-		Str("remote", r.RemoteAddr)
-	if rec.worker >= 0 {
-		ev = ev.Int("worker", rec.worker)
-	}
-	ev.Send()
 }
 
 // requestStatus is the HTTP status the client sees for a request that failed before a

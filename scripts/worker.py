@@ -388,23 +388,51 @@ _BAD_REQUEST = (b'HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\n'
                 b'Content-Length: 12\r\nConnection: close\r\n\r\nBad Request\n')
 
 
-def build_head(prefix, status, headers, keepalive):
-    """Validate start_response's arguments; no I/O.
+# Validated status lines and header lines, by the app's own str/tuple objects: most
+# responses repeat a few of them, and a hit skips the regexes and the encoding. Bounded:
+# cleared when full (values such as Location may be unique per response).
+_status_lines = {}
+_header_lines = {}
+_CACHE_MAX = 1024
 
-    Returns (head, content_length, bodyless): head is the encoded status line and header
-    lines without the final blank line; content_length is the app's (int) or None;
-    bodyless is True for 1xx, 204 and 304. Raises TypeError/ValueError when invalid.
-    """
+
+def _status_line(status):
     if not isinstance(status, str):
         raise TypeError('status must be str, not %s' % type(status).__name__)
     if not _STATUS(status):
         raise ValueError('invalid status %r: want "NNN Reason"' % (status,))
+    line = ((status + '\r\n').encode('latin-1'),
+            status[0] == '1' or status[:3] in ('204', '304'))
+    if len(_status_lines) >= _CACHE_MAX:
+        _status_lines.clear()
+    _status_lines[status] = line
+    return line
+
+
+def build_head(prefix, status, headers, keepalive):
+    """Validate start_response's arguments; no I/O.
+
+    prefix is the protocol and a space, as bytes. Returns (head, content_length, bodyless):
+    head is the encoded status line and header lines without the final blank line;
+    content_length is the app's (int) or None; bodyless is True for 1xx, 204 and 304.
+    Hop-by-hop headers are dropped when keepalive. Raises TypeError/ValueError when invalid.
+    """
+    line = _status_lines.get(status) or _status_line(status)
+    parts = [prefix, line[0]]
+    append = parts.append
+    cached = _header_lines.get
+    cl = None
     if not isinstance(headers, (list, tuple)):
         raise TypeError('headers must be a list, not %s' % type(headers).__name__)
-    parts = [prefix, status, '\r\n']
-    append = parts.append
-    cl = None
-    for name, value in headers:
+    for header in headers:
+        try:
+            h = cached(header)
+        except TypeError:   # not hashable: a list pair, or garbage
+            h = None
+        if h is not None:
+            append(h)
+            continue
+        name, value = header
         if not _TOKEN(name) or _BAD_VALUE(value):
             raise ValueError('invalid header %r: %r' % (name, value))
         lname = name.lower()
@@ -421,15 +449,21 @@ def build_head(prefix, status, headers, keepalive):
                 cl = v
             elif keepalive:
                 continue    # the master owns the client connection
-        append(name + ': ' + value + '\r\n')
-    bodyless = status[0] == '1' or status[:3] in ('204', '304')
-    return ''.join(parts).encode('latin-1'), cl, bodyless
+            append((name + ': ' + value + '\r\n').encode('latin-1'))
+            continue
+        h = (name + ': ' + value + '\r\n').encode('latin-1')
+        if type(header) is tuple:
+            if len(_header_lines) >= _CACHE_MAX:
+                _header_lines.clear()
+            _header_lines[header] = h
+        append(h)
+    return b''.join(parts), cl, line[1]
 
 
 def error_response(prefix, head_only):
     """The 500 answer to an app that failed before sending its headers."""
-    head = ('%s500 Internal Server Error\r\nContent-Type: text/plain\r\n'
-            'Content-Length: %d\r\n\r\n' % (prefix, len(_ERROR_BODY))).encode('latin-1')
+    head = prefix + (b'500 Internal Server Error\r\nContent-Type: text/plain\r\n'
+                     b'Content-Length: %d\r\n\r\n' % len(_ERROR_BODY))
     return head if head_only else head + _ERROR_BODY
 
 
@@ -647,10 +681,10 @@ def _serve_connection(conn, app, wsgi, slot):
             else:
                 env['wsgi.input'] = inp = Input(rfile, cl)
             if keepalive:
-                prefix = 'HTTP/1.1 '
+                prefix = b'HTTP/1.1 '
             else:
                 prefix = env['SERVER_PROTOCOL']
-                prefix = (prefix if _PROTOCOL(prefix) else 'HTTP/1.1') + ' '
+                prefix = (prefix + ' ').encode('latin-1') if _PROTOCOL(prefix) else b'HTTP/1.1 '
             ok = run(app, env, conn, sendall, keepalive, prefix,
                      env['REQUEST_METHOD'] == 'HEAD')
             if ok and inp is not None and inp.left:

@@ -3,9 +3,11 @@ package supervisor
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -145,6 +147,13 @@ func (p *Pool) connect(s *slot) (*Lease, error) {
 	if s.conn == nil {
 		conn, err := net.DialTimeout("unix", s.worker.SocketPath, p.dialTimeout)
 		if err != nil {
+			if errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ENOENT) {
+				// Its listening socket is gone: the process is dead or dying, and its
+				// reaping is a moment away. Until then, send nothing more its way.
+				p.mu.Lock()
+				s.worker.unreachable = true
+				p.mu.Unlock()
+			}
 			p.release(s, false)
 			return nil, fmt.Errorf("connect to worker %d: %w", s.worker.ID, err)
 		}
@@ -158,7 +167,7 @@ func (p *Pool) connect(s *slot) (*Lease, error) {
 func (p *Pool) takeLocked() *slot {
 	var best *Worker
 	for _, w := range p.workers {
-		if !w.state.accepting() || len(w.free) == 0 {
+		if !w.state.accepting() || len(w.free) == 0 || w.unreachable {
 			continue
 		}
 		if best == nil || w.inflight < best.inflight {
@@ -178,7 +187,7 @@ func (p *Pool) release(s *slot, reusable bool) {
 	if !reusable || !w.state.accepting() && w.state != Draining {
 		s.closeConn()
 	}
-	if w.state.accepting() && len(p.waiters) > 0 {
+	if w.state.accepting() && !w.unreachable && len(p.waiters) > 0 {
 		// Hand the slot straight to the oldest waiter: it stays in use, the counts stay.
 		next := p.waiters[0]
 		p.waiters = p.waiters[1:]
@@ -293,12 +302,15 @@ func (p *Pool) Workers() []WorkerInfo {
 	defer p.mu.Unlock()
 	out := make([]WorkerInfo, 0, len(p.workers))
 	for _, w := range p.workers {
-		out = append(out, WorkerInfo{
-			ID: w.ID, Pid: w.Pid, Generation: w.Generation,
-			State: w.state, InFlight: w.inflight, Requests: w.Requests,
-		})
+		out = append(out, w.info())
 	}
 	return out
+}
+
+func (p *Pool) info(w *Worker) WorkerInfo {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return w.info()
 }
 
 // QueueLen is the number of requests waiting for a slot.

@@ -30,6 +30,7 @@ type Options struct {
 	RunDir          string        // private 0700 directory for the worker sockets
 	Spawner         Spawner
 	Log             zerolog.Logger
+	Observer        Observer // nil: NopObserver
 }
 
 // Restart backoff: the first unexpected death is replaced at once; each further death in a
@@ -86,6 +87,9 @@ type event struct {
 func New(opts Options, pool *Pool) *Supervisor {
 	if opts.Threads < 1 {
 		opts.Threads = 1
+	}
+	if opts.Observer == nil {
+		opts.Observer = NopObserver{}
 	}
 	s := &Supervisor{
 		opts:    opts,
@@ -174,6 +178,7 @@ func (s *Supervisor) handle(ev event) {
 		}
 		s.log.Info().Int("worker", w.ID).Int("pid", w.Pid).Int("generation", w.Generation).
 			Dur("boot", w.readyAt.Sub(w.startedAt)).Msg("worker ready")
+		s.opts.Observer.WorkerReady(s.pool.info(w), w.readyAt.Sub(w.startedAt))
 		if !s.everReady {
 			s.everReady = true
 			close(s.ready)
@@ -200,7 +205,18 @@ func (s *Supervisor) handle(ev event) {
 func (s *Supervisor) reap(w *Worker, st ExitStatus) {
 	now := time.Now()
 	expected := w.state == Stopping || w.state == Draining || s.stopping
+	cause := CauseCrash
+	switch {
+	case expected:
+		cause = CauseStop
+	case w.bootError != nil:
+		cause = CauseBootError
+	case w.killed && w.readyAt.IsZero():
+		cause = CauseBootTimeout
+	}
+	info := s.pool.info(w)
 	s.pool.remove(w)
+	s.opts.Observer.WorkerExited(info, st, cause)
 	_ = w.control.Close()
 	_ = os.Remove(w.SocketPath)
 	delete(s.workers, w.ID)
@@ -317,6 +333,7 @@ func (s *Supervisor) spawn(now time.Time) error {
 	s.workers[id] = w
 	s.pool.add(w)
 	s.log.Debug().Int("worker", id).Int("pid", w.Pid).Msg("worker spawned")
+	s.opts.Observer.WorkerStarted(s.pool.info(w))
 	s.wg.Add(2)
 	go s.readControl(w)
 	go s.waitExit(w)

@@ -20,6 +20,8 @@ type Worker struct {
 	free     []*slot
 	inflight int
 	Requests uint64
+	// unreachable: a connect was refused, so the process is gone though not reaped yet.
+	unreachable bool
 
 	// Owned by the supervisor loop.
 	proc      Process

@@ -95,6 +95,10 @@ func serve(ctx context.Context, cfg *config.Config) error {
 		return fmt.Errorf("write worker script: %w", err)
 	}
 
+	var onDone func(*proxy.Record)
+	if accessLog != nil {
+		onDone = proxy.LogAccess(*accessLog)
+	}
 	pool := supervisor.NewPool(cfg.QueueSize, cfg.QueueTimeout)
 	sup := supervisor.New(supervisor.Options{
 		Workers:         cfg.Workers,
@@ -109,7 +113,7 @@ func serve(ctx context.Context, cfg *config.Config) error {
 	handler := &proxy.Handler{
 		Backend:     poolBackend{pool},
 		Log:         log.With().Str("component", "proxy").Logger(),
-		AccessLog:   accessLog,
+		OnDone:      onDone,
 		BodyBuffer:  int64(cfg.BodyBuffer),
 		MaxBodySize: int64(cfg.MaxBodySize),
 		TempDir:     runDir,

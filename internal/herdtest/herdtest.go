@@ -317,3 +317,34 @@ func Alive(pid int) bool {
 	i := strings.LastIndexByte(s, ')')
 	return i >= 0 && len(s) > i+2 && s[i+2] != 'Z'
 }
+
+// RequireTool skips the test when a command is missing, naming the Debian package that
+// brings it, unless HERD_REQUIRE_ALL=1 (as in CI), where a missing tool fails the test.
+func RequireTool(t testing.TB, command, debianPackage string) string {
+	t.Helper()
+	path, err := exec.LookPath(command)
+	if err == nil {
+		return path
+	}
+	msg := fmt.Sprintf("%s not found: install Debian's %s package (make deps does)", command, debianPackage)
+	if os.Getenv("HERD_REQUIRE_ALL") == "1" {
+		t.Fatal(msg + " [HERD_REQUIRE_ALL=1: skips are failures]")
+	}
+	t.Skip(msg)
+	return ""
+}
+
+// RequirePythonModule is RequireTool for a module importable by a given interpreter, e.g.
+// flask under /usr/bin/python3.
+func RequirePythonModule(t testing.TB, python, module, debianPackage string) {
+	t.Helper()
+	RequireTool(t, python, "python3")
+	if err := exec.Command(python, "-c", "import "+module).Run(); err == nil {
+		return
+	}
+	msg := fmt.Sprintf("%s cannot import %s: install Debian's %s package (make deps does)", python, module, debianPackage)
+	if os.Getenv("HERD_REQUIRE_ALL") == "1" {
+		t.Fatal(msg + " [HERD_REQUIRE_ALL=1: skips are failures]")
+	}
+	t.Skip(msg)
+}
