@@ -18,7 +18,7 @@ import (
 // Config is every setting of `herd serve`.
 type Config struct {
 	App        string   `key:"app" help:"the WSGI app as module:callable (callable defaults to application); also the first argument of serve"`
-	HTTP       []string `key:"http" default:"127.0.0.1:8000" help:"HTTP listen address HOST:PORT (repeat or comma-separate for several)"`
+	HTTP       []string `key:"http" short:"b" alias:"bind" default:"127.0.0.1:8000" help:"HTTP listen address HOST:PORT or unix:PATH (repeat or comma-separate for several)"`
 	Workers    int      `key:"workers" short:"w" default:"0" help:"number of worker processes; 0 means one per CPU core"`
 	Threads    int      `key:"threads" default:"1" help:"threads per worker: requests one worker serves at once"`
 	Chdir      string   `key:"chdir" help:"directory to change to before loading the app (it is put first on sys.path)"`
@@ -44,9 +44,15 @@ type Config struct {
 
 	// Deployment (issue 10) adds its options here.
 
+	// Configuration and CLI (issue 6).
+	Env           []string      `key:"env" short:"e" list:"whole" help:"environment variable KEY=VALUE for the workers (repeatable)"`
+	KeepAlive     time.Duration `key:"keep-alive" default:"75s" help:"how long an idle HTTP keep-alive connection is kept open (a bare number means seconds)"`
+	ControlSocket string        `key:"control-socket" help:"path of the master's control socket (herd status, reload, stop); default: control.sock in the runtime directory, found through $XDG_RUNTIME_DIR/herd or /tmp/herd-UID"`
+
 	LogLevel  string `key:"log-level" default:"info" enum:"debug,info,warn,error" help:"least severe log level written"`
 	LogFormat string `key:"log-format" default:"auto" enum:"auto,console,json" help:"log format: console on a terminal and json otherwise when auto"`
-	AccessLog string `key:"access-log" default:"-" help:"where access lines go: - for the main log, a file path, or off"`
+	AccessLog string `key:"access-log" alias:"access-logfile" default:"-" help:"where access lines go: - for the main log, a file path, or off"`
+	LogFile   string `key:"log-file" alias:"error-logfile" default:"-" help:"where the main log goes: - for stderr, or a file path (appended to)"`
 }
 
 // Defaults returns a Config with every option at its default.
@@ -76,9 +82,23 @@ func (c *Config) Validate() error {
 		add("http", "at least one listen address is needed")
 	}
 	for _, a := range c.HTTP {
-		if _, _, err := net.SplitHostPort(a); err != nil {
-			add("http", "%q is not HOST:PORT (e.g. 127.0.0.1:8000 or :8000)", a)
+		if path, ok := strings.CutPrefix(a, "unix:"); ok {
+			if path == "" {
+				add("http", "%q has no path (e.g. unix:/run/herd.sock)", a)
+			}
+			continue
 		}
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			add("http", "%q is not HOST:PORT or unix:PATH (e.g. 127.0.0.1:8000, :8000 or unix:/run/herd.sock)", a)
+		}
+	}
+	for _, e := range c.Env {
+		if name, _, ok := strings.Cut(e, "="); !ok || name == "" {
+			add("env", "%q is not KEY=VALUE", e)
+		}
+	}
+	if c.KeepAlive < 0 {
+		add("keep-alive", "%s: must not be negative (0 closes idle connections at once)", c.KeepAlive)
 	}
 	if c.Workers < 0 {
 		add("workers", "%d: must be 0 (one per CPU core) or more", c.Workers)

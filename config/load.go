@@ -15,60 +15,110 @@ import (
 // DefaultFiles are looked for in the working directory when no --config is given.
 var DefaultFiles = []string{"herd.yaml", "herd.yml", "herd.toml", "herd.json"}
 
+// Loaded is a Config with where each value came from.
+type Loaded struct {
+	Config Config
+	// Sources says, per option key, what set it: "flag --bind", "environment HERD_HTTP",
+	// "config file herd.yaml", "uWSGI file app.ini (processes)" or "default".
+	Sources map[string]string
+	// File is the config file read, "" when none.
+	File string
+	// Warnings are to be logged at start: options of a foreign file herd does not take.
+	Warnings []string
+}
+
 // Load builds the Config from flags (already parsed), the HERD_* environment and a config
 // file, in that order of precedence, over the defaults. configFile may be empty: then the
 // first of DefaultFiles present in the working directory is read, if any. Every bad value is
 // reported with its key, where it came from, and what the key accepts.
 func Load(flags *pflag.FlagSet, configFile string) (Config, error) {
-	v := viper.New() // reads the file only: flags and HERD_* are looked up per option
+	l, err := Resolve(flags, configFile)
+	return l.Config, err
+}
 
+// Resolve is Load that also tells where each value came from. A configFile ending in .ini
+// (or naming a section, app.ini:prod) is read as a uWSGI file.
+func Resolve(flags *pflag.FlagSet, configFile string) (Loaded, error) {
 	file, err := findConfigFile(configFile)
 	if err != nil {
-		return Config{}, err
+		return Loaded{}, err
 	}
+	l := Loaded{Sources: map[string]string{}, File: file}
+	var values map[string]fileValue
 	if file != "" {
-		v.SetConfigFile(file)
-		if err := v.ReadInConfig(); err != nil {
-			return Config{}, fmt.Errorf("read config file %s: %w", file, err)
+		if isINI(file) {
+			values, l.Warnings, err = ReadUWSGI(file)
+		} else {
+			values, err = readFile(file)
 		}
-		if err := checkFileKeys(v, file); err != nil {
-			return Config{}, err
+		if err != nil {
+			return Loaded{}, err
 		}
 	}
 
-	var c Config
 	var errs []error
 	for _, o := range Options() {
-		raw, source := lookup(v, flags, o, file)
-		if err := o.set(&c, raw); err != nil {
+		raw, source := lookup(flags, o, values)
+		l.Sources[o.Key] = source
+		if err := o.set(&l.Config, raw); err != nil {
 			errs = append(errs, fmt.Errorf("%s (from %s): %w; %s accepts %s", o.Key, source, err, o.Key, o.Accepts()))
 		}
 	}
 	if len(errs) > 0 {
-		return Config{}, errors.Join(errs...)
+		return Loaded{}, errors.Join(errs...)
 	}
-	return c, nil
+	l.Warnings = append(l.Warnings, pendingWarning(flags)...)
+	return l, nil
+}
+
+// fileValue is one option's raw value from a config file and where in it.
+type fileValue struct {
+	raw    any
+	source string
 }
 
 // lookup returns the raw value of an option from the strongest source that sets it.
-func lookup(v *viper.Viper, flags *pflag.FlagSet, o Option, file string) (any, string) {
-	if flags != nil {
-		if f := flags.Lookup(o.Key); f != nil && f.Changed {
-			return f.Value.String(), "flag --" + o.Key
-		}
+func lookup(flags *pflag.FlagSet, o Option, file map[string]fileValue) (any, string) {
+	if f := changedFlag(flags, o); f != nil {
+		return flagValue(f), "flag --" + f.Name
 	}
 	if s, ok := os.LookupEnv(o.EnvName()); ok {
 		return s, "environment " + o.EnvName()
 	}
-	if file != "" && v.InConfig(o.Key) {
-		return v.Get(o.Key), "config file " + file
+	if v, ok := file[o.Key]; ok {
+		return v.raw, v.source
 	}
 	return o.Default, "default"
 }
 
+// readFile reads a YAML, TOML or JSON file with viper.
+func readFile(file string) (map[string]fileValue, error) {
+	v := viper.New()
+	v.SetConfigFile(file)
+	if err := v.ReadInConfig(); err != nil {
+		return nil, fmt.Errorf("read config file %s: %w", file, err)
+	}
+	if err := checkFileKeys(v, file); err != nil {
+		return nil, err
+	}
+	values := map[string]fileValue{}
+	for _, o := range Options() {
+		if v.InConfig(o.Key) {
+			values[o.Key] = fileValue{raw: v.Get(o.Key), source: "config file " + file}
+		}
+	}
+	return values, nil
+}
+
+func isINI(file string) bool {
+	path, _ := splitINISection(file)
+	return strings.EqualFold(filepath.Ext(path), ".ini")
+}
+
 func findConfigFile(given string) (string, error) {
 	if given != "" {
-		if _, err := os.Stat(given); err != nil {
+		path, _ := splitINISection(given)
+		if _, err := os.Stat(path); err != nil {
 			return "", fmt.Errorf("config: %w", err)
 		}
 		return given, nil

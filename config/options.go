@@ -18,8 +18,14 @@ type Option struct {
 	Default string   // as text, parsed like any other value
 	Help    string   //
 	Enum    []string // the accepted values, when the option is a choice
-	field   int
-	kind    reflect.Type
+	// Aliases are other flag names of the option, the ones gunicorn users type (tag alias,
+	// comma-separated): --bind for --http. Aliases are flags only, not file keys.
+	Aliases []string
+	// Whole: a list whose items may contain commas (KEY=VALUE pairs); it is split only by
+	// repeating the flag, or by newlines in the environment and files (tag list:"whole").
+	Whole bool
+	field int
+	kind  reflect.Type
 }
 
 // EnvName is the environment variable that sets the option.
@@ -40,6 +46,8 @@ func (o Option) Accepts() string {
 		return "an integer"
 	case o.kind.Kind() == reflect.Bool:
 		return "true or false"
+	case o.kind.Kind() == reflect.Slice && o.Whole:
+		return "a list (repeat the flag, or separate with newlines)"
 	case o.kind.Kind() == reflect.Slice:
 		return "a list (repeat the flag, or separate with commas)"
 	default:
@@ -72,6 +80,11 @@ func Options() []Option {
 			if e := f.Tag.Get("enum"); e != "" {
 				o.Enum = strings.Split(e, ",")
 			}
+			if a := f.Tag.Get("alias"); a != "" {
+				o.Aliases = strings.Split(a, ",")
+			}
+			o.Aliases = append(o.Aliases, pendingAliases(key)...)
+			o.Whole = f.Tag.Get("list") == "whole"
 			options = append(options, o)
 		}
 	})
@@ -118,7 +131,11 @@ func (o Option) set(c *Config, raw any) error {
 		}
 		field.SetBool(b)
 	case o.kind.Kind() == reflect.Slice:
-		field.Set(reflect.ValueOf(parseList(raw)))
+		sep := ","
+		if o.Whole {
+			sep = "\n"
+		}
+		field.Set(reflect.ValueOf(parseList(raw, sep)))
 	default:
 		s := fmt.Sprint(raw)
 		if raw == nil {
@@ -208,7 +225,9 @@ func parseFloat(v any) (float64, error) {
 	return 0, fmt.Errorf("%v is not a number", v)
 }
 
-func parseList(raw any) []string {
+// parseList reads a list from a flag ([]string, one item per use), a file (a list, or one
+// string) or the environment (one string), splitting strings on sep.
+func parseList(raw any, sep string) []string {
 	var items []string
 	switch v := raw.(type) {
 	case nil:
@@ -220,11 +239,11 @@ func parseList(raw any) []string {
 			items = append(items, fmt.Sprint(x))
 		}
 	default:
-		items = strings.Split(fmt.Sprint(v), ",")
+		items = []string{fmt.Sprint(v)}
 	}
 	var out []string
 	for _, it := range items {
-		for _, part := range strings.Split(it, ",") {
+		for _, part := range strings.Split(it, sep) {
 			if p := strings.TrimSpace(part); p != "" {
 				out = append(out, p)
 			}
@@ -279,56 +298,83 @@ func (s Size) String() string {
 // names the key, happens once in Load for every source alike.
 type textValue struct {
 	text    string
-	list    bool
 	typName string
 }
 
-func (v *textValue) String() string { return v.text }
-func (v *textValue) Type() string   { return v.typName }
-func (v *textValue) Set(s string) error {
-	if v.list && v.text != "" {
-		v.text += "," + s
-	} else {
-		v.text = s
-	}
-	return nil
-}
+func (v *textValue) String() string     { return v.text }
+func (v *textValue) Type() string       { return v.typName }
+func (v *textValue) Set(s string) error { v.text = s; return nil }
 
-// listValue resets the default on first Set, as a repeated flag should.
+// listValue keeps each use of a repeated flag as one item; the first use replaces the
+// default, as a repeated flag should.
 type listValue struct {
-	textValue
+	items   []string
 	changed bool
 }
 
+func (v *listValue) String() string { return strings.Join(v.items, ",") }
+func (v *listValue) Type() string   { return "strings" }
 func (v *listValue) Set(s string) error {
 	if !v.changed {
-		v.text = ""
+		v.items = nil
 		v.changed = true
 	}
-	return v.textValue.Set(s)
+	v.items = append(v.items, s)
+	return nil
 }
 
-// RegisterFlags adds one flag per option to fs.
+// flagValue is what a flag holds, in the form set parses: a list keeps its items apart, so
+// an item with a comma in it (an -e KEY=a,b) stays whole.
+func flagValue(f *pflag.Flag) any {
+	if lv, ok := f.Value.(*listValue); ok {
+		return lv.items
+	}
+	return f.Value.String()
+}
+
+// RegisterFlags adds one flag per option to fs, plus a hidden flag per alias that shares the
+// option's value: --bind sets exactly what --http sets.
 func RegisterFlags(fs *pflag.FlagSet) {
 	for _, o := range Options() {
 		help := o.Help
 		if len(o.Enum) > 0 {
 			help += " (" + strings.Join(o.Enum, "|") + ")"
 		}
+		for _, a := range o.Aliases {
+			help += "; also --" + a
+		}
 		help += " [" + o.EnvName() + "]"
 		var val pflag.Value
 		switch {
-		case o.kind.Kind() == reflect.Bool:
-			f := fs.VarPF(&textValue{text: o.Default, typName: "bool"}, o.Key, o.Short, help)
-			f.NoOptDefVal = "true"
-			continue
 		case o.kind.Kind() == reflect.Slice:
-			val = &listValue{textValue: textValue{text: o.Default, list: true, typName: "strings"}}
+			val = &listValue{items: parseList(o.Default, ",")}
 		default:
 			val = &textValue{text: o.Default, typName: typeName(o)}
 		}
-		fs.VarP(val, o.Key, o.Short, help)
+		f := fs.VarPF(val, o.Key, o.Short, help)
+		if o.kind.Kind() == reflect.Bool {
+			f.NoOptDefVal = "true"
+		}
+		for _, a := range o.Aliases {
+			af := fs.VarPF(val, a, "", "same as --"+o.Key)
+			af.NoOptDefVal = f.NoOptDefVal
+			af.Hidden = true
+		}
 	}
+	registerPending(fs)
+}
+
+// changedFlag returns the flag that set the option on the command line, if any.
+func changedFlag(flags *pflag.FlagSet, o Option) *pflag.Flag {
+	if flags == nil {
+		return nil
+	}
+	for _, name := range append([]string{o.Key}, o.Aliases...) {
+		if f := flags.Lookup(name); f != nil && f.Changed {
+			return f
+		}
+	}
+	return nil
 }
 
 func typeName(o Option) string {
@@ -339,6 +385,8 @@ func typeName(o Option) string {
 		return "size"
 	case o.kind.Kind() == reflect.Int:
 		return "int"
+	case o.kind.Kind() == reflect.Bool:
+		return "bool"
 	}
 	return "string"
 }

@@ -26,7 +26,7 @@ import (
 )
 
 func newServeCmd() *cobra.Command {
-	var configFile string
+	var files configFlags
 	cmd := &cobra.Command{
 		Use:   "serve [module:callable]",
 		Short: "serve a WSGI app through supervised Python workers",
@@ -36,24 +36,27 @@ Every option can also be set with its HERD_* environment variable or in a config
 (herd.yaml, herd.toml or herd.json in the working directory, or --config FILE).
 Precedence: flag > environment > config file > default.
 
+uWSGI and gunicorn deployments move as they are: --ini app.ini reads a uWSGI [uwsgi]
+section, and gunicorn's flags (-w, -b, --threads, --timeout, --access-logfile ...) mean
+what they mean in gunicorn. Options herd does not take are named in one warning.
+
 Signals: TERM graceful stop (requests in flight finish), INT and QUIT fast stop.`,
-		Example: "  herd serve hello:app --http 127.0.0.1:8000 --workers 4",
-		Args:    cobra.MaximumNArgs(1),
+		Example: `  herd serve hello:app --http 127.0.0.1:8000 --workers 4
+  herd serve --ini uwsgi.ini
+  herd serve -w 4 -b 0.0.0.0:8000 -b unix:/run/app.sock --chdir /srv/app myproject.wsgi`,
+		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := config.Load(cmd.Flags(), configFile)
+			l, err := files.resolve(cmd, args)
 			if err != nil {
 				return err
 			}
-			if len(args) == 1 {
-				cfg.App = args[0]
-			}
-			if err := cfg.Validate(); err != nil {
+			if err := logWarnings(&l); err != nil {
 				return err
 			}
-			return serve(cmd.Context(), &cfg)
+			return serve(cmd.Context(), &l.Config)
 		},
 	}
-	cmd.Flags().StringVar(&configFile, "config", "", "config file (yaml, toml or json); default: herd.yaml/herd.toml/herd.json in the working directory")
+	files.register(cmd.Flags())
 	config.RegisterFlags(cmd.Flags())
 	return cmd
 }
@@ -121,8 +124,12 @@ func serve(ctx context.Context, cfg *config.Config) error {
 	srv := &http.Server{
 		Handler:           handler,
 		ReadHeaderTimeout: 30 * time.Second,
-		IdleTimeout:       75 * time.Second,
+		IdleTimeout:       cfg.KeepAlive,
 		ErrorLog:          newStdLogger(log.With().Str("component", "http").Logger()),
+	}
+
+	if cfg.KeepAlive == 0 {
+		srv.SetKeepAlivesEnabled(false) // gunicorn's --keep-alive 0
 	}
 
 	signals := make(chan os.Signal, 4)
@@ -207,7 +214,7 @@ func waitForStop(log zerolog.Logger, signals <-chan os.Signal, supDone <-chan er
 func listenAll(addrs []string) ([]net.Listener, error) {
 	var out []net.Listener
 	for _, a := range addrs {
-		ln, err := net.Listen("tcp", a)
+		ln, err := listen(a)
 		if err != nil {
 			closeAll(out)
 			return nil, fmt.Errorf("http: listen on %s: %w", a, err)
@@ -215,6 +222,23 @@ func listenAll(addrs []string) ([]net.Listener, error) {
 		out = append(out, ln)
 	}
 	return out, nil
+}
+
+// listen opens HOST:PORT, or unix:PATH as gunicorn's -b unix:PATH does: a socket file left
+// by a master that died is replaced; the file is removed when the listener closes.
+func listen(addr string) (net.Listener, error) {
+	path, ok := strings.CutPrefix(addr, "unix:")
+	if !ok {
+		return net.Listen("tcp", addr)
+	}
+	if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSocket != 0 {
+		if c, err := net.Dial("unix", path); err == nil {
+			_ = c.Close()
+			return nil, fmt.Errorf("%s is in use by another process", path)
+		}
+		_ = os.Remove(path)
+	}
+	return net.Listen("unix", path)
 }
 
 func closeAll(lns []net.Listener) {
@@ -244,6 +268,7 @@ func newSpawner(cfg *config.Config, workerScript string) *supervisor.ExecSpawner
 		// The app's prints reach the log as they happen, not when a buffer fills.
 		env = append(env, "PYTHONUNBUFFERED=1")
 	}
+	env = append(env, cfg.Env...) // later entries win: -e overrides the master's environment
 	return &supervisor.ExecSpawner{
 		Python:       cfg.Python,
 		WorkerScript: workerScript,

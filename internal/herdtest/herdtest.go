@@ -100,14 +100,22 @@ type Options struct {
 	Args []string // after "serve"; --http and --log-format are added
 	Dir  string   // working directory; default: the example app directory
 	Env  []string // extra environment
+	// Listen, when set, is the address the test's own flags or config file make herd
+	// listen on (a uWSGI ini, gunicorn's -b): Start then adds no --http of its own.
+	Listen string
 }
 
 // Start runs `herd serve` with opts and returns once the master has started (not
 // necessarily with ready workers: use WaitReady). The process is stopped at cleanup.
 func Start(t testing.TB, opts Options) *Instance {
 	t.Helper()
-	addr := FreeAddr(t)
-	args := append([]string{"serve", "--http", addr, "--log-format", "json"}, opts.Args...)
+	addr := opts.Listen
+	args := []string{"serve", "--log-format", "json"}
+	if addr == "" {
+		addr = FreeAddr(t)
+		args = append(args, "--http", addr)
+	}
+	args = append(args, opts.Args...)
 	cmd := exec.Command(Binary(t), args...)
 	cmd.Dir = opts.Dir
 	if cmd.Dir == "" {

@@ -1,0 +1,144 @@
+package main
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/herd-server/herd/internal/herdtest"
+)
+
+// envApp answers with the worker's pid and the variables the test set for it.
+const envApp = `import os
+
+def app(environ, start_response):
+    start_response('200 OK', [('Content-Type', 'text/plain')])
+    names = ['GREETING', 'DSN', 'SITE']
+    body = 'pid=%d\n' % os.getpid() + ''.join('%s=%s\n' % (n, os.environ.get(n, '')) for n in names)
+    return [body.encode()]
+`
+
+func writeApp(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "site"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "site", "envapp.py"), []byte(envApp), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// TestUWSGIIniServes runs a uWSGI ini in the style of PEERS.md's reference command under
+// herd: the app, worker count, listeners and environment all come from the file.
+func TestUWSGIIniServes(t *testing.T) {
+	dir := writeApp(t)
+	addr := herdtest.FreeAddr(t)
+	ini := filepath.Join(dir, "uwsgi.ini")
+	text := `[uwsgi]
+plugin = python3
+master = true
+processes = 2
+http-socket = ` + addr + `
+http-socket = %dapp.sock
+chdir = %d
+wsgi-file = site/envapp.py
+callable = app
+env = GREETING=hello, world
+env = SITE=%n
+disable-logging = true
+need-app = true
+die-on-term = true
+buffer-size = 32768
+harakiri = 30
+offload-threads = 1
+`
+	if err := os.WriteFile(ini, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	h := herdtest.Start(t, herdtest.Options{Dir: dir, Listen: addr, Args: []string{"--ini", ini}})
+	h.WaitReady(2, 20*time.Second)
+	if len(herdtest.ChildPids(h.Cmd.Process.Pid)) < 2 {
+		t.Fatalf("fewer than 2 workers: %v", herdtest.ChildPids(h.Cmd.Process.Pid))
+	}
+
+	c := herdtest.Client()
+	status, body := get(t, c, h.URL+"/")
+	if status != 200 || !strings.Contains(body, "GREETING=hello, world\n") || !strings.Contains(body, "SITE=uwsgi\n") {
+		t.Fatalf("got %d %q", status, body)
+	}
+	// The second http-socket, a path, is a Unix socket next to the file (%d).
+	unixClient := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", filepath.Join(dir, "app.sock"))
+		},
+	}}
+	if status, body := get(t, unixClient, "http://herd/"); status != 200 || !strings.Contains(body, "pid=") {
+		t.Fatalf("over the Unix socket: %d %q", status, body)
+	}
+
+	start, _, ok := h.WaitEvent(0, 5*time.Second, herdtest.IsMsg("herd is starting"))
+	if !ok || start.Int("workers") != 2 {
+		t.Fatalf("start-up line: %v", start)
+	}
+	// Every option herd does not take is named, in one warning.
+	var warnings []string
+	for _, e := range h.Events() {
+		if e.Str("level") == "warn" && strings.Contains(e.Msg(), "uWSGI file") {
+			warnings = append(warnings, e.Msg())
+		}
+	}
+	if len(warnings) != 1 || !strings.Contains(warnings[0], "offload-threads") {
+		t.Fatalf("want one warning naming offload-threads, got %q", warnings)
+	}
+	// disable-logging: no access lines.
+	for _, e := range h.Events() {
+		if e.Str("component") == "access" {
+			t.Fatalf("access line logged despite disable-logging: %v", e)
+		}
+	}
+}
+
+// TestGunicornCommandLineServes runs a gunicorn command line under herd.
+func TestGunicornCommandLineServes(t *testing.T) {
+	dir := writeApp(t)
+	addr := herdtest.FreeAddr(t)
+	sock := filepath.Join(dir, "g.sock")
+	h := herdtest.Start(t, herdtest.Options{Dir: dir, Listen: addr, Args: []string{
+		"-w", "3", "-b", addr, "--bind", "unix:" + sock, "--threads", "2", "--chdir", filepath.Join(dir, "site"),
+		"-e", "DSN=postgres://u@h/db?a=1,b=2", "--env", "GREETING=hi", "--graceful-timeout", "5",
+		"--keep-alive", "2", "--access-logfile", filepath.Join(dir, "access.log"), "envapp:app",
+	}})
+	h.WaitReady(3, 20*time.Second)
+	c := herdtest.Client()
+	status, body := get(t, c, h.URL+"/")
+	if status != 200 || !strings.Contains(body, "DSN=postgres://u@h/db?a=1,b=2\n") || !strings.Contains(body, "GREETING=hi\n") {
+		t.Fatalf("got %d %q", status, body)
+	}
+	if fi, err := os.Stat(sock); err != nil || fi.Mode()&os.ModeSocket == 0 {
+		t.Fatalf("unix listener %s: %v", sock, err)
+	}
+	start, _, _ := h.WaitEvent(0, 5*time.Second, herdtest.IsMsg("herd is starting"))
+	if start.Int("workers") != 3 || start.Int("threads") != 2 {
+		t.Fatalf("start-up line: %v", start)
+	}
+	// --access-logfile: the request's line is in the file (written before the response ends
+	// is not promised, so wait for it briefly).
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		b, _ := os.ReadFile(filepath.Join(dir, "access.log"))
+		if strings.Contains(string(b), `"path":"/"`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("access.log has no line for GET /: %q", b)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -1,0 +1,95 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/herd-server/herd/config"
+)
+
+// configFlags are the flags that choose the config file, shared by serve and check.
+type configFlags struct {
+	file string
+	ini  string
+}
+
+func (c *configFlags) register(fs *pflag.FlagSet) {
+	fs.StringVar(&c.file, "config", "", "config file: yaml, toml, json or a uWSGI .ini (FILE.ini:SECTION for another section than [uwsgi]); default: herd.yaml/herd.toml/herd.json in the working directory")
+	fs.StringVar(&c.ini, "ini", "", "uWSGI .ini file to read, as uwsgi --ini reads it (FILE or FILE:SECTION)")
+}
+
+// resolve loads the configuration of a serve-like command: flags, environment, file,
+// defaults; the positional app argument counts as a flag.
+func (c *configFlags) resolve(cmd *cobra.Command, args []string) (config.Loaded, error) {
+	file := c.file
+	if c.ini != "" {
+		if file != "" {
+			return config.Loaded{}, fmt.Errorf("give --config or --ini, not both")
+		}
+		file = c.ini
+		if !strings.Contains(strings.ToLower(filepath.Base(file)), ".ini") {
+			file += ":uwsgi" // an ini without the .ini suffix is still read as one
+		}
+	}
+	l, err := config.Resolve(cmd.Flags(), file)
+	if err != nil {
+		return l, err
+	}
+	if len(args) == 1 {
+		l.Config.App = args[0]
+		l.Sources["app"] = "argument"
+	}
+	if err := l.Config.Validate(); err != nil {
+		return l, err
+	}
+	return l, nil
+}
+
+func newConfigCmd() *cobra.Command {
+	var docsDir string
+	cmd := &cobra.Command{
+		Use:   "config --docs DIR",
+		Short: "write the configuration reference and the migration table, generated from the one Config",
+		Long: `Write docs generated from herd's one Config: DIR/configuration.md (every option, its flag,
+environment variable, default and meaning) and DIR/migration.md (uWSGI option / gunicorn
+flag / herd). ` + "`go generate ./config`" + ` runs it for the repository's docs/.`,
+		Example: "  herd config --docs docs",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if docsDir == "" {
+				return fmt.Errorf("--docs DIR is required")
+			}
+			return writeDocs(docsDir)
+		},
+	}
+	cmd.Flags().StringVar(&docsDir, "docs", "", "directory to write configuration.md and migration.md into")
+	return cmd
+}
+
+func writeDocs(dir string) error {
+	names := make([]string, 0, len(config.DocFiles))
+	for name := range config.DocFiles {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("docs directory: %w", err)
+	}
+	for _, name := range names {
+		var b bytes.Buffer
+		if err := config.DocFiles[name](&b); err != nil {
+			return fmt.Errorf("generate %s: %w", name, err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, name), b.Bytes(), 0o644); err != nil {
+			return fmt.Errorf("write %s: %w", name, err)
+		}
+	}
+	return nil
+}

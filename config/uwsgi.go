@@ -1,0 +1,501 @@
+package config
+
+import (
+	_ "embed"
+	"fmt"
+	"os"
+	"os/user"
+	"path/filepath"
+	"reflect"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+)
+
+// uWSGI .ini files: `herd serve --ini app.ini` (or --config app.ini, or app.ini:section) reads
+// the [uwsgi] section and maps every option herd has to herd's own. An option uWSGI has and
+// herd lacks is named in one warning; a name uWSGI does not know either is a typo: an error
+// with the nearest known name. A key no option has is allowed only as a placeholder, that is
+// when a %(name) elsewhere in the file uses it, as uWSGI allows.
+
+//go:embed uwsgi-options.txt
+var uwsgiOptionList string
+
+// uwsgiKnown is every option name uWSGI 2.0 takes.
+var uwsgiKnown = sync.OnceValue(func() []string {
+	var names []string
+	for _, line := range strings.Split(uwsgiOptionList, "\n") {
+		if line = strings.TrimSpace(line); line != "" && !strings.HasPrefix(line, "#") {
+			names = append(names, line)
+		}
+	}
+	return names
+})
+
+// uwsgiMapping says what one uWSGI option (under any of its names) means for herd.
+type uwsgiMapping struct {
+	names []string
+	// key is the herd option it sets. When no option has that key yet, the uWSGI option
+	// is listed as "not supported yet".
+	key string
+	// convert turns the uWSGI values (every line of the option, in file order) into the
+	// raw value for key; nil: the last value as is, or every value for a list option.
+	convert func(values []string, o Option) (any, error)
+	// agrees is for options that describe what herd always does: it returns "" when the
+	// value matches herd's behaviour, else what herd does instead (the value is then
+	// listed in the warning).
+	agrees func(value string) string
+	// note explains the mapping in the migration table.
+	note string
+}
+
+// uwsgiMappings is the translation table: uWSGI's names on the left, herd's option keys on
+// the right. It is not a second option list: every key must be a Config option (or one
+// announced by another issue, reported as not supported until it lands).
+var uwsgiMappings = []uwsgiMapping{
+	{names: []string{"module", "wsgi"}, key: "app", note: "module or module:callable; `callable` sets the callable"},
+	{names: []string{"wsgi-file", "file"}, key: "app", note: "the file's directory goes on the Python path and the file is imported as a module"},
+	{names: []string{"callable"}, key: "app", note: "the part after the colon of the app"},
+	{names: []string{"chdir"}, key: "chdir"},
+	{names: []string{"home", "virtualenv", "venv", "pyhome"}, key: "venv"},
+	{names: []string{"pythonpath", "python-path", "pp"}, key: "pythonpath"},
+	{names: []string{"processes", "workers"}, key: "workers"},
+	{names: []string{"threads"}, key: "threads"},
+	{names: []string{"http", "http-socket"}, key: "http", convert: uwsgiAddresses,
+		note: "herd's master speaks HTTP and balances over its workers in both cases; a path is a Unix socket"},
+	{names: []string{"socket", "uwsgi-socket"}, key: "uwsgi-socket", note: "uwsgi protocol for nginx's uwsgi_pass"},
+	{names: []string{"chmod-socket", "chmod"}, key: "uwsgi-socket-mode"},
+	{names: []string{"harakiri"}, key: "timeout", convert: uwsgiSeconds},
+	{names: []string{"max-requests"}, key: "max-requests"},
+	{names: []string{"reload-on-rss"}, key: "reload-on-rss", convert: uwsgiMegabytes, note: "megabytes, as in uWSGI"},
+	{names: []string{"touch-reload"}, key: "touch-reload"},
+	{names: []string{"py-autoreload"}, key: "reload", convert: uwsgiAutoreload, note: "any interval above 0 turns on herd's file watcher"},
+	{names: []string{"static-map"}, key: "static-map"},
+	{names: []string{"env"}, key: "env"},
+	{names: []string{"pidfile"}, key: "pidfile"},
+	{names: []string{"uid"}, key: "uid"},
+	{names: []string{"gid"}, key: "gid"},
+	{names: []string{"post-buffering"}, key: "body-buffer", note: "bodies up to this size stay in memory, larger ones go to a temporary file"},
+	{names: []string{"disable-logging"}, key: "access-log", convert: uwsgiDisableLogging, note: "true turns the access log off"},
+	{names: []string{"logto"}, key: "log-file"},
+	{names: []string{"buffer-size"}, agrees: uwsgiBufferSize, note: "herd takes request headers up to 1 MiB (Go's net/http limit)"},
+	{names: []string{"master"}, agrees: wantTrue("herd always runs a master"), note: "herd always runs a master"},
+	{names: []string{"vacuum"}, agrees: wantTrue("herd always removes its sockets and files"), note: "herd always cleans up"},
+	{names: []string{"die-on-term"}, agrees: wantTrue("on TERM herd stops gracefully; HUP reloads"), note: "TERM stops herd gracefully (uWSGI 2.0 reloads on TERM without this)"},
+	{names: []string{"enable-threads"}, agrees: wantTrue("herd never disables Python threads"), note: "Python threads are always on"},
+	{names: []string{"lazy-apps"}, agrees: wantTrue("herd imports the app in each worker, as lazy-apps = true does"), note: "herd imports the app in each worker"},
+	{names: []string{"need-app"}, agrees: wantTrue("herd exits when no worker can import the app"), note: "herd exits (status 3) when the app cannot be imported"},
+	{names: []string{"strict"}, agrees: wantTrue("herd refuses unknown options always"), note: "herd refuses unknown options always"},
+	{names: []string{"single-interpreter"}, agrees: wantTrue("herd runs one interpreter per worker"), note: "one interpreter per worker"},
+	{names: []string{"http-keepalive"}, agrees: func(string) string { return "" }, note: "herd's HTTP front end keeps connections alive (--keep-alive)"},
+	{names: []string{"thunder-lock"}, agrees: func(string) string { return "" }, note: "the master alone accepts connections"},
+	{names: []string{"no-orphans"}, agrees: func(string) string { return "" }, note: "workers always exit with their master"},
+	{names: []string{"plugin", "plugins"}, agrees: uwsgiPlugins, note: "python3 and http are built in"},
+}
+
+func wantTrue(otherwise string) func(string) string {
+	return func(v string) string {
+		if b, err := parseBool(v); err == nil && b || strings.TrimSpace(v) == "" {
+			return ""
+		}
+		return otherwise
+	}
+}
+
+func uwsgiBufferSize(v string) string {
+	n, err := ParseSize(v)
+	if err != nil || n > 1<<20 {
+		return "herd takes request headers up to 1 MiB"
+	}
+	return ""
+}
+
+func uwsgiPlugins(v string) string {
+	for _, p := range parseList(v, ",") {
+		if !strings.HasPrefix(p, "python") && p != "http" {
+			return "herd has no plugin " + p
+		}
+	}
+	return ""
+}
+
+// uwsgiAddresses turns uWSGI's socket addresses (HOST:PORT, :PORT, or a path for a Unix
+// socket) into herd's (HOST:PORT, :PORT, unix:PATH).
+func uwsgiAddresses(values []string, _ Option) (any, error) {
+	var out []string
+	for _, v := range values {
+		for _, a := range parseList(v, ",") {
+			if strings.Contains(a, "/") && !strings.HasPrefix(a, "unix:") {
+				a = "unix:" + a
+			}
+			out = append(out, a)
+		}
+	}
+	return out, nil
+}
+
+func uwsgiSeconds(values []string, _ Option) (any, error) {
+	v := strings.TrimSpace(values[len(values)-1])
+	if _, err := strconv.Atoi(v); err != nil {
+		return nil, fmt.Errorf("%q is not a whole number of seconds", v)
+	}
+	return v + "s", nil
+}
+
+func uwsgiMegabytes(values []string, o Option) (any, error) {
+	v := strings.TrimSpace(values[len(values)-1])
+	if o.kind == sizeType {
+		return v + "MiB", nil
+	}
+	return v, nil
+}
+
+func uwsgiAutoreload(values []string, _ Option) (any, error) {
+	v := strings.TrimSpace(values[len(values)-1])
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		return nil, fmt.Errorf("%q is not a whole number of seconds", v)
+	}
+	return n > 0, nil
+}
+
+func uwsgiDisableLogging(values []string, _ Option) (any, error) {
+	v := values[len(values)-1]
+	off, err := parseBool(v)
+	if strings.TrimSpace(v) == "" {
+		off, err = true, nil // a bare `disable-logging` line turns it on
+	}
+	if err != nil {
+		return nil, err
+	}
+	if off {
+		return "off", nil
+	}
+	return "-", nil
+}
+
+// iniLine is one key = value of the chosen section, after expansion.
+type iniLine struct {
+	key, value string
+	line       int
+}
+
+// ReadUWSGI reads a uWSGI .ini file (file, or file:section; the section defaults to uwsgi)
+// and returns herd's option values from it, and at most one warning naming every option
+// herd does not take.
+func ReadUWSGI(spec string) (map[string]fileValue, []string, error) {
+	path, section := splitINISection(spec)
+	lines, placeholders, err := parseINI(path, section)
+	if err != nil {
+		return nil, nil, err
+	}
+	base := filepath.Base(path)
+	byName := map[string]*uwsgiMapping{}
+	for i := range uwsgiMappings {
+		for _, n := range uwsgiMappings[i].names {
+			byName[n] = &uwsgiMappings[i]
+		}
+	}
+
+	values := map[string][]iniLine{} // uWSGI name -> its lines
+	var order []string
+	var unknown, lacking, disagree, notYet []string
+	for _, l := range lines {
+		_, mapped := byName[l.key]
+		switch {
+		case mapped:
+			if _, seen := values[l.key]; !seen {
+				order = append(order, l.key)
+			}
+			values[l.key] = append(values[l.key], l)
+		case slices.Contains(uwsgiKnown(), l.key):
+			lacking = appendOnce(lacking, l.key)
+		case placeholders[l.key] || l.key == "set-placeholder" || l.key == "set-ph":
+			// a variable for %(name), not an option
+		default:
+			msg := fmt.Sprintf("line %d: unknown option %q", l.line, l.key)
+			if near := Nearest(l.key, uwsgiKnown()); near != "" {
+				msg += fmt.Sprintf(" (did you mean %q?)", near)
+			}
+			unknown = append(unknown, msg)
+		}
+	}
+	if len(unknown) > 0 {
+		return nil, nil, fmt.Errorf("uWSGI file %s: %s", base, strings.Join(unknown, "; "))
+	}
+
+	out := map[string]fileValue{}
+	var errs []string
+	app := uwsgiApp{}
+	for _, name := range order {
+		m := byName[name]
+		ls := values[name]
+		texts := make([]string, len(ls))
+		for i, l := range ls {
+			texts[i] = l.value
+		}
+		last := ls[len(ls)-1]
+		source := fmt.Sprintf("uWSGI file %s line %d (%s)", base, last.line, name)
+		if m.agrees != nil {
+			if why := m.agrees(last.value); why != "" {
+				disagree = append(disagree, fmt.Sprintf("%s = %s (%s)", name, last.value, why))
+			}
+			continue
+		}
+		if m.key == "app" {
+			app.set(name, last.value, source)
+			continue
+		}
+		o, landed := Lookup(m.key)
+		var raw any = last.value
+		if m.convert != nil {
+			// Converted even when herd lacks the option yet: a bad value is an error now,
+			// not a surprise when the option lands.
+			v, err := m.convert(texts, o)
+			if err != nil {
+				errs = append(errs, fmt.Sprintf("line %d: %s: %v", last.line, name, err))
+				continue
+			}
+			raw = v
+		} else if landed && o.kind.Kind() == reflect.Slice {
+			raw = texts
+		}
+		if !landed {
+			notYet = appendOnce(notYet, name)
+			continue
+		}
+		if list, ok := raw.([]string); ok {
+			if prev, ok := out[m.key]; ok { // http and http-socket, pythonpath and pp
+				raw = append(prev.raw.([]string), list...)
+			}
+		}
+		out[m.key] = fileValue{raw: raw, source: source}
+	}
+	if len(errs) > 0 {
+		return nil, nil, fmt.Errorf("uWSGI file %s: %s", base, strings.Join(errs, "; "))
+	}
+	if err := app.into(out); err != nil {
+		return nil, nil, fmt.Errorf("uWSGI file %s: %w", base, err)
+	}
+	return out, uwsgiWarning(base, lacking, notYet, disagree), nil
+}
+
+// uwsgiWarning is the one warning about what herd does not take from the file.
+func uwsgiWarning(base string, lacking, notYet, disagree []string) []string {
+	var parts []string
+	if len(lacking) > 0 {
+		slices.Sort(lacking)
+		parts = append(parts, "herd has no equivalent of "+strings.Join(lacking, ", "))
+	}
+	if len(notYet) > 0 {
+		slices.Sort(notYet)
+		parts = append(parts, "not supported yet: "+strings.Join(notYet, ", "))
+	}
+	if len(disagree) > 0 {
+		parts = append(parts, "herd behaves otherwise for "+strings.Join(disagree, ", "))
+	}
+	if len(parts) == 0 {
+		return nil
+	}
+	return []string{fmt.Sprintf("uWSGI file %s: options ignored: %s", base, strings.Join(parts, "; "))}
+}
+
+func appendOnce(list []string, s string) []string {
+	if slices.Contains(list, s) {
+		return list
+	}
+	return append(list, s)
+}
+
+// uwsgiApp gathers module, wsgi-file and callable into herd's one module:callable.
+type uwsgiApp struct {
+	module, file, callable string
+	source                 string
+}
+
+func (a *uwsgiApp) set(name, value, source string) {
+	value = strings.TrimSpace(value)
+	switch name {
+	case "module", "wsgi":
+		a.module = value
+	case "wsgi-file", "file":
+		a.file = value
+	case "callable":
+		a.callable = value
+	}
+	if name != "callable" || a.source == "" {
+		a.source = source
+	}
+}
+
+func (a *uwsgiApp) into(out map[string]fileValue) error {
+	module := a.module
+	if a.file != "" {
+		if module != "" {
+			return fmt.Errorf("both module and wsgi-file are set: give one")
+		}
+		// herd imports the app as a module: the file's directory goes first on the path.
+		dir := filepath.Dir(a.file)
+		module = strings.TrimSuffix(filepath.Base(a.file), filepath.Ext(a.file))
+		prev, _ := out["pythonpath"].raw.([]string)
+		out["pythonpath"] = fileValue{raw: append([]string{dir}, prev...), source: a.source}
+	}
+	if module == "" {
+		if a.callable != "" {
+			return fmt.Errorf("callable = %s is set but neither module nor wsgi-file", a.callable)
+		}
+		return nil
+	}
+	if a.callable != "" {
+		module, _, _ = strings.Cut(module, ":")
+		module += ":" + a.callable
+	}
+	out["app"] = fileValue{raw: module, source: a.source}
+	return nil
+}
+
+// splitINISection splits "app.ini:prod" into the file and the section (default "uwsgi").
+func splitINISection(spec string) (string, string) {
+	if i := strings.LastIndexByte(spec, ':'); i > 0 && strings.EqualFold(filepath.Ext(spec[:i]), ".ini") {
+		return spec[:i], spec[i+1:]
+	}
+	return spec, "uwsgi"
+}
+
+// parseINI reads the lines of one section, expanding $(ENV), %(name) and uWSGI's magic
+// %-variables as uWSGI does: in file order, each value seeing the options set above it.
+// It also returns the names used as %(name), so those keys count as placeholders.
+func parseINI(path, section string) ([]iniLine, map[string]bool, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, nil, fmt.Errorf("uWSGI file: %w", err)
+	}
+	abs, _ := filepath.Abs(path)
+	exp := newExpander(abs)
+	var lines []iniLine
+	var errs []string
+	current, found := "", false
+	for i, raw := range strings.Split(string(data), "\n") {
+		line := strings.TrimSpace(strings.TrimSuffix(raw, "\r"))
+		if line == "" || line[0] == ';' || line[0] == '#' {
+			continue
+		}
+		if line[0] == '[' && line[len(line)-1] == ']' {
+			current = strings.TrimSpace(line[1 : len(line)-1])
+			found = found || current == section
+			continue
+		}
+		if current != section {
+			continue
+		}
+		key, value, _ := strings.Cut(line, "=")
+		key, value = strings.TrimSpace(key), strings.TrimSpace(value)
+		value, err := exp.expand(value)
+		if err != nil {
+			errs = append(errs, fmt.Sprintf("line %d: %s: %v", i+1, key, err))
+			continue
+		}
+		if key == "set-placeholder" || key == "set-ph" {
+			name, v, _ := strings.Cut(value, "=")
+			exp.vars[strings.TrimSpace(name)] = strings.TrimSpace(v)
+		}
+		exp.vars[key] = value
+		lines = append(lines, iniLine{key: key, value: value, line: i + 1})
+	}
+	if !found {
+		return nil, nil, fmt.Errorf("uWSGI file %s: no [%s] section", filepath.Base(path), section)
+	}
+	if len(errs) > 0 {
+		return nil, nil, fmt.Errorf("uWSGI file %s: %s", filepath.Base(path), strings.Join(errs, "; "))
+	}
+	return lines, exp.used, nil
+}
+
+// expander does uWSGI's substitutions in a value.
+type expander struct {
+	path string            // the absolute path of the file
+	vars map[string]string // options and placeholders set so far
+	used map[string]bool   // names used as %(name)
+}
+
+func newExpander(abs string) *expander {
+	return &expander{path: abs, vars: map[string]string{}, used: map[string]bool{}}
+}
+
+func (e *expander) expand(v string) (string, error) {
+	var b strings.Builder
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		switch {
+		case c == '$' && i+1 < len(v) && v[i+1] == '(':
+			end := strings.IndexByte(v[i:], ')')
+			if end < 0 {
+				return "", fmt.Errorf("unclosed $( in %q", v)
+			}
+			b.WriteString(os.Getenv(v[i+2 : i+end]))
+			i += end
+		case c == '%' && i+1 < len(v) && v[i+1] == '(':
+			end := strings.IndexByte(v[i:], ')')
+			if end < 0 {
+				return "", fmt.Errorf("unclosed %%( in %q", v)
+			}
+			name := v[i+2 : i+end]
+			val, ok := e.vars[name]
+			if !ok {
+				return "", fmt.Errorf("%%(%s) is not set above this line", name)
+			}
+			e.used[name] = true
+			b.WriteString(val)
+			i += end
+		case c == '%' && i+1 < len(v):
+			val, ok := e.magic(v[i+1])
+			if !ok {
+				return "", fmt.Errorf("unknown magic variable %%%c", v[i+1])
+			}
+			b.WriteString(val)
+			i++
+		default:
+			b.WriteByte(c)
+		}
+	}
+	return b.String(), nil
+}
+
+// magic is uWSGI's one-letter %-variables about the config file and the machine.
+func (e *expander) magic(letter byte) (string, bool) {
+	dir := filepath.Dir(e.path)
+	name := filepath.Base(e.path)
+	switch letter {
+	case 'd':
+		return dir + "/", true // the file's directory, with a trailing slash as in uWSGI
+	case 'p':
+		return e.path, true
+	case 's':
+		return name, true
+	case 'n':
+		return strings.TrimSuffix(name, filepath.Ext(name)), true
+	case 'x':
+		return strings.TrimPrefix(filepath.Ext(name), "."), true
+	case 'c':
+		return filepath.Base(dir), true
+	case 'k':
+		return strconv.Itoa(runtime.NumCPU()), true
+	case 'h':
+		h, _ := os.Hostname()
+		return h, true
+	case 'u':
+		return strconv.Itoa(os.Getuid()), true
+	case 'g':
+		return strconv.Itoa(os.Getgid()), true
+	case 'U':
+		if u, err := user.Current(); err == nil {
+			return u.Username, true
+		}
+		return strconv.Itoa(os.Getuid()), true
+	case '%':
+		return "%", true
+	}
+	return "", false
+}

@@ -1,0 +1,154 @@
+package config
+
+import (
+	"reflect"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestUWSGIFile reads an ini as a uWSGI deployment writes it, with every option herd maps,
+// and checks the resulting Config and the one warning.
+func TestUWSGIFile(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv("APP_ROOT", "/srv/shop")
+	ini := writeFile(t, dir, "shop.ini", `; a comment
+# another
+[uwsgi]
+project = shop
+base = $(APP_ROOT)
+chdir = %(base)
+module = %(project).wsgi
+callable = app
+home = %(base)/venv
+pythonpath = %(base)/lib
+python-path = %dextra
+processes = %k
+threads = 2
+http = 127.0.0.1:9001
+http-socket = /run/%n.sock
+env = DJANGO_SETTINGS_MODULE=%(project).settings
+env = DSN=postgres://u@h/db?a=1,b=2
+post-buffering = 65536
+disable-logging = true
+logto = /var/log/%(project).log
+socket = /run/shop-uwsgi.sock
+chmod-socket = 660
+harakiri = 30
+max-requests = 1000
+reload-on-rss = 512
+touch-reload = /srv/shop/reload
+py-autoreload = 2
+static-map = /static=/srv/shop/static
+pidfile = /run/shop.pid
+uid = www-data
+gid = www-data
+buffer-size = 32768
+master = true
+vacuum = true
+die-on-term = true
+enable-threads = true
+lazy-apps = true
+offload-threads = 2
+stats = 127.0.0.1:9191
+
+[other]
+processes = 9
+`)
+	l, err := Resolve(parse(t), ini)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := l.Config
+	got := map[string]any{
+		"app": c.App, "chdir": c.Chdir, "venv": c.Venv, "pythonpath": c.PythonPath, "workers": c.Workers,
+		"threads": c.Threads, "http": c.HTTP, "env": c.Env, "body-buffer": c.BodyBuffer, "access-log": c.AccessLog,
+		"log-file": c.LogFile,
+	}
+	want := map[string]any{
+		"app": "shop.wsgi:app", "chdir": "/srv/shop", "venv": "/srv/shop/venv",
+		"pythonpath": []string{"/srv/shop/lib", dir + "/extra"}, "workers": runtime.NumCPU(), "threads": 2,
+		"http":        []string{"127.0.0.1:9001", "unix:/run/shop.sock"},
+		"env":         []string{"DJANGO_SETTINGS_MODULE=shop.settings", "DSN=postgres://u@h/db?a=1,b=2"},
+		"body-buffer": Size(65536), "access-log": "off", "log-file": "/var/log/shop.log",
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("got  %v\nwant %v", got, want)
+	}
+	if src := l.Sources["workers"]; src != "uWSGI file shop.ini line 12 (processes)" {
+		t.Fatalf("workers came from %q", src)
+	}
+	// Mapped options whose herd option is not built yet are named as such; options herd has
+	// no equivalent for, too; all in one warning.
+	if len(l.Warnings) != 1 {
+		t.Fatalf("want one warning, got %q", l.Warnings)
+	}
+	w := l.Warnings[0]
+	if !strings.Contains(w, "herd has no equivalent of offload-threads, stats") {
+		t.Fatalf("warning does not list the options herd lacks: %s", w)
+	}
+	for _, m := range uwsgiMappings {
+		if m.key == "" || isOption(m.key) {
+			continue
+		}
+		if name := m.names[0]; !strings.Contains(w, name) && strings.Contains(ini, name) {
+			t.Errorf("warning does not name %s, whose option is not built yet: %s", name, w)
+		}
+	}
+}
+
+func TestUWSGISectionAndWSGIFile(t *testing.T) {
+	dir := t.TempDir()
+	ini := writeFile(t, dir, "app.ini", "[uwsgi]\nprocesses = 2\n\n[prod]\nwsgi-file = site/wsgi.py\nprocesses = 6\nmaster = false\n")
+	l, err := Resolve(parse(t), ini+":prod")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.Config.Workers != 6 || l.Config.App != "wsgi" || !reflect.DeepEqual(l.Config.PythonPath, []string{"site"}) {
+		t.Fatalf("workers %d app %q pythonpath %q", l.Config.Workers, l.Config.App, l.Config.PythonPath)
+	}
+	if len(l.Warnings) != 1 || !strings.Contains(l.Warnings[0], "master = false (herd always runs a master)") {
+		t.Fatalf("warnings %q", l.Warnings)
+	}
+}
+
+// TestUWSGIErrors: each way an ini can be wrong, with the message shown.
+func TestUWSGIErrors(t *testing.T) {
+	cases := []struct{ text, want string }{
+		{"[uwsgi]\nmax-request = 5\n", `uWSGI file app.ini: line 2: unknown option "max-request" (did you mean "max-requests"?)`},
+		{"[uwsgi]\nchdir = %(root)/x\n", `uWSGI file app.ini: line 2: chdir: %(root) is not set above this line`},
+		{"[uwsgi]\nchdir = %q\n", `uWSGI file app.ini: line 2: chdir: unknown magic variable %q`},
+		{"[uwsgi]\nharakiri = soon\n", `uWSGI file app.ini: line 2: harakiri: "soon" is not a whole number of seconds`},
+		{"[app]\nprocesses = 2\n", `uWSGI file app.ini: no [uwsgi] section`},
+		{"[uwsgi]\nmodule = a\nwsgi-file = b.py\n", `uWSGI file app.ini: both module and wsgi-file are set: give one`},
+		{"[uwsgi]\nprocesses = two\n", `workers (from uWSGI file app.ini line 2 (processes)): "two" is not an integer; workers accepts an integer`},
+	}
+	for _, c := range cases {
+		ini := writeFile(t, t.TempDir(), "app.ini", c.text)
+		_, err := Resolve(parse(t), ini)
+		if err == nil || err.Error() != c.want {
+			t.Errorf("%q:\n got  %v\n want %s", c.text, err, c.want)
+		}
+	}
+}
+
+// TestUWSGIFlagsWin: flags and HERD_* still beat the ini.
+func TestUWSGIFlagsWin(t *testing.T) {
+	ini := writeFile(t, t.TempDir(), "app.ini", "[uwsgi]\nprocesses = 2\nthreads = 3\nharakiri = 20\n")
+	t.Setenv("HERD_THREADS", "5")
+	l, err := Resolve(parse(t, "-w", "4"), ini)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.Config.Workers != 4 || l.Config.Threads != 5 {
+		t.Fatalf("workers %d threads %d", l.Config.Workers, l.Config.Threads)
+	}
+	if o, ok := Lookup("timeout"); ok && o.kind == durationType {
+		// harakiri maps to --timeout once it exists: 20 seconds.
+		v := reflect.ValueOf(l.Config).FieldByIndex([]int{o.field}).Int()
+		if time.Duration(v) != 20*time.Second {
+			t.Fatalf("harakiri 20 gave timeout %s", time.Duration(v))
+		}
+	}
+}
