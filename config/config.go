@@ -41,6 +41,8 @@ type Config struct {
 	// Development mode (issue 5) adds its options here.
 
 	// Observability (issue 7) adds its options here.
+	Admin            string `key:"admin" help:"serve /metrics, /healthz, /readyz, /stats and the dashboard on this address: loopback HOST:PORT or unix:PATH; off when empty"`
+	AdminAllowRemote bool   `key:"admin-allow-remote" default:"false" help:"let --admin bind a non-loopback address (the admin pages show what the app is doing: put them behind a firewall)"`
 
 	// Deployment (issue 10) adds its options here.
 
@@ -115,6 +117,11 @@ func (c *Config) Validate() error {
 	for key, d := range map[string]time.Duration{"queue-timeout": c.QueueTimeout, "boot-timeout": c.BootTimeout, "graceful-timeout": c.GracefulTimeout} {
 		if d <= 0 {
 			add(key, "%s: must be a positive duration such as 30s", d)
+		}
+	}
+	if c.Admin != "" && !strings.HasPrefix(c.Admin, "unix:") {
+		if _, _, err := net.SplitHostPort(c.Admin); err != nil {
+			add("admin", "%q is not HOST:PORT or unix:PATH (e.g. 127.0.0.1:9180)", c.Admin)
 		}
 	}
 	if c.BodyBuffer < 0 || c.MaxBodySize < 0 {

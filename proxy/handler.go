@@ -39,6 +39,12 @@ type Lease interface {
 	Release(reusable bool)
 }
 
+// describer is a Lease that can show which request it carries on status pages (the
+// supervisor's does).
+type describer interface {
+	Describe(method, uri string, since time.Time)
+}
+
 // Handler serves HTTP requests through the workers.
 type Handler struct {
 	Backend Backend
@@ -133,6 +139,9 @@ func (h *Handler) dispatch(ctx context.Context, packet []byte, b *body, rec *Rec
 				continue
 			}
 			return nil, err
+		}
+		if d, ok := lease.(describer); ok {
+			d.Describe(rec.Request.Method, rec.Request.RequestURI, rec.Start)
 		}
 		err = writeRequest(lease.Conn(), packet, b)
 		if err == nil {

@@ -41,5 +41,40 @@ func (NopObserver) WorkerExited(WorkerInfo, ExitStatus, ExitCause) {}
 func (NopObserver) Reloaded(int, error)                            {}
 
 func (w *Worker) info() WorkerInfo {
-	return WorkerInfo{ID: w.ID, Pid: w.Pid, Generation: w.Generation, State: w.state, InFlight: w.inflight, Requests: w.Requests}
+	info := WorkerInfo{ID: w.ID, Pid: w.Pid, Generation: w.Generation, State: w.state, InFlight: w.inflight,
+		Requests: w.Requests, Started: w.startedAt}
+	for _, s := range w.slots {
+		if cur := s.current.Load(); cur != nil {
+			info.Current = append(info.Current, *cur)
+		}
+	}
+	return info
+}
+
+// Observers fans every event out to several observers (metrics, a service manager's
+// notifier ...), in order.
+type Observers []Observer
+
+func (obs Observers) WorkerStarted(w WorkerInfo) {
+	for _, o := range obs {
+		o.WorkerStarted(w)
+	}
+}
+
+func (obs Observers) WorkerReady(w WorkerInfo, boot time.Duration) {
+	for _, o := range obs {
+		o.WorkerReady(w, boot)
+	}
+}
+
+func (obs Observers) WorkerExited(w WorkerInfo, st ExitStatus, cause ExitCause) {
+	for _, o := range obs {
+		o.WorkerExited(w, st, cause)
+	}
+}
+
+func (obs Observers) Reloaded(gen int, err error) {
+	for _, o := range obs {
+		o.Reloaded(gen, err)
+	}
 }

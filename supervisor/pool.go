@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -57,6 +58,16 @@ type slot struct {
 	worker *Worker
 	conn   net.Conn
 	reader *bufio.Reader
+	// current is the request the slot carries, for status pages. It is an atomic pointer,
+	// not a field under Pool.mu, so that the request path takes no extra lock to set it.
+	current atomic.Pointer[CurrentRequest]
+}
+
+// CurrentRequest is what a busy slot is doing, as the front end described it.
+type CurrentRequest struct {
+	Method string
+	URI    string
+	Since  time.Time // when the request arrived
 }
 
 // NewPool returns an empty pool.
@@ -84,6 +95,12 @@ func (l *Lease) WorkerID() int { return l.slot.worker.ID }
 // WorkerPid is the worker's process id, for logs.
 func (l *Lease) WorkerPid() int { return l.slot.worker.Pid }
 
+// Describe tells the pool which request the slot carries, for status pages; since is when
+// the request arrived.
+func (l *Lease) Describe(method, uri string, since time.Time) {
+	l.slot.current.Store(&CurrentRequest{Method: method, URI: uri, Since: since})
+}
+
 // Release returns the slot. reusable=false closes the connection: the next request on this
 // slot dials a new one. Pass false whenever the response was not read to its end.
 func (l *Lease) Release(reusable bool) {
@@ -91,6 +108,8 @@ func (l *Lease) Release(reusable bool) {
 		return
 	}
 	l.released = true
+	// Cleared before the slot goes back: release may hand it straight to the next request.
+	l.slot.current.Store(nil)
 	l.pool.release(l.slot, reusable)
 }
 
@@ -294,6 +313,8 @@ type WorkerInfo struct {
 	State      State
 	InFlight   int
 	Requests   uint64
+	Started    time.Time        // when the process was spawned
+	Current    []CurrentRequest // the requests it serves now, one per busy slot
 }
 
 // Workers returns a snapshot of the pool's workers.

@@ -328,8 +328,9 @@ func (s *Supervisor) spawn(now time.Time) error {
 	w.Pid = proc.Pid()
 	w.control = master
 	for range s.opts.Threads {
-		w.free = append(w.free, &slot{worker: w})
+		w.slots = append(w.slots, &slot{worker: w})
 	}
+	w.free = append(w.free, w.slots...)
 	s.workers[id] = w
 	s.pool.add(w)
 	s.log.Debug().Int("worker", id).Int("pid", w.Pid).Msg("worker spawned")

@@ -17,6 +17,7 @@ type Worker struct {
 
 	// Guarded by Pool.mu.
 	state    State
+	slots    []*slot // all of them, free or not; set at spawn
 	free     []*slot
 	inflight int
 	Requests uint64

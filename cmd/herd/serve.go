@@ -19,6 +19,7 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
 
+	"github.com/herd-server/herd/admin"
 	"github.com/herd-server/herd/config"
 	"github.com/herd-server/herd/proxy"
 	"github.com/herd-server/herd/scripts"
@@ -86,15 +87,22 @@ func serve(ctx context.Context, cfg *config.Config) error {
 	if err != nil {
 		return err
 	}
+	var adminLn net.Listener
+	if cfg.Admin != "" {
+		if adminLn, err = admin.Listen(cfg.Admin, cfg.AdminAllowRemote); err != nil {
+			closeAll(listeners)
+			return err
+		}
+	}
 	runDir, err := os.MkdirTemp("", "herd-")
 	if err != nil {
-		closeAll(listeners)
+		closeAll(append(listeners, adminLn))
 		return fmt.Errorf("create runtime directory: %w", err)
 	}
 	defer os.RemoveAll(runDir)
 	workerScript := filepath.Join(runDir, "worker.py")
 	if err := os.WriteFile(workerScript, scripts.WorkerPy, 0o600); err != nil {
-		closeAll(listeners)
+		closeAll(append(listeners, adminLn))
 		return fmt.Errorf("write worker script: %w", err)
 	}
 
@@ -103,6 +111,16 @@ func serve(ctx context.Context, cfg *config.Config) error {
 		onDone = proxy.LogAccess(*accessLog)
 	}
 	pool := supervisor.NewPool(cfg.QueueSize, cfg.QueueTimeout)
+	var observers supervisor.Observers
+	var adminSrv *admin.Server
+	var metrics *admin.Metrics
+	if adminLn != nil {
+		metrics = admin.NewMetrics(pool)
+		observers = append(observers, metrics)
+		onDone = chainOnDone(metrics.OnDone, onDone)
+		adminSrv = admin.NewServer(metrics, admin.Info{Version: herdVersion(), Listeners: addrs(listeners)},
+			log.With().Str("component", "admin").Logger())
+	}
 	sup := supervisor.New(supervisor.Options{
 		Workers:         cfg.Workers,
 		Threads:         cfg.Threads,
@@ -111,6 +129,7 @@ func serve(ctx context.Context, cfg *config.Config) error {
 		RunDir:          runDir,
 		Spawner:         newSpawner(cfg, workerScript),
 		Log:             log,
+		Observer:        observers,
 	}, pool)
 
 	handler := &proxy.Handler{
@@ -121,8 +140,12 @@ func serve(ctx context.Context, cfg *config.Config) error {
 		MaxBodySize: int64(cfg.MaxBodySize),
 		TempDir:     runDir,
 	}
+	var front http.Handler = handler
+	if metrics != nil {
+		front = metrics.Track(handler)
+	}
 	srv := &http.Server{
-		Handler:           handler,
+		Handler:           front,
 		ReadHeaderTimeout: 30 * time.Second,
 		IdleTimeout:       cfg.KeepAlive,
 		ErrorLog:          newStdLogger(log.With().Str("component", "http").Logger()),
@@ -149,6 +172,14 @@ func serve(ctx context.Context, cfg *config.Config) error {
 			}
 		}()
 	}
+	if adminSrv != nil {
+		serving.Add(1)
+		go func() {
+			defer serving.Done()
+			adminSrv.Serve(adminLn)
+		}()
+		log.Info().Str("admin", adminLn.Addr().String()).Msg("admin server listening")
+	}
 	log.Info().Str("app", cfg.App).Str("runtime_dir", runDir).Strs("http", addrs(listeners)).Int("workers", cfg.Workers).
 		Int("threads", cfg.Threads).Str("python", cfg.Python).Int("pid", os.Getpid()).Msg("herd is starting")
 	go func() {
@@ -159,7 +190,14 @@ func serve(ctx context.Context, cfg *config.Config) error {
 		}
 	}()
 
-	err = waitForStop(log, signals, supDone, srv, sup, cfg.GracefulTimeout)
+	onDrain := func() {}
+	if adminSrv != nil {
+		onDrain = adminSrv.SetDraining
+	}
+	err = waitForStop(log, signals, supDone, srv, sup, cfg.GracefulTimeout, onDrain)
+	if adminSrv != nil {
+		adminSrv.Shutdown(time.Second)
+	}
 	serving.Wait()
 	var boot *supervisor.BootError
 	if errors.As(err, &boot) {
@@ -175,8 +213,9 @@ func serve(ctx context.Context, cfg *config.Config) error {
 
 // waitForStop handles signals until the master is to exit, and returns the supervisor's
 // result. TERM drains: listeners close, requests in flight finish, then workers stop. INT and
-// QUIT, or a second TERM, stop at once.
-func waitForStop(log zerolog.Logger, signals <-chan os.Signal, supDone <-chan error, srv *http.Server, sup *supervisor.Supervisor, graceful time.Duration) error {
+// QUIT, or a second TERM, stop at once. onDrain is called as soon as any stop begins (the
+// admin server's /readyz turns 503 then).
+func waitForStop(log zerolog.Logger, signals <-chan os.Signal, supDone <-chan error, srv *http.Server, sup *supervisor.Supervisor, graceful time.Duration, onDrain func()) error {
 	draining := false
 	shutdownDone := make(chan struct{})
 	for {
@@ -194,6 +233,7 @@ func waitForStop(log zerolog.Logger, signals <-chan os.Signal, supDone <-chan er
 				log.Warn().Msg("SIGHUP: graceful reload is not built yet; ignoring the signal")
 			case sig == syscall.SIGTERM && !draining:
 				draining = true
+				onDrain()
 				log.Info().Str("signal", sig.String()).Dur("graceful_timeout", graceful).Msg("graceful stop: finishing requests in flight")
 				go func() {
 					ctx, cancel := context.WithTimeout(context.Background(), graceful)
@@ -202,6 +242,7 @@ func waitForStop(log zerolog.Logger, signals <-chan os.Signal, supDone <-chan er
 					close(shutdownDone)
 				}()
 			default:
+				onDrain()
 				log.Info().Str("signal", sig.String()).Msg("fast stop")
 				_ = srv.Close()
 				sup.Stop(false)
@@ -243,7 +284,9 @@ func listen(addr string) (net.Listener, error) {
 
 func closeAll(lns []net.Listener) {
 	for _, ln := range lns {
-		_ = ln.Close()
+		if ln != nil { // the admin listener is nil when --admin is off
+			_ = ln.Close()
+		}
 	}
 }
 
@@ -275,6 +318,27 @@ func newSpawner(cfg *config.Config, workerScript string) *supervisor.ExecSpawner
 		Args:         args,
 		Env:          env,
 		Dir:          cfg.Chdir,
+	}
+}
+
+// chainOnDone calls each non-nil hook in order; nil when there is none.
+func chainOnDone(hooks ...func(*proxy.Record)) func(*proxy.Record) {
+	var live []func(*proxy.Record)
+	for _, h := range hooks {
+		if h != nil {
+			live = append(live, h)
+		}
+	}
+	switch len(live) {
+	case 0:
+		return nil
+	case 1:
+		return live[0]
+	}
+	return func(rec *proxy.Record) {
+		for _, h := range live {
+			h(rec)
+		}
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -85,6 +86,8 @@ type Instance struct {
 	Cmd  *exec.Cmd
 	Addr string // host:port of the HTTP listener
 	URL  string // http://Addr
+	// AdminURL is http://host:port of the admin server when Options.Admin asked for one.
+	AdminURL string
 
 	mu     sync.Mutex
 	cond   *sync.Cond
@@ -103,6 +106,8 @@ type Options struct {
 	// Listen, when set, is the address the test's own flags or config file make herd
 	// listen on (a uWSGI ini, gunicorn's -b): Start then adds no --http of its own.
 	Listen string
+	// Admin starts the admin server (--admin) on a free loopback port: see AdminURL.
+	Admin bool
 }
 
 // Start runs `herd serve` with opts and returns once the master has started (not
@@ -114,6 +119,12 @@ func Start(t testing.TB, opts Options) *Instance {
 	if addr == "" {
 		addr = FreeAddr(t)
 		args = append(args, "--http", addr)
+	}
+	adminURL := ""
+	if opts.Admin {
+		adminAddr := FreeAddr(t)
+		args = append(args, "--admin", adminAddr)
+		adminURL = "http://" + adminAddr
 	}
 	args = append(args, opts.Args...)
 	cmd := exec.Command(Binary(t), args...)
@@ -130,7 +141,7 @@ func Start(t testing.TB, opts Options) *Instance {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	in := &Instance{t: t, Cmd: cmd, Addr: addr, URL: "http://" + addr, exited: make(chan struct{})}
+	in := &Instance{t: t, Cmd: cmd, Addr: addr, URL: "http://" + addr, AdminURL: adminURL, exited: make(chan struct{})}
 	in.cond = sync.NewCond(&in.mu)
 	go in.readLog(bufio.NewScanner(stderr))
 	t.Cleanup(func() {
@@ -279,6 +290,21 @@ func FreeAddr(t testing.TB) string {
 // Client is an HTTP client with a per-request timeout for tests.
 func Client() *http.Client {
 	return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+}
+
+// Get fetches url and returns its status and body; a failed request fails the test.
+func Get(t testing.TB, c *http.Client, url string) (int, string) {
+	t.Helper()
+	resp, err := c.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("GET %s: read body: %v", url, err)
+	}
+	return resp.StatusCode, string(b)
 }
 
 // ChildPids lists the live processes whose parent is pid.

@@ -1,0 +1,178 @@
+package admin
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/rs/zerolog"
+
+	"github.com/herd-server/herd/supervisor"
+)
+
+// Server is the admin HTTP server behind --admin.
+type Server struct {
+	metrics *Metrics
+	pool    PoolView
+	info    Info
+	log     zerolog.Logger
+
+	draining atomic.Bool
+	closing  chan struct{} // closed by Shutdown: server-sent event streams end
+	srv      *http.Server
+	served   chan struct{} // closed when Serve returned
+	// tick is how often the event stream sends a snapshot.
+	tick time.Duration
+}
+
+// NewServer returns a server that reports on m and its pool.
+func NewServer(m *Metrics, info Info, log zerolog.Logger) *Server {
+	s := &Server{
+		metrics: m, pool: m.pool, info: info, log: log,
+		closing: make(chan struct{}), served: make(chan struct{}), tick: time.Second,
+	}
+	s.srv = &http.Server{
+		Handler:           s.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          nil,
+		BaseContext:       func(net.Listener) context.Context { return context.Background() },
+	}
+	return s
+}
+
+// SetDraining marks the master as stopping: /readyz answers 503 from now on, so that a
+// load balancer stops sending while requests in flight finish.
+func (s *Server) SetDraining() { s.draining.Store(true) }
+
+// Handler routes the admin endpoints.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.registry, promhttp.HandlerOpts{ErrorLog: promLogger{s.log}}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		writeText(w, http.StatusOK, "ok\n")
+	})
+	mux.HandleFunc("GET /readyz", s.readyz)
+	mux.HandleFunc("GET /stats", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, s.stats(time.Now()))
+	})
+	mux.HandleFunc("GET /events", s.events)
+	static, _ := fs.Sub(dashboardFS, "dashboard")
+	mux.Handle("GET /", http.FileServerFS(static))
+	return mux
+}
+
+func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
+	switch {
+	case s.draining.Load():
+		writeText(w, http.StatusServiceUnavailable, "draining: herd is stopping\n")
+	case !anyAccepting(s.pool):
+		writeText(w, http.StatusServiceUnavailable, "no worker is ready\n")
+	default:
+		writeText(w, http.StatusOK, "ready\n")
+	}
+}
+
+func anyAccepting(p PoolView) bool {
+	for _, w := range p.Workers() {
+		if accepting(w.State) {
+			return true
+		}
+	}
+	return false
+}
+
+// accepting: the worker takes requests (ready, or busy with every slot taken).
+func accepting(s supervisor.State) bool { return s == supervisor.Ready || s == supervisor.Busy }
+
+// Serve serves on ln until Shutdown.
+func (s *Server) Serve(ln net.Listener) {
+	defer close(s.served)
+	if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		s.log.Error().Err(err).Msg("admin server failed")
+	}
+}
+
+// Shutdown ends the event streams, then the server, waiting at most timeout for requests
+// in flight. It returns once Serve has.
+func (s *Server) Shutdown(timeout time.Duration) {
+	close(s.closing)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	if err := s.srv.Shutdown(ctx); err != nil {
+		_ = s.srv.Close()
+	}
+	<-s.served
+}
+
+// Listen opens the admin listener: "unix:PATH" for a Unix socket (mode 0600), else
+// HOST:PORT, which must be a loopback address unless allowRemote: the admin endpoints show
+// what the app is doing and are meant for the operator, not for the world.
+func Listen(addr string, allowRemote bool) (net.Listener, error) {
+	if path, ok := strings.CutPrefix(addr, "unix:"); ok {
+		return listenUnix(path)
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, fmt.Errorf("admin: %q is not HOST:PORT or unix:PATH: %w", addr, err)
+	}
+	if !allowRemote && !isLoopback(host) {
+		return nil, fmt.Errorf("admin: %q is not a loopback address; bind 127.0.0.1, [::1] or unix:PATH, or pass --admin-allow-remote to expose it", addr)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("admin: listen on %s: %w", addr, err)
+	}
+	return ln, nil
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+func listenUnix(path string) (net.Listener, error) {
+	if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSocket != 0 {
+		_ = os.Remove(path) // a stale socket of an earlier run
+	}
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("admin: listen on unix:%s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		_ = ln.Close()
+		return nil, fmt.Errorf("admin: %w", err)
+	}
+	return ln, nil
+}
+
+func writeText(w http.ResponseWriter, status int, body string) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_, _ = w.Write([]byte(body))
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+// promLogger sends promhttp's error lines to zerolog.
+type promLogger struct{ log zerolog.Logger }
+
+func (l promLogger) Println(v ...any) { l.log.Error().Msg(fmt.Sprint(v...)) }

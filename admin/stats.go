@@ -1,0 +1,104 @@
+package admin
+
+import (
+	"os"
+	"time"
+
+	"github.com/herd-server/herd/supervisor"
+)
+
+// Stats is the /stats document, in the spirit of uWSGI's stats server: the master, its
+// listeners, the traffic, and each worker with what it is doing now.
+type Stats struct {
+	Version    string                          `json:"version"`
+	Pid        int                             `json:"pid"`
+	Started    time.Time                       `json:"started"`
+	UptimeS    float64                         `json:"uptime_s"`
+	Generation int                             `json:"generation"`
+	Ready      bool                            `json:"ready"`
+	Draining   bool                            `json:"draining"`
+	Listeners  []string                        `json:"listeners"`
+	Requests   uint64                          `json:"requests"`
+	InFlight   int64                           `json:"in_flight"`
+	Queue      int                             `json:"queue"`
+	Last10s    Summary                         `json:"last_10s"`
+	Last60s    Summary                         `json:"last_60s"`
+	Exits      map[supervisor.ExitCause]uint64 `json:"exits"`
+	Restarts   uint64                          `json:"restarts"` // exits that were followed by a restart
+	LastReload *ReloadInfo                     `json:"last_reload,omitempty"`
+	Workers    []WorkerStats                   `json:"workers"`
+}
+
+// WorkerStats is one worker process in Stats.
+type WorkerStats struct {
+	ID         int              `json:"id"`
+	Pid        int              `json:"pid"`
+	Generation int              `json:"generation"`
+	State      string           `json:"state"`
+	Requests   uint64           `json:"requests"`
+	InFlight   int              `json:"in_flight"`
+	RSS        int64            `json:"rss_bytes"`
+	UptimeS    float64          `json:"uptime_s"`
+	Current    []CurrentRequest `json:"current"`
+}
+
+// CurrentRequest is a request a worker serves now, with its age.
+type CurrentRequest struct {
+	Method string  `json:"method"`
+	URI    string  `json:"uri"`
+	AgeMs  float64 `json:"age_ms"`
+}
+
+// Info is what the admin side is told about the master at start.
+type Info struct {
+	Version   string
+	Listeners []string
+}
+
+// stats assembles the document at now.
+func (s *Server) stats(now time.Time) Stats {
+	m := s.metrics
+	st := Stats{
+		Version:    s.info.Version,
+		Pid:        os.Getpid(),
+		Started:    m.started,
+		UptimeS:    now.Sub(m.started).Seconds(),
+		Draining:   s.draining.Load(),
+		Listeners:  s.info.Listeners,
+		Requests:   m.total.Load(),
+		InFlight:   m.inFlight.Load(),
+		Queue:      s.pool.QueueLen(),
+		Last10s:    m.window.summary(now, 10),
+		Last60s:    m.window.summary(now, 60),
+		Exits:      make(map[supervisor.ExitCause]uint64),
+		Workers:    []WorkerStats{},
+		Generation: 1,
+	}
+	m.mu.Lock()
+	st.Generation = m.generation
+	st.LastReload = m.lastReload
+	for c, n := range m.exitCounts {
+		st.Exits[c] = n
+		if c != supervisor.CauseStop && c != supervisor.CauseScaleDown {
+			st.Restarts += n
+		}
+	}
+	m.mu.Unlock()
+	for _, w := range s.pool.Workers() {
+		ws := WorkerStats{
+			ID: w.ID, Pid: w.Pid, Generation: w.Generation, State: w.State.String(),
+			Requests: w.Requests, InFlight: w.InFlight, UptimeS: now.Sub(w.Started).Seconds(),
+			Current: []CurrentRequest{},
+		}
+		ws.RSS, _ = processRSS(w.Pid) // 0 when the process just went away
+		for _, c := range w.Current {
+			ws.Current = append(ws.Current, CurrentRequest{Method: c.Method, URI: c.URI, AgeMs: float64(now.Sub(c.Since).Microseconds()) / 1000})
+		}
+		st.Workers = append(st.Workers, ws)
+		if accepting(w.State) {
+			st.Ready = true
+		}
+	}
+	st.Ready = st.Ready && !st.Draining
+	return st
+}
