@@ -100,9 +100,10 @@ type Instance struct {
 
 // Options for Start.
 type Options struct {
-	Args []string // after "serve"; --http and --log-format are added
-	Dir  string   // working directory; default: the example app directory
-	Env  []string // extra environment
+	Command string   // the herd command: "serve" (default) or "dev"
+	Args    []string // after the command; --http and --log-format are added
+	Dir     string   // working directory; default: the example app directory
+	Env     []string // extra environment
 	// Listen, when set, is the address the test's own flags or config file make herd
 	// listen on (a uWSGI ini, gunicorn's -b): Start then adds no --http of its own.
 	Listen string
@@ -110,12 +111,16 @@ type Options struct {
 	Admin bool
 }
 
-// Start runs `herd serve` with opts and returns once the master has started (not
-// necessarily with ready workers: use WaitReady). The process is stopped at cleanup.
+// Start runs `herd serve` (or opts.Command) with opts and returns once the master has
+// started (not necessarily with ready workers: use WaitReady). The process is stopped at cleanup.
 func Start(t testing.TB, opts Options) *Instance {
 	t.Helper()
 	addr := opts.Listen
-	args := []string{"serve", "--log-format", "json"}
+	command := opts.Command
+	if command == "" {
+		command = "serve"
+	}
+	args := []string{command, "--log-format", "json"}
 	if addr == "" {
 		addr = FreeAddr(t)
 		args = append(args, "--http", addr)
@@ -381,4 +386,54 @@ func RequirePythonModule(t testing.TB, python, module, debianPackage string) {
 		t.Fatal(msg + " [HERD_REQUIRE_ALL=1: skips are failures]")
 	}
 	t.Skip(msg)
+}
+
+// CopyExample copies the example apps (scripts/example) into a fresh temporary directory,
+// for tests that edit the app's files while herd serves it.
+func CopyExample(t testing.TB) string {
+	t.Helper()
+	dst := t.TempDir()
+	entries, err := os.ReadDir(ExampleDir(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if e.IsDir() {
+			continue // __pycache__
+		}
+		b, err := os.ReadFile(filepath.Join(ExampleDir(t), e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dst, e.Name()), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dst
+}
+
+// Count is how many events so far match.
+func (in *Instance) Count(match func(Event) bool) int {
+	n := 0
+	for _, ev := range in.Events() {
+		if match(ev) {
+			n++
+		}
+	}
+	return n
+}
+
+// ArtifactDir is where tests leave files for people to look at (screenshots, figures):
+// $HERD_ARTIFACTS, else bin/test-artifacts in the checkout (ignored by git). It outlives
+// the test.
+func ArtifactDir(t testing.TB) string {
+	t.Helper()
+	dir := os.Getenv("HERD_ARTIFACTS")
+	if dir == "" {
+		dir = filepath.Join(RepoRoot(t), "bin", "test-artifacts")
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
 }

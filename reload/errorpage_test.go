@@ -1,0 +1,83 @@
+package reload
+
+import (
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/herd-server/herd/supervisor"
+)
+
+// What CPython 3.11 prints for a module that does not compile, quoting markup from it.
+const syntaxErrorTrace = `Traceback (most recent call last):
+  File "/srv/worker.py", line 5, in load_app
+  File "/tmp/app/views.py", line 2
+    return [b"<script>alert(1)</script>" if x else ]
+                                                   ^
+SyntaxError: invalid syntax
+`
+
+func TestErrorPage(t *testing.T) {
+	next := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "app") })
+	st := &State{}
+	h := ErrorPage(next, st)
+
+	if body := serve(t, h, http.StatusOK); body != "app" {
+		t.Fatalf("no failure: got %q, want the app", body)
+	}
+
+	st.set(&supervisor.BootError{WorkerID: 3, Message: "SyntaxError: invalid syntax", Traceback: syntaxErrorTrace}, []string{"/tmp/app/views.py"})
+	body := serve(t, h, http.StatusInternalServerError)
+	for _, want := range []string{
+		`/tmp/app/views.py, line 2`,
+		`&lt;script&gt;alert(1)&lt;/script&gt;`,
+		`SyntaxError: invalid syntax`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("page lacks %q:\n%s", want, body)
+		}
+	}
+	if strings.Contains(body, "<script>") {
+		t.Fatalf("the traceback's markup reached the page unescaped:\n%s", body)
+	}
+
+	st.clear()
+	if body := serve(t, h, http.StatusOK); body != "app" {
+		t.Fatalf("after the fix: got %q, want the app", body)
+	}
+}
+
+func serve(t *testing.T, h http.Handler, wantStatus int) string {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest("GET", "/", nil))
+	if rec.Code != wantStatus {
+		t.Fatalf("status %d, want %d", rec.Code, wantStatus)
+	}
+	return rec.Body.String()
+}
+
+func TestLastFrame(t *testing.T) {
+	for _, tc := range []struct {
+		trace string
+		file  string
+		line  int
+	}{
+		{syntaxErrorTrace, "/tmp/app/views.py", 2},
+		{"Traceback (most recent call last):\n  File \"/a.py\", line 9, in <module>\n    import b\n  File \"/b.py\", line 1, in <module>\n    1/0\nZeroDivisionError: division by zero\n", "/b.py", 1},
+		{"", "", 0},
+	} {
+		file, line := lastFrame(tc.trace)
+		if file != tc.file || line != tc.line {
+			t.Errorf("lastFrame = %s:%d, want %s:%d", file, line, tc.file, tc.line)
+		}
+	}
+	var nilState *State
+	nilState.set(errors.New("x"), nil) // production: records nothing
+	if nilState.Current() != nil {
+		t.Fatal("a nil State has a failure")
+	}
+}

@@ -1,0 +1,169 @@
+// Package reload turns file changes into graceful reloads: it runs the watchers (the app's
+// source tree in development, a --touch-reload file in production), asks the supervisor for
+// one reload per settled batch of changes, and remembers whether the code now on disk
+// failed to load, for the development error page.
+//
+// It never starts or stops a worker itself: the Reloader does, through the same generation
+// path as SIGHUP.
+package reload
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/herd-server/herd/supervisor"
+	"github.com/herd-server/herd/watch"
+)
+
+// Reloader starts a graceful reload to a new generation. The channel gives its outcome: nil
+// once the new generation serves, else why not (a *supervisor.BootError when the new code
+// does not import), in which case the old generation keeps serving.
+type Reloader interface {
+	Reload() <-chan error
+}
+
+// Source is a watcher and the reason its batches give for a reload.
+type Source struct {
+	Reason  string // "files changed", "touch-reload"
+	Watcher *watch.Watcher
+}
+
+// Loop reloads on every batch its sources deliver, one reload at a time: changes made while
+// a reload runs are held by the watcher and make exactly one more.
+type Loop struct {
+	Reloader Reloader
+	Sources  []Source
+	Log      zerolog.Logger
+	// State, when set, records whether the last reload failed (development mode).
+	State *State
+}
+
+type trigger struct {
+	reason string
+	batch  watch.Batch
+}
+
+// Run runs the watchers and reloads until ctx is done, then returns once the watchers have
+// stopped.
+func (l *Loop) Run(ctx context.Context) {
+	log := l.Log.With().Str("component", "reload").Logger()
+	triggers := make(chan trigger)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for _, src := range l.Sources {
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			if err := src.Watcher.Run(ctx); err != nil {
+				log.Error().Err(err).Str("reason", src.Reason).Msg("watcher stopped: changes are no longer seen")
+			}
+		}()
+		go func() {
+			defer wg.Done()
+			forward(ctx, src, triggers)
+		}()
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case tr := <-triggers:
+			l.reload(ctx, log, tr)
+		}
+	}
+}
+
+// forward hands a watcher's batches to the loop until the watcher closes them.
+func forward(ctx context.Context, src Source, triggers chan<- trigger) {
+	for b := range src.Watcher.Batches() {
+		select {
+		case triggers <- trigger{reason: src.Reason, batch: b}:
+		case <-ctx.Done():
+			// Run is over: drain until the watcher, stopped by the same ctx, closes.
+		}
+	}
+}
+
+func (l *Loop) reload(ctx context.Context, log zerolog.Logger, tr trigger) {
+	start := time.Now()
+	log.Info().Str("reason", tr.reason).Strs("changed", tr.batch.Paths).Int("changes", tr.batch.Changes).
+		Dur("settled", start.Sub(tr.batch.First)).Msg("change detected: reloading")
+	var err error
+	select {
+	case err = <-l.Reloader.Reload():
+	case <-ctx.Done():
+		return
+	}
+	took := time.Since(start)
+	if err == nil {
+		wasBroken := l.State != nil && l.State.Current() != nil
+		l.State.clear()
+		ev := log.Info().Dur("took", took)
+		if wasBroken {
+			ev.Msg("reloaded: the code loads again and the new generation serves")
+		} else {
+			ev.Msg("reloaded: the new generation serves")
+		}
+		return
+	}
+	if l.State == nil {
+		log.Error().Err(err).Dur("took", took).Msg("reload failed: the old generation keeps serving")
+		return
+	}
+	l.State.set(err, tr.batch.Paths)
+	// A BootError's traceback is in the log already, once, from the supervisor.
+	log.Error().Err(err).Dur("took", took).Msg("reload failed: requests get the error page until a fix is saved")
+}
+
+// State is whether the code on disk failed to load at the last reload. Its methods are safe
+// for concurrent use; a nil *State records nothing.
+type State struct {
+	mu      sync.Mutex
+	failure *Failure
+}
+
+// Failure is a reload that did not take.
+type Failure struct {
+	Err       error
+	Traceback string   // the worker's, when the code did not import
+	Changed   []string // the files whose change led to it
+	At        time.Time
+}
+
+// Current is the failure in force, or nil when the code loaded.
+func (s *State) Current() *Failure {
+	if s == nil {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.failure
+}
+
+// set records a failure to load the code.
+func (s *State) set(err error, changed []string) {
+	if s == nil {
+		return
+	}
+	f := &Failure{Err: err, Changed: changed, At: time.Now()}
+	var boot *supervisor.BootError
+	if errors.As(err, &boot) {
+		f.Traceback = boot.Traceback
+	}
+	s.mu.Lock()
+	s.failure = f
+	s.mu.Unlock()
+}
+
+func (s *State) clear() {
+	if s == nil {
+		return
+	}
+	s.mu.Lock()
+	s.failure = nil
+	s.mu.Unlock()
+}
