@@ -1,0 +1,117 @@
+// Package listener opens the sockets herd serves on: its own (--http), the ones systemd
+// passes by socket activation (LISTEN_FDS), and wraps those that must start with a PROXY
+// protocol header. It knows nothing of HTTP or uwsgi: it hands out net.Listeners.
+package listener
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/herd-server/herd/internal/initproc"
+)
+
+// Socket activation, as sd_listen_fds(3) defines it: the passed sockets are descriptors
+// 3 .. 3+LISTEN_FDS-1, meant for the process whose pid is LISTEN_PID, optionally named by
+// LISTEN_FDNAMES (colon-separated, from the socket unit's FileDescriptorName=).
+const (
+	EnvFDs     = "LISTEN_FDS"
+	EnvPID     = "LISTEN_PID"
+	EnvFDNames = "LISTEN_FDNAMES"
+	firstFD    = 3
+)
+
+// ErrActivation is wrapped by every error about malformed socket-activation variables.
+var ErrActivation = errors.New("socket activation")
+
+// Activated is one socket systemd passed.
+type Activated struct {
+	Name     string // from LISTEN_FDNAMES; "unknown" when unnamed, as systemd says
+	Listener net.Listener
+}
+
+// FromEnv returns the listening sockets passed by socket activation, or none when the
+// variables are absent or meant for another process. It removes the variables from the
+// environment (sd_listen_fds with unset_environment), so that the workers, which inherit the
+// environment, do not take the sockets for theirs; and marks the descriptors close-on-exec.
+func FromEnv() ([]Activated, error) {
+	fdsVar, ok := os.LookupEnv(EnvFDs)
+	pidVar := os.Getenv(EnvPID)
+	namesVar := os.Getenv(EnvFDNames)
+	// herd as PID 1 runs the real master as its child (internal/initproc), which passes the
+	// sockets on: then LISTEN_PID names the parent.
+	startedByInit := os.Getenv(initproc.EnvChild) == "1"
+	for _, k := range []string{EnvFDs, EnvPID, EnvFDNames, initproc.EnvChild} {
+		_ = os.Unsetenv(k)
+	}
+	if !ok {
+		return nil, nil
+	}
+	pid, err := strconv.Atoi(pidVar)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s=%q is not a pid", ErrActivation, EnvPID, pidVar)
+	}
+	if pid != os.Getpid() && !(pid == os.Getppid() && startedByInit) {
+		return nil, nil // meant for the process that started us, not for us
+	}
+	n, err := strconv.Atoi(fdsVar)
+	if err != nil || n < 0 {
+		return nil, fmt.Errorf("%w: %s=%q is not a count", ErrActivation, EnvFDs, fdsVar)
+	}
+	names := namesFor(namesVar, n)
+	var out []Activated
+	for i := range n {
+		fd := firstFD + i
+		syscall.CloseOnExec(fd)
+		ln, err := fileListener(fd, names[i])
+		if err != nil {
+			closeActivated(out)
+			return nil, err
+		}
+		out = append(out, Activated{Name: names[i], Listener: ln})
+	}
+	return out, nil
+}
+
+// namesFor splits LISTEN_FDNAMES, padding with "unknown" like sd_listen_fds_with_names.
+func namesFor(v string, n int) []string {
+	var names []string
+	if v != "" {
+		names = strings.Split(v, ":")
+	}
+	for len(names) < n {
+		names = append(names, "unknown")
+	}
+	return names[:n]
+}
+
+func fileListener(fd int, name string) (net.Listener, error) {
+	f := os.NewFile(uintptr(fd), "listen-fd-"+name)
+	defer f.Close() // FileListener dups it
+	typ, err := syscall.GetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_TYPE)
+	if err != nil {
+		return nil, fmt.Errorf("%w: descriptor %d (%s) is not a socket: %w", ErrActivation, fd, name, err)
+	}
+	if typ != syscall.SOCK_STREAM {
+		return nil, fmt.Errorf("%w: descriptor %d (%s) is not a stream socket (ListenStream= in the socket unit)", ErrActivation, fd, name)
+	}
+	listening, err := syscall.GetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_ACCEPTCONN)
+	if err != nil || listening != 1 {
+		return nil, fmt.Errorf("%w: descriptor %d (%s) is not a listening socket (herd wants Accept=no in the socket unit)", ErrActivation, fd, name)
+	}
+	ln, err := net.FileListener(f)
+	if err != nil {
+		return nil, fmt.Errorf("%w: descriptor %d (%s): %w", ErrActivation, fd, name, err)
+	}
+	return ln, nil
+}
+
+func closeActivated(as []Activated) {
+	for _, a := range as {
+		_ = a.Listener.Close()
+	}
+}
