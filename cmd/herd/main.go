@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+
+	"github.com/herd-server/herd/internal/initproc"
 )
 
 // Exit statuses of the herd command.
@@ -24,6 +26,11 @@ func (e *exitCodeError) Error() string { return e.err.Error() }
 func (e *exitCodeError) Unwrap() error { return e.err }
 
 func main() {
+	if initproc.IsPID1() {
+		// A container's first process: reap orphans and forward signals, and run the real
+		// herd as a child.
+		os.Exit(initproc.Run())
+	}
 	root := newRootCmd()
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "herd:", err)
