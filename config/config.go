@@ -45,6 +45,8 @@ type Config struct {
 	AdminAllowRemote bool   `key:"admin-allow-remote" default:"false" help:"let --admin bind a non-loopback address (the admin pages show what the app is doing: put them behind a firewall)"`
 
 	// Deployment (issue 10) adds its options here.
+	ShutdownDelay time.Duration `key:"shutdown-delay" default:"0s" help:"on SIGTERM, keep accepting new connections this long (while /readyz says 503) before closing the listeners, so a Kubernetes Service stops routing here first"`
+	ProxyProtocol []string      `key:"proxy-protocol" help:"listeners that require a PROXY protocol v1/v2 header (from HAProxy or a cloud balancer) and take REMOTE_ADDR from it: an --http address, a socket-activated socket's name, or * for all; connections without a valid header are refused"`
 
 	// Configuration and CLI (issue 6).
 	Env           []string      `key:"env" short:"e" list:"whole" help:"environment variable KEY=VALUE for the workers (repeatable)"`
@@ -123,6 +125,9 @@ func (c *Config) Validate() error {
 		if _, _, err := net.SplitHostPort(c.Admin); err != nil {
 			add("admin", "%q is not HOST:PORT or unix:PATH (e.g. 127.0.0.1:9180)", c.Admin)
 		}
+	}
+	if c.ShutdownDelay < 0 {
+		add("shutdown-delay", "%s: must be 0 or a positive duration such as 5s", c.ShutdownDelay)
 	}
 	if c.BodyBuffer < 0 || c.MaxBodySize < 0 {
 		add("body-buffer", "sizes must not be negative")

@@ -81,9 +81,11 @@ func serve(ctx context.Context, cfg *config.Config) error {
 		return err
 	}
 	cfg.Python = python
+	dep := newDeployment(cfg, log)
+	defer dep.close()
 
 	// Listeners first: a port in use should fail before any Python starts.
-	listeners, err := listenAll(cfg.HTTP)
+	listeners, err := dep.listeners(cfg)
 	if err != nil {
 		return err
 	}
@@ -129,7 +131,7 @@ func serve(ctx context.Context, cfg *config.Config) error {
 		RunDir:          runDir,
 		Spawner:         newSpawner(cfg, workerScript),
 		Log:             log,
-		Observer:        observers,
+		Observer:        append(observers, dep),
 	}, pool)
 
 	handler := &proxy.Handler{
@@ -186,15 +188,16 @@ func serve(ctx context.Context, cfg *config.Config) error {
 		select {
 		case <-sup.Ready():
 			log.Info().Msg("serving")
+			dep.serving()
 		case <-ctx.Done():
 		}
 	}()
 
-	onDrain := func() {}
+	onDrain := dep.beginDrain
 	if adminSrv != nil {
-		onDrain = adminSrv.SetDraining
+		onDrain = func() { adminSrv.SetDraining(); dep.beginDrain() }
 	}
-	err = waitForStop(log, signals, supDone, srv, sup, cfg.GracefulTimeout, onDrain)
+	err = waitForStop(log, signals, supDone, srv, sup, dep, cfg.GracefulTimeout, onDrain)
 	if adminSrv != nil {
 		adminSrv.Shutdown(time.Second)
 	}
@@ -212,12 +215,14 @@ func serve(ctx context.Context, cfg *config.Config) error {
 }
 
 // waitForStop handles signals until the master is to exit, and returns the supervisor's
-// result. TERM drains: listeners close, requests in flight finish, then workers stop. INT and
-// QUIT, or a second TERM, stop at once. onDrain is called as soon as any stop begins (the
-// admin server's /readyz turns 503 then).
-func waitForStop(log zerolog.Logger, signals <-chan os.Signal, supDone <-chan error, srv *http.Server, sup *supervisor.Supervisor, graceful time.Duration, onDrain func()) error {
+// result. TERM drains: new connections are still served for --shutdown-delay, then the
+// listeners close, requests in flight finish, and workers stop. INT and QUIT, or a second
+// TERM, stop at once. onDrain is called as soon as any stop begins (the admin server's
+// /readyz turns 503 then, and systemd hears STOPPING=1).
+func waitForStop(log zerolog.Logger, signals <-chan os.Signal, supDone <-chan error, srv *http.Server, sup *supervisor.Supervisor, dep *deployment, graceful time.Duration, onDrain func()) error {
 	draining := false
 	shutdownDone := make(chan struct{})
+	abortDrain := make(chan struct{})
 	for {
 		select {
 		case err := <-supDone:
@@ -236,14 +241,13 @@ func waitForStop(log zerolog.Logger, signals <-chan os.Signal, supDone <-chan er
 				onDrain()
 				log.Info().Str("signal", sig.String()).Dur("graceful_timeout", graceful).Msg("graceful stop: finishing requests in flight")
 				go func() {
-					ctx, cancel := context.WithTimeout(context.Background(), graceful)
-					defer cancel()
-					_ = srv.Shutdown(ctx)
+					dep.gracefulShutdown(abortDrain, srv, graceful)
 					close(shutdownDone)
 				}()
 			default:
 				onDrain()
 				log.Info().Str("signal", sig.String()).Msg("fast stop")
+				close(abortDrain)
 				_ = srv.Close()
 				sup.Stop(false)
 				return <-supDone

@@ -105,10 +105,26 @@ type Options struct {
 	Dir     string   // working directory; default: the example app directory
 	Env     []string // extra environment
 	// Listen, when set, is the address the test's own flags or config file make herd
-	// listen on (a uWSGI ini, gunicorn's -b): Start then adds no --http of its own.
+	// listen on (a uWSGI ini, gunicorn's -b, a socket passed by activation): Start then adds
+	// no --http of its own.
 	Listen string
 	// Admin starts the admin server (--admin) on a free loopback port: see AdminURL.
 	Admin bool
+	// Wrap is a command line herd runs under, e.g. unshare or Activation's shell.
+	Wrap []string
+	// ExtraFiles become descriptors 3, 4 ... of the first process (the wrapper, if any).
+	ExtraFiles []*os.File
+}
+
+// Activation plays systemd's socket activation: it returns Options with the sockets passed
+// as descriptors 3... and LISTEN_FDS, LISTEN_FDNAMES and (by a shell that execs herd, so the
+// pid stays) LISTEN_PID set.
+func Activation(files []*os.File, names []string) Options {
+	return Options{
+		Wrap:       []string{"/bin/sh", "-c", `LISTEN_PID=$$ exec "$@"`, "sh"},
+		ExtraFiles: files,
+		Env:        []string{fmt.Sprintf("LISTEN_FDS=%d", len(files)), "LISTEN_FDNAMES=" + strings.Join(names, ":")},
+	}
 }
 
 // Start runs `herd serve` (or opts.Command) with opts and returns once the master has
@@ -132,7 +148,9 @@ func Start(t testing.TB, opts Options) *Instance {
 		adminURL = "http://" + adminAddr
 	}
 	args = append(args, opts.Args...)
-	cmd := exec.Command(Binary(t), args...)
+	argv := append(append([]string{}, opts.Wrap...), append([]string{Binary(t)}, args...)...)
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.ExtraFiles = opts.ExtraFiles
 	cmd.Dir = opts.Dir
 	if cmd.Dir == "" {
 		cmd.Dir = ExampleDir(t)

@@ -1,0 +1,223 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/herd-server/herd/config"
+	"github.com/herd-server/herd/internal/listener"
+	"github.com/herd-server/herd/internal/sdnotify"
+	"github.com/herd-server/herd/supervisor"
+)
+
+// proxyHeaderTimeout bounds how long a connection on a --proxy-protocol listener may take
+// to send its header: balancers send it at once, with the connection.
+const proxyHeaderTimeout = 10 * time.Second
+
+// activatedUwsgiName is the FileDescriptorName= of a passed socket meant for the uwsgi front
+// end; every other passed socket serves HTTP.
+const activatedUwsgiName = "uwsgi"
+
+// deployment ties herd to what runs it: systemd's notify socket, the sockets it passed, and
+// the drain that a Kubernetes SIGTERM starts. It is safe for concurrent use.
+type deployment struct {
+	log           zerolog.Logger
+	notify        *sdnotify.Notifier // nil when not under systemd: every send is a no-op
+	shutdownDelay time.Duration
+	wanted        int
+	draining      atomic.Bool
+
+	mu    sync.Mutex
+	ready map[int]bool // worker ids the supervisor reported ready and not yet exited
+}
+
+func newDeployment(cfg *config.Config, log zerolog.Logger) *deployment {
+	d := &deployment{
+		log:           log.With().Str("component", "deploy").Logger(),
+		shutdownDelay: cfg.ShutdownDelay,
+		wanted:        cfg.Workers,
+		ready:         map[int]bool{},
+	}
+	n, err := sdnotify.FromEnv()
+	if err != nil {
+		// systemd would time the service out, which says more than refusing to start would.
+		d.log.Error().Err(err).Msg("cannot talk to systemd's notify socket")
+	}
+	d.notify = n
+	return d
+}
+
+// Draining reports whether a graceful stop began: /readyz answers 503 from then on.
+func (d *deployment) Draining() bool { return d.draining.Load() }
+
+// listeners opens the HTTP listeners: the sockets systemd passed when there are any (then
+// --http is not used, as with gunicorn), else one per --http address. Those named by
+// --proxy-protocol require a PROXY header.
+func (d *deployment) listeners(cfg *config.Config) ([]net.Listener, error) {
+	activated, err := listener.FromEnv()
+	if err != nil {
+		return nil, err
+	}
+	type named struct {
+		name string
+		ln   net.Listener
+	}
+	var lns []named
+	if len(activated) > 0 {
+		for _, a := range activated {
+			if a.Name == activatedUwsgiName {
+				closeActivated(activated)
+				return nil, fmt.Errorf("socket activation: a socket named %q was passed, but this herd has no uwsgi front end", a.Name)
+			}
+			lns = append(lns, named{a.Name, a.Listener})
+		}
+		d.log.Info().Int("sockets", len(activated)).Msg("socket activation: serving the sockets systemd passed; --http is not used")
+	} else {
+		plain, err := listenAll(cfg.HTTP)
+		if err != nil {
+			return nil, err
+		}
+		for i, ln := range plain {
+			lns = append(lns, named{cfg.HTTP[i], ln})
+		}
+	}
+	var out []net.Listener
+	used := map[string]bool{}
+	for _, n := range lns {
+		ln := n.ln
+		if wantsProxyProtocol(cfg.ProxyProtocol, n.name, used) {
+			ln = d.proxyListener(ln)
+		}
+		out = append(out, ln)
+	}
+	for _, want := range cfg.ProxyProtocol {
+		if want != "*" && !used[want] {
+			closeAll(out)
+			return nil, fmt.Errorf("proxy-protocol: %q names no listener (give an --http address as written, a passed socket's name, or *)", want)
+		}
+	}
+	return out, nil
+}
+
+func wantsProxyProtocol(wanted []string, name string, used map[string]bool) bool {
+	if slices.Contains(wanted, name) {
+		used[name] = true
+		return true
+	}
+	return slices.Contains(wanted, "*")
+}
+
+func (d *deployment) proxyListener(ln net.Listener) net.Listener {
+	d.log.Info().Str("listen", ln.Addr().String()).Msg("PROXY protocol required on this listener")
+	return &listener.ProxyListener{
+		Listener:      ln,
+		HeaderTimeout: proxyHeaderTimeout,
+		OnError: func(remote net.Addr, err error) {
+			d.log.Warn().Str("remote", remote.String()).Str("listen", ln.Addr().String()).Err(err).Msg("connection refused: no valid PROXY header")
+		},
+	}
+}
+
+func closeActivated(as []listener.Activated) {
+	for _, a := range as {
+		_ = a.Listener.Close()
+	}
+}
+
+// serving tells systemd the first generation is ready.
+func (d *deployment) serving() {
+	d.send(d.notify.Ready(d.status("serving")))
+}
+
+// beginDrain marks the stop: readiness fails and systemd hears STOPPING=1.
+func (d *deployment) beginDrain() {
+	d.draining.Store(true)
+	d.send(d.notify.Stopping("stopping"))
+}
+
+// gracefulShutdown is TERM's path: keep serving for --shutdown-delay while the balancers
+// take this instance out (readiness already fails), then close the listeners first, so new
+// connections are refused at once and a balancer retries them elsewhere, and wait for the
+// requests in flight. abort (a fast stop) cuts the delay short.
+func (d *deployment) gracefulShutdown(abort <-chan struct{}, srv *http.Server, graceful time.Duration) {
+	// From now on every response closes its connection: clients holding keep-alive
+	// connections come back through the balancer, which sends them elsewhere.
+	srv.SetKeepAlivesEnabled(false)
+	if d.shutdownDelay > 0 {
+		d.log.Info().Dur("shutdown_delay", d.shutdownDelay).Msg("draining: still accepting connections until the delay ends")
+		t := time.NewTimer(d.shutdownDelay)
+		select {
+		case <-t.C:
+		case <-abort:
+			t.Stop()
+			return
+		}
+	}
+	d.log.Info().Msg("closing the listeners; finishing requests in flight")
+	ctx, cancel := context.WithTimeout(context.Background(), graceful)
+	defer cancel()
+	if err := srv.Shutdown(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		d.log.Warn().Err(err).Msg("http shutdown")
+	}
+}
+
+func (d *deployment) status(what string) string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return fmt.Sprintf("%s: %d of %d workers ready", what, len(d.ready), d.wanted)
+}
+
+func (d *deployment) send(err error) {
+	if err != nil {
+		d.log.Warn().Err(err).Msg("systemd notification failed")
+	}
+}
+
+func (d *deployment) close() { _ = d.notify.Close() }
+
+// The deployment observes the supervisor to keep systemd's STATUS= line current.
+var _ supervisor.Observer = (*deployment)(nil)
+
+func (d *deployment) WorkerStarted(supervisor.WorkerInfo) {}
+
+func (d *deployment) WorkerReady(w supervisor.WorkerInfo, _ time.Duration) {
+	d.mu.Lock()
+	d.ready[w.ID] = true
+	d.mu.Unlock()
+	d.updateStatus()
+}
+
+func (d *deployment) WorkerExited(w supervisor.WorkerInfo, _ supervisor.ExitStatus, _ supervisor.ExitCause) {
+	d.mu.Lock()
+	wasReady := d.ready[w.ID]
+	delete(d.ready, w.ID)
+	d.mu.Unlock()
+	if wasReady {
+		d.updateStatus()
+	}
+}
+
+func (d *deployment) Reloaded(gen int, err error) {
+	if err != nil {
+		d.send(d.notify.Ready(d.status(fmt.Sprintf("reload to generation %d failed, old generation serving", gen))))
+		return
+	}
+	d.send(d.notify.Ready(d.status(fmt.Sprintf("serving generation %d", gen))))
+}
+
+func (d *deployment) updateStatus() {
+	what := "serving"
+	if d.Draining() {
+		what = "stopping"
+	}
+	d.send(d.notify.Status(d.status(what)))
+}
