@@ -390,3 +390,17 @@ func typeName(o Option) string {
 	}
 	return "string"
 }
+
+// Format shows the option's value in c as a user would write it.
+func (o Option) Format(c *Config) string {
+	field := reflect.ValueOf(c).Elem().Field(o.field)
+	switch {
+	case o.kind == durationType:
+		return time.Duration(field.Int()).String()
+	case o.kind == sizeType:
+		return Size(field.Int()).String()
+	case o.kind.Kind() == reflect.Slice:
+		return strings.Join(field.Interface().([]string), ", ")
+	}
+	return fmt.Sprint(field.Interface())
+}

@@ -19,7 +19,7 @@ func newRootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newServeCmd(), newConfigCmd(), newVersionCmd())
+	root.AddCommand(newServeCmd(), newCheckCmd(), newStatusCmd(), newReloadCmd(), newStopCmd(), newConfigCmd(), newVersionCmd())
 	return root
 }
 

@@ -113,7 +113,8 @@ func serve(ctx context.Context, cfg *config.Config) error {
 		onDone = proxy.LogAccess(*accessLog)
 	}
 	pool := supervisor.NewPool(cfg.QueueSize, cfg.QueueTimeout)
-	var observers supervisor.Observers
+	exits := &exitCounter{} // for herd status
+	observers := supervisor.Observers{exits}
 	var adminSrv *admin.Server
 	var metrics *admin.Metrics
 	if adminLn != nil {
@@ -161,6 +162,13 @@ func serve(ctx context.Context, cfg *config.Config) error {
 	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGHUP)
 	defer signal.Stop(signals)
 
+	ctl, err := startControl(cfg, runDir, sup, exits, signals, addrs(listeners), log)
+	if err != nil {
+		closeAll(append(listeners, adminLn))
+		return err
+	}
+	defer ctl.Close()
+
 	supDone := make(chan error, 1)
 	go func() { supDone <- sup.Run(context.Background()) }()
 
@@ -183,7 +191,8 @@ func serve(ctx context.Context, cfg *config.Config) error {
 		log.Info().Str("admin", adminLn.Addr().String()).Msg("admin server listening")
 	}
 	log.Info().Str("app", cfg.App).Str("runtime_dir", runDir).Strs("http", addrs(listeners)).Int("workers", cfg.Workers).
-		Int("threads", cfg.Threads).Str("python", cfg.Python).Int("pid", os.Getpid()).Msg("herd is starting")
+		Int("threads", cfg.Threads).Str("python", cfg.Python).Int("pid", os.Getpid()).
+		Str("control_socket", ctl.Path()).Msg("herd is starting")
 	go func() {
 		select {
 		case <-sup.Ready():

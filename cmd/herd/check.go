@@ -1,0 +1,114 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"text/tabwriter"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/spf13/cobra"
+
+	"github.com/herd-server/herd/config"
+	"github.com/herd-server/herd/scripts"
+	"github.com/herd-server/herd/supervisor"
+)
+
+func newCheckCmd() *cobra.Command {
+	var files configFlags
+	cmd := &cobra.Command{
+		Use:   "check [module:callable]",
+		Short: "check the configuration and import the app once, without serving",
+		Long: `Check that herd serve would start: load the configuration exactly as serve does (flags,
+HERD_* environment, config file or uWSGI .ini), print every option's effective value and where
+it came from, then import the app once in a throwaway worker. No listener is opened.
+
+Exit status: 0 when serve would start, 1 when the configuration is wrong, 3 when the app
+cannot be imported (the traceback is printed).`,
+		Example: `  herd check myproject.wsgi --chdir /srv/app
+  herd check --ini uwsgi.ini`,
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			out := cmd.OutOrStdout()
+			l, err := files.resolve(cmd, args)
+			if l.Sources != nil {
+				printEffective(out, &l)
+			}
+			if err != nil {
+				return err
+			}
+			log, err := newLogger(&l.Config, os.Stderr)
+			if err != nil {
+				return err
+			}
+			start := time.Now()
+			python, err := importApp(&l.Config, log)
+			if err != nil {
+				// The worker's traceback is in the log (stderr) already.
+				return &exitCodeError{code: exitAppBoot, err: fmt.Errorf("check failed: the app %q could not be imported: %w", l.Config.App, err)}
+			}
+			fmt.Fprintf(out, "\nok: %s imported by %s in %s; herd serve would start\n", l.Config.App, python, time.Since(start).Round(time.Millisecond))
+			return nil
+		},
+	}
+	files.register(cmd.Flags())
+	config.RegisterFlags(cmd.Flags())
+	return cmd
+}
+
+// printEffective writes every option's value and its source, then the warnings.
+func printEffective(w io.Writer, l *config.Loaded) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "OPTION\tVALUE\tFROM")
+	for _, o := range config.Options() {
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", o.Key, o.Format(&l.Config), l.Sources[o.Key])
+	}
+	_ = tw.Flush()
+	for _, warning := range l.Warnings {
+		fmt.Fprintf(w, "\nwarning: %s\n", warning)
+	}
+}
+
+// importApp starts one worker the way serve does (same interpreter, environment, path) and
+// waits for it to load the app or fail, then stops it. It returns the interpreter used.
+func importApp(cfg *config.Config, log zerolog.Logger) (string, error) {
+	python, err := resolvePython(cfg.Python)
+	if err != nil {
+		return "", err
+	}
+	cfg.Python = python
+	runDir, err := os.MkdirTemp("", "herd-check-")
+	if err != nil {
+		return "", fmt.Errorf("create runtime directory: %w", err)
+	}
+	defer os.RemoveAll(runDir)
+	workerScript := filepath.Join(runDir, "worker.py")
+	if err := os.WriteFile(workerScript, scripts.WorkerPy, 0o600); err != nil {
+		return "", fmt.Errorf("write worker script: %w", err)
+	}
+	sup := supervisor.New(supervisor.Options{
+		Workers:         1,
+		Threads:         cfg.Threads,
+		BootTimeout:     cfg.BootTimeout,
+		GracefulTimeout: 5 * time.Second,
+		RunDir:          runDir,
+		Spawner:         newSpawner(cfg, workerScript),
+		Log:             log, // the worker's output and traceback, as serve would show them
+	}, supervisor.NewPool(0, time.Second))
+	done := make(chan error, 1)
+	go func() { done <- sup.Run(context.Background()) }()
+	select {
+	case <-sup.Ready():
+		sup.Stop(false)
+		return python, <-done
+	case err := <-done:
+		if err == nil {
+			err = errors.New("the worker stopped before loading the app")
+		}
+		return python, err
+	}
+}

@@ -1,0 +1,122 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"text/tabwriter"
+	"time"
+
+	"github.com/herd-server/herd/config"
+	"github.com/herd-server/herd/supervisor"
+)
+
+// Status is the answer to the control command status, and what `herd status --json` prints.
+type Status struct {
+	Pid     int       `json:"pid"`
+	App     string    `json:"app"`
+	HTTP    []string  `json:"http"`
+	Started time.Time `json:"started"`
+	UptimeS float64   `json:"uptime_s"`
+	Queue   int       `json:"queue"`
+	// Restarts counts workers that left without being asked (crash, timeout, recycling)
+	// and were replaced. Worker ids are not reused, so it is the master's count.
+	Restarts uint64         `json:"restarts"`
+	Workers  []WorkerStatus `json:"workers"`
+}
+
+// WorkerStatus is one worker process in Status.
+type WorkerStatus struct {
+	ID         int              `json:"id"`
+	Pid        int              `json:"pid"`
+	State      string           `json:"state"`
+	Generation int              `json:"generation"`
+	Requests   uint64           `json:"requests"`
+	InFlight   int              `json:"in_flight"`
+	RSS        int64            `json:"rss_bytes"`
+	UptimeS    float64          `json:"uptime_s"`
+	Current    []CurrentRequest `json:"current"`
+}
+
+// CurrentRequest is a request a worker is serving now.
+type CurrentRequest struct {
+	Method string  `json:"method"`
+	URI    string  `json:"uri"`
+	AgeS   float64 `json:"age_s"`
+}
+
+func buildStatus(cfg *config.Config, pool *supervisor.Pool, exits *exitCounter, httpAddrs []string, started, now time.Time) Status {
+	st := Status{
+		Pid: os.Getpid(), App: cfg.App, HTTP: httpAddrs, Started: started, UptimeS: now.Sub(started).Seconds(),
+		Queue: pool.QueueLen(), Restarts: exits.restarts.Load(), Workers: []WorkerStatus{},
+	}
+	for _, w := range pool.Workers() {
+		ws := WorkerStatus{
+			ID: w.ID, Pid: w.Pid, State: w.State.String(), Generation: w.Generation, Requests: w.Requests,
+			InFlight: w.InFlight, RSS: processRSS(w.Pid), UptimeS: now.Sub(w.Started).Seconds(), Current: []CurrentRequest{},
+		}
+		for _, c := range w.Current {
+			ws.Current = append(ws.Current, CurrentRequest{Method: c.Method, URI: c.URI, AgeS: now.Sub(c.Since).Seconds()})
+		}
+		st.Workers = append(st.Workers, ws)
+	}
+	slices.SortFunc(st.Workers, func(a, b WorkerStatus) int { return a.ID - b.ID })
+	return st
+}
+
+// processRSS is a process's resident memory from /proc/PID/statm (second field, in pages);
+// 0 when the process is gone.
+func processRSS(pid int) int64 {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/statm")
+	if err != nil {
+		return 0
+	}
+	fields := bytes.Fields(b)
+	if len(fields) < 2 {
+		return 0
+	}
+	pages, _ := strconv.ParseInt(string(fields[1]), 10, 64)
+	return pages * int64(os.Getpagesize())
+}
+
+// printStatus writes the human form of `herd status`.
+func printStatus(w io.Writer, st Status) {
+	fmt.Fprintf(w, "herd master pid %d serving %s on %s, up %s, %d request(s) queued, %d worker restart(s)\n\n",
+		st.Pid, st.App, strings.Join(st.HTTP, ", "), (time.Duration(st.UptimeS) * time.Second).String(), st.Queue, st.Restarts)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "WORKER\tPID\tSTATE\tGEN\tREQUESTS\tRSS\tCURRENT REQUEST\tAGE")
+	for _, ws := range st.Workers {
+		cur, age := "-", "-"
+		if len(ws.Current) > 0 {
+			c := ws.Current[0]
+			cur = c.Method + " " + c.URI
+			age = fmt.Sprintf("%.1fs", c.AgeS)
+			if len(ws.Current) > 1 {
+				cur += fmt.Sprintf(" (+%d more)", len(ws.Current)-1)
+			}
+		}
+		fmt.Fprintf(tw, "%d\t%d\t%s\t%d\t%d\t%s\t%s\t%s\n", ws.ID, ws.Pid, ws.State, ws.Generation, ws.Requests,
+			fmt.Sprintf("%.1fMiB", float64(ws.RSS)/(1<<20)), cur, age)
+	}
+	_ = tw.Flush()
+}
+
+// exitCounter hears worker exits for the status: every exit the master did not ask for is
+// a restart (the supervisor replaces the worker).
+type exitCounter struct {
+	supervisor.NopObserver
+	restarts atomic.Uint64
+}
+
+func (c *exitCounter) WorkerExited(_ supervisor.WorkerInfo, _ supervisor.ExitStatus, cause supervisor.ExitCause) {
+	switch cause {
+	case supervisor.CauseStop, supervisor.CauseScaleDown, supervisor.CauseReload:
+	default:
+		c.restarts.Add(1)
+	}
+}
