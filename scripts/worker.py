@@ -76,6 +76,7 @@ if sys.version_info < (3, 8):
     sys.exit(3)
 
 import argparse
+import atexit
 import errno
 import faulthandler
 import importlib
@@ -292,20 +293,17 @@ def _sendfile(out_fd, in_fd, offset, count):
 # ---------------------------------------------------------------------------------------
 # environ
 
-_CGI_DEFAULTS = {
-    'REQUEST_METHOD': 'GET',
-    'SCRIPT_NAME': '',
-    'PATH_INFO': '',
-    'QUERY_STRING': '',
-    'SERVER_NAME': 'localhost',
-    'SERVER_PORT': '80',
-    'SERVER_PROTOCOL': 'HTTP/1.1',
-}
-
-
-def wsgi_keys(multithread):
-    """The per-process wsgi.* environ entries (wsgi.input is added per request)."""
+def environ_template(multithread):
+    """The environ every request starts from: CGI defaults for vars a front end may omit,
+    and the per-process wsgi.* entries (wsgi.input is added per request)."""
     return {
+        'REQUEST_METHOD': 'GET',
+        'SCRIPT_NAME': '',
+        'PATH_INFO': '',
+        'QUERY_STRING': '',
+        'SERVER_NAME': 'localhost',
+        'SERVER_PORT': '80',
+        'SERVER_PROTOCOL': 'HTTP/1.1',
         'wsgi.version': (1, 0),
         'wsgi.url_scheme': 'http',
         'wsgi.errors': sys.stderr,
@@ -317,15 +315,16 @@ def wsgi_keys(multithread):
     }
 
 
-def make_environ(block, wsgi, base=_CGI_DEFAULTS):
-    """Decode a uwsgi vars block into a new environ; no I/O.
+def make_environ(block, template):
+    """Decode a uwsgi vars block into a new environ (a copy of template); no I/O.
 
     Returns (environ, content_length). Keys and values are decoded as latin-1 (PEP 3333).
     UWSGI_* vars are dropped (UWSGI_SCHEME sets wsgi.url_scheme), empty CONTENT_TYPE and
     CONTENT_LENGTH are removed. Raises ValueError for a malformed block or CONTENT_LENGTH.
     wsgi.input is not set.
     """
-    env = base.copy()
+    # Copying a template that holds the wsgi.* keys already saves an update and a resize.
+    env = template.copy()
     # One latin-1 decode of the whole block; lengths come from the bytes, keys and values
     # are slices of the str at the same offsets (latin-1 maps byte i to char i).
     s = block.decode('latin-1')
@@ -341,14 +340,19 @@ def make_environ(block, wsgi, base=_CGI_DEFAULTS):
             env[k] = s[j + 2:i]
     except IndexError:
         raise ValueError('uwsgi var length runs past the vars block')
+    if 'wsgi.' in s:    # a var must not pose as one of the server's keys
+        for k in template:
+            if k[:5] == 'wsgi.':
+                env[k] = template[k]
     scheme = None
     if 'UWSGI_' in s:
-        for k in [k for k in env if k[:6] == 'UWSGI_']:
-            v = env.pop(k)
-            if k == 'UWSGI_SCHEME' and v:
-                scheme = v
-    env.update(wsgi)
-    if scheme is not None:
+        # The master sends UWSGI_SCHEME on every request: pop it, and scan every key only
+        # when the block holds another 'UWSGI_' (another such var, or a value with it).
+        scheme = env.pop('UWSGI_SCHEME', None)
+        if scheme is None or s.count('UWSGI_') > 1:
+            for k in [k for k in env if k[:6] == 'UWSGI_']:
+                del env[k]
+    if scheme:
         env['wsgi.url_scheme'] = scheme
     else:
         https = env.get('HTTPS')
@@ -640,7 +644,7 @@ def _bad_request(sendall):
         pass
 
 
-def _serve_connection(conn, app, wsgi, slot):
+def _serve_connection(conn, app, template, slot):
     """Serve requests on one connection until it closes or a request asks to close it."""
     rfile = conn.makefile('rb', READ_BUFFER)
     read = rfile.read
@@ -665,7 +669,7 @@ def _serve_connection(conn, app, wsgi, slot):
                 _bad_request(sendall)
                 return
             try:
-                env, cl = environ(block, wsgi)
+                env, cl = environ(block, template)
             except ValueError:
                 _bad_request(sendall)
                 return
@@ -711,7 +715,7 @@ def _stop_after_request():
         _done.set()
 
 
-def _accept_loop(lsock, app, wsgi, slot):
+def _accept_loop(lsock, app, template, slot):
     accept = lsock.accept
     tcp = lsock.family != socket.AF_UNIX
     while not _stopping:
@@ -728,19 +732,20 @@ def _accept_loop(lsock, app, wsgi, slot):
         try:
             if tcp:
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            _serve_connection(conn, app, wsgi, slot)
+            _serve_connection(conn, app, template, slot)
         except Exception:
             _log_exc('error serving a connection')
         finally:
             conn.close()
 
 
-def _thread_main(lsock, app, wsgi, slot):
+def _thread_main(lsock, app, template, slot):
     global _exit_code
     try:
-        _accept_loop(lsock, app, wsgi, slot)
+        _accept_loop(lsock, app, template, slot)
     except SystemExit as e:     # the app called sys.exit(): the process goes
-        _exit_code = e.code if isinstance(e.code, int) else EXIT_FATAL
+        _exit_code = EXIT_OK if e.code is None else (
+            e.code if isinstance(e.code, int) else EXIT_FATAL)
         _done.set()
     except BaseException:
         _log_exc('serving thread %d failed' % slot)
@@ -960,7 +965,7 @@ def main(argv=None):
     _setup_path(args)
     app = _import_app(args.app)
 
-    wsgi = wsgi_keys(args.threads > 1)
+    template = environ_template(args.threads > 1)
     _serving = True
     _send_control({'event': 'ready', 'pid': os.getpid(),
                    'python': '%d.%d.%d' % sys.version_info[:3]})
@@ -968,17 +973,36 @@ def main(argv=None):
         raise SystemExit(EXIT_OK)
     if args.threads == 1:
         try:
-            _accept_loop(lsock, app, wsgi, 0)
+            _accept_loop(lsock, app, template, 0)
         except OSError as e:
             _log('listening socket failed: %s' % e)
             _hard_exit(EXIT_FATAL)
         return EXIT_OK
     for slot in range(args.threads):
-        threading.Thread(target=_thread_main, args=(lsock, app, wsgi, slot),
+        threading.Thread(target=_thread_main, args=(lsock, app, template, slot),
                          name='herd-slot-%d' % slot, daemon=True).start()
     _done.wait()
     return _exit_code
 
 
+def _exit(code):
+    """Leave like sys.exit, atexit handlers included (an app's last flush), but without
+    waiting for non-daemon threads an app may have started: the exit must be prompt."""
+    if code is None:
+        code = EXIT_OK
+    elif not isinstance(code, int):
+        _log(str(code))
+        code = EXIT_FATAL
+    try:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)   # leaving already
+        atexit._run_exitfuncs()
+    except BaseException:
+        pass
+    _hard_exit(code)
+
+
 if __name__ == '__main__':
-    sys.exit(main())
+    try:
+        _exit(main())
+    except SystemExit as e:
+        _exit(e.code)

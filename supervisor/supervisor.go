@@ -327,6 +327,7 @@ func (s *Supervisor) spawn(now time.Time) error {
 	w.proc = proc
 	w.Pid = proc.Pid()
 	w.control = master
+	w.controlDone = make(chan struct{})
 	for range s.opts.Threads {
 		w.slots = append(w.slots, &slot{worker: w})
 	}
@@ -345,6 +346,12 @@ func (s *Supervisor) spawn(now time.Time) error {
 func (s *Supervisor) waitExit(w *Worker) {
 	defer s.wg.Done()
 	st := w.proc.Wait()
+	// Report the exit only after everything the worker said: a boot_error written just
+	// before it exited must be known when its death is judged.
+	select {
+	case <-w.controlDone:
+	case <-time.After(time.Second): // a grandchild holds the channel open: judge without it
+	}
 	s.send(event{kind: evExited, worker: w, status: st})
 }
 
@@ -361,6 +368,7 @@ type controlMessage struct {
 // readControl reports what the worker says until its control channel closes.
 func (s *Supervisor) readControl(w *Worker) {
 	defer s.wg.Done()
+	defer close(w.controlDone)
 	sc := bufio.NewScanner(w.control)
 	sc.Buffer(make([]byte, 0, 64<<10), 4<<20)
 	for sc.Scan() {

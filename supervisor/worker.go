@@ -25,13 +25,15 @@ type Worker struct {
 	unreachable bool
 
 	// Owned by the supervisor loop.
-	proc      Process
-	control   net.Conn
-	startedAt time.Time
-	readyAt   time.Time
-	stopAt    time.Time // when stopping started; the SIGKILL deadline counts from it
-	killed    bool
-	bootError *BootError
+	proc    Process
+	control net.Conn
+	// controlDone is closed when the control reader has reported all the worker said.
+	controlDone chan struct{}
+	startedAt   time.Time
+	readyAt     time.Time
+	stopAt      time.Time // when stopping started; the SIGKILL deadline counts from it
+	killed      bool
+	bootError   *BootError
 }
 
 // transition moves the worker to state to, or refuses an illegal move and changes nothing.

@@ -1,0 +1,5 @@
+"""A fixture app that fails to import."""
+
+import json  # noqa: F401
+
+raise RuntimeError('broken on purpose at import')

@@ -1,0 +1,3 @@
+"""A fixture whose `app` is not callable."""
+
+app = 42
