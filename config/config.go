@@ -43,6 +43,7 @@ type Config struct {
 	// Observability (issue 7) adds its options here.
 	Admin            string `key:"admin" help:"serve /metrics, /healthz, /readyz, /stats and the dashboard on this address: loopback HOST:PORT or unix:PATH; off when empty"`
 	AdminAllowRemote bool   `key:"admin-allow-remote" default:"false" help:"let --admin bind a non-loopback address (the admin pages show what the app is doing: put them behind a firewall)"`
+	AccessLogFormat  string `key:"access-log-format" default:"json" help:"access line format: combined (Apache/nginx), common, json, or a template of {fields} such as '{remote_host} {method} {uri} {status} {duration_ms}'"`
 
 	// Deployment (issue 10) adds its options here.
 	ShutdownDelay time.Duration `key:"shutdown-delay" default:"0s" help:"on SIGTERM, keep accepting new connections this long (while /readyz says 503) before closing the listeners, so a Kubernetes Service stops routing here first"`

@@ -4,13 +4,15 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"sync"
 	"time"
 
 	"github.com/mattn/go-isatty"
 	"github.com/rs/zerolog"
 
+	"github.com/herd-server/herd/accesslog"
 	"github.com/herd-server/herd/config"
+	"github.com/herd-server/herd/logfile"
+	"github.com/herd-server/herd/proxy"
 )
 
 // newLogger is the root logger: readable console lines on a terminal, JSON otherwise. It
@@ -20,38 +22,58 @@ func newLogger(cfg *config.Config, out *os.File) (zerolog.Logger, error) {
 	if err != nil {
 		return zerolog.Logger{}, fmt.Errorf("log-level: %w", err)
 	}
+	var w io.Writer = out
+	fd := out.Fd()
 	if cfg.LogFile != "" && cfg.LogFile != "-" {
-		f, err := openLogFile(cfg.LogFile)
+		// A logfile.File, so that SIGUSR1 reopens it after logrotate moved it.
+		f, err := logfile.Open(cfg.LogFile)
 		if err != nil {
 			return zerolog.Logger{}, fmt.Errorf("log-file: %w", err)
 		}
-		out = f
+		w, fd = f, f.Fd()
 	}
-	var w io.Writer = out
-	console := cfg.LogFormat == "console" || cfg.LogFormat == "auto" && isatty.IsTerminal(out.Fd())
+	console := cfg.LogFormat == "console" || cfg.LogFormat == "auto" && isatty.IsTerminal(fd)
 	if console {
-		w = zerolog.ConsoleWriter{Out: out, TimeFormat: "15:04:05.000"}
+		w = zerolog.ConsoleWriter{Out: w, TimeFormat: "15:04:05.000"}
 	}
 	zerolog.TimeFieldFormat = time.RFC3339Nano
 	return zerolog.New(w).Level(level).With().Timestamp().Logger(), nil
 }
 
-// newAccessLogger returns nil when access logging is off. The file, if any, is the
-// caller's to close.
-func newAccessLogger(cfg *config.Config, main zerolog.Logger) (*zerolog.Logger, io.Closer, error) {
-	switch cfg.AccessLog {
-	case "off", "none", "":
-		return nil, nil, nil
-	case "-":
-		l := main.With().Str("component", "access").Logger()
-		return &l, nil, nil
+// newAccessLogger returns the access log's OnDone hook, nil when access logging is off.
+// "-" with the json format puts access events in the main log (component=access); "-" with
+// any other format writes plain lines to stdout, as gunicorn's --access-logfile - does. A
+// file is a logfile.File: it stays open while the process lives and SIGUSR1 reopens it.
+func newAccessLogger(cfg *config.Config, main zerolog.Logger) (func(*proxy.Record), error) {
+	if cfg.AccessLog == "off" || cfg.AccessLog == "none" || cfg.AccessLog == "" {
+		return nil, nil
 	}
-	f, err := os.OpenFile(cfg.AccessLog, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	format, err := accesslog.Parse(cfg.AccessLogFormat)
 	if err != nil {
-		return nil, nil, fmt.Errorf("access-log: %w", err)
+		return nil, err
 	}
-	l := zerolog.New(f).With().Timestamp().Logger()
-	return &l, f, nil
+	if cfg.AccessLog == "-" {
+		if cfg.AccessLogFormat == "json" {
+			return proxy.LogAccess(main.With().Str("component", "access").Logger()), nil
+		}
+		return accesslog.New(accesslog.Locked(os.Stdout), format).OnDone, nil
+	}
+	f, err := logfile.Open(cfg.AccessLog)
+	if err != nil {
+		return nil, fmt.Errorf("access-log: %w", err)
+	}
+	return accesslog.New(f, format).OnDone, nil
+}
+
+// reopenLogs reopens the --log-file and --access-log files (SIGUSR1), so that logrotate
+// can move them away without copytruncate.
+func reopenLogs(log zerolog.Logger) {
+	paths, err := logfile.ReopenAll()
+	if err != nil {
+		log.Error().Err(err).Strs("reopened", paths).Msg("SIGUSR1: reopening log files failed")
+		return
+	}
+	log.Info().Strs("files", paths).Msg("SIGUSR1: log files reopened")
 }
 
 // logWarnings logs what the configuration asked for and herd does not take, once, before
@@ -68,25 +90,4 @@ func logWarnings(l *config.Loaded) error {
 		log.Warn().Str("config", l.File).Msg(w)
 	}
 	return nil
-}
-
-var (
-	logFilesMu sync.Mutex
-	logFiles   = map[string]*os.File{}
-)
-
-// openLogFile opens a log file for appending once per path, so that the loggers built for
-// warnings and for the master share it.
-func openLogFile(path string) (*os.File, error) {
-	logFilesMu.Lock()
-	defer logFilesMu.Unlock()
-	if f, ok := logFiles[path]; ok {
-		return f, nil
-	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
-	if err != nil {
-		return nil, err
-	}
-	logFiles[path] = f
-	return f, nil
 }

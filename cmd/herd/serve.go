@@ -41,7 +41,8 @@ uWSGI and gunicorn deployments move as they are: --ini app.ini reads a uWSGI [uw
 section, and gunicorn's flags (-w, -b, --threads, --timeout, --access-logfile ...) mean
 what they mean in gunicorn. Options herd does not take are named in one warning.
 
-Signals: TERM graceful stop (requests in flight finish), INT and QUIT fast stop.`,
+Signals: TERM graceful stop (requests in flight finish), INT and QUIT fast stop, USR1 reopen
+the --log-file and --access-log files (after logrotate moved them).`,
 		Example: `  herd serve hello:app --http 127.0.0.1:8000 --workers 4
   herd serve --ini uwsgi.ini
   herd serve -w 4 -b 0.0.0.0:8000 -b unix:/run/app.sock --chdir /srv/app myproject.wsgi`,
@@ -68,12 +69,9 @@ func serve(ctx context.Context, cfg *config.Config) error {
 	if err != nil {
 		return err
 	}
-	accessLog, accessFile, err := newAccessLogger(cfg, log)
+	accessLog, err := newAccessLogger(cfg, log)
 	if err != nil {
 		return err
-	}
-	if accessFile != nil {
-		defer accessFile.Close()
 	}
 
 	python, err := resolvePython(cfg.Python)
@@ -108,10 +106,7 @@ func serve(ctx context.Context, cfg *config.Config) error {
 		return fmt.Errorf("write worker script: %w", err)
 	}
 
-	var onDone func(*proxy.Record)
-	if accessLog != nil {
-		onDone = proxy.LogAccess(*accessLog)
-	}
+	onDone := accessLog
 	pool := supervisor.NewPool(cfg.QueueSize, cfg.QueueTimeout)
 	exits := &exitCounter{} // for herd status
 	observers := supervisor.Observers{exits}
@@ -159,7 +154,7 @@ func serve(ctx context.Context, cfg *config.Config) error {
 	}
 
 	signals := make(chan os.Signal, 4)
-	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGHUP)
+	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGHUP, syscall.SIGUSR1)
 	defer signal.Stop(signals)
 
 	ctl, err := startControl(cfg, runDir, sup, exits, signals, addrs(listeners), log)
@@ -243,6 +238,8 @@ func waitForStop(log zerolog.Logger, signals <-chan os.Signal, supDone <-chan er
 			sup.Stop(true)
 		case sig := <-signals:
 			switch {
+			case sig == syscall.SIGUSR1:
+				reopenLogs(log)
 			case sig == syscall.SIGHUP:
 				log.Warn().Msg("SIGHUP: graceful reload is not built yet; ignoring the signal")
 			case sig == syscall.SIGTERM && !draining:
