@@ -32,23 +32,27 @@ var fields = map[string]field{
 	"remote":      func(b []byte, r *proxy.Record) []byte { return appendEscaped(b, r.Request.RemoteAddr) },
 	"remote_host": func(b []byte, r *proxy.Record) []byte { return appendEscaped(b, remoteHost(r.Request.RemoteAddr)) },
 	"time_clf":    func(b []byte, r *proxy.Record) []byte { return r.Start.AppendFormat(b, "02/Jan/2006:15:04:05 -0700") },
-	"time":        func(b []byte, r *proxy.Record) []byte { return r.Start.UTC().AppendFormat(b, "2006-01-02T15:04:05.000Z07:00") },
-	"method":      func(b []byte, r *proxy.Record) []byte { return appendEscaped(b, r.Request.Method) },
-	"uri":         func(b []byte, r *proxy.Record) []byte { return appendEscaped(b, r.Request.RequestURI) },
-	"path":        func(b []byte, r *proxy.Record) []byte { return appendEscaped(b, r.Request.URL.Path) },
-	"query":       func(b []byte, r *proxy.Record) []byte { return appendEscaped(b, r.Request.URL.RawQuery) },
-	"proto":       func(b []byte, r *proxy.Record) []byte { return appendEscaped(b, r.Request.Proto) },
-	"host":        func(b []byte, r *proxy.Record) []byte { return appendEscaped(b, r.Request.Host) },
-	"status":      func(b []byte, r *proxy.Record) []byte { return strconv.AppendInt(b, int64(r.Status), 10) },
-	"bytes":       func(b []byte, r *proxy.Record) []byte { return strconv.AppendInt(b, r.BytesOut, 10) },
+	"time": func(b []byte, r *proxy.Record) []byte {
+		return r.Start.UTC().AppendFormat(b, "2006-01-02T15:04:05.000Z07:00")
+	},
+	"method": func(b []byte, r *proxy.Record) []byte { return appendEscaped(b, r.Request.Method) },
+	"uri":    func(b []byte, r *proxy.Record) []byte { return appendEscaped(b, r.Request.RequestURI) },
+	"path":   func(b []byte, r *proxy.Record) []byte { return appendEscaped(b, r.Request.URL.Path) },
+	"query":  func(b []byte, r *proxy.Record) []byte { return appendEscaped(b, r.Request.URL.RawQuery) },
+	"proto":  func(b []byte, r *proxy.Record) []byte { return appendEscaped(b, r.Request.Proto) },
+	"host":   func(b []byte, r *proxy.Record) []byte { return appendEscaped(b, r.Request.Host) },
+	"status": func(b []byte, r *proxy.Record) []byte { return strconv.AppendInt(b, int64(r.Status), 10) },
+	"bytes":  func(b []byte, r *proxy.Record) []byte { return strconv.AppendInt(b, r.BytesOut, 10) },
 	"bytes_clf": func(b []byte, r *proxy.Record) []byte {
 		if r.BytesOut == 0 {
 			return append(b, '-')
 		}
 		return strconv.AppendInt(b, r.BytesOut, 10)
 	},
-	"bytes_in":    func(b []byte, r *proxy.Record) []byte { return strconv.AppendInt(b, r.BytesIn, 10) },
-	"duration":    func(b []byte, r *proxy.Record) []byte { return strconv.AppendFloat(b, r.Duration.Seconds(), 'f', 6, 64) },
+	"bytes_in": func(b []byte, r *proxy.Record) []byte { return strconv.AppendInt(b, r.BytesIn, 10) },
+	"duration": func(b []byte, r *proxy.Record) []byte {
+		return strconv.AppendFloat(b, r.Duration.Seconds(), 'f', 6, 64)
+	},
 	"duration_ms": func(b []byte, r *proxy.Record) []byte { return appendMs(b, r.Duration) },
 	"duration_us": func(b []byte, r *proxy.Record) []byte { return strconv.AppendInt(b, r.Duration.Microseconds(), 10) },
 	"queue_ms":    func(b []byte, r *proxy.Record) []byte { return appendMs(b, r.QueueWait) },
