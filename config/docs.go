@@ -83,16 +83,16 @@ the uWSGI option or gunicorn flag and names it in the start-up warning.
 	type row struct{ uwsgi, gunicorn, herd, note string }
 	var rows []row
 	for _, m := range uwsgiMappings {
-		r := row{uwsgi: code("", m.names...), note: m.note}
+		r := row{uwsgi: code("", m.names...), note: joinNotes(m.note, gunicornFor(m.key))}
 		switch {
 		case m.key == "":
 			r.herd = "always"
 		case isOption(m.key):
 			r.herd = "`--" + m.key + "`"
-			r.gunicorn = code("--", gunicornFor(m.key)...)
+			r.gunicorn = gunicornCell(gunicornFor(m.key)...)
 		default:
 			r.herd = "*not supported yet* (`--" + m.key + "`)"
-			r.gunicorn = code("--", gunicornFor(m.key)...)
+			r.gunicorn = gunicornCell(gunicornFor(m.key)...)
 		}
 		rows = append(rows, r)
 	}
@@ -104,7 +104,7 @@ the uWSGI option or gunicorn flag and names it in the start-up warning.
 		if mapped(key) {
 			continue
 		}
-		r := row{gunicorn: code("--", f), herd: "`--" + key + "`"}
+		r := row{gunicorn: gunicornCell(f), herd: "`--" + key + "`", note: gunicornNotes[f]}
 		if !isOption(key) {
 			r.herd = "*not supported yet* (`--" + key + "`)"
 		}
@@ -145,6 +145,18 @@ func gunicornFor(key string) []string {
 	return out
 }
 
+// gunicornCell shows gunicorn flags with the one-letter form herd shares (-w, -b, -e).
+func gunicornCell(flags ...string) string {
+	var parts []string
+	for _, f := range flags {
+		if o, ok := Lookup(gunicornKey(f)); ok && o.Short != "" {
+			parts = append(parts, code("-", o.Short))
+		}
+		parts = append(parts, code("--", f))
+	}
+	return strings.Join(parts, ", ")
+}
+
 func code(prefix string, names ...string) string {
 	var parts []string
 	for _, n := range names {
@@ -154,3 +166,17 @@ func code(prefix string, names ...string) string {
 }
 
 func cell(s string) string { return strings.ReplaceAll(s, "|", "\\|") }
+
+// joinNotes adds the gunicorn notes of the flags in a uWSGI row to the row's own note.
+func joinNotes(note string, flags []string) string {
+	parts := []string{}
+	if note != "" {
+		parts = append(parts, note)
+	}
+	for _, f := range flags {
+		if n := gunicornNotes[f]; n != "" {
+			parts = append(parts, "--"+f+": "+n)
+		}
+	}
+	return strings.Join(parts, "; ")
+}

@@ -36,6 +36,17 @@ var gunicornFlags = []string{
 	"forwarded-allow-ips", "pythonpath",
 }
 
+// gunicornNotes say where herd's meaning of a gunicorn flag differs in detail.
+var gunicornNotes = map[string]string{
+	"workers":        "0 (herd's default) means one per CPU core; gunicorn's default is 1",
+	"bind":           "HOST:PORT or unix:PATH, repeatable; fd:// is not taken (herd takes systemd socket activation instead)",
+	"threads":        "herd's workers serve N requests at once from a thread pool, like gunicorn's gthread",
+	"keep-alive":     "herd's default is 75s, gunicorn's 2s; 0 turns keep-alive off",
+	"access-logfile": "`-` means herd's main log (stderr), not stdout; `off` turns it off",
+	"error-logfile":  "`-` means stderr, as in gunicorn",
+	"env":            "a value may contain commas: repeat -e for several variables",
+}
+
 // pendingAliases gives an option the gunicorn flags that name it in gunicornPending.
 func pendingAliases(key string) []string {
 	var out []string

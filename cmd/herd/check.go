@@ -55,8 +55,7 @@ cannot be imported (the traceback is printed).`,
 			return nil
 		},
 	}
-	files.register(cmd.Flags())
-	config.RegisterFlags(cmd.Flags())
+	files.register(cmd)
 	return cmd
 }
 

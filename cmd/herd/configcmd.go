@@ -9,7 +9,6 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
-	"github.com/spf13/pflag"
 
 	"github.com/herd-server/herd/config"
 )
@@ -20,9 +19,20 @@ type configFlags struct {
 	ini  string
 }
 
-func (c *configFlags) register(fs *pflag.FlagSet) {
+// register adds --config, --ini and every option's flag to cmd, with shell completion of
+// the options that take one of a few values.
+func (c *configFlags) register(cmd *cobra.Command) {
+	fs := cmd.Flags()
 	fs.StringVar(&c.file, "config", "", "config file: yaml, toml, json or a uWSGI .ini (FILE.ini:SECTION for another section than [uwsgi]); default: herd.yaml/herd.toml/herd.json in the working directory")
 	fs.StringVar(&c.ini, "ini", "", "uWSGI .ini file to read, as uwsgi --ini reads it (FILE or FILE:SECTION)")
+	config.RegisterFlags(fs)
+	for _, o := range config.Options() {
+		if len(o.Enum) > 0 {
+			_ = cmd.RegisterFlagCompletionFunc(o.Key, cobra.FixedCompletions(o.Enum, cobra.ShellCompDirectiveNoFileComp))
+		}
+	}
+	_ = cmd.MarkFlagFilename("ini", "ini")
+	_ = cmd.MarkFlagFilename("config", "yaml", "yml", "toml", "json", "ini")
 }
 
 // resolve loads the configuration of a serve-like command: flags, environment, file,

@@ -94,6 +94,9 @@ func startControl(cfg *config.Config, runDir string, sup *supervisor.Supervisor,
 	return &masterControl{srv: srv, registry: reg}, nil
 }
 
+// Handle adds a control command (observability's stats, say): see package control.
+func (m *masterControl) Handle(cmd string, h control.HandlerFunc) { m.srv.Handle(cmd, h) }
+
 // Path is the control socket's path.
 func (m *masterControl) Path() string { return m.srv.Path() }
 

@@ -58,8 +58,7 @@ the --log-file and --access-log files (after logrotate moved them).`,
 			return serve(cmd.Context(), &l.Config)
 		},
 	}
-	files.register(cmd.Flags())
-	config.RegisterFlags(cmd.Flags())
+	files.register(cmd)
 	return cmd
 }
 
