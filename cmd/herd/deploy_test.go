@@ -154,7 +154,7 @@ func TestSystemdNotifyAndSocketActivation(t *testing.T) {
 
 func TestShutdownDelayKeepsServingThenRefuses(t *testing.T) {
 	const delay = 3 * time.Second
-	h := herdtest.Start(t, herdtest.Options{Dir: testdataDir(t), Args: []string{"deployapp:app", "--workers", "1", "--shutdown-delay", delay.String()}})
+	h := herdtest.Start(t, herdtest.Options{Dir: testdataDir(t), Admin: true, Args: []string{"deployapp:app", "--workers", "1", "--shutdown-delay", delay.String()}})
 	h.WaitReady(1, 30*time.Second)
 	if err := h.Cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
@@ -164,8 +164,12 @@ func TestShutdownDelayKeepsServingThenRefuses(t *testing.T) {
 		t.Fatal("no drain log line after SIGTERM")
 	}
 	start := time.Now()
-	// A new connection during the delay is served: endpoints have not caught up yet.
+	// Readiness fails at once, so Kubernetes takes the pod out of the Service; a new
+	// connection during the delay is still served, since endpoints take a while to update.
 	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	if status, body := get(t, c, h.AdminURL+"/readyz"); status != 503 {
+		t.Errorf("/readyz during the delay: %d %q, want 503", status, body)
+	}
 	if status, body := get(t, c, h.URL+"/"); status != 200 || body != "hello\n" {
 		t.Fatalf("during the delay: %d %q", status, body)
 	}
