@@ -2,9 +2,11 @@
 # Installs the Debian packages herd's tests use, when they are missing. The tests run real
 # peers: nginx in front, uWSGI and gunicorn to compare with, wrk for load, Flask and Django
 # apps under Debian's /usr/bin/python3.
+# systemd brings systemd-analyze (the unit files in docs/deploy are verified), util-linux
+# brings unshare (herd as PID 1 of a new PID namespace).
 set -euo pipefail
 
-packages=(nginx wrk uwsgi uwsgi-plugin-python3 gunicorn python3-flask python3-django)
+packages=(nginx wrk uwsgi uwsgi-plugin-python3 gunicorn python3-flask python3-django systemd util-linux)
 
 missing=()
 for p in "${packages[@]}"; do
