@@ -16,6 +16,7 @@ var dashboardFS embed.FS
 // eventMessage is one server-sent event of /events: the stats and the per-second points
 // the dashboard has not seen yet (the whole window in the first message).
 type eventMessage struct {
+	Now    int64   `json:"now"` // the server's unix second: the charts' right edge
 	Stats  Stats   `json:"stats"`
 	Series []Point `json:"series"`
 }
@@ -36,7 +37,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	history := windowSeconds - 1
 	for {
 		now := time.Now()
-		msg := eventMessage{Stats: s.stats(now), Series: s.metrics.window.series(now, history)}
+		msg := eventMessage{Now: now.Unix(), Stats: s.stats(now), Series: s.metrics.window.series(now, history)}
 		b, err := json.Marshal(msg)
 		if err != nil {
 			s.log.Error().Err(err).Msg("encode dashboard event")

@@ -6,7 +6,9 @@
 # brings unshare (herd as PID 1 of a new PID namespace).
 set -euo pipefail
 
-packages=(nginx wrk uwsgi uwsgi-plugin-python3 gunicorn python3-flask python3-django systemd util-linux)
+# chromium: the admin dashboard test drives a real headless browser; tmux: `herd top` is
+# tested in a real terminal.
+packages=(nginx wrk uwsgi uwsgi-plugin-python3 gunicorn python3-flask python3-django systemd util-linux chromium tmux)
 
 missing=()
 for p in "${packages[@]}"; do
