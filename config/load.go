@@ -39,6 +39,15 @@ func Load(flags *pflag.FlagSet, configFile string) (Config, error) {
 // Resolve is Load that also tells where each value came from. A configFile ending in .ini
 // (or naming a section, app.ini:prod) is read as a uWSGI file.
 func Resolve(flags *pflag.FlagSet, configFile string) (Loaded, error) {
+	return resolve(flags, configFile, false)
+}
+
+// ResolveUWSGI is Resolve with the file read as a uWSGI .ini whatever its name (--ini).
+func ResolveUWSGI(flags *pflag.FlagSet, iniFile string) (Loaded, error) {
+	return resolve(flags, iniFile, true)
+}
+
+func resolve(flags *pflag.FlagSet, configFile string, forceINI bool) (Loaded, error) {
 	file, err := findConfigFile(configFile)
 	if err != nil {
 		return Loaded{}, err
@@ -46,7 +55,7 @@ func Resolve(flags *pflag.FlagSet, configFile string) (Loaded, error) {
 	l := Loaded{Sources: map[string]string{}, File: file}
 	var values map[string]fileValue
 	if file != "" {
-		if isINI(file) {
+		if forceINI || isINI(file) {
 			values, l.Warnings, err = ReadUWSGI(file)
 		} else {
 			values, err = readFile(file)

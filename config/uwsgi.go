@@ -356,10 +356,16 @@ func (a *uwsgiApp) into(out map[string]fileValue) error {
 	return nil
 }
 
-// splitINISection splits "app.ini:prod" into the file and the section (default "uwsgi").
+// splitINISection splits "app.ini:prod" into the file and the section (default "uwsgi"), as
+// uwsgi --ini does. A colon is a section separator only when the text before it names a file
+// and the whole does not.
 func splitINISection(spec string) (string, string) {
-	if i := strings.LastIndexByte(spec, ':'); i > 0 && strings.EqualFold(filepath.Ext(spec[:i]), ".ini") {
-		return spec[:i], spec[i+1:]
+	if i := strings.LastIndexByte(spec, ':'); i > 0 {
+		if _, err := os.Stat(spec); err != nil {
+			if _, err := os.Stat(spec[:i]); err == nil {
+				return spec[:i], spec[i+1:]
+			}
+		}
 	}
 	return spec, "uwsgi"
 }

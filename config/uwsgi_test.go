@@ -152,3 +152,14 @@ func TestUWSGIFlagsWin(t *testing.T) {
 		}
 	}
 }
+
+// TestUWSGIAnyName: --ini reads a uWSGI file whatever its name, with or without a section.
+func TestUWSGIAnyName(t *testing.T) {
+	conf := writeFile(t, t.TempDir(), "site.conf", "[uwsgi]\nprocesses = 2\n[prod]\nprocesses = 5\n")
+	for spec, want := range map[string]int{conf: 2, conf + ":prod": 5} {
+		l, err := ResolveUWSGI(parse(t), spec)
+		if err != nil || l.Config.Workers != want {
+			t.Fatalf("%s: workers %d, %v; want %d", spec, l.Config.Workers, err, want)
+		}
+	}
+}

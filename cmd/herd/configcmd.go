@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -38,17 +37,16 @@ func (c *configFlags) register(cmd *cobra.Command) {
 // resolve loads the configuration of a serve-like command: flags, environment, file,
 // defaults; the positional app argument counts as a flag.
 func (c *configFlags) resolve(cmd *cobra.Command, args []string) (config.Loaded, error) {
-	file := c.file
-	if c.ini != "" {
-		if file != "" {
-			return config.Loaded{}, fmt.Errorf("give --config or --ini, not both")
-		}
-		file = c.ini
-		if !strings.Contains(strings.ToLower(filepath.Base(file)), ".ini") {
-			file += ":uwsgi" // an ini without the .ini suffix is still read as one
-		}
+	var l config.Loaded
+	var err error
+	switch {
+	case c.ini != "" && c.file != "":
+		return l, fmt.Errorf("give --config or --ini, not both")
+	case c.ini != "":
+		l, err = config.ResolveUWSGI(cmd.Flags(), c.ini)
+	default:
+		l, err = config.Resolve(cmd.Flags(), c.file)
 	}
-	l, err := config.Resolve(cmd.Flags(), file)
 	if err != nil {
 		return l, err
 	}
