@@ -41,7 +41,7 @@ func (NopObserver) WorkerExited(WorkerInfo, ExitStatus, ExitCause) {}
 func (NopObserver) Reloaded(int, error)                            {}
 
 func (w *Worker) info() WorkerInfo {
-	info := WorkerInfo{ID: w.ID, Pid: w.Pid, Generation: w.Generation, State: w.state, InFlight: w.inflight,
+	info := WorkerInfo{ID: w.ID, Pid: w.Pid, Generation: w.Generation, State: w.shownState(), InFlight: w.inflight,
 		Requests: w.Requests, Started: w.startedAt}
 	for _, s := range w.slots {
 		if cur := s.current.Load(); cur != nil {

@@ -11,7 +11,8 @@ const (
 	Starting State = iota
 	// Ready: it takes requests and has at least one free slot.
 	Ready
-	// Busy: ready, but every slot carries a request.
+	// Busy: ready, but every slot carries a request. Only reported (see shownState):
+	// the request path does not write the state, so the loop may read it without a lock.
 	Busy
 	// Draining: it takes no new requests and finishes what it holds (reload, recycle, stop).
 	Draining

@@ -51,18 +51,22 @@ func (w *Worker) takeSlotLocked() *slot {
 	w.free = w.free[:n-1]
 	w.inflight++
 	w.Requests++
-	if len(w.free) == 0 && w.state == Ready {
-		_ = w.transition(Busy)
-	}
 	return s
 }
 
 func (w *Worker) returnSlotLocked(s *slot) {
 	w.free = append(w.free, s)
 	w.inflight--
-	if w.state == Busy {
-		_ = w.transition(Ready)
+}
+
+// shownState is the state reported to the outside: Busy is derived (every slot taken)
+// rather than stored, so the request path never writes the lifecycle state, which only
+// the supervisor loop changes.
+func (w *Worker) shownState() State {
+	if w.state == Ready && len(w.free) == 0 {
+		return Busy
 	}
+	return w.state
 }
 
 // BootError is what a worker reported when it could not import the app.
