@@ -19,7 +19,7 @@ type targetFlags struct {
 }
 
 func (f *targetFlags) register(fs *pflag.FlagSet, timeout time.Duration) {
-	fs.StringVar(&f.t.Socket, "control-socket", os.Getenv("HERD_CONTROL_SOCKET"), "the master's control socket (from its start-up log line) [HERD_CONTROL_SOCKET]")
+	fs.StringVar(&f.t.Socket, "control-socket", "", "the master's control socket (from its start-up log line) [HERD_CONTROL_SOCKET]")
 	fs.IntVar(&f.t.Pid, "pid", 0, "the master's pid")
 	fs.StringVar(&f.t.Pidfile, "pidfile", "", "a file holding the master's pid")
 	fs.DurationVar(&f.timeout, "timeout", timeout, "how long to wait for the master's answer")
@@ -30,7 +30,11 @@ const findHelp = `The master is found through its control socket: --control-sock
 which must then hold exactly one master (or one started in the working directory).`
 
 func (f *targetFlags) call(cmd string, args, result any) error {
-	path, err := control.Find(f.t)
+	t := f.t
+	if t.Socket == "" && t.Pid == 0 && t.Pidfile == "" {
+		t.Socket = os.Getenv("HERD_CONTROL_SOCKET") // the variable serve takes too
+	}
+	path, err := control.Find(t)
 	if err != nil {
 		return err
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -65,9 +66,9 @@ func newConfigCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "config --docs DIR",
 		Short: "write the configuration reference and the migration table, generated from the one Config",
-		Long: `Write docs generated from herd's one Config: DIR/configuration.md (every option, its flag,
-environment variable, default and meaning) and DIR/migration.md (uWSGI option / gunicorn
-flag / herd). ` + "`go generate ./config`" + ` runs it for the repository's docs/.`,
+		Long: `Write docs generated from herd's one Config and its commands: DIR/configuration.md (every
+option, its flag, environment variable, default and meaning), DIR/migration.md (uWSGI option /
+gunicorn flag / herd) and DIR/cli.md (every command's help, examples and flags). ` + "`go generate ./config`" + ` runs it for the repository's docs/.`,
 		Example: "  herd config --docs docs",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -82,7 +83,7 @@ flag / herd). ` + "`go generate ./config`" + ` runs it for the repository's docs
 }
 
 func writeDocs(dir string) error {
-	names := make([]string, 0, len(config.DocFiles))
+	names := []string{"cli.md"}
 	for name := range config.DocFiles {
 		names = append(names, name)
 	}
@@ -90,9 +91,15 @@ func writeDocs(dir string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("docs directory: %w", err)
 	}
+	generators := map[string]func(io.Writer) error{
+		"cli.md": func(w io.Writer) error { return writeCLIDoc(w, newRootCmd()) },
+	}
+	for name, gen := range config.DocFiles {
+		generators[name] = gen
+	}
 	for _, name := range names {
 		var b bytes.Buffer
-		if err := config.DocFiles[name](&b); err != nil {
+		if err := generators[name](&b); err != nil {
 			return fmt.Errorf("generate %s: %w", name, err)
 		}
 		if err := os.WriteFile(filepath.Join(dir, name), b.Bytes(), 0o644); err != nil {
