@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -35,6 +36,10 @@ type deployment struct {
 	shutdownDelay time.Duration
 	wanted        int
 	draining      atomic.Bool
+
+	// sockets are the listening sockets by name (an --http address as written, or the name
+	// systemd gave), before any PROXY wrapping: what a re-executed master inherits.
+	sockets []listener.Activated
 
 	mu    sync.Mutex
 	ready map[int]bool // worker ids the supervisor reported ready and not yet exited
@@ -93,6 +98,7 @@ func (d *deployment) listeners(cfg *config.Config) ([]net.Listener, error) {
 	var out []net.Listener
 	used := map[string]bool{}
 	for _, n := range lns {
+		d.sockets = append(d.sockets, listener.Activated{Name: n.name, Listener: n.ln})
 		ln := n.ln
 		if wantsProxyProtocol(cfg.ProxyProtocol, n.name, used) {
 			ln = d.proxyListener(ln)
@@ -125,6 +131,13 @@ func (d *deployment) proxyListener(ln net.Listener) net.Listener {
 			d.log.Warn().Str("remote", remote.String()).Str("listen", ln.Addr().String()).Err(err).Msg("connection refused: no valid PROXY header")
 		},
 	}
+}
+
+// handOver gives the listening sockets to a new master (USR2's re-exec): the files to pass
+// as its descriptors 3, 4 ... and the LISTEN_* variables that make its listeners take them,
+// with their names, so --proxy-protocol still finds them. Close the files once it started.
+func (d *deployment) handOver() ([]*os.File, []string, error) {
+	return listener.HandOver(d.sockets)
 }
 
 func closeActivated(as []listener.Activated) {

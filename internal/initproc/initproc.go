@@ -15,11 +15,9 @@ import (
 	"os/signal"
 	"strconv"
 	"syscall"
-)
 
-// EnvChild marks the herd that the PID 1 process started, so that it may take the sockets
-// socket activation passed to PID 1 (LISTEN_PID names its parent, not it).
-const EnvChild = "HERD_INIT_CHILD"
+	"github.com/herd-server/herd/internal/listener"
+)
 
 // forwarded are the signals herd's master acts on (see DESIGN.md's signal table), plus the
 // job-control and window ones a terminal sends.
@@ -72,7 +70,8 @@ func startChild() (int, error) {
 		}
 	}
 	pid, err := syscall.ForkExec(exe, os.Args, &syscall.ProcAttr{
-		Env:   append(os.Environ(), EnvChild+"=1"),
+		// The child may take the sockets passed to PID 1: LISTEN_PID names its parent.
+		Env:   append(os.Environ(), listener.EnvFromParent+"=1"),
 		Files: files,
 	})
 	if err != nil {

@@ -11,8 +11,6 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
-
-	"github.com/herd-server/herd/internal/initproc"
 )
 
 // Socket activation, as sd_listen_fds(3) defines it: the passed sockets are descriptors
@@ -24,6 +22,11 @@ const (
 	EnvFDNames = "LISTEN_FDNAMES"
 	firstFD    = 3
 )
+
+// EnvFromParent says that LISTEN_PID names the parent of the process: a herd that hands its
+// sockets to a child herd (PID 1 to the real master, a master re-executing itself) cannot
+// know the child's pid before it starts, so it names itself and sets this.
+const EnvFromParent = "HERD_LISTEN_FROM_PARENT"
 
 // ErrActivation is wrapped by every error about malformed socket-activation variables.
 var ErrActivation = errors.New("socket activation")
@@ -42,10 +45,8 @@ func FromEnv() ([]Activated, error) {
 	fdsVar, ok := os.LookupEnv(EnvFDs)
 	pidVar := os.Getenv(EnvPID)
 	namesVar := os.Getenv(EnvFDNames)
-	// herd as PID 1 runs the real master as its child (internal/initproc), which passes the
-	// sockets on: then LISTEN_PID names the parent.
-	startedByInit := os.Getenv(initproc.EnvChild) == "1"
-	for _, k := range []string{EnvFDs, EnvPID, EnvFDNames, initproc.EnvChild} {
+	fromParent := os.Getenv(EnvFromParent) == "1"
+	for _, k := range []string{EnvFDs, EnvPID, EnvFDNames, EnvFromParent} {
 		_ = os.Unsetenv(k)
 	}
 	if !ok {
@@ -55,7 +56,7 @@ func FromEnv() ([]Activated, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s=%q is not a pid", ErrActivation, EnvPID, pidVar)
 	}
-	if pid != os.Getpid() && !(pid == os.Getppid() && startedByInit) {
+	if pid != os.Getpid() && !(pid == os.Getppid() && fromParent) {
 		return nil, nil // meant for the process that started us, not for us
 	}
 	n, err := strconv.Atoi(fdsVar)
@@ -114,4 +115,42 @@ func closeActivated(as []Activated) {
 	for _, a := range as {
 		_ = a.Listener.Close()
 	}
+}
+
+// HandOver prepares sockets for a child herd (a re-executed master, or the master that herd
+// as PID 1 starts): the files to pass as its descriptors 3, 4 ... (exec.Cmd.ExtraFiles, in
+// this order) and the variables to add to its environment. The child's FromEnv takes them
+// back with their names. The caller closes the files once the child has started.
+func HandOver(sockets []Activated) (files []*os.File, env []string, err error) {
+	names := make([]string, 0, len(sockets))
+	for _, s := range sockets {
+		f, err := File(s.Listener)
+		if err != nil {
+			for _, f := range files {
+				_ = f.Close()
+			}
+			return nil, nil, fmt.Errorf("hand over %s: %w", s.Name, err)
+		}
+		files = append(files, f)
+		names = append(names, s.Name)
+	}
+	env = []string{
+		EnvFDs + "=" + strconv.Itoa(len(files)),
+		EnvFDNames + "=" + strings.Join(names, ":"),
+		EnvPID + "=" + strconv.Itoa(os.Getpid()),
+		EnvFromParent + "=1",
+	}
+	return files, env, nil
+}
+
+// File returns a duplicate of a listener's socket as a file, seeing through ProxyListener.
+func File(ln net.Listener) (*os.File, error) {
+	if p, ok := ln.(*ProxyListener); ok {
+		ln = p.Listener
+	}
+	f, ok := ln.(interface{ File() (*os.File, error) })
+	if !ok {
+		return nil, fmt.Errorf("%w: a %T has no file to pass", ErrActivation, ln)
+	}
+	return f.File()
 }
