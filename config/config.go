@@ -37,6 +37,12 @@ type Config struct {
 	// Conformance and front ends (issue 3) add their options here.
 
 	// Worker lifecycle (issue 4) adds its options here.
+	ChainReload       bool          `key:"chain-reload" default:"false" help:"on reload, replace one worker at a time (at most one extra process) instead of starting a whole new generation at once"`
+	Timeout           time.Duration `key:"timeout" default:"0s" help:"a request still running after this long gets 504; its worker dumps every thread's stack to the log and is killed and replaced; 0 means no limit"`
+	MaxRequests       int           `key:"max-requests" default:"0" help:"recycle a worker after it served this many requests (it is replaced before it leaves); 0 means never"`
+	MaxRequestsJitter int           `key:"max-requests-jitter" default:"0" help:"add a random 0..N to each worker's --max-requests so that workers do not recycle all at once"`
+	MaxLifetime       time.Duration `key:"max-lifetime" default:"0s" help:"recycle a worker after it has lived this long (plus up to 10% jitter); 0 means never"`
+	ReloadOnRSS       int           `key:"reload-on-rss" default:"0" help:"recycle a worker whose resident memory exceeds this many MiB (checked every second from /proc); 0 means never"`
 
 	// Development mode (issue 5) adds its options here.
 
@@ -120,6 +126,16 @@ func (c *Config) Validate() error {
 	for key, d := range map[string]time.Duration{"queue-timeout": c.QueueTimeout, "boot-timeout": c.BootTimeout, "graceful-timeout": c.GracefulTimeout} {
 		if d <= 0 {
 			add(key, "%s: must be a positive duration such as 30s", d)
+		}
+	}
+	for key, d := range map[string]time.Duration{"timeout": c.Timeout, "max-lifetime": c.MaxLifetime} {
+		if d < 0 {
+			add(key, "%s: must be 0 (off) or a positive duration", d)
+		}
+	}
+	for key, n := range map[string]int{"max-requests": c.MaxRequests, "max-requests-jitter": c.MaxRequestsJitter, "reload-on-rss": c.ReloadOnRSS} {
+		if n < 0 {
+			add(key, "%d: must be 0 (off) or more", n)
 		}
 	}
 	if c.Admin != "" && !strings.HasPrefix(c.Admin, "unix:") {

@@ -13,6 +13,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"sync"
 	"syscall"
@@ -253,6 +254,10 @@ func requestStatus(err error) int {
 		return http.StatusBadRequest
 	case errors.Is(err, context.Canceled):
 		return statusClientClosed
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		// The pool's per-request deadline (--timeout) ran out while the worker held the
+		// request; the supervisor kills that worker.
+		return http.StatusGatewayTimeout
 	case isUnavailable(err):
 		return http.StatusServiceUnavailable
 	default:

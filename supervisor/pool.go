@@ -44,8 +44,14 @@ type Pool struct {
 	workers []*Worker // every worker that is not dead, in spawn order
 	waiters []*waiter // FIFO of requests waiting for a slot
 	closed  bool
-	// onIdle is called (with the lock held) when a draining worker's last request ends.
-	onIdle func(*Worker)
+	// requestTimeout bounds each request's exchange with its worker (--timeout); 0: none.
+	requestTimeout time.Duration
+	// notify is called (with the lock held) when the supervisor has something to look at:
+	// a draining worker's last request ended, or a worker reached its request limit.
+	notify func()
+	// onOverrun is called (with the lock held) when a request was released after its
+	// deadline: its worker is stuck and must go.
+	onOverrun func(*Worker)
 }
 
 type waiter struct {
@@ -79,6 +85,7 @@ func NewPool(queueSize int, queueTimeout time.Duration) *Pool {
 type Lease struct {
 	pool     *Pool
 	slot     *slot
+	deadline time.Time // zero without --timeout
 	released bool
 }
 
@@ -103,6 +110,9 @@ func (l *Lease) Describe(method, uri string, since time.Time) {
 
 // Release returns the slot. reusable=false closes the connection: the next request on this
 // slot dials a new one. Pass false whenever the response was not read to its end.
+//
+// A lease given back unreusable after its deadline means the worker overran --timeout (the
+// proxy's read failed with os.ErrDeadlineExceeded): the supervisor then kills that worker.
 func (l *Lease) Release(reusable bool) {
 	if l.released {
 		return
@@ -110,7 +120,8 @@ func (l *Lease) Release(reusable bool) {
 	l.released = true
 	// Cleared before the slot goes back: release may hand it straight to the next request.
 	l.slot.current.Store(nil)
-	l.pool.release(l.slot, reusable)
+	overran := !reusable && !l.deadline.IsZero() && !time.Now().Before(l.deadline)
+	l.pool.releaseSlot(l.slot, reusable, overran)
 }
 
 // Acquire waits for a free slot of an accepting worker and connects it. It fails with
@@ -179,17 +190,26 @@ func (p *Pool) connect(s *slot) (*Lease, error) {
 		s.conn = conn
 		s.reader = bufio.NewReaderSize(conn, 16<<10)
 	}
-	return &Lease{pool: p, slot: s}, nil
+	lease := &Lease{pool: p, slot: s}
+	if p.requestTimeout > 0 {
+		// The deadline makes a stuck worker's read fail in the proxy, which answers 504;
+		// reads and writes both count, so a worker that stops reading the body is caught too.
+		lease.deadline = time.Now().Add(p.requestTimeout)
+		_ = s.conn.SetDeadline(lease.deadline)
+	}
+	return lease, nil
 }
 
-// takeLocked picks a free slot of the least-loaded accepting worker, or nil.
+// takeLocked picks a free slot of the least-loaded accepting worker, or nil. A worker on
+// its way out (retiring, or past its request limit) serves only when no other one can: it
+// is kept accepting only so that capacity does not drop before its replacement is ready.
 func (p *Pool) takeLocked() *slot {
 	var best *Worker
 	for _, w := range p.workers {
 		if !w.state.accepting() || len(w.free) == 0 || w.unreachable {
 			continue
 		}
-		if best == nil || w.inflight < best.inflight {
+		if best == nil || better(w, best) {
 			best = w
 		}
 	}
@@ -199,10 +219,27 @@ func (p *Pool) takeLocked() *slot {
 	return best.takeSlotLocked()
 }
 
-func (p *Pool) release(s *slot, reusable bool) {
+// better reports whether a should get the next request rather than b.
+func better(a, b *Worker) bool {
+	if a.leavingLocked() != b.leavingLocked() {
+		return !a.leavingLocked()
+	}
+	return a.inflight < b.inflight
+}
+
+func (p *Pool) release(s *slot, reusable bool) { p.releaseSlot(s, reusable, false) }
+
+func (p *Pool) releaseSlot(s *slot, reusable, overran bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	w := s.worker
+	if overran && p.onOverrun != nil {
+		p.onOverrun(w)
+	}
+	if w.requestLimit > 0 && w.Requests >= w.requestLimit && !w.limitNoted && p.notify != nil {
+		w.limitNoted = true
+		p.notify()
+	}
 	if !reusable || !w.state.accepting() && w.state != Draining {
 		s.closeConn()
 	}
@@ -215,8 +252,8 @@ func (p *Pool) release(s *slot, reusable bool) {
 		return
 	}
 	w.returnSlotLocked(s)
-	if w.state == Draining && w.inflight == 0 && p.onIdle != nil {
-		p.onIdle(w)
+	if w.state == Draining && w.inflight == 0 && p.notify != nil {
+		p.notify()
 	}
 }
 
@@ -266,6 +303,28 @@ func (p *Pool) setState(w *Worker, to State) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return w.transition(to)
+}
+
+// stateOf reads a worker's state: request goroutines move it between ready and busy.
+func (p *Pool) stateOf(w *Worker) State {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return w.state
+}
+
+// setLeaving marks a worker as on its way out (or back in, after a failed reload): it then
+// gets requests only when no other worker can take them.
+func (p *Pool) setLeaving(w *Worker, leaving bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	w.leaving = leaving
+}
+
+// requestLimitReached reports whether a worker served its --max-requests.
+func (p *Pool) requestLimitReached(w *Worker) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return w.requestLimit > 0 && w.Requests >= w.requestLimit
 }
 
 // idle reports whether the worker holds no request.

@@ -31,6 +31,20 @@ type Options struct {
 	Spawner         Spawner
 	Log             zerolog.Logger
 	Observer        Observer // nil: NopObserver
+
+	// ChainReload replaces one worker at a time on reload: at most one process more than
+	// Workers, for hosts that cannot hold two generations in memory.
+	ChainReload bool
+	// RequestTimeout (--timeout): a request still running after it gets 504 and its worker
+	// dumps its stacks and is killed. 0: no limit.
+	RequestTimeout time.Duration
+	// MaxRequests recycles a worker after that many requests, plus a random 0..Jitter.
+	MaxRequests       int
+	MaxRequestsJitter int
+	// MaxLifetime recycles a worker after it lived that long, plus up to 10%.
+	MaxLifetime time.Duration
+	// MaxRSS recycles a worker whose resident memory exceeds it, in bytes; 0: never.
+	MaxRSS int64
 }
 
 // Restart backoff: the first unexpected death is replaced at once; each further death in a
@@ -49,22 +63,32 @@ type Supervisor struct {
 	log  zerolog.Logger
 
 	events chan event
-	kick   chan struct{} // the pool's note that a draining worker went idle
+	kick   chan struct{} // "look again": a drained worker went idle, a request below came in
 	stopCh chan bool     // Stop's request; true = graceful
 	done   chan struct{} // closed when Run returns: reporters stop sending
 	ready  chan struct{} // closed when the first worker is ready
 	wg     sync.WaitGroup
 
+	// Requests from other goroutines, taken by the Run loop.
+	reqMu      sync.Mutex
+	reloadReqs []chan error // Reload callers not yet seen by the loop
+	scaleReq   int          // sum of Scale deltas not yet applied
+	overran    []*Worker    // workers whose request overran RequestTimeout
+	finished   bool         // Run has returned: Reload answers at once
+
 	// Owned by the Run loop.
-	workers    map[int]*Worker
-	nextID     int
-	generation int
-	failures   int
-	nextSpawn  time.Time
-	everReady  bool
-	stopping   bool
-	fatal      error
-	lastTrace  string
+	workers      map[int]*Worker
+	nextID       int
+	generation   int // the generation new workers get
+	failures     int
+	nextSpawn    time.Time
+	everReady    bool
+	stopping     bool
+	fatal        error
+	lastTrace    string
+	reload       *reloadRun   // the reload in progress, nil when none
+	queued       []chan error // reloads asked for meanwhile: they run next, together
+	nextRSSCheck time.Time
 }
 
 type eventKind int
@@ -103,7 +127,9 @@ func New(opts Options, pool *Pool) *Supervisor {
 		workers: make(map[int]*Worker),
 	}
 	pool.mu.Lock()
-	pool.onIdle = func(*Worker) { s.nudge() }
+	pool.notify = s.nudge
+	pool.onOverrun = s.noteOverrun
+	pool.requestTimeout = opts.RequestTimeout
 	pool.mu.Unlock()
 	return s
 }
@@ -137,13 +163,14 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	defer func() {
 		close(s.done)
 		s.wg.Wait()
+		s.finish()
 	}()
 	s.generation = 1
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	ctxDone := ctx.Done()
 	for {
-		s.reconcile(time.Now())
+		s.step(time.Now())
 		if (s.stopping || s.fatal != nil) && len(s.workers) == 0 {
 			return s.fatal
 		}
@@ -156,8 +183,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 			s.beginStop(graceful)
 		case ev := <-s.events:
 			s.handle(ev)
-		case <-s.kick:
-			s.stopIdleDrained()
+		case <-s.kick: // the next step looks at what changed
 		case <-timer.C:
 			s.enforceDeadlines(time.Now())
 		}
@@ -168,7 +194,7 @@ func (s *Supervisor) handle(ev event) {
 	w := ev.worker
 	switch ev.kind {
 	case evReady:
-		if w.state != Starting {
+		if s.pool.stateOf(w) != Starting {
 			return // told to stop before it was ready
 		}
 		w.readyAt = time.Now()
@@ -185,6 +211,10 @@ func (s *Supervisor) handle(ev event) {
 		}
 	case evBootError:
 		w.bootError = ev.boot
+		if s.inReload(w) && w.cause == "" {
+			w.cause = CauseBootError
+			defer s.abortReload(ev.boot)
+		}
 		if ev.boot.Traceback != s.lastTrace {
 			s.lastTrace = ev.boot.Traceback
 			s.log.Error().Int("worker", w.ID).Str("error", ev.boot.Message).
@@ -204,15 +234,21 @@ func (s *Supervisor) handle(ev event) {
 // reap forgets a dead worker and decides what its death means.
 func (s *Supervisor) reap(w *Worker, st ExitStatus) {
 	now := time.Now()
-	expected := w.state == Stopping || w.state == Draining || s.stopping
+	state := s.pool.stateOf(w)
+	if s.inReload(w) && w.readyAt.IsZero() && w.cause == "" && !s.stopping {
+		// A worker of the new generation died before it was ready: the reload failed.
+		w.cause = bootFailureCause(w)
+		defer s.abortReload(fmt.Errorf("worker %d of generation %d exited before it was ready (%s)", w.ID, w.Generation, st))
+	}
+	expected := w.cause != "" || state == Stopping || state == Draining || s.stopping
 	cause := CauseCrash
 	switch {
+	case w.cause != "":
+		cause = w.cause
 	case expected:
 		cause = CauseStop
-	case w.bootError != nil:
-		cause = CauseBootError
-	case w.killed && w.readyAt.IsZero():
-		cause = CauseBootTimeout
+	default:
+		cause = bootFailureCause(w)
 	}
 	info := s.pool.info(w)
 	s.pool.remove(w)
@@ -220,9 +256,9 @@ func (s *Supervisor) reap(w *Worker, st ExitStatus) {
 	_ = w.control.Close()
 	_ = os.Remove(w.SocketPath)
 	delete(s.workers, w.ID)
-	log := s.log.With().Int("worker", w.ID).Int("pid", w.Pid).Str("exit", st.String()).Logger()
+	log := s.log.With().Int("worker", w.ID).Int("pid", w.Pid).Int("generation", w.Generation).Str("exit", st.String()).Logger()
 	if expected {
-		log.Info().Msg("worker stopped")
+		log.Info().Str("cause", string(cause)).Msg("worker stopped")
 		return
 	}
 	if !s.everReady && s.fatal == nil {
@@ -249,6 +285,17 @@ func (s *Supervisor) reap(w *Worker, st ExitStatus) {
 	ev.Int("deaths_in_a_row", s.failures).Dur("restart_in", delay).Msg("worker died")
 }
 
+// bootFailureCause names the death of a worker that nobody asked to go.
+func bootFailureCause(w *Worker) ExitCause {
+	switch {
+	case w.bootError != nil:
+		return CauseBootError
+	case w.killed && w.readyAt.IsZero():
+		return CauseBootTimeout
+	}
+	return CauseCrash
+}
+
 func restartDelay(deathsInARow int) time.Duration {
 	if deathsInARow <= 1 {
 		return 0
@@ -260,18 +307,43 @@ func restartDelay(deathsInARow int) time.Duration {
 	return d
 }
 
-// reconcile starts workers until the current generation has the wanted number.
+// step brings the workers toward what is wanted: it takes requests (reload, scale,
+// timeouts), marks workers due for recycling, starts the missing ones, retires the replaced
+// ones and ends a reload that is complete. Every decision is taken again from the current
+// state each time, so an event lost between two steps cannot leave a stale plan behind.
+func (s *Supervisor) step(now time.Time) {
+	s.takeRequests(now)
+	s.recycle(now)
+	s.reconcile(now)
+	s.rotate()
+	s.stopIdleDrained()
+	s.checkReload(now)
+}
+
+// reconcile starts workers until the wanted number of them is current (not on its way out),
+// and retires the surplus after a scale-down.
 func (s *Supervisor) reconcile(now time.Time) {
-	if s.stopping || s.fatal != nil || now.Before(s.nextSpawn) {
+	if s.stopping || s.fatal != nil {
 		return
 	}
-	live := 0
-	for _, w := range s.workers {
-		if w.Generation == s.generation && (w.state == Starting || w.state.accepting()) {
-			live++
-		}
+	c := s.census()
+	if c.current > s.opts.Workers {
+		s.retireSurplus(c.current - s.opts.Workers)
+		return
 	}
-	for ; live < s.opts.Workers; live++ {
+	if now.Before(s.nextSpawn) {
+		return
+	}
+	live := c.current
+	limit := s.opts.Workers
+	if s.chainReloading() {
+		// One new worker at a time, and only once the one it replaced has exited.
+		if c.starting > 0 || c.alive > s.opts.Workers {
+			return
+		}
+		limit = min(limit, live+1)
+	}
+	for ; live < limit; live++ {
 		if err := s.spawn(now); err != nil {
 			s.log.Error().Err(err).Msg("spawn worker")
 			if !s.everReady {
@@ -299,6 +371,7 @@ func (s *Supervisor) spawn(now time.Time) error {
 		state:      Starting,
 		startedAt:  now,
 	}
+	s.setRecycleLimits(w, now)
 	listenFile, err := listenUnix(w.SocketPath)
 	if err != nil {
 		return fmt.Errorf("spawn worker %d: %w", id, err)
@@ -402,9 +475,10 @@ func (s *Supervisor) beginStop(graceful bool) {
 		s.stopping = true
 		s.pool.close()
 		s.log.Info().Bool("graceful", graceful).Int("workers", len(s.workers)).Msg("stopping workers")
+		s.failReloads(ErrStopping)
 	}
 	for _, w := range s.workers {
-		if graceful && w.state.accepting() && !s.pool.idle(w) {
+		if graceful && s.pool.stateOf(w).accepting() && !s.pool.idle(w) {
 			s.drain(w)
 			continue
 		}
@@ -425,7 +499,7 @@ func (s *Supervisor) drain(w *Worker) {
 // stopWorker closes the control channel, which makes the worker exit; SIGKILL follows at
 // the graceful deadline if it has not.
 func (s *Supervisor) stopWorker(w *Worker) {
-	if w.state == Stopping || w.state == Dead {
+	if st := s.pool.stateOf(w); st == Stopping || st == Dead {
 		return
 	}
 	if err := s.pool.setState(w, Stopping); err != nil {
@@ -440,7 +514,7 @@ func (s *Supervisor) stopWorker(w *Worker) {
 
 func (s *Supervisor) stopIdleDrained() {
 	for _, w := range s.workers {
-		if w.state == Draining && s.pool.idle(w) {
+		if s.pool.stateOf(w) == Draining && s.pool.idle(w) {
 			s.stopWorker(w)
 		}
 	}
@@ -449,11 +523,16 @@ func (s *Supervisor) stopIdleDrained() {
 // enforceDeadlines kills workers that overran their boot or stop deadline.
 func (s *Supervisor) enforceDeadlines(now time.Time) {
 	for _, w := range s.workers {
+		state := s.pool.stateOf(w)
 		switch {
-		case w.state == Starting && now.Sub(w.startedAt) >= s.opts.BootTimeout:
+		case w.killed:
+		case state == Starting && now.Sub(w.startedAt) >= s.opts.BootTimeout:
 			s.log.Error().Int("worker", w.ID).Dur("boot_timeout", s.opts.BootTimeout).Msg("worker not ready in time, killing it")
 			s.kill(w)
-		case (w.state == Stopping || w.state == Draining) && !w.killed && now.Sub(w.stopAt) >= s.opts.GracefulTimeout:
+		case !w.killAt.IsZero() && !now.Before(w.killAt):
+			s.log.Warn().Int("worker", w.ID).Int("pid", w.Pid).Msg("timed-out worker still alive after SIGABRT, killing it")
+			s.kill(w)
+		case (state == Stopping || state == Draining) && now.Sub(w.stopAt) >= s.opts.GracefulTimeout:
 			s.log.Warn().Int("worker", w.ID).Dur("graceful_timeout", s.opts.GracefulTimeout).Msg("worker did not stop in time, killing it")
 			s.kill(w)
 		}
@@ -470,21 +549,29 @@ func (s *Supervisor) kill(w *Worker) {
 // nextWake is how long until the loop has something to do without an event.
 func (s *Supervisor) nextWake(now time.Time) time.Duration {
 	next := now.Add(time.Hour)
+	earlier := func(at time.Time) {
+		if !at.IsZero() && at.Before(next) {
+			next = at
+		}
+	}
 	if !s.stopping && s.fatal == nil && now.Before(s.nextSpawn) {
-		next = s.nextSpawn
+		earlier(s.nextSpawn)
+	}
+	if s.opts.MaxRSS > 0 {
+		earlier(s.nextRSSCheck)
 	}
 	for _, w := range s.workers {
-		var at time.Time
+		state := s.pool.stateOf(w)
 		switch {
-		case w.state == Starting:
-			at = w.startedAt.Add(s.opts.BootTimeout)
-		case (w.state == Stopping || w.state == Draining) && !w.killed:
-			at = w.stopAt.Add(s.opts.GracefulTimeout)
-		default:
-			continue
-		}
-		if at.Before(next) {
-			next = at
+		case w.killed:
+		case state == Starting:
+			earlier(w.startedAt.Add(s.opts.BootTimeout))
+		case !w.killAt.IsZero():
+			earlier(w.killAt)
+		case state == Stopping || state == Draining:
+			earlier(w.stopAt.Add(s.opts.GracefulTimeout))
+		case w.cause == "":
+			earlier(w.retireAt)
 		}
 	}
 	return max(next.Sub(now), time.Millisecond)

@@ -23,6 +23,13 @@ type Worker struct {
 	Requests uint64
 	// unreachable: a connect was refused, so the process is gone though not reaped yet.
 	unreachable bool
+	// leaving: it is to be replaced (reload, recycling, scale-down) and serves only
+	// when no other worker can.
+	leaving bool
+	// requestLimit is its --max-requests (with jitter), 0 for none; limitNoted says the
+	// supervisor was told it reached it.
+	requestLimit uint64
+	limitNoted   bool
 
 	// Owned by the supervisor loop.
 	proc    Process
@@ -34,6 +41,19 @@ type Worker struct {
 	stopAt      time.Time // when stopping started; the SIGKILL deadline counts from it
 	killed      bool
 	bootError   *BootError
+	// cause is why the master ends it (reload, max_requests, timeout ...); empty until the
+	// master decides so. A worker with a cause is no longer counted as capacity.
+	cause ExitCause
+	// retireAt is when --max-lifetime recycles it (zero: never).
+	retireAt time.Time
+	// killAt is when a worker that overran --timeout is SIGKILLed if the SIGABRT (which
+	// dumps its stacks) has not ended it.
+	killAt time.Time
+}
+
+// leavingLocked reports whether the worker should get requests only as a last resort.
+func (w *Worker) leavingLocked() bool {
+	return w.leaving || w.requestLimit > 0 && w.Requests >= w.requestLimit
 }
 
 // transition moves the worker to state to, or refuses an illegal move and changes nothing.

@@ -41,8 +41,10 @@ uWSGI and gunicorn deployments move as they are: --ini app.ini reads a uWSGI [uw
 section, and gunicorn's flags (-w, -b, --threads, --timeout, --access-logfile ...) mean
 what they mean in gunicorn. Options herd does not take are named in one warning.
 
-Signals: TERM graceful stop (requests in flight finish), INT and QUIT fast stop, USR1 reopen
-the --log-file and --access-log files (after logrotate moved them).`,
+Signals: HUP graceful reload (a new generation of workers; a generation that cannot import
+the app never replaces a working one), TERM graceful stop (requests in flight finish), INT and
+QUIT fast stop, TTIN / TTOU one worker more / less, USR1 reopen the --log-file and
+--access-log files (after logrotate moved them).`,
 		Example: `  herd serve hello:app --http 127.0.0.1:8000 --workers 4
   herd serve --ini uwsgi.ini
   herd serve -w 4 -b 0.0.0.0:8000 -b unix:/run/app.sock --chdir /srv/app myproject.wsgi`,
@@ -127,6 +129,13 @@ func serve(ctx context.Context, cfg *config.Config) error {
 		Spawner:         newSpawner(cfg, workerScript),
 		Log:             log,
 		Observer:        append(observers, dep),
+
+		ChainReload:       cfg.ChainReload,
+		RequestTimeout:    cfg.Timeout,
+		MaxRequests:       cfg.MaxRequests,
+		MaxRequestsJitter: cfg.MaxRequestsJitter,
+		MaxLifetime:       cfg.MaxLifetime,
+		MaxRSS:            int64(cfg.ReloadOnRSS) << 20,
 	}, pool)
 
 	handler := &proxy.Handler{
@@ -153,7 +162,7 @@ func serve(ctx context.Context, cfg *config.Config) error {
 	}
 
 	signals := make(chan os.Signal, 4)
-	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGHUP, syscall.SIGUSR1)
+	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGTTIN, syscall.SIGTTOU)
 	defer signal.Stop(signals)
 
 	ctl, err := startControl(cfg, runDir, sup, exits, signals, addrs(listeners), log)
@@ -240,7 +249,13 @@ func waitForStop(log zerolog.Logger, signals <-chan os.Signal, supDone <-chan er
 			case sig == syscall.SIGUSR1:
 				reopenLogs(log)
 			case sig == syscall.SIGHUP:
-				log.Warn().Msg("SIGHUP: graceful reload is not built yet; ignoring the signal")
+				// The supervisor logs how the reload ends; nobody waits for it here.
+				log.Info().Msg("SIGHUP: graceful reload")
+				sup.Reload()
+			case sig == syscall.SIGTTIN:
+				sup.Scale(+1)
+			case sig == syscall.SIGTTOU:
+				sup.Scale(-1)
 			case sig == syscall.SIGTERM && !draining:
 				draining = true
 				onDrain()

@@ -485,3 +485,94 @@ func Run(t testing.TB, dir string, env []string, args ...string) Result {
 	}
 	return Result{Stdout: stdout.String(), Stderr: stderr.String(), Code: cmd.ProcessState.ExitCode()}
 }
+
+// Signal sends sig to the master.
+func (in *Instance) Signal(sig syscall.Signal) {
+	in.t.Helper()
+	if err := in.Cmd.Process.Signal(sig); err != nil {
+		in.t.Fatalf("signal %s to herd: %v", sig, err)
+	}
+}
+
+// Load is client traffic that runs until Stop: each client goroutine sends requests one
+// after another without pause, and every transport error or unexpected answer is counted.
+type Load struct {
+	stop chan struct{}
+	wg   sync.WaitGroup
+
+	mu       sync.Mutex
+	sent     int
+	failures []string
+}
+
+// LoadResult is what a Load saw.
+type LoadResult struct {
+	Sent     int
+	Failed   int
+	Failures []string // the first few, for the test's message
+}
+
+// StartLoad sends GET url from clients goroutines until Stop. check judges each answer
+// (nil: any 2xx is right); it runs in the client goroutines.
+func StartLoad(url string, clients int, check func(status int, body string) error) *Load {
+	l := &Load{stop: make(chan struct{})}
+	c := Client()
+	for range clients {
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			for {
+				select {
+				case <-l.stop:
+					return
+				default:
+				}
+				err := fetch(c, url, check)
+				l.mu.Lock()
+				l.sent++
+				if err != nil {
+					l.failures = append(l.failures, err.Error())
+				}
+				l.mu.Unlock()
+			}
+		}()
+	}
+	return l
+}
+
+func fetch(c *http.Client, url string, check func(int, string) error) error {
+	resp, err := c.Get(url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return fmt.Errorf("read body: %w", err)
+	}
+	if check != nil {
+		return check(resp.StatusCode, string(b))
+	}
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("status %d: %q", resp.StatusCode, b)
+	}
+	return nil
+}
+
+// Sent is how many requests were answered or failed so far.
+func (l *Load) Sent() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.sent
+}
+
+// Stop ends the load, waits for the requests in flight, and reports.
+func (l *Load) Stop() LoadResult {
+	close(l.stop)
+	l.wg.Wait()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	r := LoadResult{Sent: l.sent, Failed: len(l.failures)}
+	r.Failures = l.failures[:min(len(l.failures), 10)]
+	return r
+}
