@@ -37,7 +37,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	history := windowSeconds - 1
 	for {
 		now := time.Now()
-		msg := eventMessage{Now: now.Unix(), Stats: s.stats(now), Series: s.metrics.window.series(now, history)}
+		msg := eventMessage{Now: now.Unix(), Stats: s.metrics.Stats(now, s.info), Series: s.metrics.window.series(now, history)}
 		b, err := json.Marshal(msg)
 		if err != nil {
 			s.log.Error().Err(err).Msg("encode dashboard event")

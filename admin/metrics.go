@@ -59,6 +59,7 @@ type Metrics struct {
 	bytesOut  prometheus.Counter
 	inFlight  atomic.Int64
 	total     atomic.Uint64
+	draining  atomic.Bool
 
 	exits         *prometheus.CounterVec
 	starts        prometheus.Counter
@@ -178,6 +179,13 @@ func methodIndex(method string) int {
 func classIndex(status int) int {
 	return min(max(status/100-1, 0), len(classes)-1)
 }
+
+// SetDraining marks the master as stopping: /readyz answers 503 from now on, so that a
+// load balancer stops sending while requests in flight finish.
+func (m *Metrics) SetDraining() { m.draining.Store(true) }
+
+// Draining reports whether a stop has begun.
+func (m *Metrics) Draining() bool { return m.draining.Load() }
 
 // Generation is the generation in service.
 func (m *Metrics) Generation() int {

@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"os"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -26,10 +25,9 @@ type Server struct {
 	info    Info
 	log     zerolog.Logger
 
-	draining atomic.Bool
-	closing  chan struct{} // closed by Shutdown: server-sent event streams end
-	srv      *http.Server
-	served   chan struct{} // closed when Serve returned
+	closing chan struct{} // closed by Shutdown: server-sent event streams end
+	srv     *http.Server
+	served  chan struct{} // closed when Serve returned
 	// tick is how often the event stream sends a snapshot.
 	tick time.Duration
 }
@@ -49,10 +47,6 @@ func NewServer(m *Metrics, info Info, log zerolog.Logger) *Server {
 	return s
 }
 
-// SetDraining marks the master as stopping: /readyz answers 503 from now on, so that a
-// load balancer stops sending while requests in flight finish.
-func (s *Server) SetDraining() { s.draining.Store(true) }
-
 // Handler routes the admin endpoints.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
@@ -62,7 +56,7 @@ func (s *Server) Handler() http.Handler {
 	})
 	mux.HandleFunc("GET /readyz", s.readyz)
 	mux.HandleFunc("GET /stats", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, s.stats(time.Now()))
+		writeJSON(w, s.metrics.Stats(time.Now(), s.info))
 	})
 	mux.HandleFunc("GET /events", s.events)
 	static, _ := fs.Sub(dashboardFS, "dashboard")
@@ -72,7 +66,7 @@ func (s *Server) Handler() http.Handler {
 
 func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 	switch {
-	case s.draining.Load():
+	case s.metrics.Draining():
 		writeText(w, http.StatusServiceUnavailable, "draining: herd is stopping\n")
 	case !anyAccepting(s.pool):
 		writeText(w, http.StatusServiceUnavailable, "no worker is ready\n")

@@ -55,19 +55,19 @@ type Info struct {
 	Listeners []string
 }
 
-// stats assembles the document at now.
-func (s *Server) stats(now time.Time) Stats {
-	m := s.metrics
+// Stats assembles the document at now: /stats, the dashboard's events and the control
+// socket's stats command (herd top) all serve it.
+func (m *Metrics) Stats(now time.Time, info Info) Stats {
 	st := Stats{
-		Version:    s.info.Version,
+		Version:    info.Version,
 		Pid:        os.Getpid(),
 		Started:    m.started,
 		UptimeS:    now.Sub(m.started).Seconds(),
-		Draining:   s.draining.Load(),
-		Listeners:  s.info.Listeners,
+		Draining:   m.draining.Load(),
+		Listeners:  info.Listeners,
 		Requests:   m.total.Load(),
 		InFlight:   m.inFlight.Load(),
-		Queue:      s.pool.QueueLen(),
+		Queue:      m.pool.QueueLen(),
 		Last10s:    m.window.summary(now, 10),
 		Last60s:    m.window.summary(now, 60),
 		Exits:      make(map[supervisor.ExitCause]uint64),
@@ -84,7 +84,7 @@ func (s *Server) stats(now time.Time) Stats {
 		}
 	}
 	m.mu.Unlock()
-	for _, w := range s.pool.Workers() {
+	for _, w := range m.pool.Workers() {
 		ws := WorkerStats{
 			ID: w.ID, Pid: w.Pid, Generation: w.Generation, State: w.State.String(),
 			Requests: w.Requests, InFlight: w.InFlight, UptimeS: now.Sub(w.Started).Seconds(),

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -110,15 +111,15 @@ func serve(ctx context.Context, cfg *config.Config) error {
 	onDone := accessLog
 	pool := supervisor.NewPool(cfg.QueueSize, cfg.QueueTimeout)
 	exits := &exitCounter{} // for herd status
-	observers := supervisor.Observers{exits}
+	// Metrics are always counted (about 100 ns a request): herd top reads them over the
+	// control socket; --admin adds Prometheus, /stats and the dashboard.
+	metrics := admin.NewMetrics(pool)
+	observers := supervisor.Observers{exits, metrics}
+	onDone = chainOnDone(metrics.OnDone, onDone)
+	statsInfo := admin.Info{Version: herdVersion(), Listeners: addrs(listeners)}
 	var adminSrv *admin.Server
-	var metrics *admin.Metrics
 	if adminLn != nil {
-		metrics = admin.NewMetrics(pool)
-		observers = append(observers, metrics)
-		onDone = chainOnDone(metrics.OnDone, onDone)
-		adminSrv = admin.NewServer(metrics, admin.Info{Version: herdVersion(), Listeners: addrs(listeners)},
-			log.With().Str("component", "admin").Logger())
+		adminSrv = admin.NewServer(metrics, statsInfo, log.With().Str("component", "admin").Logger())
 	}
 	sup := supervisor.New(supervisor.Options{
 		Workers:         cfg.Workers,
@@ -146,12 +147,8 @@ func serve(ctx context.Context, cfg *config.Config) error {
 		MaxBodySize: int64(cfg.MaxBodySize),
 		TempDir:     runDir,
 	}
-	var front http.Handler = handler
-	if metrics != nil {
-		front = metrics.Track(handler)
-	}
 	srv := &http.Server{
-		Handler:           front,
+		Handler:           metrics.Track(handler),
 		ReadHeaderTimeout: 30 * time.Second,
 		IdleTimeout:       cfg.KeepAlive,
 		ErrorLog:          newStdLogger(log.With().Str("component", "http").Logger()),
@@ -171,6 +168,9 @@ func serve(ctx context.Context, cfg *config.Config) error {
 		return err
 	}
 	defer ctl.Close()
+	ctl.Handle("stats", func(context.Context, json.RawMessage) (any, error) {
+		return metrics.Stats(time.Now(), statsInfo), nil
+	})
 
 	supDone := make(chan error, 1)
 	go func() { supDone <- sup.Run(context.Background()) }()
@@ -205,10 +205,7 @@ func serve(ctx context.Context, cfg *config.Config) error {
 		}
 	}()
 
-	onDrain := dep.beginDrain
-	if adminSrv != nil {
-		onDrain = func() { adminSrv.SetDraining(); dep.beginDrain() }
-	}
+	onDrain := func() { metrics.SetDraining(); dep.beginDrain() }
 	err = waitForStop(log, signals, supDone, srv, sup, dep, cfg.GracefulTimeout, onDrain)
 	if adminSrv != nil {
 		adminSrv.Shutdown(time.Second)
