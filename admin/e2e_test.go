@@ -19,13 +19,9 @@ import (
 )
 
 // startAdmin runs herd with n workers and the admin server, and waits for the workers.
-//
-// Two threads per worker: these tests send one request at a time, so no worker goes busy.
-// The supervisor loop on main still reads worker states without the pool's lock (the
-// lifecycle work replaces those reads), and a ready/busy flip would trip the race detector.
 func startAdmin(t *testing.T, n int, extra ...string) *herdtest.Instance {
 	t.Helper()
-	h := herdtest.Start(t, herdtest.Options{Admin: true, Args: append([]string{"app:app", "--workers", fmt.Sprint(n), "--threads", "2", "--access-log", "off"}, extra...)})
+	h := herdtest.Start(t, herdtest.Options{Admin: true, Args: append([]string{"app:app", "--workers", fmt.Sprint(n), "--access-log", "off"}, extra...)})
 	h.WaitReady(n, 60*time.Second)
 	return h
 }
