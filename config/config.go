@@ -35,6 +35,9 @@ type Config struct {
 	MaxBodySize Size `key:"max-body-size" default:"0" help:"larger request bodies are refused with 413; 0 means no limit"`
 
 	// Conformance and front ends (issue 3) add their options here.
+	LimitRequestLine      int `key:"limit-request-line" default:"4094" help:"longest request line in bytes (gunicorn's limit): longer ones get 414; 0 means herd's ceiling of 1 MiB per head"`
+	LimitRequestFields    int `key:"limit-request-fields" default:"100" help:"most header fields in one request (gunicorn's limit): more get 431; 0 means herd's ceiling of 1 MiB per head"`
+	LimitRequestFieldSize int `key:"limit-request-field-size" default:"8190" help:"longest header field line in bytes (gunicorn's limit): longer ones get 431; 0 means herd's ceiling of 1 MiB per head"`
 
 	// Worker lifecycle (issue 4) adds its options here.
 	ChainReload       bool          `key:"chain-reload" default:"false" help:"on reload, replace one worker at a time (at most one extra process) instead of starting a whole new generation at once"`
@@ -145,6 +148,11 @@ func (c *Config) Validate() error {
 	}
 	if c.ShutdownDelay < 0 {
 		add("shutdown-delay", "%s: must be 0 or a positive duration such as 5s", c.ShutdownDelay)
+	}
+	for key, n := range map[string]int{"limit-request-line": c.LimitRequestLine, "limit-request-fields": c.LimitRequestFields, "limit-request-field-size": c.LimitRequestFieldSize} {
+		if n < 0 {
+			add(key, "%d: must be 0 (herd's ceiling) or more", n)
+		}
 	}
 	if c.BodyBuffer < 0 || c.MaxBodySize < 0 {
 		add("body-buffer", "sizes must not be negative")

@@ -33,7 +33,8 @@ var gunicornPending = []struct {
 var gunicornFlags = []string{
 	"workers", "bind", "threads", "timeout", "graceful-timeout", "keep-alive", "max-requests",
 	"max-requests-jitter", "reload", "access-logfile", "error-logfile", "pid", "chdir", "env",
-	"forwarded-allow-ips", "pythonpath",
+	"forwarded-allow-ips", "pythonpath", "limit-request-line", "limit-request-fields",
+	"limit-request-field-size",
 }
 
 // gunicornNotes say where herd's meaning of a gunicorn flag differs in detail.

@@ -70,6 +70,10 @@ var packetPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return 
 var copyBufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if why, ok := parseRejection(r.Method, r.URL.Path); ok {
+		h.refuse(w, r, why)
+		return
+	}
 	rec := Record{Request: r, Start: time.Now(), Worker: -1}
 	defer func() {
 		if h.OnDone != nil {
@@ -284,6 +288,19 @@ func isUnavailable(err error) bool {
 	return errors.As(err, &u) && u.Unavailable()
 }
 
+// refuse answers the stand-in request for a head the checker refused (see CheckHeads), and
+// closes the connection: what the client sent after that head is not read.
+func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, why rejection) {
+	h.Log.Warn().Int("status", why.status).Str("reason", why.reason).Str("remote", r.RemoteAddr).Msg("request refused")
+	w.Header().Set("Connection", "close")
+	writeShortStatus(w, why.status)
+	if h.OnDone != nil {
+		shown := r.Clone(r.Context())
+		shown.Method, shown.URL.Path, shown.RequestURI = "-", "-", "-"
+		h.OnDone(&Record{Request: shown, Start: time.Now(), Status: why.status, Worker: -1})
+	}
+}
+
 func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error) int {
 	status := requestStatus(err)
 	if status == statusClientClosed {
@@ -297,9 +314,14 @@ func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error) int {
 	if status == http.StatusServiceUnavailable {
 		w.Header().Set("Retry-After", "1")
 	}
+	writeShortStatus(w, status)
+	return status
+}
+
+// writeShortStatus answers with the status and its reason phrase as a one-line body.
+func writeShortStatus(w http.ResponseWriter, status int) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("Content-Length", strconv.Itoa(len(http.StatusText(status))+1))
 	w.WriteHeader(status)
 	_, _ = io.WriteString(w, http.StatusText(status)+"\n")
-	return status
 }

@@ -147,11 +147,15 @@ func serve(ctx context.Context, cfg *config.Config) error {
 		MaxBodySize: int64(cfg.MaxBodySize),
 		TempDir:     runDir,
 	}
+	limits := proxy.HeadLimits{RequestLine: cfg.LimitRequestLine, Fields: cfg.LimitRequestFields, FieldSize: cfg.LimitRequestFieldSize}
 	srv := &http.Server{
 		Handler:           metrics.Track(handler),
 		ReadHeaderTimeout: 30 * time.Second,
-		IdleTimeout:       cfg.KeepAlive,
-		ErrorLog:          newStdLogger(log.With().Str("component", "http").Logger()),
+		// Above the head checker's bound, so that the checker refuses first, with the
+		// status gunicorn's limits give.
+		MaxHeaderBytes: limits.MaxHead() + 4096,
+		IdleTimeout:    cfg.KeepAlive,
+		ErrorLog:       newStdLogger(log.With().Str("component", "http").Logger()),
 	}
 
 	if cfg.KeepAlive == 0 {
@@ -180,7 +184,7 @@ func serve(ctx context.Context, cfg *config.Config) error {
 		serving.Add(1)
 		go func() {
 			defer serving.Done()
-			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			if err := srv.Serve(proxy.CheckHeads(ln, limits)); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				log.Error().Err(err).Str("listen", ln.Addr().String()).Msg("http listener failed")
 			}
 		}()

@@ -1,0 +1,98 @@
+package proxy
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"net/http"
+	"testing"
+	"time"
+)
+
+// TestCheckHeadsByteByByte: the checker frames pipelined requests correctly whatever the
+// size of the client's writes, here one byte at a time.
+func TestCheckHeadsByteByByte(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &Handler{}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if why, ok := parseRejection(r.Method, r.URL.Path); ok {
+			h.refuse(w, r, why)
+			return
+		}
+		b, _ := io.ReadAll(r.Body)
+		_, _ = w.Write(append([]byte(r.URL.Path+":"), b...))
+	})}
+	go func() { _ = srv.Serve(CheckHeads(ln, HeadLimits{RequestLine: 100, Fields: 10, FieldSize: 100})) }()
+	defer srv.Close()
+
+	conn, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	raw := "POST /a HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\n0\r\nT: 1\r\n\r\n" +
+		"POST /b HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello" +
+		"GET /c HTTP/1.1\r\nHost: a\r\n\r\n" +
+		"GET /d HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\r\n" +
+		"GET /never HTTP/1.1\r\nHost: a\r\n\r\n"
+	go func() {
+		for i := range len(raw) {
+			if _, err := conn.Write([]byte{raw[i]}); err != nil {
+				return
+			}
+		}
+	}()
+	br := bufio.NewReader(conn)
+	want := []string{"200 /a:abc", "200 /b:hello", "200 /c:", "400 Bad Request\n"}
+	for _, w := range want {
+		_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("want %q: %v", w, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		got := resp.Status[:3] + " " + string(b)
+		if resp.StatusCode == 400 {
+			got = "400 " + string(b)
+		}
+		if got != w {
+			t.Fatalf("got %q, want %q", got, w)
+		}
+	}
+	if _, err := http.ReadResponse(br, nil); err == nil {
+		t.Fatal("a request after a refused head was answered")
+	}
+}
+
+func TestFraming(t *testing.T) {
+	cases := []struct {
+		cl, te []string
+		http10 bool
+		status int
+		state  checkState
+		n      int64
+	}{
+		{nil, nil, false, 0, inHead, 0},
+		{[]string{"12"}, nil, false, 0, inBody, 12},
+		{[]string{"12", "12"}, nil, false, 0, inBody, 12},
+		{[]string{"12", "13"}, nil, false, 400, 0, 0},
+		{[]string{"+12"}, nil, false, 400, 0, 0},
+		{[]string{"-1"}, nil, false, 400, 0, 0},
+		{nil, []string{"chunked"}, false, 0, inChunkSize, 0},
+		{nil, []string{"Chunked"}, false, 0, inChunkSize, 0},
+		{nil, []string{"chunked"}, true, 400, 0, 0},
+		{[]string{"3"}, []string{"chunked"}, false, 400, 0, 0},
+		{nil, []string{"chunked", "gzip"}, false, 400, 0, 0},
+		{nil, []string{"chunked", "chunked"}, false, 400, 0, 0},
+		{nil, []string{"gzip", "chunked"}, false, 0, passThrough, 0},
+	}
+	for _, tc := range cases {
+		why, state, n := framing(tc.cl, tc.te, tc.http10)
+		if why.status != tc.status || (tc.status == 0 && (state != tc.state || n != tc.n)) {
+			t.Errorf("framing(%q, %q, %v) = %v %v %d", tc.cl, tc.te, tc.http10, why, state, n)
+		}
+	}
+}
