@@ -178,15 +178,17 @@ func TestGunicornCommandLine(t *testing.T) {
 	fs := parse(t, "-w", "3", "-b", "127.0.0.1:9001", "--bind", "unix:/tmp/app.sock", "--threads", "4",
 		"--graceful-timeout", "10", "--keep-alive", "5", "--access-logfile", "/tmp/access.log",
 		"--error-logfile", "/tmp/error.log", "--chdir", "/srv", "-e", "A=1", "--env", "DSN=x,y=z",
-		"--pythonpath", "/opt/lib")
+		"--pythonpath", "/opt/lib", "--timeout", "30", "--max-requests", "1000", "--max-requests-jitter", "50")
 	l, err := Resolve(fs, "")
 	if err != nil {
 		t.Fatal(err)
 	}
 	c := l.Config
-	got := []any{c.Workers, c.HTTP, c.Threads, c.GracefulTimeout, c.KeepAlive, c.AccessLog, c.LogFile, c.Chdir, c.Env, c.PythonPath}
+	got := []any{c.Workers, c.HTTP, c.Threads, c.GracefulTimeout, c.KeepAlive, c.AccessLog, c.LogFile, c.Chdir, c.Env,
+		c.PythonPath, c.Timeout, c.MaxRequests, c.MaxRequestsJitter}
 	want := []any{3, []string{"127.0.0.1:9001", "unix:/tmp/app.sock"}, 4, 10 * time.Second, 5 * time.Second,
-		"/tmp/access.log", "/tmp/error.log", "/srv", []string{"A=1", "DSN=x,y=z"}, []string{"/opt/lib"}}
+		"/tmp/access.log", "/tmp/error.log", "/srv", []string{"A=1", "DSN=x,y=z"}, []string{"/opt/lib"},
+		30 * time.Second, 1000, 50}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("got  %v\nwant %v", got, want)
 	}

@@ -64,7 +64,7 @@ processes = 9
 	got := map[string]any{
 		"app": c.App, "chdir": c.Chdir, "venv": c.Venv, "pythonpath": c.PythonPath, "workers": c.Workers,
 		"threads": c.Threads, "http": c.HTTP, "env": c.Env, "body-buffer": c.BodyBuffer, "access-log": c.AccessLog,
-		"log-file": c.LogFile,
+		"log-file": c.LogFile, "timeout": c.Timeout, "max-requests": c.MaxRequests, "reload-on-rss": c.ReloadOnRSS,
 	}
 	want := map[string]any{
 		"app": "shop.wsgi:app", "chdir": "/srv/shop", "venv": "/srv/shop/venv",
@@ -72,6 +72,7 @@ processes = 9
 		"http":        []string{"127.0.0.1:9001", "unix:/run/shop.sock"},
 		"env":         []string{"DJANGO_SETTINGS_MODULE=shop.settings", "DSN=postgres://u@h/db?a=1,b=2"},
 		"body-buffer": Size(65536), "access-log": "off", "log-file": "/var/log/shop.log",
+		"timeout": 30 * time.Second, "max-requests": 1000, "reload-on-rss": 512,
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("got  %v\nwant %v", got, want)
@@ -144,22 +145,7 @@ func TestUWSGIFlagsWin(t *testing.T) {
 	if l.Config.Workers != 4 || l.Config.Threads != 5 {
 		t.Fatalf("workers %d threads %d", l.Config.Workers, l.Config.Threads)
 	}
-	if o, ok := Lookup("timeout"); ok && o.kind == durationType {
-		// harakiri maps to --timeout once it exists: 20 seconds.
-		v := reflect.ValueOf(l.Config).FieldByIndex([]int{o.field}).Int()
-		if time.Duration(v) != 20*time.Second {
-			t.Fatalf("harakiri 20 gave timeout %s", time.Duration(v))
-		}
-	}
-}
-
-// TestUWSGIAnyName: --ini reads a uWSGI file whatever its name, with or without a section.
-func TestUWSGIAnyName(t *testing.T) {
-	conf := writeFile(t, t.TempDir(), "site.conf", "[uwsgi]\nprocesses = 2\n[prod]\nprocesses = 5\n")
-	for spec, want := range map[string]int{conf: 2, conf + ":prod": 5} {
-		l, err := ResolveUWSGI(parse(t), spec)
-		if err != nil || l.Config.Workers != want {
-			t.Fatalf("%s: workers %d, %v; want %d", spec, l.Config.Workers, err, want)
-		}
+	if l.Config.Timeout != 20*time.Second {
+		t.Fatalf("harakiri 20 gave timeout %s", l.Config.Timeout)
 	}
 }

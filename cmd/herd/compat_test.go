@@ -155,3 +155,48 @@ func TestCLIDocUpToDate(t *testing.T) {
 		t.Fatalf("docs/cli.md is stale (%v): run `go generate ./config` and commit the result", err)
 	}
 }
+
+// TestUWSGIHarakiriFires: harakiri in an ini is herd's --timeout: a request stuck past it
+// gets a 504 and its worker is replaced, while the other worker keeps serving.
+func TestUWSGIHarakiriFires(t *testing.T) {
+	dir := t.TempDir()
+	ini := filepath.Join(dir, "app.ini")
+	text := "[uwsgi]\nchdir = " + herdtest.ExampleDir(t) + "\nmodule = app:app\nprocesses = 2\nharakiri = 2\nmax-requests = 1000\n"
+	if err := os.WriteFile(ini, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	h := herdtest.Start(t, herdtest.Options{Dir: dir, Args: []string{"--ini", ini}})
+	pids := h.WaitReady(2, 20*time.Second)
+	for _, e := range h.Events() {
+		if e.Str("level") == "warn" && strings.Contains(e.Msg(), "harakiri") {
+			t.Fatalf("harakiri named as not taken: %s", e.Msg())
+		}
+	}
+	c := herdtest.Client()
+	stuck := make(chan int, 1)
+	began := time.Now()
+	go func() {
+		resp, err := c.Get(h.URL + "/sleep?s=10")
+		if err != nil {
+			stuck <- -1
+			return
+		}
+		resp.Body.Close()
+		stuck <- resp.StatusCode
+	}()
+	// The other worker serves meanwhile.
+	time.Sleep(300 * time.Millisecond)
+	if status, _ := get(t, c, h.URL+"/"); status != 200 {
+		t.Fatalf("request beside the stuck one: %d", status)
+	}
+	status := <-stuck
+	took := time.Since(began)
+	if status != 504 || took < 2*time.Second || took > 6*time.Second {
+		t.Fatalf("stuck request: status %d after %s, want 504 after about 2s", status, took)
+	}
+	if _, _, ok := h.WaitEvent(0, 10*time.Second, func(e herdtest.Event) bool {
+		return e.Msg() == "worker ready" && e.Int("pid") != pids[0] && e.Int("pid") != pids[1]
+	}); !ok {
+		t.Fatal("the killed worker was not replaced")
+	}
+}

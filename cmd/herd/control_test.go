@@ -49,7 +49,7 @@ func TestStatusWhileSlowRequest(t *testing.T) {
 
 	slow := make(chan string, 1)
 	go func() {
-		resp, err := herdtest.Client().Get(h.URL + "/sleep?s=3")
+		resp, err := herdtest.Client().Get(h.URL + "/sleep?s=8")
 		if err != nil {
 			slow <- err.Error()
 			return
@@ -74,7 +74,7 @@ func TestStatusWhileSlowRequest(t *testing.T) {
 		for i := range st.Workers {
 			w := &st.Workers[i]
 			switch {
-			case w.State == "busy" && len(w.Current) == 1 && w.Current[0].URI == "/sleep?s=3":
+			case w.State == "busy" && len(w.Current) == 1 && w.Current[0].URI == "/sleep?s=8":
 				busy = w
 			case w.State == "ready" && len(w.Current) == 0:
 				ready = w
@@ -96,7 +96,7 @@ func TestStatusWhileSlowRequest(t *testing.T) {
 	t.Logf("herd status:\n%s", r.Stdout)
 	var busyLine string
 	for _, line := range strings.Split(r.Stdout, "\n") {
-		if strings.Contains(line, "GET /sleep?s=3") {
+		if strings.Contains(line, "GET /sleep?s=8") {
 			busyLine = line
 		}
 	}
@@ -104,7 +104,7 @@ func TestStatusWhileSlowRequest(t *testing.T) {
 	if len(fields) != 9 || fields[2] != "busy" {
 		t.Fatalf("no busy row with the request in:\n%s", r.Stdout)
 	}
-	if age, err := time.ParseDuration(fields[8]); err != nil || age < 500*time.Millisecond || age > 3*time.Second {
+	if age, err := time.ParseDuration(fields[8]); err != nil || age < 500*time.Millisecond || age > 8*time.Second {
 		t.Fatalf("age of the slow request shown as %q", fields[8])
 	}
 	if got := <-slow; got != "slept\n" {
@@ -199,4 +199,34 @@ func TestCheck(t *testing.T) {
 			t.Fatalf("the app was imported despite a bad config:\n%s", r.Stdout)
 		}
 	})
+}
+
+// TestReloadThroughControlSocket: herd reload returns once the new generation took over;
+// status then shows generation 2 with new pids. A reload into code that does not import
+// fails with the error, and the old generation keeps serving.
+func TestReloadThroughControlSocket(t *testing.T) {
+	env := isolatedRegistry(t)
+	dir := herdtest.CopyExample(t)
+	h := herdtest.Start(t, herdtest.Options{Dir: dir, Env: env, Args: []string{"app:app", "--workers", "2"}})
+	old := h.WaitReady(2, 20*time.Second)
+	r := herdtest.Run(t, dir, env, "reload")
+	if r.Code != 0 || r.Stdout != "reloaded\n" {
+		t.Fatalf("herd reload: exit %d, %q %q", r.Code, r.Stdout, r.Stderr)
+	}
+	st := statusJSON(t, env)
+	for _, w := range st.Workers {
+		if w.Generation != 2 || w.Pid == old[0] || w.Pid == old[1] {
+			t.Fatalf("after reload: %+v, want generation 2 with new pids (old %v)", st.Workers, old)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, "app.py"), []byte("def app(:\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r = herdtest.Run(t, dir, env, "reload")
+	if r.Code != 1 || !strings.Contains(r.Stderr, "SyntaxError") {
+		t.Fatalf("reload into broken code: exit %d, %q", r.Code, r.Stderr)
+	}
+	if status, _ := get(t, herdtest.Client(), h.URL+"/"); status != 200 {
+		t.Fatalf("after a failed reload: %d", status)
+	}
 }
