@@ -7,7 +7,7 @@ PYTHON  ?= python3
 BIN     := bin/herd
 PYTHONS := $(PYTHON) /usr/bin/python3 $(wildcard /root/.pyenv/versions/3.8.*/bin/python3)
 
-.PHONY: all build run test deps lint test-python test-go bench fuzz clean
+.PHONY: all build run test deps lint test-python test-go bench bench-quick fuzz clean
 
 all: build
 
@@ -44,9 +44,19 @@ fuzz:
 	$(GO) test ./protocol -run '^$$' -fuzz FuzzDecodeVars -fuzztime 20s
 	$(GO) test ./protocol -run '^$$' -fuzz FuzzRoundTrip -fuzztime 20s
 
-# Hello-world requests/s and p99 of herd, uwsgi --http-socket and gunicorn, side by side.
+# The side-by-side benchmark (bench/, docs/BENCHMARKS.md): herd, nginx in front of herd and of
+# uWSGI, uWSGI's HTTP socket and router, gunicorn sync and gthread, and the limits (in-process
+# calls, Go net/http), on hello, Flask and Django, at 16 and 256 connections, 3 rounds: about
+# 15 minutes. It rewrites docs/BENCHMARKS.md; say what else ran on the machine in BENCH_NOTE.
+# More knobs: BENCH_FLAGS (go run ./bench -h).
+BENCH_NOTE  ?=
+BENCH_FLAGS ?=
 bench: build
-	./bench/quick.sh
+	$(GO) run ./bench -report docs/BENCHMARKS.md -note "$(BENCH_NOTE)" $(BENCH_FLAGS)
+
+# A minute: herd, uwsgi --http-socket, gunicorn sync and Go on hello, 16 connections, 1 round.
+bench-quick: build
+	$(GO) run ./bench -quick $(BENCH_FLAGS)
 
 clean:
 	rm -rf bin

@@ -1,0 +1,336 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// app is one WSGI app the servers are loaded with.
+type app struct {
+	name   string // row label and -apps value
+	module string // module:callable under bench/apps
+	path   string // the URL path wrk requests
+}
+
+var allApps = []app{
+	{"hello", "hello:app", "/"},
+	{"flask", "flaskapp:app", "/hello"},
+	{"django", "djangoapp:application", "/hello"},
+}
+
+// server is one way of serving an app: how to start it, and whether it can run here.
+type server struct {
+	key   string // -servers value
+	label string // row label in the tables
+	// onlyHello is set for the Go net/http limit, which serves a fixed answer, not a WSGI app.
+	onlyHello bool
+	launch    func(e *env, a app) (*instance, error)
+}
+
+// env is what every launch needs: the paths of the tools and a private temp dir.
+type env struct {
+	root    string // the repository checkout
+	herd    string // the herd binary
+	python  string // the interpreter of every Python server: Debian's, which has Flask and Django
+	tmp     string // the run's private directory: sockets, nginx's files, server logs
+	self    string // this program, which serves the Go net/http limit when asked to
+	workers int
+	// herdUwsgi is how to give herd a uwsgi socket, "" when this herd has no --uwsgi-socket.
+	herdUwsgi uwsgiSocketForm
+	// commands holds the first command line of each server, for the report.
+	commands map[string][]string
+}
+
+// uwsgiSocketForm says how herd's --uwsgi-socket takes an address, as its --help says.
+type uwsgiSocketForm int
+
+const (
+	noUwsgiSocket uwsgiSocketForm = iota
+	uwsgiSocketUnix
+	uwsgiSocketTCP
+)
+
+// detectUwsgiSocket reads `herd serve --help`: the row "nginx -> herd" needs the
+// --uwsgi-socket flag, which not every herd has. A help text that names unix:PATH gets a Unix
+// socket (as nginx -> uWSGI uses); otherwise a loopback TCP address, which any form accepts.
+func detectUwsgiSocket(herd string) uwsgiSocketForm {
+	out, _ := exec.Command(herd, "serve", "--help").CombinedOutput()
+	for _, line := range strings.Split(string(out), "\n") {
+		if strings.Contains(line, "--uwsgi-socket") {
+			if strings.Contains(line, "unix:") {
+				return uwsgiSocketUnix
+			}
+			return uwsgiSocketTCP
+		}
+	}
+	return noUwsgiSocket
+}
+
+func (e *env) appDir() string { return filepath.Join(e.root, "bench", "apps") }
+
+// instance is one running server: its processes (several for nginx in front of a server)
+// and the URL wrk loads.
+type instance struct {
+	procs   []*proc
+	url     string
+	started time.Time
+	startup time.Duration // from the first exec to the first 200
+}
+
+// notAvailable is a launch error that makes the row say "n/a: why" instead of failing the run.
+type notAvailable string
+
+func (n notAvailable) Error() string { return "n/a: " + string(n) }
+
+var allServers = []server{
+	{key: "herd", label: "herd", launch: launchHerd},
+	{key: "nginx-herd", label: "nginx -> herd (uwsgi)", launch: launchNginxHerd},
+	{key: "uwsgi-http-socket", label: "uwsgi --http-socket", launch: launchUwsgiHTTPSocket},
+	{key: "uwsgi-http", label: "uwsgi --http (router)", launch: launchUwsgiRouter},
+	{key: "nginx-uwsgi", label: "nginx -> uwsgi --socket", launch: launchNginxUwsgi},
+	{key: "gunicorn-sync", label: "gunicorn sync", launch: launchGunicorn("sync")},
+	{key: "gunicorn-gthread", label: "gunicorn gthread", launch: launchGunicorn("gthread")},
+	{key: "go-hello", label: "Go net/http hello (no Python)", onlyHello: true, launch: launchGoHello},
+}
+
+// freePort returns a loopback port that was free a moment ago.
+func freePort() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", fmt.Errorf("find a free port: %w", err)
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
+// spawn starts one process of a server with its output in a log file of the temp dir.
+func (e *env) spawn(key, name string, args []string) (*proc, error) {
+	if _, ok := e.commands[key+"/"+name]; !ok {
+		e.commands[key+"/"+name] = args
+	}
+	logf, err := os.OpenFile(filepath.Join(e.tmp, name+".log"), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("log file of %s: %w", name, err)
+	}
+	defer logf.Close() // the child holds its own copy
+	cmd := exec.Command(args[0], args[1:]...)
+	cmd.Dir = e.tmp
+	cmd.Stdout, cmd.Stderr = logf, logf
+	return running.start(name, cmd)
+}
+
+// logTail is the end of a process's log, for an error message.
+func (e *env) logTail(name string) string {
+	b, _ := os.ReadFile(filepath.Join(e.tmp, name+".log"))
+	if len(b) > 1500 {
+		b = b[len(b)-1500:]
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// await waits until url answers 200, failing early when a process of inst exits.
+func (e *env) await(ctx context.Context, inst *instance, timeout time.Duration) error {
+	client := &http.Client{Timeout: 2 * time.Second}
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		for _, p := range inst.procs {
+			if p.exited() {
+				return fmt.Errorf("%s exited before answering (%v): %s", p.name, p.err, e.logTail(p.name))
+			}
+		}
+		if resp, err := client.Get(inst.url); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				inst.startup = time.Since(inst.started)
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("%s did not answer 200 within %v", inst.url, timeout)
+}
+
+// stop stops the processes of inst, the front (last started) first.
+func (inst *instance) stop() {
+	for i := len(inst.procs) - 1; i >= 0; i-- {
+		running.stop(inst.procs[i], syscall.SIGTERM, 10*time.Second)
+	}
+}
+
+// launchAll starts the given commands in order as one server and waits for its first 200.
+func (e *env) launchAll(key string, a app, url string, cmds map[string][]string, order []string) (*instance, error) {
+	inst := &instance{url: url + a.path, started: time.Now()}
+	for _, name := range order {
+		p, err := e.spawn(key, name, cmds[name])
+		if err != nil {
+			inst.stop()
+			return nil, err
+		}
+		inst.procs = append(inst.procs, p)
+	}
+	if err := e.await(context.Background(), inst, 60*time.Second); err != nil {
+		inst.stop()
+		return nil, fmt.Errorf("%s with %s: %w", key, a.name, err)
+	}
+	return inst, nil
+}
+
+func (e *env) herdArgs(a app, httpAddr string) []string {
+	return []string{e.herd, "serve", a.module, "--chdir", e.appDir(), "--workers", fmt.Sprint(e.workers),
+		"--http", httpAddr, "--python", e.python, "--access-log", "off", "--log-level", "warn"}
+}
+
+func launchHerd(e *env, a app) (*instance, error) {
+	addr, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	return e.launchAll("herd", a, "http://"+addr, map[string][]string{"herd": e.herdArgs(a, addr)}, []string{"herd"})
+}
+
+func launchNginxHerd(e *env, a app) (*instance, error) {
+	if e.herdUwsgi == noUwsgiSocket {
+		return nil, notAvailable("herd has no --uwsgi-socket")
+	}
+	httpAddr, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	herdArgs := e.herdArgs(a, httpAddr)
+	var pass string
+	if e.herdUwsgi == uwsgiSocketUnix {
+		sock := filepath.Join(e.tmp, "herd-uwsgi.sock")
+		_ = os.Remove(sock)
+		herdArgs = append(herdArgs, "--uwsgi-socket", "unix:"+sock)
+		pass = "unix:" + sock
+	} else {
+		if pass, err = freePort(); err != nil {
+			return nil, err
+		}
+		herdArgs = append(herdArgs, "--uwsgi-socket", pass)
+	}
+	return e.behindNginx("nginx-herd", a, "herd", herdArgs, pass)
+}
+
+func (e *env) uwsgiArgs(a app) []string {
+	return []string{"uwsgi", "--plugin", "python3", "--master", "--processes", fmt.Sprint(e.workers),
+		"--chdir", e.appDir(), "--module", a.module, "--disable-logging", "--need-app", "--die-on-term",
+		"--buffer-size", "32768"}
+}
+
+func launchUwsgiHTTPSocket(e *env, a app) (*instance, error) {
+	addr, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	args := append(e.uwsgiArgs(a), "--http-socket", addr)
+	return e.launchAll("uwsgi-http-socket", a, "http://"+addr, map[string][]string{"uwsgi": args}, []string{"uwsgi"})
+}
+
+func launchUwsgiRouter(e *env, a app) (*instance, error) {
+	addr, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	args := append(e.uwsgiArgs(a), "--plugin", "http", "--http", addr, "--http-keepalive")
+	return e.launchAll("uwsgi-http", a, "http://"+addr, map[string][]string{"uwsgi": args}, []string{"uwsgi"})
+}
+
+func launchNginxUwsgi(e *env, a app) (*instance, error) {
+	sock := filepath.Join(e.tmp, "uwsgi.sock")
+	_ = os.Remove(sock)
+	args := append(e.uwsgiArgs(a), "--socket", sock)
+	return e.behindNginx("nginx-uwsgi", a, "uwsgi", args, "unix:"+sock)
+}
+
+func launchGunicorn(worker string) func(e *env, a app) (*instance, error) {
+	return func(e *env, a app) (*instance, error) {
+		addr, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		args := []string{e.python, "-m", "gunicorn", "-w", fmt.Sprint(e.workers), "-b", addr, "--chdir", e.appDir()}
+		if worker == "gthread" {
+			args = append(args, "-k", "gthread", "--threads", "4")
+		}
+		args = append(args, a.module)
+		key := "gunicorn-" + worker
+		return e.launchAll(key, a, "http://"+addr, map[string][]string{"gunicorn": args}, []string{"gunicorn"})
+	}
+}
+
+func launchGoHello(e *env, a app) (*instance, error) {
+	addr, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	args := []string{e.self, "-go-hello", addr}
+	return e.launchAll("go-hello", a, "http://"+addr, map[string][]string{"go-hello": args}, []string{"go-hello"})
+}
+
+// nginxConf is the configuration nginx runs with: everything it writes stays in dir, and it
+// runs as root because the benchmark does (its workers must reach the sockets in dir).
+const nginxConf = `user root;
+worker_processes auto;
+pid {{DIR}}/nginx.pid;
+error_log {{DIR}}/nginx-error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path {{DIR}}/client_body;
+    proxy_temp_path {{DIR}}/proxy;
+    fastcgi_temp_path {{DIR}}/fastcgi;
+    uwsgi_temp_path {{DIR}}/uwsgi;
+    scgi_temp_path {{DIR}}/scgi;
+    server {
+        listen {{LISTEN}};
+        location / {
+            include /etc/nginx/uwsgi_params;
+            uwsgi_pass {{PASS}};
+        }
+    }
+}
+`
+
+// behindNginx starts a uwsgi-protocol backend, then nginx in front of it with uwsgi_pass.
+func (e *env) behindNginx(key string, a app, backend string, backendArgs []string, pass string) (*instance, error) {
+	listen, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	dir := filepath.Join(e.tmp, "nginx-"+key)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("nginx dir: %w", err)
+	}
+	conf := strings.NewReplacer("{{DIR}}", dir, "{{LISTEN}}", listen, "{{PASS}}", pass).Replace(nginxConf)
+	confPath := filepath.Join(dir, "nginx.conf")
+	if err := os.WriteFile(confPath, []byte(conf), 0o600); err != nil {
+		return nil, fmt.Errorf("nginx config: %w", err)
+	}
+	nginx := []string{"nginx", "-p", dir, "-e", filepath.Join(dir, "nginx-error.log"), "-c", confPath, "-g", "daemon off;"}
+	cmds := map[string][]string{backend: backendArgs, "nginx": nginx}
+	return e.launchAll(key, a, "http://"+listen, cmds, []string{backend, "nginx"})
+}
+
+// serveGoHello is the Go net/http limit: the least an HTTP server in Go does per request.
+func serveGoHello(addr string) error {
+	body := []byte("Hello, World!")
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		w.Header().Set("Content-Length", "13")
+		_, _ = w.Write(body)
+	})
+	return (&http.Server{Addr: addr, Handler: h, ReadHeaderTimeout: 10 * time.Second}).ListenAndServe()
+}
