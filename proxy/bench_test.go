@@ -1,0 +1,266 @@
+package proxy_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/herd-server/herd/internal/herdtest"
+	"github.com/herd-server/herd/protocol"
+	"github.com/herd-server/herd/proxy"
+	"github.com/herd-server/herd/scripts"
+	"github.com/herd-server/herd/supervisor"
+)
+
+// The proxy's per-request cost against real Python workers serving bench/apps/hello.py:
+//
+//	go test ./proxy -run '^$' -bench . -benchtime 3s
+//
+// BenchmarkWorkerDirect is the floor: a fixed uwsgi request written on a leased worker
+// connection and its answer read back, no HTTP. BenchmarkHandler adds the proxy:
+// proxy.Handler.ServeHTTP on an in-memory request (vars, packet, dispatch, response copy).
+// BenchmarkHTTP adds net/http on loopback with a keep-alive Go client in the same process.
+// Each reports master-us/op (CPU of this test process, the client's too in BenchmarkHTTP)
+// and worker-us/op (CPU of the worker processes): the master's share is what herd's Go side
+// costs per request, the worker's what the Python side does.
+
+// workers starts a real pool of n Python workers on the hello app and stops it after b.
+func workers(b *testing.B, n int) *supervisor.Pool {
+	b.Helper()
+	python := herdtest.RequireTool(b, "/usr/bin/python3", "python3")
+	dir := b.TempDir()
+	script := filepath.Join(dir, "worker.py")
+	if err := os.WriteFile(script, scripts.WorkerPy, 0o600); err != nil {
+		b.Fatal(err)
+	}
+	apps := filepath.Join(herdtest.RepoRoot(b), "bench", "apps")
+	pool := supervisor.NewPool(1024, 30*time.Second)
+	sup := supervisor.New(supervisor.Options{
+		Workers:         n,
+		Threads:         1,
+		BootTimeout:     30 * time.Second,
+		GracefulTimeout: 5 * time.Second,
+		RunDir:          dir,
+		Spawner: &supervisor.ExecSpawner{Python: python, WorkerScript: script,
+			Args: []string{"--app", "hello:app", "--threads", "1", "--chdir", apps}, Dir: apps},
+		Log: zerolog.Nop(),
+	}, pool)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- sup.Run(ctx) }()
+	b.Cleanup(func() {
+		sup.Stop(true)
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			b.Error("supervisor did not stop within 10s")
+		}
+		cancel()
+	})
+	select {
+	case <-sup.Ready():
+	case err := <-done:
+		b.Fatalf("supervisor stopped before a worker was ready: %v", err)
+	case <-time.After(30 * time.Second):
+		b.Fatal("no worker ready within 30s")
+	}
+	for deadline := time.Now().Add(30 * time.Second); readyWorkers(pool) < n; {
+		if time.Now().After(deadline) {
+			b.Fatalf("%d of %d workers ready after 30s", readyWorkers(pool), n)
+		}
+		time.Sleep(20 * time.Millisecond) // the pool has no readiness event per worker to wait on
+	}
+	return pool
+}
+
+func readyWorkers(pool *supervisor.Pool) int {
+	n := 0
+	for _, w := range pool.Workers() {
+		if w.State == supervisor.Ready || w.State == supervisor.Busy {
+			n++
+		}
+	}
+	return n
+}
+
+// cpuMeter measures CPU time per operation of this process and of the pool's workers.
+type cpuMeter struct {
+	pool         *supervisor.Pool
+	self, worker time.Duration
+}
+
+func startCPU(pool *supervisor.Pool) *cpuMeter {
+	return &cpuMeter{pool: pool, self: selfCPU(), worker: workerCPU(pool)}
+}
+
+func (m *cpuMeter) report(b *testing.B) {
+	b.ReportMetric(float64(selfCPU()-m.self)/float64(time.Microsecond)/float64(b.N), "master-us/op")
+	b.ReportMetric(float64(workerCPU(m.pool)-m.worker)/float64(time.Microsecond)/float64(b.N), "worker-us/op")
+}
+
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// workerCPU sums utime + stime of the live workers from /proc (USER_HZ = 100).
+func workerCPU(pool *supervisor.Pool) time.Duration {
+	var total time.Duration
+	for _, w := range pool.Workers() {
+		raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", w.Pid))
+		if err != nil {
+			continue
+		}
+		s := string(raw)
+		f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+		if len(f) < 13 {
+			continue
+		}
+		ut, _ := strconv.ParseInt(f[11], 10, 64)
+		st, _ := strconv.ParseInt(f[12], 10, 64)
+		total += time.Duration(ut+st) * 10 * time.Millisecond
+	}
+	return total
+}
+
+// backend adapts the pool to the proxy, as cmd/herd does.
+type backend struct{ pool *supervisor.Pool }
+
+func (b backend) Acquire(ctx context.Context) (proxy.Lease, error) {
+	l, err := b.pool.Acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+func BenchmarkWorkerDirect(b *testing.B) {
+	pool := workers(b, 1)
+	packet, err := protocol.AppendPacket(nil, protocol.ModifierKeepAlive, []protocol.Var{
+		{Key: "REQUEST_METHOD", Value: "GET"}, {Key: "REQUEST_URI", Value: "/"}, {Key: "PATH_INFO", Value: "/"},
+		{Key: "QUERY_STRING", Value: ""}, {Key: "SERVER_PROTOCOL", Value: "HTTP/1.1"},
+		{Key: "SERVER_NAME", Value: "127.0.0.1"}, {Key: "SERVER_PORT", Value: "8000"},
+		{Key: "REMOTE_ADDR", Value: "127.0.0.1"}, {Key: "REMOTE_PORT", Value: "40000"},
+		{Key: "HTTP_HOST", Value: "127.0.0.1:8000"}, {Key: "wsgi.url_scheme", Value: "http"},
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	req := httptest.NewRequest("GET", "/", nil)
+	ctx := context.Background()
+	b.ReportAllocs()
+	cpu := startCPU(pool)
+	for b.Loop() { // the body runs once: one pool for all iterations
+		lease, err := pool.Acquire(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := lease.Conn().Write(packet); err != nil {
+			b.Fatal(err)
+		}
+		if err := readHello(lease.Reader(), req); err != nil {
+			b.Fatal(err)
+		}
+		lease.Release(true)
+	}
+	b.StopTimer()
+	cpu.report(b)
+}
+
+func readHello(r *bufio.Reader, req *http.Request) error {
+	resp, err := http.ReadResponse(r, req)
+	if err != nil {
+		return err
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != 200 || string(body) != "Hello, World!" {
+		return fmt.Errorf("answer %d %q: %v", resp.StatusCode, body, err)
+	}
+	return nil
+}
+
+// discard is the least a ResponseWriter can do, so the figure is the proxy's.
+type discard struct {
+	h      http.Header
+	status int
+	n      int
+}
+
+func (d *discard) Header() http.Header         { return d.h }
+func (d *discard) WriteHeader(status int)      { d.status = status }
+func (d *discard) Write(p []byte) (int, error) { d.n += len(p); return len(p), nil }
+
+func BenchmarkHandler(b *testing.B) {
+	pool := workers(b, 1)
+	h := &proxy.Handler{Backend: backend{pool}, Log: zerolog.Nop(), BodyBuffer: 1 << 20, TempDir: b.TempDir()}
+	req := httptest.NewRequest("GET", "http://127.0.0.1:8000/", nil)
+	req.RemoteAddr = "127.0.0.1:40000"
+	w := &discard{h: make(http.Header)}
+	b.ReportAllocs()
+	cpu := startCPU(pool)
+	for b.Loop() {
+		clear(w.h)
+		w.status, w.n = 0, 0
+		h.ServeHTTP(w, req)
+		if w.status != 200 || w.n != 13 {
+			b.Fatalf("answer %d with %d bytes", w.status, w.n)
+		}
+	}
+	b.StopTimer()
+	cpu.report(b)
+}
+
+// BenchmarkHTTP is the whole master on loopback: net/http server, proxy, 2 workers, with
+// 8 concurrent keep-alive clients in this process.
+func BenchmarkHTTP(b *testing.B) {
+	pool := workers(b, 2)
+	h := &proxy.Handler{Backend: backend{pool}, Log: zerolog.Nop(), BodyBuffer: 1 << 20, TempDir: b.TempDir()}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	b.Cleanup(func() { _ = srv.Close() })
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}, Timeout: 30 * time.Second}
+	b.Cleanup(client.CloseIdleConnections)
+	url := "http://" + ln.Addr().String() + "/"
+	b.ReportAllocs()
+	b.SetParallelism(4) // x GOMAXPROCS goroutines
+	b.ResetTimer()
+	cpu := startCPU(pool)
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			resp, err := client.Get(url)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				b.Errorf("status %d", resp.StatusCode)
+				return
+			}
+		}
+	})
+	b.StopTimer()
+	cpu.report(b)
+}
