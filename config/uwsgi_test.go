@@ -51,7 +51,11 @@ die-on-term = true
 enable-threads = true
 lazy-apps = true
 offload-threads = 2
+memory-report = true
 stats = 127.0.0.1:9191
+max-worker-lifetime = 3600
+worker-reload-mercy = 20
+limit-post = 10485760
 
 [other]
 processes = 9
@@ -65,6 +69,7 @@ processes = 9
 		"app": c.App, "chdir": c.Chdir, "venv": c.Venv, "pythonpath": c.PythonPath, "workers": c.Workers,
 		"threads": c.Threads, "http": c.HTTP, "env": c.Env, "body-buffer": c.BodyBuffer, "access-log": c.AccessLog,
 		"log-file": c.LogFile, "timeout": c.Timeout, "max-requests": c.MaxRequests, "reload-on-rss": c.ReloadOnRSS,
+		"admin": c.Admin, "max-lifetime": c.MaxLifetime, "graceful-timeout": c.GracefulTimeout, "max-body-size": c.MaxBodySize,
 	}
 	want := map[string]any{
 		"app": "shop.wsgi:app", "chdir": "/srv/shop", "venv": "/srv/shop/venv",
@@ -73,6 +78,7 @@ processes = 9
 		"env":         []string{"DJANGO_SETTINGS_MODULE=shop.settings", "DSN=postgres://u@h/db?a=1,b=2"},
 		"body-buffer": Size(65536), "access-log": "off", "log-file": "/var/log/shop.log",
 		"timeout": 30 * time.Second, "max-requests": 1000, "reload-on-rss": 512,
+		"admin": "127.0.0.1:9191", "max-lifetime": time.Hour, "graceful-timeout": 20 * time.Second, "max-body-size": Size(10 << 20),
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("got  %v\nwant %v", got, want)
@@ -86,7 +92,7 @@ processes = 9
 		t.Fatalf("want one warning, got %q", l.Warnings)
 	}
 	w := l.Warnings[0]
-	if !strings.Contains(w, "herd has no equivalent of offload-threads, stats") {
+	if !strings.Contains(w, "herd has no equivalent of memory-report, offload-threads;") {
 		t.Fatalf("warning does not list the options herd lacks: %s", w)
 	}
 	for _, m := range uwsgiMappings {
