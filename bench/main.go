@@ -56,7 +56,7 @@ func main() {
 	var (
 		quick    = flag.Bool("quick", false, "quick mode: herd, uwsgi --http-socket, gunicorn sync and Go on hello, 16 connections, 1 round of 3 s")
 		servers  = flag.String("servers", "", "comma-separated servers to run (default all): "+serverKeys())
-		apps     = flag.String("apps", "", "comma-separated apps (default all): hello,flask,django")
+		apps     = flag.String("apps", "", "comma-separated apps (default hello,flask,django; also get64k, post1m)")
 		conns    = flag.String("conns", "16,256", "comma-separated wrk connection counts")
 		rounds   = flag.Int("rounds", 3, "rounds; every figure is the median over rounds")
 		duration = flag.Duration("duration", 5*time.Second, "wrk duration per measured load (whole seconds)")
@@ -204,10 +204,15 @@ func pickServers(list string) ([]server, error) {
 }
 
 func pickApps(list string) ([]app, error) {
-	if list == "" {
-		return allApps, nil
-	}
 	var out []app
+	if list == "" {
+		for _, a := range allApps {
+			if !a.extra {
+				out = append(out, a)
+			}
+		}
+		return out, nil
+	}
 	for _, k := range strings.Split(list, ",") {
 		found := false
 		for _, a := range allApps {
@@ -216,7 +221,7 @@ func pickApps(list string) ([]app, error) {
 			}
 		}
 		if !found {
-			return nil, fmt.Errorf("unknown app %q (known: hello, flask, django)", k)
+			return nil, fmt.Errorf("unknown app %q (known: hello, flask, django, get64k, post1m)", k)
 		}
 	}
 	return out, nil
@@ -239,10 +244,6 @@ func parseConns(list string) ([]int, error) {
 // loaded at every connection count, and stopped.
 func measure(ctx context.Context, e *env, p plan) (*results, error) {
 	res := &results{samples: make(map[cell][]sample), na: make(map[cell]string), inproc: make(map[string]inprocResult)}
-	script, err := writeWrkScript(e.tmp)
-	if err != nil {
-		return nil, err
-	}
 	for round := 0; round < p.rounds; round++ {
 		for _, a := range p.apps {
 			for i := range p.servers {
@@ -253,7 +254,7 @@ func measure(ctx context.Context, e *env, p plan) (*results, error) {
 				if err := ctx.Err(); err != nil {
 					return nil, err
 				}
-				if err := measureOne(ctx, e, p, script, s, a, round, res); err != nil {
+				if err := measureOne(ctx, e, p, s, a, round, res); err != nil {
 					return nil, err
 				}
 			}
@@ -273,7 +274,11 @@ func measure(ctx context.Context, e *env, p plan) (*results, error) {
 }
 
 // measureOne starts one server with one app and loads it at every connection count.
-func measureOne(ctx context.Context, e *env, p plan, script string, s server, a app, round int, res *results) error {
+func measureOne(ctx context.Context, e *env, p plan, s server, a app, round int, res *results) error {
+	script, err := writeWrkScript(e.tmp, a)
+	if err != nil {
+		return err
+	}
 	inst, err := s.launch(e, a)
 	if err != nil && ctx.Err() != nil {
 		return ctx.Err() // interrupted: the server was stopped under the launch

@@ -165,7 +165,7 @@ func renderLimits(b *strings.Builder, p plan, res *results) {
 	fmt.Fprintf(b, "\n### The in-process limit\n\nThe same app called in a loop in one Python process "+
 		"(CPU time, so calls/s per core); the ceiling of any server on %d cores is about %d x that, "+
 		"with no HTTP, no wrk and no master.\n\n", cores, cores)
-	b.WriteString("| app | calls/s per core | us per call | herd req/s (16 conns) | herd / ceiling |\n|---|---:|---:|---:|---:|\n")
+	fmt.Fprintf(b, "| app | calls/s per core | us per call | herd req/s (%d conns) | herd / ceiling |\n|---|---:|---:|---:|---:|\n", p.conns[0])
 	for _, a := range p.apps {
 		r, ok := res.inproc[a.name]
 		if !ok {
@@ -206,7 +206,11 @@ func renderReport(e *env, p plan, m machine, res *results, note string) string {
 		"`uwsgi --http-socket` shows about one read error per request: it answers HTTP/1.1 " +
 		"without `Connection: close` and then closes the connection, so the next request wrk " +
 		"writes on it gets no answer and wrk reconnects (curl notices the dead connection before " +
-		"reusing it). Its requests/s count only answered requests.\n")
+		"reusing it). Its requests/s count only answered requests. nginx's non-2xx answers at " +
+		"256 connections are 502s: uWSGI's socket has a listen backlog of 100 (`--listen`), and " +
+		"nginx gives up when it is full. RSS is summed per process, so pages a forked worker " +
+		"shares with its master (uWSGI imports the app in the master, then forks) count once " +
+		"per process.\n")
 	renderTables(&b, p, res)
 	renderLimits(&b, p, res)
 	b.WriteString("\n## The machine\n\n")

@@ -70,10 +70,13 @@ func wrkArgs(script string, conns int, d time.Duration, url string) []string {
 		"--latency", "-s", script, url}
 }
 
-// writeWrkScript puts the report script into dir.
-func writeWrkScript(dir string) (string, error) {
+// writeWrkScript puts the app's wrk script, ending with the report, into dir.
+func writeWrkScript(dir string, a app) (string, error) {
 	path := filepath.Join(dir, "report.lua")
-	if err := os.WriteFile(path, []byte(wrkReport), 0o600); err != nil {
+	if a.lua != "" {
+		path = filepath.Join(dir, a.name+".lua")
+	}
+	if err := os.WriteFile(path, []byte(a.lua+wrkReport), 0o600); err != nil {
 		return "", fmt.Errorf("wrk script: %w", err)
 	}
 	return path, nil
