@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -95,6 +96,7 @@ func median[T int64 | float64 | time.Duration](xs []T) T {
 // row is the medians of one server in one table.
 type row struct {
 	rps                float64
+	rpsMin, rpsMax     float64 // the spread over rounds: on a busy machine it says how far to trust rps
 	p50, p99           time.Duration
 	errs               errCounts // summed over rounds: a median would hide one bad round
 	rssTotal, rssRoot  int64
@@ -115,6 +117,9 @@ func summarize(samples []sample) row {
 		r.errs = r.errs.add(s.errs)
 	}
 	r.rps, r.p50, r.p99 = median(rps), median(p50), median(p99)
+	if len(rps) > 0 {
+		r.rpsMin, r.rpsMax = slices.Min(rps), slices.Max(rps)
+	}
 	r.cpuPerReq, r.startup = median(cpu), median(start)
 	r.rssTotal, r.rssRoot = median(total), median(root)
 	return r
@@ -147,8 +152,12 @@ func renderTables(b *strings.Builder, p plan, res *results) {
 				if herd.rounds > 0 && r.rps > 0 {
 					ratio = fmt.Sprintf("%.2f", herd.rps/r.rps)
 				}
-				fmt.Fprintf(b, "| %s | %.0f | %s | %s | %v | %.1f (%.1f) | %.0f | %.0f | %s |\n",
-					s.label, r.rps, ms(r.p50), ms(r.p99), r.errs, mib(r.rssTotal), mib(r.rssRoot),
+				spread := ""
+				if r.rounds > 1 {
+					spread = fmt.Sprintf(" (%.0f-%.0f)", r.rpsMin, r.rpsMax)
+				}
+				fmt.Fprintf(b, "| %s | %.0f%s | %s | %s | %v | %.1f (%.1f) | %.0f | %.0f | %s |\n",
+					s.label, r.rps, spread, ms(r.p50), ms(r.p99), r.errs, mib(r.rssTotal), mib(r.rssRoot),
 					float64(r.cpuPerReq)/float64(time.Microsecond), float64(r.startup)/float64(time.Millisecond), ratio)
 			}
 		}
@@ -197,7 +206,7 @@ func renderReport(e *env, p plan, m machine, res *results, note string) string {
 	if note != "" {
 		fmt.Fprintf(&b, "\n**Conditions:** %s\n", note)
 	}
-	b.WriteString("\nColumns: requests/s; p50 and p99 latency as wrk saw it; errors (connect, read, " +
+	b.WriteString("\nColumns: requests/s, the median and in brackets the lowest and highest round; p50 and p99 latency as wrk saw it; errors (connect, read, " +
 		"write, timeout and non-2xx/3xx, summed over rounds); RSS: the largest total seen during " +
 		"the load over every process of the server (nginx included where it is in front), the " +
 		"masters alone in brackets; CPU per request: user + system time of all those processes " +
