@@ -2,6 +2,8 @@ package main
 
 import (
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -392,4 +394,97 @@ func cpuTime(t *testing.T, pid int) time.Duration {
 		t.Fatal(err)
 	}
 	return time.Duration(utime+stime) * 10 * time.Millisecond // USER_HZ is 100 on Linux
+}
+
+// TestUpgradeWithUSR2UnderLoad: USR2 starts a new master on the same listening sockets; the
+// old one drains and exits 0 once the new one serves, and no request fails meanwhile.
+func TestUpgradeWithUSR2UnderLoad(t *testing.T) {
+	h := herdtest.Start(t, herdtest.Options{Args: []string{"app:app", "--workers", "2", "--access-log", "off"}})
+	h.WaitReady(2, 20*time.Second)
+	oldPid := h.Cmd.Process.Pid
+	load := herdtest.StartLoad(h.URL+"/pid", 8, nil)
+	from := len(h.Events())
+	h.Signal(syscall.SIGUSR2)
+	ev, _, ok := h.WaitEvent(from, 30*time.Second, func(e herdtest.Event) bool {
+		return e.Msg() == "herd is starting" && e.Int("pid") != oldPid
+	})
+	if !ok {
+		t.Fatal("no new master started after USR2")
+	}
+	newPid := ev.Int("pid")
+	t.Cleanup(func() {
+		_ = syscall.Kill(newPid, syscall.SIGKILL)
+		waitGone(t, newPid)
+	})
+	if code := h.Wait(60 * time.Second); code != 0 {
+		t.Fatalf("old master exited with %d, want 0 after draining", code)
+	}
+	// The new master alone serves now, under the same load.
+	for sent := load.Sent(); load.Sent() < sent+100; {
+		time.Sleep(5 * time.Millisecond)
+	}
+	requireNoFailures(t, "USR2 upgrade", load.Stop())
+	_, body := get(t, herdtest.Client(), h.URL+"/pid")
+	var pid int
+	if _, err := fmt.Sscanf(body, "%d", &pid); err != nil || !slices.Contains(herdtest.ChildPids(newPid), pid) {
+		t.Fatalf("served by pid %q, want a worker of the new master %d (workers %v)", body, newPid, herdtest.ChildPids(newPid))
+	}
+	// The new master stops cleanly too.
+	if err := syscall.Kill(newPid, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	waitMsg(t, h, from, 30*time.Second, "herd stopped")
+}
+
+// TestTermUnderLoadFinishesAcceptedRequests: on TERM every request already accepted gets
+// its answer; afterwards new connections are refused (not failed half-way).
+func TestTermUnderLoadFinishesAcceptedRequests(t *testing.T) {
+	h := herdtest.Start(t, herdtest.Options{Args: []string{"app:app", "--workers", "2", "--access-log", "off"}})
+	h.WaitReady(2, 20*time.Second)
+	var answered, refused, broken atomic.Int64
+	done := make(chan struct{})
+	clients := 8
+	for range clients {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			c := herdtest.Client()
+			for {
+				status, err := getStatus(c, h.URL+"/sleep?s=0.2")
+				switch {
+				case err == nil && status == 200:
+					answered.Add(1)
+				case err != nil && strings.Contains(err.Error(), "connection refused"):
+					refused.Add(1)
+					return
+				default:
+					broken.Add(1)
+					t.Errorf("request during TERM: status %d, %v", status, err)
+					return
+				}
+			}
+		}()
+	}
+	for answered.Load() < 16 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	h.Signal(syscall.SIGTERM)
+	if code := h.Wait(30 * time.Second); code != 0 {
+		t.Fatalf("exit %d after TERM", code)
+	}
+	for range clients {
+		<-done
+	}
+	t.Logf("%d answered, %d refused after the stop, %d broken", answered.Load(), refused.Load(), broken.Load())
+}
+
+func getStatus(c *http.Client, url string) (int, error) {
+	resp, err := c.Get(url)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	if _, err := io.ReadAll(resp.Body); err != nil {
+		return resp.StatusCode, err
+	}
+	return resp.StatusCode, nil
 }

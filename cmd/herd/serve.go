@@ -45,7 +45,8 @@ what they mean in gunicorn. Options herd does not take are named in one warning.
 Signals: HUP graceful reload (a new generation of workers; a generation that cannot import
 the app never replaces a working one), TERM graceful stop (requests in flight finish), INT and
 QUIT fast stop, TTIN / TTOU one worker more / less, USR1 reopen the --log-file and
---access-log files (after logrotate moved them).`,
+--access-log files (after logrotate moved them), USR2 upgrade: start the herd binary anew
+on the same listening sockets, then drain and exit once it serves.`,
 		Example: `  herd serve hello:app --http 127.0.0.1:8000 --workers 4
   herd serve --ini uwsgi.ini
   herd serve -w 4 -b 0.0.0.0:8000 -b unix:/run/app.sock --chdir /srv/app myproject.wsgi`,
@@ -81,8 +82,10 @@ func serve(ctx context.Context, cfg *config.Config) error {
 		return err
 	}
 	cfg.Python = python
+	upgradeFrom := takeUpgradeParent() // before the workers' environment is taken
 	dep := newDeployment(cfg, log)
 	defer dep.close()
+	upgrade := newUpgrader(log, dep)
 
 	// Listeners first: a port in use should fail before any Python starts.
 	listeners, err := dep.listeners(cfg)
@@ -163,7 +166,7 @@ func serve(ctx context.Context, cfg *config.Config) error {
 	}
 
 	signals := make(chan os.Signal, 4)
-	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGTTIN, syscall.SIGTTOU)
+	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGTTIN, syscall.SIGTTOU)
 	defer signal.Stop(signals)
 
 	ctl, err := startControl(cfg, runDir, sup, exits, signals, addrs(listeners), log)
@@ -205,12 +208,13 @@ func serve(ctx context.Context, cfg *config.Config) error {
 		case <-sup.Ready():
 			log.Info().Msg("serving")
 			dep.serving()
+			retireOldMaster(log, upgradeFrom)
 		case <-ctx.Done():
 		}
 	}()
 
 	onDrain := func() { metrics.SetDraining(); dep.beginDrain() }
-	err = waitForStop(log, signals, supDone, srv, sup, dep, cfg.GracefulTimeout, onDrain)
+	err = waitForStop(log, signals, supDone, srv, sup, dep, upgrade, cfg.GracefulTimeout, onDrain)
 	if adminSrv != nil {
 		adminSrv.Shutdown(time.Second)
 	}
@@ -232,7 +236,7 @@ func serve(ctx context.Context, cfg *config.Config) error {
 // listeners close, requests in flight finish, and workers stop. INT and QUIT, or a second
 // TERM, stop at once. onDrain is called as soon as any stop begins (the admin server's
 // /readyz turns 503 then, and systemd hears STOPPING=1).
-func waitForStop(log zerolog.Logger, signals <-chan os.Signal, supDone <-chan error, srv *http.Server, sup *supervisor.Supervisor, dep *deployment, graceful time.Duration, onDrain func()) error {
+func waitForStop(log zerolog.Logger, signals <-chan os.Signal, supDone <-chan error, srv *http.Server, sup *supervisor.Supervisor, dep *deployment, upgrade *upgrader, graceful time.Duration, onDrain func()) error {
 	draining := false
 	shutdownDone := make(chan struct{})
 	abortDrain := make(chan struct{})
@@ -253,6 +257,10 @@ func waitForStop(log zerolog.Logger, signals <-chan os.Signal, supDone <-chan er
 				// The supervisor logs how the reload ends; nobody waits for it here.
 				log.Info().Msg("SIGHUP: graceful reload")
 				sup.Reload()
+			case sig == syscall.SIGUSR2 && !draining:
+				upgrade.start()
+			case sig == syscall.SIGUSR2:
+				log.Warn().Msg("USR2 while stopping: no upgrade")
 			case sig == syscall.SIGTTIN:
 				sup.Scale(+1)
 			case sig == syscall.SIGTTOU:

@@ -95,9 +95,11 @@ type Instance struct {
 	cond   *sync.Cond
 	events []Event
 	raw    []string
-	done   bool
-	exit   error
-	exited chan struct{}
+	done   bool // the master exited
+	// logEnded: every writer of the log is gone (the master and any master it started).
+	logEnded bool
+	exit     error
+	exited   chan struct{}
 }
 
 // Options for Start.
@@ -158,17 +160,24 @@ func Start(t testing.TB, opts Options) *Instance {
 		cmd.Dir = ExampleDir(t)
 	}
 	cmd.Env = append(os.Environ(), opts.Env...)
-	stderr, err := cmd.StderrPipe()
+	// The log is read from a pipe of our own rather than StderrPipe, whose read end Wait
+	// closes: a master started by this one (USR2) writes on after the first exits.
+	stderr, logWriter, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
 	}
+	cmd.Stderr = logWriter
 	cmd.Stdout = os.Stdout
-	if err := cmd.Start(); err != nil {
+	err = cmd.Start()
+	_ = logWriter.Close()
+	if err != nil {
+		_ = stderr.Close()
 		t.Fatal(err)
 	}
 	in := &Instance{t: t, Cmd: cmd, Addr: addr, URL: "http://" + addr, AdminURL: adminURL, exited: make(chan struct{})}
 	in.cond = sync.NewCond(&in.mu)
-	go in.readLog(bufio.NewScanner(stderr))
+	go in.readLog(stderr)
+	go in.waitExit()
 	t.Cleanup(func() {
 		if in.Running() {
 			_ = cmd.Process.Signal(syscall.SIGKILL)
@@ -181,7 +190,10 @@ func Start(t testing.TB, opts Options) *Instance {
 	return in
 }
 
-func (in *Instance) readLog(sc *bufio.Scanner) {
+// readLog collects the log until every process writing it is gone.
+func (in *Instance) readLog(r *os.File) {
+	defer r.Close()
+	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 64<<10), 8<<20)
 	for sc.Scan() {
 		line := sc.Text()
@@ -195,6 +207,13 @@ func (in *Instance) readLog(sc *bufio.Scanner) {
 		in.cond.Broadcast()
 		in.mu.Unlock()
 	}
+	in.mu.Lock()
+	in.logEnded = true
+	in.cond.Broadcast()
+	in.mu.Unlock()
+}
+
+func (in *Instance) waitExit() {
 	err := in.Cmd.Wait()
 	in.mu.Lock()
 	in.done = true
@@ -255,7 +274,7 @@ func (in *Instance) WaitEvent(from int, timeout time.Duration, match func(Event)
 				return in.events[i], i + 1, true
 			}
 		}
-		if in.done || time.Now().After(deadline) {
+		if in.logEnded || time.Now().After(deadline) {
 			return nil, i, false
 		}
 		in.cond.Wait()
