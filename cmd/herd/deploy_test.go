@@ -141,6 +141,11 @@ func TestSystemdNotifyAndSocketActivation(t *testing.T) {
 		}
 	}
 
+	// STATUS= follows the workers: both are ready by now.
+	for m := waitNotify(t, msgs, "STATUS", 30*time.Second); m["STATUS"] != "serving: 2 of 2 workers ready"; {
+		m = waitNotify(t, msgs, "STATUS", 30*time.Second)
+	}
+
 	if err := h.Cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
