@@ -41,8 +41,9 @@ type deployment struct {
 	// systemd gave), before any PROXY wrapping: what a re-executed master inherits.
 	sockets []listener.Activated
 
-	mu    sync.Mutex
-	ready map[int]bool // worker ids the supervisor reported ready and not yet exited
+	mu         sync.Mutex
+	ready      map[int]bool // worker ids the supervisor reported ready and not yet exited
+	generation int          // the newest worker generation seen started
 }
 
 func newDeployment(cfg *config.Config, log zerolog.Logger) *deployment {
@@ -200,7 +201,18 @@ func (d *deployment) close() { _ = d.notify.Close() }
 // The deployment observes the supervisor to keep systemd's STATUS= line current.
 var _ supervisor.Observer = (*deployment)(nil)
 
-func (d *deployment) WorkerStarted(supervisor.WorkerInfo) {}
+// WorkerStarted notices a reload by its first worker of a new generation, whatever asked for
+// it (SIGHUP, herd reload, a file change): systemd hears RELOADING=1 then, and READY=1 from
+// Reloaded when it ends, either way.
+func (d *deployment) WorkerStarted(w supervisor.WorkerInfo) {
+	d.mu.Lock()
+	reload := d.generation != 0 && w.Generation > d.generation
+	d.generation = max(d.generation, w.Generation)
+	d.mu.Unlock()
+	if reload {
+		d.send(d.notify.Reloading(d.status(fmt.Sprintf("reloading to generation %d", w.Generation))))
+	}
+}
 
 func (d *deployment) WorkerReady(w supervisor.WorkerInfo, _ time.Duration) {
 	d.mu.Lock()
