@@ -34,7 +34,6 @@ type deployment struct {
 	log           zerolog.Logger
 	notify        *sdnotify.Notifier // nil when not under systemd: every send is a no-op
 	shutdownDelay time.Duration
-	wanted        int
 	draining      atomic.Bool
 
 	// sockets are the listening sockets by name (an --http address as written, or the name
@@ -44,13 +43,13 @@ type deployment struct {
 	mu         sync.Mutex
 	ready      map[int]bool // worker ids the supervisor reported ready and not yet exited
 	generation int          // the newest worker generation seen started
+	reloading  bool         // between a new generation's first start and Reloaded
 }
 
 func newDeployment(cfg *config.Config, log zerolog.Logger) *deployment {
 	d := &deployment{
 		log:           log.With().Str("component", "deploy").Logger(),
 		shutdownDelay: cfg.ShutdownDelay,
-		wanted:        cfg.Workers,
 		ready:         map[int]bool{},
 	}
 	n, err := sdnotify.FromEnv()
@@ -187,7 +186,12 @@ func (d *deployment) gracefulShutdown(abort <-chan struct{}, srv *http.Server, g
 func (d *deployment) status(what string) string {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return fmt.Sprintf("%s: %d of %d workers ready", what, len(d.ready), d.wanted)
+	// Ready workers of every generation: during a reload both serve, and with TTIN/TTOU
+	// the wanted number moves, so a count "of N" would mislead.
+	if len(d.ready) == 1 {
+		return what + ": 1 worker ready"
+	}
+	return fmt.Sprintf("%s: %d workers ready", what, len(d.ready))
 }
 
 func (d *deployment) send(err error) {
@@ -208,6 +212,7 @@ func (d *deployment) WorkerStarted(w supervisor.WorkerInfo) {
 	d.mu.Lock()
 	reload := d.generation != 0 && w.Generation > d.generation
 	d.generation = max(d.generation, w.Generation)
+	d.reloading = d.reloading || reload
 	d.mu.Unlock()
 	if reload {
 		d.send(d.notify.Reloading(d.status(fmt.Sprintf("reloading to generation %d", w.Generation))))
@@ -232,6 +237,9 @@ func (d *deployment) WorkerExited(w supervisor.WorkerInfo, _ supervisor.ExitStat
 }
 
 func (d *deployment) Reloaded(gen int, err error) {
+	d.mu.Lock()
+	d.reloading = false
+	d.mu.Unlock()
 	if err != nil {
 		d.send(d.notify.Ready(d.status(fmt.Sprintf("reload to generation %d failed, old generation serving", gen))))
 		return
@@ -241,6 +249,11 @@ func (d *deployment) Reloaded(gen int, err error) {
 
 func (d *deployment) updateStatus() {
 	what := "serving"
+	d.mu.Lock()
+	if d.reloading {
+		what = "reloading"
+	}
+	d.mu.Unlock()
 	if d.Draining() {
 		what = "stopping"
 	}

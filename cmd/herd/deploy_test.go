@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -110,7 +111,7 @@ func TestSystemdNotifyAndSocketActivation(t *testing.T) {
 	sock.Close() // herd holds its own copy now, as a service holds systemd's
 
 	ready := waitNotify(t, msgs, "READY", 30*time.Second)
-	if ready["READY"] != "1" || !strings.Contains(ready["STATUS"], "of 2 workers ready") {
+	if ready["READY"] != "1" || !strings.Contains(ready["STATUS"], "ready") {
 		t.Errorf("READY notification: %v", ready)
 	}
 	resp, err := http.ReadResponse(bufio.NewReader(early), nil)
@@ -142,8 +143,24 @@ func TestSystemdNotifyAndSocketActivation(t *testing.T) {
 	}
 
 	// STATUS= follows the workers: both are ready by now.
-	for m := waitNotify(t, msgs, "STATUS", 30*time.Second); m["STATUS"] != "serving: 2 of 2 workers ready"; {
+	for m := waitNotify(t, msgs, "STATUS", 30*time.Second); m["STATUS"] != "serving: 2 workers ready"; {
 		m = waitNotify(t, msgs, "STATUS", 30*time.Second)
+	}
+
+	// SIGHUP reloads: RELOADING=1 with the monotonic clock (systemd 253's notify-reload),
+	// then READY=1 once the new generation serves.
+	if err := h.Cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	reloading := waitNotify(t, msgs, "RELOADING", 30*time.Second)
+	if usec, err := strconv.ParseUint(reloading["MONOTONIC_USEC"], 10, 64); reloading["RELOADING"] != "1" || err != nil || usec == 0 {
+		t.Errorf("RELOADING notification: %v", reloading)
+	}
+	if m := waitNotify(t, msgs, "READY", 30*time.Second); m["READY"] != "1" || !strings.Contains(m["STATUS"], "serving generation 2") {
+		t.Errorf("READY after the reload: %v", m)
+	}
+	if status, body := get(t, herdtest.Client(), h.URL+"/"); status != 200 || body != "hello\n" {
+		t.Errorf("GET after the reload: %d %q", status, body)
 	}
 
 	if err := h.Cmd.Process.Signal(syscall.SIGTERM); err != nil {
