@@ -27,6 +27,7 @@ type plan struct {
 	duration time.Duration
 	warmup   time.Duration
 	inproc   time.Duration // in-process limit: CPU seconds per app, 0 to skip
+	gobench  time.Duration // -benchtime of the proxy's go test benchmarks, 0 to skip
 	log      func(format string, args ...any)
 }
 
@@ -50,6 +51,7 @@ type results struct {
 	samples map[cell][]sample
 	na      map[cell]string
 	inproc  map[string]inprocResult
+	gobench []string // the result lines of go test -bench ./proxy
 }
 
 func main() {
@@ -62,6 +64,7 @@ func main() {
 		duration = flag.Duration("duration", 5*time.Second, "wrk duration per measured load (whole seconds)")
 		warmup   = flag.Duration("warmup", time.Second, "wrk warm-up after each start, not measured")
 		inproc   = flag.Duration("inproc", 2*time.Second, "CPU time of the in-process limit per app; 0 skips it")
+		gobench  = flag.Duration("gobench", 2*time.Second, "-benchtime of go test -bench ./proxy (master and worker CPU per request); 0 skips it")
 		workers  = flag.Int("workers", 2, "worker processes of every server")
 		herd     = flag.String("herd", "bin/herd", "the herd binary")
 		python   = flag.String("python", "/usr/bin/python3", "Python of every server (Debian's has Flask and Django)")
@@ -82,7 +85,7 @@ func main() {
 		set := map[string]bool{}
 		flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
 		quickDefaults := map[string]string{"servers": "herd,uwsgi-http-socket,gunicorn-sync,go-hello", "apps": "hello",
-			"conns": "16", "rounds": "1", "duration": "3s", "inproc": "0s"}
+			"conns": "16", "rounds": "1", "duration": "3s", "inproc": "0s", "gobench": "0s"}
 		for name, value := range quickDefaults {
 			if !set[name] {
 				_ = flag.Set(name, value)
@@ -90,16 +93,16 @@ func main() {
 		}
 	}
 	code := 0
-	if err := run(*servers, *apps, *conns, *rounds, *duration, *warmup, *inproc, *workers, *herd, *python, *report, *note); err != nil {
+	if err := run(*servers, *apps, *conns, *rounds, *duration, *warmup, *inproc, *gobench, *workers, *herd, *python, *report, *note); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		code = 1
 	}
 	os.Exit(code)
 }
 
-func run(serverList, appList, connList string, rounds int, duration, warmup, inproc time.Duration,
+func run(serverList, appList, connList string, rounds int, duration, warmup, inproc, gobench time.Duration,
 	workers int, herd, python, reportPath, note string) error {
-	p := plan{rounds: rounds, duration: duration, warmup: warmup, inproc: inproc,
+	p := plan{rounds: rounds, duration: duration, warmup: warmup, inproc: inproc, gobench: gobench,
 		log: func(f string, a ...any) { fmt.Fprintf(os.Stderr, f+"\n", a...) }}
 	var err error
 	if p.servers, err = pickServers(serverList); err != nil {
@@ -269,6 +272,13 @@ func measure(ctx context.Context, e *env, p plan) (*results, error) {
 			res.inproc[a.name] = r
 			p.log("bench: in-process %s: %.0f calls/s per core (%.2f us per call)", a.name, r.CallsPerCoreSecond, r.UsPerCall)
 		}
+	}
+	if p.gobench > 0 {
+		lines, err := runGoBench(ctx, e, p.gobench)
+		if err != nil {
+			return nil, err
+		}
+		res.gobench = lines
 	}
 	return res, nil
 }

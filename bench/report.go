@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -11,6 +13,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -38,6 +41,53 @@ func runInproc(e *env, a app, cpu time.Duration) (inprocResult, error) {
 		return inprocResult{}, fmt.Errorf("in-process %s printed %q: %w", a.name, out, err)
 	}
 	return r, nil
+}
+
+// goBenchArgs is the command of the proxy's benchmarks: per request, the master's CPU and the
+// worker's, against real workers, without HTTP clients in the way.
+func goBenchArgs(benchtime time.Duration) []string {
+	return []string{"go", "test", "./proxy", "-run", "^$", "-bench", ".", "-benchtime", benchtime.String(), "-count", "1"}
+}
+
+// runGoBench runs the proxy's benchmarks and keeps their result lines.
+func runGoBench(ctx context.Context, e *env, benchtime time.Duration) ([]string, error) {
+	args := goBenchArgs(benchtime)
+	var out bytes.Buffer
+	cmd := exec.Command(args[0], args[1:]...)
+	cmd.Dir, cmd.Stdout, cmd.Stderr = e.root, &out, &out
+	p, err := running.start("go test -bench", cmd)
+	if err != nil {
+		return nil, err
+	}
+	select {
+	case <-p.done:
+	case <-ctx.Done():
+	}
+	running.stop(p, syscall.SIGTERM, 5*time.Second)
+	if p.err != nil {
+		return nil, fmt.Errorf("%s: %v\n%s", strings.Join(args, " "), p.err, out.String())
+	}
+	var lines []string
+	for _, l := range strings.Split(out.String(), "\n") {
+		if strings.HasPrefix(l, "Benchmark") || strings.HasPrefix(l, "cpu:") {
+			lines = append(lines, strings.Join(strings.Fields(l), " "))
+		}
+	}
+	return lines, nil
+}
+
+// renderGoBench is the proxy's per-request cost split.
+func renderGoBench(b *strings.Builder, res *results, p plan) {
+	if len(res.gobench) == 0 {
+		return
+	}
+	fmt.Fprintf(b, "\n### The master's and the worker's CPU per request\n\n`%s` (proxy/bench_test.go), "+
+		"on the hello app with real workers: WorkerDirect is a uwsgi request written on a worker "+
+		"connection and its answer read (no HTTP), Handler adds proxy.Handler.ServeHTTP on an "+
+		"in-memory request, HTTP adds net/http on loopback with 8 keep-alive Go clients in the "+
+		"same process (their CPU counts as the master's there). master-us/op is this process's "+
+		"CPU per request, worker-us/op the Python workers'.\n\n```\n%s\n```\n",
+		strings.Join(goBenchArgs(p.gobench), " "), strings.Join(res.gobench, "\n"))
 }
 
 // machine is the description the report starts with.
@@ -222,6 +272,7 @@ func renderReport(e *env, p plan, m machine, res *results, note string) string {
 		"per process.\n")
 	renderTables(&b, p, res)
 	renderLimits(&b, p, res)
+	renderGoBench(&b, res, p)
 	b.WriteString("\n## The machine\n\n")
 	for _, l := range m.lines {
 		b.WriteString("- " + l + "\n")
