@@ -22,7 +22,9 @@ type ConnInfo struct {
 //
 // Choices, as uWSGI and gunicorn make them unless noted:
 //   - PATH_INFO is the percent-decoded path; its bytes reach the app as latin-1 (PEP 3333).
-//     The raw form stays in REQUEST_URI, so %2F remains distinguishable from /.
+//     The raw form stays in REQUEST_URI (and gunicorn's RAW_URI), so %2F remains
+//     distinguishable from /. net/http refuses a path with a bad escape such as %zz (400),
+//     where uWSGI would decode it into a NUL byte.
 //   - A header whose name contains "_" is dropped: otherwise X_Forwarded_For would pose as
 //     X-Forwarded-For, since both become HTTP_X_FORWARDED_FOR.
 //   - Repeated headers are joined with ", ", Cookie with "; " (RFC 9110, RFC 6265).
@@ -47,6 +49,7 @@ func RequestVars(dst []protocol.Var, r *http.Request, info ConnInfo, bodyLength 
 	dst = append(dst,
 		protocol.Var{Key: "REQUEST_METHOD", Value: r.Method},
 		protocol.Var{Key: "REQUEST_URI", Value: r.RequestURI},
+		protocol.Var{Key: "RAW_URI", Value: r.RequestURI}, // gunicorn's name for the same
 		protocol.Var{Key: "PATH_INFO", Value: r.URL.Path},
 		protocol.Var{Key: "QUERY_STRING", Value: r.URL.RawQuery},
 		protocol.Var{Key: "SCRIPT_NAME", Value: ""},

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -140,5 +141,75 @@ func TestRejectMethodIsOrdinaryWithoutToken(t *testing.T) {
 	resps, _ := rawExchange(t, h.Addr, "HERD-REJECT /0123/414/x HTTP/1.1\r\nHost: a\r\n\r\n", 1)
 	if len(resps) != 1 || resps[0].status == 414 {
 		t.Fatalf("got %+v", resps)
+	}
+}
+
+// TestPathInfoDecoding: PATH_INFO is percent-decoded with its bytes as latin-1 (PEP 3333),
+// and the raw path stays in REQUEST_URI and RAW_URI, so %2F is not lost.
+func TestPathInfoDecoding(t *testing.T) {
+	h := herdtest.Start(t, herdtest.Options{Dir: testAppsDir(t), Args: []string{"fixture:app", "--workers", "1"}})
+	h.WaitReady(1, 20*time.Second)
+	cases := []struct{ uri, pathInfo string }{
+		{"/env/a%2Fb?x=%2F", "/env/a/b"},
+		{"/env/%C3%A9t%C3%A9", "/env/\u00c3\u00a9t\u00c3\u00a9"}, // UTF-8 bytes, each a latin-1 char
+		{"/env/%ff%fe", "/env/\u00ff\u00fe"},                     // not UTF-8 at all
+		{"/env/a%20b+c", "/env/a b+c"},
+		{"/env/\xc3\xa9", "/env/\u00c3\u00a9"}, // raw non-ASCII bytes in the request line
+	}
+	for _, tc := range cases {
+		resps, _ := rawExchange(t, h.Addr, "GET "+tc.uri+" HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", 1)
+		if len(resps) != 1 || resps[0].status != 200 {
+			t.Fatalf("%q: %+v", tc.uri, resps)
+		}
+		var env map[string]any
+		if err := json.Unmarshal([]byte(resps[0].body), &env); err != nil {
+			t.Fatal(err)
+		}
+		if env["PATH_INFO"] != tc.pathInfo || env["REQUEST_URI"] != latin1(tc.uri) || env["RAW_URI"] != latin1(tc.uri) {
+			t.Errorf("%q: PATH_INFO %q REQUEST_URI %q RAW_URI %q, want PATH_INFO %q", tc.uri, env["PATH_INFO"], env["REQUEST_URI"], env["RAW_URI"], tc.pathInfo)
+		}
+	}
+}
+
+// latin1 is how the worker shows raw bytes to the app: one char per byte.
+func latin1(s string) string {
+	r := make([]rune, len(s))
+	for i := range len(s) {
+		r[i] = rune(s[i])
+	}
+	return string(r)
+}
+
+// TestThreadsServeAtOnce: with --threads 4, one worker runs 4 slow requests at the same
+// time, on 4 threads, and tells the app wsgi.multithread.
+func TestThreadsServeAtOnce(t *testing.T) {
+	h := herdtest.Start(t, herdtest.Options{Dir: testAppsDir(t), Args: []string{"fixture:app", "--workers", "1", "--threads", "4"}})
+	h.WaitReady(1, 20*time.Second)
+	c := herdtest.Client()
+	_, body := herdtest.Get(t, c, h.URL+"/env")
+	var env map[string]any
+	if err := json.Unmarshal([]byte(body), &env); err != nil || env["wsgi.multithread"] != true {
+		t.Fatalf("wsgi.multithread = %v (%v)", env["wsgi.multithread"], err)
+	}
+	const sleep = 2 * time.Second
+	start := time.Now()
+	threads := make(chan string, 4)
+	for range 4 {
+		go func() {
+			status, body := herdtest.Get(t, c, h.URL+"/slow?t=2")
+			threads <- strconv.Itoa(status) + " " + body
+		}()
+	}
+	seen := map[string]bool{}
+	for range 4 {
+		got := <-threads
+		if !strings.HasPrefix(got, "200 ") {
+			t.Fatalf("slow request: %q", got)
+		}
+		seen[got] = true
+	}
+	// One at a time would take 4 x 2 s; at once, 2 s and the overhead of a busy machine.
+	if took := time.Since(start); took > sleep+1500*time.Millisecond || len(seen) != 4 {
+		t.Fatalf("4 requests of %s took %s on threads %v: not served at once", sleep, took, seen)
 	}
 }
