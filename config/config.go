@@ -35,9 +35,10 @@ type Config struct {
 	MaxBodySize Size `key:"max-body-size" default:"0" help:"larger request bodies are refused with 413; 0 means no limit"`
 
 	// Conformance and front ends (issue 3) add their options here.
-	LimitRequestLine      int `key:"limit-request-line" default:"4094" help:"longest request line in bytes (gunicorn's limit): longer ones get 414; 0 means herd's ceiling of 1 MiB per head"`
-	LimitRequestFields    int `key:"limit-request-fields" default:"100" help:"most header fields in one request (gunicorn's limit): more get 431; 0 means herd's ceiling of 1 MiB per head"`
-	LimitRequestFieldSize int `key:"limit-request-field-size" default:"8190" help:"longest header field line in bytes (gunicorn's limit): longer ones get 431; 0 means herd's ceiling of 1 MiB per head"`
+	ResponseBuffer        Size `key:"response-buffer" default:"1MiB" help:"responses with a Content-Length up to this size are read whole from the worker before the client gets them, so a slow client holds no worker; larger and streaming ones (no length, text/event-stream, or the app's X-Accel-Buffering: no) go through as the client reads"`
+	LimitRequestLine      int  `key:"limit-request-line" default:"4094" help:"longest request line in bytes (gunicorn's limit): longer ones get 414; 0 means herd's ceiling of 1 MiB per head"`
+	LimitRequestFields    int  `key:"limit-request-fields" default:"100" help:"most header fields in one request (gunicorn's limit): more get 431; 0 means herd's ceiling of 1 MiB per head"`
+	LimitRequestFieldSize int  `key:"limit-request-field-size" default:"8190" help:"longest header field line in bytes (gunicorn's limit): longer ones get 431; 0 means herd's ceiling of 1 MiB per head"`
 
 	// Worker lifecycle (issue 4) adds its options here.
 	ChainReload       bool          `key:"chain-reload" default:"false" help:"on reload, replace one worker at a time (at most one extra process) instead of starting a whole new generation at once"`
@@ -154,7 +155,7 @@ func (c *Config) Validate() error {
 			add(key, "%d: must be 0 (herd's ceiling) or more", n)
 		}
 	}
-	if c.BodyBuffer < 0 || c.MaxBodySize < 0 {
+	if c.BodyBuffer < 0 || c.MaxBodySize < 0 || c.ResponseBuffer < 0 {
 		add("body-buffer", "sizes must not be negative")
 	}
 	if c.Venv != "" && c.Python == "python3" {

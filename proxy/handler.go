@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -60,6 +61,10 @@ type Handler struct {
 	MaxBodySize int64
 	TempDir     string
 	HTTPS       bool
+	// ResponseBuffer is the largest response body read whole from the worker before the
+	// client gets it, so that the worker is free again whatever the client's speed. Larger
+	// responses, and streaming ones, are copied through as the client takes them.
+	ResponseBuffer int64
 }
 
 // maxAttempts bounds how often one request is offered to a worker. Only requests that never
@@ -111,8 +116,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rec.Worker = lease.WorkerID()
+	released := &onceLease{Lease: lease}
 	reusable := false
-	defer func() { lease.Release(reusable) }()
+	defer func() { released.Release(reusable) }()
 
 	resp, err := http.ReadResponse(lease.Reader(), r)
 	if err != nil {
@@ -120,7 +126,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rec.Status = resp.StatusCode
-	reusable, rec.BytesOut, err = h.copyResponse(w, resp)
+	reusable, rec.BytesOut, err = h.copyResponse(w, resp, released)
 	if err != nil {
 		h.Log.Warn().Err(err).Int("worker", rec.Worker).Str("path", r.URL.Path).Msg("response aborted")
 		// The status line is out already: abort the client connection rather than
@@ -202,34 +208,48 @@ var hopByHop = map[string]bool{
 	"Te": true, "Trailer": true, "Upgrade": true,
 }
 
-// copyResponse streams the worker's response to the client. It reports whether the worker
+// noBufferingHeader is how an app asks for its response to go to the client part by part
+// as it yields them, even with a Content-Length: nginx's header, so apps that set it for
+// nginx stream under herd too. It is not passed on to the client.
+const noBufferingHeader = "X-Accel-Buffering"
+
+// copyResponse sends the worker's response to the client. It reports whether the worker
 // connection can carry another request (the body was read to its end) and how many body
 // bytes the client got. An error means the worker's side broke mid-body.
-func (h *Handler) copyResponse(w http.ResponseWriter, resp *http.Response) (reusable bool, n int64, err error) {
+//
+// A response with a Content-Length up to ResponseBuffer is read whole first and the lease
+// released before the client write starts, so a slow client holds no worker. A streaming
+// response (no length, text/event-stream, or X-Accel-Buffering: no) goes out part by part,
+// flushed as it comes.
+func (h *Handler) copyResponse(w http.ResponseWriter, resp *http.Response, lease Lease) (reusable bool, n int64, err error) {
+	streaming := resp.ContentLength < 0 ||
+		strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") ||
+		strings.EqualFold(resp.Header.Get(noBufferingHeader), "no")
 	dst := w.Header()
 	for k, vv := range resp.Header {
-		if !hopByHop[k] {
+		if !hopByHop[k] && k != noBufferingHeader {
 			dst[k] = vv
 		}
 	}
+	if !streaming && resp.ContentLength <= h.ResponseBuffer {
+		return h.sendBuffered(w, resp, lease)
+	}
 	w.WriteHeader(resp.StatusCode)
-	// A body without a length is the app streaming (a generator, server-sent events):
-	// each part goes to the client as it arrives. One with a length is copied in bulk.
-	streaming := resp.ContentLength < 0
 	flusher, _ := w.(http.Flusher)
+	if streaming && flusher != nil {
+		flusher.Flush() // the headers too: an event stream may be quiet for a while
+	}
 	bufp := copyBufPool.Get().(*[]byte)
 	defer copyBufPool.Put(bufp)
 	buf := *bufp
-	clientGone := false
 	for {
 		nr, rerr := resp.Body.Read(buf)
-		if nr > 0 && !clientGone {
+		if nr > 0 {
 			nw, werr := w.Write(buf[:nr])
 			n += int64(nw)
 			if werr != nil {
 				// The client left. Closing the worker connection (reusable=false) makes
 				// the worker's next write fail, so it stops producing for nobody.
-				clientGone = true
 				return false, n, nil
 			}
 			if streaming && flusher != nil {
@@ -242,6 +262,49 @@ func (h *Handler) copyResponse(w http.ResponseWriter, resp *http.Response) (reus
 		if rerr != nil {
 			return false, n, fmt.Errorf("read worker response: %w", rerr)
 		}
+	}
+}
+
+// sendBuffered reads the whole body from the worker, gives the worker back, then writes to
+// the client. The lease is released here; the caller's Release is then a no-op.
+func (h *Handler) sendBuffered(w http.ResponseWriter, resp *http.Response, lease Lease) (bool, int64, error) {
+	var body []byte
+	bufp := copyBufPool.Get().(*[]byte)
+	defer copyBufPool.Put(bufp)
+	switch {
+	case resp.Body == http.NoBody: // HEAD, 204, 304: a Content-Length but no body
+	case resp.ContentLength <= int64(len(*bufp)):
+		body = (*bufp)[:resp.ContentLength]
+	default:
+		body = make([]byte, resp.ContentLength)
+	}
+	if _, err := io.ReadFull(resp.Body, body); err != nil {
+		return false, 0, fmt.Errorf("read worker response: %w", err)
+	}
+	reusable := !resp.Close
+	if reusable {
+		// A worker that wrote more than its Content-Length must not be reused: the
+		// extra bytes would be taken for the next answer.
+		_, err := resp.Body.Read(make([]byte, 1))
+		reusable = err == io.EOF
+	}
+	lease.Release(reusable)
+	w.WriteHeader(resp.StatusCode)
+	nw, _ := w.Write(body) // a client that left is no error of the worker's
+	return reusable, int64(nw), nil
+}
+
+// onceLease lets sendBuffered give the worker back early and the handler's deferred
+// Release still run.
+type onceLease struct {
+	Lease
+	done bool
+}
+
+func (l *onceLease) Release(reusable bool) {
+	if !l.done {
+		l.done = true
+		l.Lease.Release(reusable)
 	}
 }
 

@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -211,5 +213,117 @@ func TestThreadsServeAtOnce(t *testing.T) {
 	// One at a time would take 4 x 2 s; at once, 2 s and the overhead of a busy machine.
 	if took := time.Since(start); took > sleep+1500*time.Millisecond || len(seen) != 4 {
 		t.Fatalf("4 requests of %s took %s on threads %v: not served at once", sleep, took, seen)
+	}
+}
+
+// TestSlowClientsDoNotHoldWorkers: 50 clients reading a 6 MiB answer at 1 KiB/s do not
+// stop a fast client from getting 200s from a 2-worker herd: the master takes each answer
+// whole into its response buffer and frees the worker at once. The answers are that large
+// because Linux takes up to 4 MiB of a slow reader's data into the socket (tcp_wmem): with
+// smaller ones the test would pass without any buffer (with --response-buffer 0 at 6 MiB,
+// only the first 2 clients are ever answered).
+func TestSlowClientsDoNotHoldWorkers(t *testing.T) {
+	h := herdtest.Start(t, herdtest.Options{Dir: testAppsDir(t), Args: []string{"fixture:app", "--workers", "2", "--queue-timeout", "5s", "--response-buffer", "8MiB"}})
+	h.WaitReady(2, 20*time.Second)
+	const slowClients, size = 50, 6 << 20
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var firstBytes atomic.Int32
+	var conns []net.Conn
+	defer func() {
+		close(stop)
+		for _, c := range conns {
+			_ = c.Close() // unblocks readers still waiting for their first bytes
+		}
+		wg.Wait()
+	}()
+	for range slowClients {
+		conn, err := net.Dial("tcp", h.Addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, conn)
+		// A small receive window, so the kernel cannot take the answer off herd's hands.
+		_ = conn.(*net.TCPConn).SetReadBuffer(4096)
+		if _, err := io.WriteString(conn, "GET /big?n="+strconv.Itoa(size)+" HTTP/1.1\r\nHost: a\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			buf := make([]byte, 1024)
+			tick := time.NewTicker(time.Second)
+			defer tick.Stop()
+			for i := 0; ; i++ {
+				if _, err := io.ReadFull(conn, buf); err != nil {
+					return
+				}
+				if i == 0 {
+					firstBytes.Add(1)
+				}
+				select {
+				case <-stop:
+					return
+				case <-tick.C:
+				}
+			}
+		}()
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for firstBytes.Load() < slowClients && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := firstBytes.Load(); n < slowClients {
+		t.Fatalf("only %d of %d slow clients got their first bytes", n, slowClients)
+	}
+	// Every slow client has its answer started, and reads 1 KiB a second of 512: without
+	// the buffer both workers would be held for minutes.
+	c := herdtest.Client()
+	c.Timeout = 10 * time.Second
+	var worst time.Duration
+	for range 20 {
+		start := time.Now()
+		status, body := herdtest.Get(t, c, h.URL+"/hello")
+		took := time.Since(start)
+		worst = max(worst, took)
+		if status != 200 || body != "Hello, World!" {
+			t.Fatalf("fast client got %d %q", status, body)
+		}
+	}
+	// Normal latency is a few ms; 2 s is the margin for a machine shared by many tests.
+	if worst > 2*time.Second {
+		t.Fatalf("slowest fast request took %s", worst)
+	}
+	t.Logf("20 fast requests beside %d slow clients: slowest %s", slowClients, worst)
+}
+
+// TestStreamingResponsesFlushPartByPart: an event stream, and a response whose app sets
+// X-Accel-Buffering: no, reach the client part by part as the app yields them.
+func TestStreamingResponsesFlushPartByPart(t *testing.T) {
+	h := herdtest.Start(t, herdtest.Options{Dir: testAppsDir(t), Args: []string{"fixture:app", "--workers", "1"}})
+	h.WaitReady(1, 20*time.Second)
+	for _, mode := range []string{"sse", "accel"} {
+		t.Run(mode, func(t *testing.T) {
+			resp, err := herdtest.Client().Get(h.URL + "/paced?n=3&pause=0.6&mode=" + mode)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			if v := resp.Header.Get("X-Accel-Buffering"); v != "" {
+				t.Errorf("X-Accel-Buffering reached the client: %q", v)
+			}
+			part := make([]byte, len("data: part\n\n"))
+			var arrivals []time.Time
+			for range 3 {
+				if _, err := io.ReadFull(resp.Body, part); err != nil {
+					t.Fatal(err)
+				}
+				arrivals = append(arrivals, time.Now())
+			}
+			// Parts are 0.6 s apart at the app: buffered, they would arrive together.
+			if gap := arrivals[2].Sub(arrivals[0]); gap < time.Second {
+				t.Fatalf("3 parts 0.6 s apart arrived within %s: not streamed", gap)
+			}
+		})
 	}
 }

@@ -143,12 +143,13 @@ func serve(ctx context.Context, cfg *config.Config) error {
 	}, pool)
 
 	handler := &proxy.Handler{
-		Backend:     poolBackend{pool},
-		Log:         log.With().Str("component", "proxy").Logger(),
-		OnDone:      onDone,
-		BodyBuffer:  int64(cfg.BodyBuffer),
-		MaxBodySize: int64(cfg.MaxBodySize),
-		TempDir:     runDir,
+		Backend:        poolBackend{pool},
+		Log:            log.With().Str("component", "proxy").Logger(),
+		OnDone:         onDone,
+		BodyBuffer:     int64(cfg.BodyBuffer),
+		MaxBodySize:    int64(cfg.MaxBodySize),
+		ResponseBuffer: int64(cfg.ResponseBuffer),
+		TempDir:        runDir,
 	}
 	limits := proxy.HeadLimits{RequestLine: cfg.LimitRequestLine, Fields: cfg.LimitRequestFields, FieldSize: cfg.LimitRequestFieldSize}
 	srv := &http.Server{

@@ -150,6 +150,25 @@ def app(environ, start_response):
             yield bytearray(b'three')
         return gen()
 
+    if route == 'big':     # n bytes in one piece: the worker adds Content-Length
+        return _text(start_response, b'x' * int(q.get('n', '65536')))
+
+    if route == 'paced':   # parts a pause apart; mode=sse|cl|accel picks how it is framed
+        n, pause, mode = int(q.get('n', '3')), float(q.get('pause', '0.5')), q.get('mode', 'sse')
+        hdrs = [('Content-Type', 'text/event-stream' if mode == 'sse' else 'text/plain')]
+        if mode in ('cl', 'accel'):
+            hdrs.append(('Content-Length', str(n * len(b'data: part\n\n'))))
+        if mode == 'accel':
+            hdrs.append(('X-Accel-Buffering', 'no'))
+
+        def paced():
+            for i in range(n):
+                if i:
+                    time.sleep(pause)
+                yield b'data: part\n\n'
+        start_response('200 OK', hdrs)
+        return paced()
+
     if route == 'cl':      # a generator with the app's own Content-Length
         start_response('200 OK', [('Content-Length', '11')])
         return iter([b'hello', b' ', b'world'])
