@@ -124,7 +124,7 @@ func describeMachine(e *env) machine {
 			"herd: " + rev,
 			"Python: " + first(e.python, "--version") + " (" + e.python + ")",
 			"uWSGI: " + first("uwsgi", "--version"),
-			"gunicorn: " + first(e.python, "-m", "gunicorn", "--version"),
+			"gunicorn: " + strings.TrimPrefix(first(e.python, "-m", "gunicorn", "--version"), "__main__.py "),
 			"Flask / Django: " + first(e.python, "-c", "import flask, django; print(flask.__version__, '/', django.__version__)"),
 			"nginx: " + first("nginx", "-v"),
 			"wrk: " + first("wrk", "-v"),
