@@ -62,6 +62,21 @@ offload-threads = 1
 	if err := os.WriteFile(ini, []byte(text), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// herd check shows what the file set, line by line, before anything serves.
+	r := herdtest.Run(t, dir, nil, "check", "--ini", ini)
+	if r.Code != 0 {
+		t.Fatalf("herd check --ini: exit %d\n%s\n%s", r.Code, r.Stdout, r.Stderr)
+	}
+	for _, want := range []string{
+		"workers 2 uWSGI file uwsgi.ini line 4 (processes)",
+		"app envapp:app uWSGI file uwsgi.ini line 8 (wsgi-file)",
+		"access-log off uWSGI file uwsgi.ini line 12 (disable-logging)",
+	} {
+		if !strings.Contains(squeeze(r.Stdout), want) {
+			t.Errorf("herd check --ini does not show %q:\n%s", want, r.Stdout)
+		}
+	}
+
 	h := herdtest.Start(t, herdtest.Options{Dir: dir, Listen: addr, Args: []string{"--ini", ini}})
 	h.WaitReady(2, 20*time.Second)
 	if len(herdtest.ChildPids(h.Cmd.Process.Pid)) < 2 {
@@ -199,4 +214,13 @@ func TestUWSGIHarakiriFires(t *testing.T) {
 	}); !ok {
 		t.Fatal("the killed worker was not replaced")
 	}
+}
+
+// squeeze collapses runs of spaces, so table rows compare whatever the column widths.
+func squeeze(s string) string {
+	lines := strings.Split(s, "\n")
+	for i, l := range lines {
+		lines[i] = strings.Join(strings.Fields(l), " ")
+	}
+	return strings.Join(lines, "\n")
 }
