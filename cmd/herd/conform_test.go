@@ -2,8 +2,12 @@ package main
 
 import (
 	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -325,5 +329,115 @@ func TestStreamingResponsesFlushPartByPart(t *testing.T) {
 				t.Fatalf("3 parts 0.6 s apart arrived within %s: not streamed", gap)
 			}
 		})
+	}
+}
+
+// TestValidatorConformance runs scripts/testapps/conformapp.py, every route inside
+// wsgiref.validate.validator, through each request shape a browser or client sends: each is
+// answered right and no worker logs a validator error.
+func TestValidatorConformance(t *testing.T) {
+	h := herdtest.Start(t, herdtest.Options{Dir: testAppsDir(t), Args: []string{"conformapp:application", "--workers", "2"}})
+	h.WaitReady(2, 20*time.Second)
+	c := herdtest.Client()
+	big := bytes.Repeat([]byte("0123456789abcdef"), 10<<20/16)
+	bigSum := sha256.Sum256(big)
+	emptySum := sha256.Sum256(nil)
+	type reqCase struct {
+		name, method, path string
+		body               io.Reader
+		header             http.Header
+		status             int
+		check              func(t *testing.T, resp *http.Response, body string)
+	}
+	bodyIs := func(want string) func(*testing.T, *http.Response, string) {
+		return func(t *testing.T, _ *http.Response, body string) {
+			if body != want {
+				t.Errorf("body %q, want %q", body, want)
+			}
+		}
+	}
+	chunked := func(b []byte) io.Reader { return io.MultiReader(bytes.NewReader(b)) } // no length: sent chunked
+	env := func(check func(map[string]any) string) func(*testing.T, *http.Response, string) {
+		return func(t *testing.T, _ *http.Response, body string) {
+			var e map[string]any
+			if err := json.Unmarshal([]byte(body), &e); err != nil {
+				t.Fatalf("%v: %s", err, body)
+			}
+			if msg := check(e); msg != "" {
+				t.Error(msg)
+			}
+		}
+	}
+	cases := []reqCase{
+		{name: "GET", method: "GET", path: "/x", status: 200, check: bodyIs("GET /x  0 " + hex.EncodeToString(emptySum[:]))},
+		{name: "HEAD", method: "HEAD", path: "/x", status: 200, check: func(t *testing.T, r *http.Response, body string) {
+			if body != "" || r.ContentLength != 7 {
+				t.Errorf("HEAD: body %q, length %d", body, r.ContentLength)
+			}
+		}},
+		{name: "POST empty", method: "POST", path: "/x", body: strings.NewReader(""), status: 200, check: bodyIs("POST /x  0 " + hex.EncodeToString(emptySum[:]))},
+		{name: "POST 10 MiB", method: "POST", path: "/x", body: bytes.NewReader(big), status: 200, check: bodyIs(fmt.Sprintf("POST /x  %d %x", len(big), bigSum))},
+		{name: "PUT chunked 10 MiB", method: "PUT", path: "/x", body: chunked(big), status: 200, check: bodyIs(fmt.Sprintf("PUT /x  %d %x", len(big), bigSum))},
+		{name: "PATCH", method: "PATCH", path: "/x?a=1&b=%20", body: strings.NewReader("patch"), status: 200, check: bodyIs(fmt.Sprintf("PATCH /x a=1&b=%%20 5 %x", sha256.Sum256([]byte("patch"))))},
+		{name: "DELETE", method: "DELETE", path: "/x", status: 200, check: bodyIs("DELETE /x  0 " + hex.EncodeToString(emptySum[:]))},
+		{name: "OPTIONS", method: "OPTIONS", path: "/x", status: 200, check: func(t *testing.T, r *http.Response, _ string) {
+			if r.Header.Get("Allow") == "" {
+				t.Error("no Allow header")
+			}
+		}},
+		{name: "encoded and non-ASCII path", method: "GET", path: "/caf%C3%A9/a%2Fb", status: 200, check: bodyIs("GET /caf\u00c3\u00a9/a/b  0 " + hex.EncodeToString(emptySum[:]))},
+		{name: "repeated headers", method: "GET", path: "/env", header: http.Header{"Cookie": {"a=1", "b=2"}, "Accept": {"text/html", "text/plain"}}, status: 200,
+			check: env(func(e map[string]any) string {
+				if e["HTTP_COOKIE"] != "a=1; b=2" || e["HTTP_ACCEPT"] != "text/html, text/plain" {
+					return fmt.Sprintf("Cookie %q Accept %q", e["HTTP_COOKIE"], e["HTTP_ACCEPT"])
+				}
+				return ""
+			})},
+		{name: "chunked upload environ", method: "POST", path: "/env", body: chunked([]byte("abc")), status: 200,
+			check: env(func(e map[string]any) string {
+				if e["CONTENT_LENGTH"] != "3" || e["__body_length"] != float64(3) {
+					return fmt.Sprintf("CONTENT_LENGTH %v, body %v", e["CONTENT_LENGTH"], e["__body_length"])
+				}
+				return ""
+			})},
+		{name: "multiple Set-Cookie", method: "GET", path: "/cookies", status: 200, check: func(t *testing.T, r *http.Response, _ string) {
+			if got := r.Header.Values("Set-Cookie"); len(got) != 2 {
+				t.Errorf("Set-Cookie %q", got)
+			}
+		}},
+		{name: "204", method: "GET", path: "/status/204", status: 204, check: bodyIs("")},
+		{name: "304", method: "GET", path: "/status/304", status: 304, check: bodyIs("")},
+		{name: "write()", method: "GET", path: "/write", status: 200, check: bodyIs("written, then returned")},
+		{name: "file_wrapper", method: "GET", path: "/file", status: 200, check: bodyIs(strings.Repeat("0123456789", 1000))},
+		{name: "exc_info", method: "GET", path: "/excinfo", status: 500, check: bodyIs("error page")},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			req, err := http.NewRequest(tc.method, h.URL+tc.path, tc.body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for k, vv := range tc.header {
+				req.Header[k] = vv
+			}
+			resp, err := c.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			b, err := io.ReadAll(resp.Body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp.StatusCode != tc.status {
+				t.Fatalf("status %d, want %d: %s", resp.StatusCode, tc.status, b)
+			}
+			tc.check(t, resp, string(b))
+		})
+	}
+	for _, ev := range h.Events() {
+		if line := fmt.Sprint(ev); strings.Contains(line, "AssertionError") || strings.Contains(line, "WSGIWarning") || strings.Contains(line, "Traceback") {
+			t.Errorf("validator error in the worker log: %s", line)
+		}
 	}
 }
