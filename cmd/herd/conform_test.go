@@ -11,11 +11,13 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -440,4 +442,169 @@ func TestValidatorConformance(t *testing.T) {
 			t.Errorf("validator error in the worker log: %s", line)
 		}
 	}
+}
+
+// environRequests are the raw requests the differential test sends to herd and to uWSGI.
+// Every one ends with Connection: close (or is HTTP/1.0), so both servers close after it.
+//
+// differs names the environ keys that differ for that request shape only, each with its
+// reason in docs/differences.md; "no answer" means uWSGI does not answer it at all.
+var environRequests = []struct{ name, raw, differs string }{
+	{"plain GET", "GET /env HTTP/1.1\r\nHost: example.com\r\n", ""},
+	{"query string", "GET /env?a=1&b=two HTTP/1.1\r\nHost: example.com\r\n", ""},
+	{"encoded query", "GET /env?q=%20%2F%C3%A9&x HTTP/1.1\r\nHost: example.com\r\n", ""},
+	{"raw non-ASCII query", "GET /env?q=\xc3\xa9 HTTP/1.1\r\nHost: example.com\r\n", ""},
+	{"encoded slash", "GET /env/a%2Fb HTTP/1.1\r\nHost: example.com\r\n", ""},
+	{"encoded UTF-8 path", "GET /env/caf%C3%A9 HTTP/1.1\r\nHost: example.com\r\n", ""},
+	{"encoded invalid UTF-8 path", "GET /env/%ff%fe HTTP/1.1\r\nHost: example.com\r\n", ""},
+	{"raw UTF-8 path", "GET /env/caf\xc3\xa9 HTTP/1.1\r\nHost: example.com\r\n", ""},
+	{"plus and space escape", "GET /env/a+b%20c HTTP/1.1\r\nHost: example.com\r\n", ""},
+	{"dot segments", "GET /env/./x/../y HTTP/1.1\r\nHost: example.com\r\n", "PATH_INFO"},
+	{"double slash", "GET /env//x HTTP/1.1\r\nHost: example.com\r\n", ""},
+	{"absolute form", "GET http://example.com/env?x=1 HTTP/1.1\r\nHost: example.com\r\n", "no answer"},
+	{"Host with port", "GET /env HTTP/1.1\r\nHost: example.com:8080\r\n", ""},
+	{"HTTP/1.0 without Host", "GET /env HTTP/1.0\r\n", ""},
+	{"POST form", "POST /env HTTP/1.1\r\nHost: example.com\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 7\r\n\r\na=1&b=2", ""},
+	{"POST empty", "POST /env HTTP/1.1\r\nHost: example.com\r\nContent-Length: 0\r\n", ""},
+	{"PUT", "PUT /env HTTP/1.1\r\nHost: example.com\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}", ""},
+	{"PATCH", "PATCH /env HTTP/1.1\r\nHost: example.com\r\nContent-Length: 3\r\n\r\nabc", ""},
+	{"DELETE", "DELETE /env HTTP/1.1\r\nHost: example.com\r\n", ""},
+	{"OPTIONS", "OPTIONS /env HTTP/1.1\r\nHost: example.com\r\n", ""},
+	{"repeated Cookie", "GET /env HTTP/1.1\r\nHost: example.com\r\nCookie: a=1\r\nCookie: b=2\r\n", "HTTP_COOKIE"},
+	{"repeated Accept", "GET /env HTTP/1.1\r\nHost: example.com\r\nAccept: text/html\r\nAccept: text/plain\r\n", ""},
+	{"repeated custom header", "GET /env HTTP/1.1\r\nHost: example.com\r\nX-Multi: a\r\nX-Multi: b\r\n", ""},
+	{"underscore header", "GET /env HTTP/1.1\r\nHost: example.com\r\nX_Forwarded_For: 6.6.6.6\r\n", "HTTP_X_FORWARDED_FOR"},
+	{"lower-case header", "GET /env HTTP/1.1\r\nHost: example.com\r\nx-custom-thing: v\r\n", ""},
+	{"browser headers", "GET /env HTTP/1.1\r\nHost: example.com\r\nUser-Agent: Mozilla/5.0\r\nAccept-Encoding: gzip, br\r\nAccept-Language: fr, en;q=0.5\r\nReferer: http://example.com/a\r\n", ""},
+	{"Authorization", "GET /env HTTP/1.1\r\nHost: example.com\r\nAuthorization: Basic dXNlcjpwYXNz\r\n", ""},
+	{"Content-Type on a GET", "GET /env HTTP/1.1\r\nHost: example.com\r\nContent-Type: text/plain\r\n", ""},
+	{"latin-1 header value", "GET /env HTTP/1.1\r\nHost: example.com\r\nX-Name: caf\xe9\r\n", ""},
+	{"empty header value", "GET /env HTTP/1.1\r\nHost: example.com\r\nX-Empty:\r\n", ""},
+	{"padded header value", "GET /env HTTP/1.1\r\nHost: example.com\r\nX-Pad:   v  v   \r\n", "HTTP_X_PAD"},
+	{"long header value", "GET /env HTTP/1.1\r\nHost: example.com\r\nX-Long: " + strings.Repeat("y", 4000) + "\r\n", ""},
+	{"chunked upload", "POST /env HTTP/1.1\r\nHost: example.com\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", "CONTENT_LENGTH,HTTP_TRANSFER_ENCODING,__body_length,__body_sha256"},
+	{"Expect 100-continue", "POST /env HTTP/1.1\r\nHost: example.com\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nhi", ""},
+}
+
+// environDifferences are the environ keys herd and uWSGI fill differently on purpose or by
+// nature; docs/differences.md gives the reason for each.
+var environDifferences = map[string]bool{
+	"REMOTE_PORT": true, "SERVER_PORT": true, "SERVER_NAME": true, "RAW_URI": true, "UWSGI_SCHEME": true,
+	"wsgi.input_terminated": true, "wsgi.multiprocess": true,
+}
+
+// TestEnvironMatchesUwsgi: an environ-echo app served by herd and by `uwsgi --http-socket`
+// sees the same WSGI-visible environ for each request of environRequests, but for the keys
+// in environDifferences and the request shapes docs/differences.md lists.
+func TestEnvironMatchesUwsgi(t *testing.T) {
+	uwsgiBin := herdtest.RequireTool(t, "uwsgi", "uwsgi")
+	herdtest.RequirePythonModule(t, "/usr/bin/python3", "wsgiref", "python3")
+	uwsgiAddr := startUwsgi(t, uwsgiBin, testAppsDir(t), "conformapp:application")
+	h := herdtest.Start(t, herdtest.Options{Dir: testAppsDir(t), Args: []string{"conformapp:application", "--workers", "1", "--python", "/usr/bin/python3"}})
+	h.WaitReady(1, 20*time.Second)
+
+	for _, rq := range environRequests {
+		t.Run(rq.name, func(t *testing.T) {
+			raw := rq.raw
+			if !strings.Contains(raw, "\r\n\r\n") {
+				raw += "Connection: close\r\n\r\n"
+			} else {
+				head, body, _ := strings.Cut(raw, "\r\n\r\n")
+				raw = head + "\r\nConnection: close\r\n\r\n" + body
+			}
+			herdEnv := environOf(t, h.Addr, raw)
+			if herdEnv == nil || herdEnv["REQUEST_METHOD"] == nil {
+				t.Fatalf("herd did not answer with the environ: %v", herdEnv)
+			}
+			uwsgiEnv := environOf(t, uwsgiAddr, raw)
+			if rq.differs == "no answer" {
+				if uwsgiEnv != nil {
+					t.Errorf("uWSGI answers now: %v (update docs/differences.md)", uwsgiEnv)
+				}
+				return
+			}
+			allowed := map[string]bool{}
+			for k := range strings.SplitSeq(rq.differs, ",") {
+				allowed[k] = true
+			}
+			for k, d := range diffEnviron(herdEnv, uwsgiEnv) {
+				if !allowed[k] {
+					t.Errorf("%s", d)
+				}
+				delete(allowed, k)
+			}
+			delete(allowed, "")
+			for k := range allowed {
+				t.Errorf("%s no longer differs: update environRequests and docs/differences.md", k)
+			}
+		})
+	}
+}
+
+func environOf(t *testing.T, addr, raw string) map[string]any {
+	t.Helper()
+	resps, _ := rawExchange(t, addr, raw, 1)
+	if len(resps) == 0 {
+		return nil
+	}
+	last := resps[len(resps)-1]
+	var env map[string]any
+	if err := json.Unmarshal([]byte(last.body), &env); err != nil {
+		return map[string]any{"__status": last.status, "__body": last.body}
+	}
+	return env
+}
+
+// diffEnviron lists, by key, the keys whose values differ, but for environDifferences.
+func diffEnviron(herdEnv, uwsgiEnv map[string]any) map[string]string {
+	out := map[string]string{}
+	keys := map[string]bool{}
+	for k := range herdEnv {
+		keys[k] = true
+	}
+	for k := range uwsgiEnv {
+		keys[k] = true
+	}
+	for k := range keys {
+		if environDifferences[k] || strings.HasPrefix(k, "uwsgi.") {
+			continue
+		}
+		hv, hok := herdEnv[k]
+		uv, uok := uwsgiEnv[k]
+		if fmt.Sprint(hv) != fmt.Sprint(uv) || hok != uok {
+			out[k] = fmt.Sprintf("%s: herd %q (%v), uwsgi %q (%v)", k, fmt.Sprint(hv), hok, fmt.Sprint(uv), uok)
+		}
+	}
+	return out
+}
+
+// startUwsgi runs `uwsgi --http-socket` as PEERS.md gives it, with one process, and waits
+// until it accepts connections.
+func startUwsgi(t *testing.T, bin, dir, module string) string {
+	t.Helper()
+	addr := herdtest.FreeAddr(t)
+	cmd := exec.Command(bin, "--plugin", "python3", "--master", "--processes", "1", "--http-socket", addr,
+		"--module", module, "--chdir", dir, "--disable-logging", "--need-app", "--die-on-term", "--buffer-size", "32768")
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		_ = cmd.Wait()
+		if t.Failed() {
+			t.Logf("uwsgi output:\n%s", out.String())
+		}
+	})
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		if c, err := net.Dial("tcp", addr); err == nil {
+			c.Close()
+			return addr
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("uwsgi did not listen on %s:\n%s", addr, out.String())
+	return ""
 }

@@ -46,7 +46,7 @@ def app(environ, start_response):
     method = environ['REQUEST_METHOD']
     text = [('Content-Type', 'text/plain; charset=utf-8')]
 
-    if path == '/env':
+    if path == '/env' or path.startswith('/env/'):
         body = _read_all(environ)
         view = environ_view(environ)
         view['__body_sha256'] = hashlib.sha256(body).hexdigest()
