@@ -46,6 +46,9 @@ func TestListenUnixSocketIsPrivate(t *testing.T) {
 		if fi.Mode().Perm() != 0o600 {
 			t.Errorf("admin socket mode %o, want 600", fi.Mode().Perm())
 		}
+		if _, err := Listen("unix:"+path, false); err == nil {
+			t.Fatal("a second listener took over a socket in use")
+		}
 		ln.(interface{ SetUnlinkOnClose(bool) }).SetUnlinkOnClose(false)
 		ln.Close()
 	}

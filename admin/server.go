@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	stdlog "log"
 	"net"
 	"net/http"
 	"os"
@@ -41,8 +42,7 @@ func NewServer(m *Metrics, info Info, log zerolog.Logger) *Server {
 	s.srv = &http.Server{
 		Handler:           s.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          nil,
-		BaseContext:       func(net.Listener) context.Context { return context.Background() },
+		ErrorLog:          stdlog.New(promLogger{log}, "", 0),
 	}
 	return s
 }
@@ -138,6 +138,10 @@ func isLoopback(host string) bool {
 
 func listenUnix(path string) (net.Listener, error) {
 	if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSocket != 0 {
+		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+			_ = c.Close()
+			return nil, fmt.Errorf("admin: unix:%s is in use by a running server", path)
+		}
 		_ = os.Remove(path) // a stale socket of an earlier run
 	}
 	ln, err := net.Listen("unix", path)
@@ -166,7 +170,12 @@ func writeJSON(w http.ResponseWriter, v any) {
 	_ = enc.Encode(v)
 }
 
-// promLogger sends promhttp's error lines to zerolog.
+// promLogger sends promhttp's and net/http's error lines to zerolog.
 type promLogger struct{ log zerolog.Logger }
 
 func (l promLogger) Println(v ...any) { l.log.Error().Msg(fmt.Sprint(v...)) }
+
+func (l promLogger) Write(p []byte) (int, error) {
+	l.log.Warn().Msg(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
