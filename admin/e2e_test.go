@@ -287,3 +287,40 @@ func TestReadyzTurns503OnSIGTERMWhileDraining(t *testing.T) {
 		t.Fatalf("herd exited %d after a graceful stop", code)
 	}
 }
+
+// TestAdminSurvivesUSR2Upgrade: the admin socket is handed over with the HTTP ones, so
+// the new master serves /stats on the same address and the old one exits cleanly.
+func TestAdminSurvivesUSR2Upgrade(t *testing.T) {
+	h := startAdmin(t, 1)
+	oldPid := h.Cmd.Process.Pid
+	if st := stats(t, h.AdminURL); st.Pid != oldPid {
+		t.Fatalf("/stats pid %d, want %d", st.Pid, oldPid)
+	}
+	from := len(h.Events())
+	if err := h.Cmd.Process.Signal(syscall.SIGUSR2); err != nil {
+		t.Fatal(err)
+	}
+	ev, _, ok := h.WaitEvent(from, 60*time.Second, func(e herdtest.Event) bool {
+		return e.Msg() == "herd is starting" && e.Int("pid") != oldPid
+	})
+	if !ok {
+		t.Fatal("no new master started after USR2")
+	}
+	newPid := ev.Int("pid")
+	t.Cleanup(func() {
+		_ = syscall.Kill(newPid, syscall.SIGKILL)
+		for deadline := time.Now().Add(10 * time.Second); herdtest.Alive(newPid) && time.Now().Before(deadline); {
+			time.Sleep(20 * time.Millisecond)
+		}
+	})
+	if code := h.Wait(60 * time.Second); code != 0 {
+		t.Fatalf("old master exited %d after the upgrade, want 0", code)
+	}
+	if st := stats(t, h.AdminURL); st.Pid != newPid || !st.Ready || len(st.Workers) != 1 {
+		t.Fatalf("after the upgrade /stats shows pid %d ready=%v with %d workers; want the new master %d, ready, 1 worker",
+			st.Pid, st.Ready, len(st.Workers), newPid)
+	}
+	if code, body := get(t, h.AdminURL+"/readyz"); code != 200 {
+		t.Fatalf("/readyz on the new master: %d %s", code, body)
+	}
+}

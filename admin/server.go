@@ -107,7 +107,8 @@ func (s *Server) Shutdown(timeout time.Duration) {
 	<-s.served
 }
 
-// Listen opens the admin listener: "unix:PATH" for a Unix socket (mode 0600), else
+// Listen opens the admin listener: "unix:PATH" for a Unix socket (mode 0600; closing the
+// listener leaves the file, which the caller removes when no master uses it), else
 // HOST:PORT, which must be a loopback address unless allowRemote: the admin endpoints show
 // what the app is doing and are meant for the operator, not for the world.
 func Listen(addr string, allowRemote bool) (net.Listener, error) {
@@ -148,6 +149,9 @@ func listenUnix(path string) (net.Listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("admin: listen on unix:%s: %w", path, err)
 	}
+	// The path is removed by the caller when the last master using it exits: closing this
+	// listener must not remove it under a master a USR2 upgrade handed the socket to.
+	ln.(*net.UnixListener).SetUnlinkOnClose(false)
 	if err := os.Chmod(path, 0o600); err != nil {
 		_ = ln.Close()
 		return nil, fmt.Errorf("admin: %w", err)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/herd-server/herd/admin"
 	"github.com/herd-server/herd/config"
 	"github.com/herd-server/herd/internal/listener"
 	"github.com/herd-server/herd/internal/sdnotify"
@@ -39,6 +40,8 @@ type deployment struct {
 	// sockets are the listening sockets by name (an --http address as written, or the name
 	// systemd gave), before any PROXY wrapping: what a re-executed master inherits.
 	sockets []listener.Activated
+	// admin is an inherited admin server socket (named adminSocketName), else nil.
+	admin net.Listener
 
 	mu         sync.Mutex
 	ready      map[int]bool // worker ids the supervisor reported ready and not yet exited
@@ -79,6 +82,10 @@ func (d *deployment) listeners(cfg *config.Config) ([]net.Listener, error) {
 	var lns []named
 	if len(activated) > 0 {
 		for _, a := range activated {
+			if a.Name == adminSocketName {
+				d.admin = a.Listener // the admin server's, handed over by USR2 or passed by systemd
+				continue
+			}
 			if a.Name == activatedUwsgiName {
 				closeActivated(activated)
 				return nil, fmt.Errorf("socket activation: a socket named %q was passed, but this herd has no uwsgi front end", a.Name)
@@ -131,6 +138,26 @@ func (d *deployment) proxyListener(ln net.Listener) net.Listener {
 			d.log.Warn().Str("remote", remote.String()).Str("listen", ln.Addr().String()).Err(err).Msg("connection refused: no valid PROXY header")
 		},
 	}
+}
+
+// adminSocketName names the admin server's socket among the handed-over ones.
+const adminSocketName = "herd-admin"
+
+// adminListener is the admin server's socket: the inherited one (a USR2 upgrade, or systemd
+// passing a socket named herd-admin), else a new one on --admin. It joins the sockets a
+// later USR2 hands over, so the admin address stays bound across upgrades.
+func (d *deployment) adminListener(cfg *config.Config) (net.Listener, error) {
+	ln := d.admin
+	if ln == nil {
+		var err error
+		if ln, err = admin.Listen(cfg.Admin, cfg.AdminAllowRemote); err != nil {
+			return nil, err
+		}
+	}
+	// First in the hand-over: LISTEN_FDNAMES is colon-separated and an --http address
+	// ("127.0.0.1:8000") used as a name splits in two, shifting every name after it.
+	d.sockets = append([]listener.Activated{{Name: adminSocketName, Listener: ln}}, d.sockets...)
+	return ln, nil
 }
 
 // handOver gives the listening sockets to a new master (USR2's re-exec): the files to pass

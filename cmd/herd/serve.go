@@ -94,7 +94,7 @@ func serve(ctx context.Context, cfg *config.Config) error {
 	}
 	var adminLn net.Listener
 	if cfg.Admin != "" {
-		if adminLn, err = admin.Listen(cfg.Admin, cfg.AdminAllowRemote); err != nil {
+		if adminLn, err = dep.adminListener(cfg); err != nil {
 			closeAll(listeners)
 			return err
 		}
@@ -218,6 +218,11 @@ func serve(ctx context.Context, cfg *config.Config) error {
 	err = waitForStop(log, signals, supDone, srv, sup, dep, upgrade, cfg.GracefulTimeout, onDrain)
 	if adminSrv != nil {
 		adminSrv.Shutdown(time.Second)
+		// A unix admin socket's file goes with the last master using it: not while a
+		// master started by USR2 serves on it.
+		if path, ok := strings.CutPrefix(cfg.Admin, "unix:"); ok && !upgrade.running.Load() {
+			_ = os.Remove(path)
+		}
 	}
 	serving.Wait()
 	var boot *supervisor.BootError
