@@ -215,19 +215,28 @@ func (s *Supervisor) handle(ev event) {
 			w.cause = CauseBootError
 			defer s.abortReload(ev.boot)
 		}
-		if ev.boot.Traceback != s.lastTrace {
-			s.lastTrace = ev.boot.Traceback
-			s.log.Error().Int("worker", w.ID).Str("error", ev.boot.Message).
-				Msg("the app could not be imported:\n" + ev.boot.Traceback)
-		} else {
-			s.log.Error().Int("worker", w.ID).Str("error", ev.boot.Message).Msg("the app could not be imported (same traceback as before)")
-		}
+		s.logBootError(w, ev.boot)
 		if !s.everReady && s.fatal == nil {
 			s.fatal = ev.boot
 			s.beginStop(false)
 		}
 	case evExited:
 		s.reap(w, ev.status)
+	}
+}
+
+// logBootError logs a worker's boot error; a traceback seen last time is not repeated, so a
+// generation of workers failing alike logs it once.
+func (s *Supervisor) logBootError(w *Worker, boot *BootError) {
+	log := s.log.Error().Int("worker", w.ID).Int("generation", w.Generation).Str("error", boot.Message)
+	switch {
+	case boot.Traceback == "": // the worker itself could not start (kind "worker")
+		log.Str("kind", boot.Kind).Msg("the worker could not start")
+	case boot.Traceback != s.lastTrace:
+		s.lastTrace = boot.Traceback
+		log.Msg("the app could not be imported:\n" + boot.Traceback)
+	default:
+		log.Msg("the app could not be imported (same traceback as before)")
 	}
 }
 
