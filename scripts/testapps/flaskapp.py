@@ -33,3 +33,9 @@ def stream():
 @app.route('/fail')
 def fail():
     raise RuntimeError('flask view failed')
+
+
+@app.route('/json', methods=['GET', 'POST'])
+def json_route():
+    from flask import jsonify
+    return jsonify(args=request.args.to_dict(), body=request.get_json(silent=True), method=request.method)
