@@ -36,8 +36,10 @@ test-python:
 		fi; \
 	done
 
+# One race-enabled herd binary serves every package's end-to-end tests.
 test-go:
-	$(GO) test -race -count=1 -timeout 15m ./...
+	$(GO) build -race -o bin/herd-race ./cmd/herd
+	HERD_TEST_BINARY=$(CURDIR)/bin/herd-race $(GO) test -race -count=1 -timeout 15m ./...
 
 # A short fuzz run of each Go fuzz target.
 fuzz:
