@@ -193,7 +193,7 @@ func TestChainReload(t *testing.T) {
 			select {
 			case <-stopWatch:
 				return
-			case <-time.After(2 * time.Millisecond):
+			case <-time.After(10 * time.Millisecond):
 			}
 			if n := int64(len(herdtest.ChildPids(h.Cmd.Process.Pid))); n > most.Load() {
 				most.Store(n)
