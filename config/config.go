@@ -8,7 +8,9 @@ package config
 import (
 	"fmt"
 	"net"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
@@ -92,6 +94,16 @@ func (c *Config) Validate() error {
 		add("app", "missing: give the WSGI app as module:callable, e.g. herd serve hello:app")
 	} else if !validAppSpec(c.App) {
 		add("app", "%q is not module:callable (a dotted Python module, optionally :name)", c.App)
+	}
+	if c.Chdir != "" {
+		// Absolute, so that the worker (which starts in it) and every later respawn
+		// agree on it whatever directory they start from.
+		abs, err := filepath.Abs(c.Chdir)
+		if st, statErr := os.Stat(abs); err != nil || statErr != nil || !st.IsDir() {
+			add("chdir", "%q is not a directory", c.Chdir)
+		} else {
+			c.Chdir = abs
+		}
 	}
 	if len(c.HTTP) == 0 {
 		add("http", "at least one listen address is needed")

@@ -253,3 +253,26 @@ func TestDocsUpToDate(t *testing.T) {
 		}
 	}
 }
+
+// A relative --chdir is made absolute once: the worker starts in it, so passing it on
+// relative would make the worker look for DIR/DIR.
+func TestChdirBecomesAbsolute(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.Mkdir(filepath.Join(dir, "site"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(dir)
+	c := Defaults()
+	c.App = "hello:app"
+	c.Chdir = "site"
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if want := filepath.Join(dir, "site"); c.Chdir != want {
+		t.Fatalf("chdir = %q, want %q", c.Chdir, want)
+	}
+	c.Chdir = "missing"
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), `chdir: "missing" is not a directory`) {
+		t.Fatalf("missing chdir: err = %v", err)
+	}
+}
