@@ -79,7 +79,7 @@ func rawExchange(t *testing.T, addr, raw string, want int) (resps []rawResponse,
 func TestHeadHygiene(t *testing.T) {
 	h := herdtest.Start(t, herdtest.Options{Dir: testAppsDir(t), Args: []string{"fixture:app", "--workers", "1",
 		"--limit-request-line", "200", "--limit-request-fields", "10", "--limit-request-field-size", "300"}})
-	h.WaitReady(1, 20*time.Second)
+	h.WaitReady(1, 60*time.Second)
 
 	smuggled := "GET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n"
 	cases := []struct {
@@ -151,7 +151,7 @@ func TestHeadHygiene(t *testing.T) {
 // ordinary request, not a way to make herd answer with a chosen status.
 func TestRejectMethodIsOrdinaryWithoutToken(t *testing.T) {
 	h := herdtest.Start(t, herdtest.Options{Dir: testAppsDir(t), Args: []string{"fixture:app", "--workers", "1"}})
-	h.WaitReady(1, 20*time.Second)
+	h.WaitReady(1, 60*time.Second)
 	resps, _ := rawExchange(t, h.Addr, "HERD-REJECT /0123/414/x HTTP/1.1\r\nHost: a\r\n\r\n", 1)
 	if len(resps) != 1 || resps[0].status == 414 {
 		t.Fatalf("got %+v", resps)
@@ -162,7 +162,7 @@ func TestRejectMethodIsOrdinaryWithoutToken(t *testing.T) {
 // and the raw path stays in REQUEST_URI and RAW_URI, so %2F is not lost.
 func TestPathInfoDecoding(t *testing.T) {
 	h := herdtest.Start(t, herdtest.Options{Dir: testAppsDir(t), Args: []string{"fixture:app", "--workers", "1"}})
-	h.WaitReady(1, 20*time.Second)
+	h.WaitReady(1, 60*time.Second)
 	cases := []struct{ uri, pathInfo string }{
 		{"/env/a%2Fb?x=%2F", "/env/a/b"},
 		{"/env/%C3%A9t%C3%A9", "/env/\u00c3\u00a9t\u00c3\u00a9"}, // UTF-8 bytes, each a latin-1 char
@@ -198,7 +198,7 @@ func latin1(s string) string {
 // time, on 4 threads, and tells the app wsgi.multithread.
 func TestThreadsServeAtOnce(t *testing.T) {
 	h := herdtest.Start(t, herdtest.Options{Dir: testAppsDir(t), Args: []string{"fixture:app", "--workers", "1", "--threads", "4"}})
-	h.WaitReady(1, 20*time.Second)
+	h.WaitReady(1, 60*time.Second)
 	c := herdtest.Client()
 	_, body := herdtest.Get(t, c, h.URL+"/env")
 	var env map[string]any
@@ -235,8 +235,8 @@ func TestThreadsServeAtOnce(t *testing.T) {
 // smaller ones the test would pass without any buffer (with --response-buffer 0 at 6 MiB,
 // only the first 2 clients are ever answered).
 func TestSlowClientsDoNotHoldWorkers(t *testing.T) {
-	h := herdtest.Start(t, herdtest.Options{Dir: testAppsDir(t), Args: []string{"fixture:app", "--workers", "2", "--queue-timeout", "5s", "--response-buffer", "8MiB"}})
-	h.WaitReady(2, 20*time.Second)
+	h := herdtest.Start(t, herdtest.Options{Dir: testAppsDir(t), Args: []string{"fixture:app", "--workers", "2", "--queue-timeout", "60s", "--response-buffer", "8MiB"}})
+	h.WaitReady(2, 60*time.Second)
 	const slowClients, size = 50, 6 << 20
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
@@ -281,7 +281,8 @@ func TestSlowClientsDoNotHoldWorkers(t *testing.T) {
 			}
 		}()
 	}
-	deadline := time.Now().Add(20 * time.Second)
+	// A condition wait: 300 MB go through the master, slow under -race on a busy machine.
+	deadline := time.Now().Add(60 * time.Second)
 	for firstBytes.Load() < slowClients && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -313,7 +314,7 @@ func TestSlowClientsDoNotHoldWorkers(t *testing.T) {
 // X-Accel-Buffering: no, reach the client part by part as the app yields them.
 func TestStreamingResponsesFlushPartByPart(t *testing.T) {
 	h := herdtest.Start(t, herdtest.Options{Dir: testAppsDir(t), Args: []string{"fixture:app", "--workers", "1"}})
-	h.WaitReady(1, 20*time.Second)
+	h.WaitReady(1, 60*time.Second)
 	for _, mode := range []string{"sse", "accel"} {
 		t.Run(mode, func(t *testing.T) {
 			resp, err := herdtest.Client().Get(h.URL + "/paced?n=3&pause=0.6&mode=" + mode)
@@ -345,7 +346,7 @@ func TestStreamingResponsesFlushPartByPart(t *testing.T) {
 // answered right and no worker logs a validator error.
 func TestValidatorConformance(t *testing.T) {
 	h := herdtest.Start(t, herdtest.Options{Dir: testAppsDir(t), Args: []string{"conformapp:application", "--workers", "2"}})
-	h.WaitReady(2, 20*time.Second)
+	h.WaitReady(2, 60*time.Second)
 	c := herdtest.Client()
 	big := bytes.Repeat([]byte("0123456789abcdef"), 10<<20/16)
 	bigSum := sha256.Sum256(big)
@@ -507,7 +508,7 @@ func TestEnvironMatchesUwsgi(t *testing.T) {
 	herdtest.RequirePythonModule(t, "/usr/bin/python3", "wsgiref", "python3")
 	uwsgiAddr := startUwsgi(t, uwsgiBin, testAppsDir(t), "conformapp:application")
 	h := herdtest.Start(t, herdtest.Options{Dir: testAppsDir(t), Args: []string{"conformapp:application", "--workers", "1", "--python", "/usr/bin/python3"}})
-	h.WaitReady(1, 20*time.Second)
+	h.WaitReady(1, 60*time.Second)
 
 	for _, rq := range environRequests {
 		t.Run(rq.name, func(t *testing.T) {
