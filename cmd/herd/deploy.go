@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -44,6 +45,7 @@ type deployment struct {
 	admin net.Listener
 
 	mu         sync.Mutex
+	successor  int          // pid of the master a USR2 upgrade started, while it runs
 	ready      map[int]bool // worker ids the supervisor reported ready and not yet exited
 	generation int          // the newest worker generation seen started
 	reloading  bool         // between a new generation's first start and Reloaded
@@ -164,7 +166,12 @@ func (d *deployment) adminListener(cfg *config.Config) (net.Listener, error) {
 // as its descriptors 3, 4 ... and the LISTEN_* variables that make its listeners take them,
 // with their names, so --proxy-protocol still finds them. Close the files once it started.
 func (d *deployment) handOver() ([]*os.File, []string, error) {
-	return listener.HandOver(d.sockets)
+	files, env, err := listener.HandOver(d.sockets)
+	if err == nil && d.notify != nil {
+		// The new master speaks to systemd once it is the main process.
+		env = append(env, sdnotify.EnvSocket+"="+d.notify.Addr())
+	}
+	return files, env, err
 }
 
 func closeActivated(as []listener.Activated) {
@@ -178,10 +185,27 @@ func (d *deployment) serving() {
 	d.send(d.notify.Ready(d.status("serving")))
 }
 
-// beginDrain marks the stop: readiness fails and systemd hears STOPPING=1.
+// beginDrain marks the stop: readiness fails and systemd hears STOPPING=1, unless a master
+// started by USR2 takes over: then systemd hears that it is the main process now (only the
+// current main process may say so under NotifyAccess=main), and the service stays up.
 func (d *deployment) beginDrain() {
 	d.draining.Store(true)
+	d.mu.Lock()
+	successor := d.successor
+	d.mu.Unlock()
+	if successor != 0 {
+		d.send(d.notify.Send("MAINPID="+strconv.Itoa(successor), "READY=1",
+			fmt.Sprintf("STATUS=upgraded: master %d serves", successor)))
+		return
+	}
 	d.send(d.notify.Stopping("stopping"))
+}
+
+// upgrading records the master USR2 started (0 once it has exited).
+func (d *deployment) upgrading(pid int) {
+	d.mu.Lock()
+	d.successor = pid
+	d.mu.Unlock()
 }
 
 // gracefulShutdown is TERM's path: keep serving for --shutdown-delay while the balancers

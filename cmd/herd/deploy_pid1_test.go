@@ -62,7 +62,9 @@ func TestPID1ReapsOrphansAndForwardsTerm(t *testing.T) {
 	requireRoot(t, "unshare --pid creates a PID namespace")
 	unshare := herdtest.RequireTool(t, "unshare", "util-linux")
 	h := herdtest.Start(t, herdtest.Options{
-		Wrap: []string{unshare, "--pid", "--fork", "--kill-child"},
+		// --mount-proc: a container's /proc shows its own PID namespace, which herd as PID 1
+		// reads to find the master a USR2 upgrade starts.
+		Wrap: []string{unshare, "--pid", "--fork", "--kill-child", "--mount-proc"},
 		Dir:  testdataDir(t),
 		Args: []string{"deployapp:app", "--workers", "1"},
 	})
@@ -112,17 +114,36 @@ func TestPID1ReapsOrphansAndForwardsTerm(t *testing.T) {
 		}
 	}
 
+	// USR2 sent to PID 1 reaches the master, which starts a new one and retires; PID 1 then
+	// follows the new master (orphaned to it) instead of ending the container.
+	from := len(h.Events())
+	if err := syscall.Kill(init, syscall.SIGUSR2); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, ok := h.WaitEvent(from, 60*time.Second, herdtest.IsMsg("upgrade: serving; the old master drains and exits")); !ok {
+		t.Fatal("no upgrade after USR2 to PID 1")
+	}
+	waitGone(t, master)
+	newMaster := onlyChild(t, init, "herd as PID 1 after the upgrade")
+	if newMaster == master {
+		t.Fatal("the old master is still PID 1's child")
+	}
+	if status, body := get(t, herdtest.Client(), h.URL+"/"); status != 200 || body != "hello\n" {
+		t.Errorf("GET after the upgrade: %d %q", status, body)
+	}
+
 	// The TERM goes to PID 1, which passes it on: the master drains and all exit 0.
+	from = len(h.Events())
 	if err := syscall.Kill(init, syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, ok := h.WaitEvent(0, 10*time.Second, herdtest.IsMsg("graceful stop: finishing requests in flight")); !ok {
+	if _, _, ok := h.WaitEvent(from, 10*time.Second, herdtest.IsMsg("graceful stop: finishing requests in flight")); !ok {
 		t.Fatal("the master never heard the TERM sent to PID 1")
 	}
 	if code := h.Wait(30 * time.Second); code != 0 {
 		t.Errorf("exit code %d, want 0", code)
 	}
-	if herdtest.Alive(master) {
-		t.Errorf("master %d still alive", master)
+	if herdtest.Alive(newMaster) {
+		t.Errorf("master %d still alive", newMaster)
 	}
 }

@@ -163,15 +163,50 @@ func TestSystemdNotifyAndSocketActivation(t *testing.T) {
 		t.Errorf("GET after the reload: %d %q", status, body)
 	}
 
-	if err := h.Cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	// USR2 upgrade: the old master names the new one as systemd's main process as it
+	// retires (only the main process may, under NotifyAccess=main), and says no STOPPING=1:
+	// the service stays up, served by the new master on the same passed socket.
+	oldPid := h.Cmd.Process.Pid
+	from := len(h.Events())
+	h.Signal(syscall.SIGUSR2)
+	ev, _, ok := h.WaitEvent(from, 60*time.Second, func(e herdtest.Event) bool {
+		return e.Msg() == "herd is starting" && e.Int("pid") != oldPid
+	})
+	if !ok {
+		t.Fatal("no new master after USR2")
+	}
+	newPid := ev.Int("pid")
+	t.Cleanup(func() {
+		_ = syscall.Kill(newPid, syscall.SIGKILL)
+		waitGone(t, newPid)
+	})
+	for {
+		m := waitNotify(t, msgs, "STATUS", 60*time.Second)
+		if _, ok := m["STOPPING"]; ok {
+			t.Fatalf("STOPPING=1 during an upgrade: systemd would stop the service: %v", m)
+		}
+		if pid, ok := m["MAINPID"]; ok {
+			if pid != strconv.Itoa(newPid) || m["READY"] != "1" {
+				t.Errorf("hand-over notification %v, want MAINPID=%d and READY=1", m, newPid)
+			}
+			break
+		}
+	}
+	if code := h.Wait(60 * time.Second); code != 0 {
+		t.Errorf("old master exited %d after the upgrade", code)
+	}
+	if status, body := get(t, herdtest.Client(), h.URL+"/"); status != 200 || body != "hello\n" {
+		t.Errorf("GET after the upgrade: %d %q", status, body)
+	}
+
+	// The new master got NOTIFY_SOCKET: its own stop reaches systemd.
+	if err := syscall.Kill(newPid, syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	if m := waitNotify(t, msgs, "STOPPING", 10*time.Second); m["STOPPING"] != "1" {
+	if m := waitNotify(t, msgs, "STOPPING", 30*time.Second); m["STOPPING"] != "1" {
 		t.Errorf("STOPPING notification: %v", m)
 	}
-	if code := h.Wait(30 * time.Second); code != 0 {
-		t.Errorf("exit code %d after SIGTERM", code)
-	}
+	waitGone(t, newPid)
 }
 
 func TestShutdownDelayKeepsServingThenRefuses(t *testing.T) {

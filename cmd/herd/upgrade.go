@@ -84,10 +84,12 @@ func (u *upgrader) spawn() (int, error) {
 		return 0, fmt.Errorf("start %s: %w", u.exe, err)
 	}
 	pid := cmd.Process.Pid
+	u.dep.upgrading(pid)
 	// The one goroutine that reaps the new master. It returns only if the new master exits
 	// while this one still runs: before taking over (it could not start), or much later.
 	go func() {
 		err := cmd.Wait()
+		u.dep.upgrading(0)
 		u.running.Store(false)
 		u.log.Warn().Int("new_pid", pid).Str("exit", fmt.Sprint(err)).Msg("the new master exited; this one keeps serving")
 	}()

@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
 	"syscall"
 
 	"github.com/herd-server/herd/internal/listener"
@@ -48,9 +49,17 @@ func Run() int {
 			_ = syscall.Kill(child, sig.(syscall.Signal))
 			continue
 		}
-		if status, done := reap(child); done {
-			return status
+		status, done := reap(child)
+		if !done {
+			continue
 		}
+		if next := successor(); next != 0 {
+			// The master re-executed itself (USR2) and retired: the new one, orphaned to
+			// us, is the one to serve signals to and to wait for now.
+			child = next
+			continue
+		}
+		return status
 	}
 	return 1 // unreachable: sigs is never closed
 }
@@ -78,6 +87,48 @@ func startChild() (int, error) {
 		return 0, fmt.Errorf("start %s: %w", exe, err)
 	}
 	return pid, nil
+}
+
+// successor finds the master that a USR2 upgrade started, once the old master has exited:
+// a child of ours (orphans are re-parented to PID 1) run with our own arguments, as the
+// upgrade runs the new binary. 0 when there is none.
+func successor() int {
+	want := strings.Join(os.Args[1:], "\x00")
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || parentOf(pid) != os.Getpid() {
+			continue
+		}
+		cmdline, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		if err != nil {
+			continue
+		}
+		args := strings.Split(strings.TrimSuffix(string(cmdline), "\x00"), "\x00")
+		if len(args) > 0 && strings.Join(args[1:], "\x00") == want {
+			return pid
+		}
+	}
+	return 0
+}
+
+// parentOf reads a live process's parent pid from /proc (0 when gone or a zombie).
+func parentOf(pid int) int {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0
+	}
+	var state string
+	var ppid int
+	if _, err := fmt.Sscanf(s[i+1:], " %s %d", &state, &ppid); err != nil || state == "Z" {
+		return 0
+	}
+	return ppid
 }
 
 // reap waits for every process that has exited, without blocking. done is true once the

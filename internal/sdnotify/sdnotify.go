@@ -107,6 +107,14 @@ func (n *Notifier) MainPID(pid int) error {
 	return n.Send("MAINPID=" + strconv.Itoa(pid))
 }
 
+// Addr is the socket's address ("" for a nil Notifier), for a successor process to dial.
+func (n *Notifier) Addr() string {
+	if n == nil {
+		return ""
+	}
+	return n.addr
+}
+
 // Close closes the socket; later sends fail.
 func (n *Notifier) Close() error {
 	if n == nil {
