@@ -7,7 +7,7 @@ PYTHON  ?= python3
 BIN     := bin/herd
 PYTHONS := $(PYTHON) /usr/bin/python3 $(wildcard /root/.pyenv/versions/3.8.*/bin/python3)
 
-.PHONY: all build run test deps lint test-python test-go bench bench-quick fuzz clean
+.PHONY: all build run test deps lint test-python test-go bench bench-quick bench-reload fuzz clean
 
 all: build
 
@@ -59,6 +59,10 @@ bench: build
 # A minute: herd, uwsgi --http-socket, gunicorn sync and Go on hello, 16 connections, 1 round.
 bench-quick: build
 	$(GO) run ./bench -quick $(BENCH_FLAGS)
+
+# Save to new response, herd dev against gunicorn --reload: median of 20 saves each.
+bench-reload:
+	$(GO) test ./cmd/herd -run '^$$' -bench SaveToNewResponse -benchtime 1x
 
 clean:
 	rm -rf bin

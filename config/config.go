@@ -51,6 +51,10 @@ type Config struct {
 	ReloadOnRSS       int           `key:"reload-on-rss" default:"0" help:"recycle a worker whose resident memory exceeds this many MiB (checked every second from /proc); 0 means never"`
 
 	// Development mode (issue 5) adds its options here.
+	Reload       bool     `key:"reload" default:"false" help:"development mode: reload when a .py file under the app's directory changes, and show import errors in the browser"`
+	ReloadExtra  []string `key:"reload-extra" help:"with --reload, also reload when these change: a file, a directory or a glob such as 'templates/**/*.html' (repeatable)"`
+	ReloadEngine string   `key:"reload-engine" default:"auto" enum:"auto,inotify,poll" help:"how --reload notices changes: inotify, falling back to polling at the inotify watch limit (auto); inotify only; or polling"`
+	TouchReload  string   `key:"touch-reload" help:"reload gracefully when this file's modification time changes (touch it after a deploy)"`
 
 	// Observability (issue 7) adds its options here.
 	Admin            string `key:"admin" help:"serve /metrics, /healthz, /readyz, /stats and the dashboard on this address: loopback HOST:PORT or unix:PATH; off when empty"`

@@ -5,23 +5,47 @@ import (
 	"net/http"
 	"regexp"
 	"strconv"
+	"strings"
 )
 
 // ErrorPage answers every request with an HTML page showing why the code does not load,
 // while State holds a failure; otherwise it passes requests to next. Development only: the
-// page shows source paths and code to whoever asks.
-func ErrorPage(next http.Handler, st *State) http.Handler {
+// page shows source paths and code to whoever asks. The traceback's frames in workerScript
+// (herd's worker) and in importlib are left out of the page: they sit above every import
+// error and say nothing about the app (the log keeps them).
+func ErrorPage(next http.Handler, st *State, workerScript string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		f := st.Current()
 		if f == nil {
 			next.ServeHTTP(w, r)
 			return
 		}
+		p := pageData(f)
+		p.Traceback = trimTraceback(p.Traceback, workerScript)
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		w.Header().Set("Cache-Control", "no-store")
 		w.WriteHeader(http.StatusInternalServerError)
-		_ = errorPage.Execute(w, pageData(f))
+		_ = errorPage.Execute(w, p)
 	})
+}
+
+// trimTraceback drops the frames of the worker script and of the import machinery. A frame
+// is its `  File "..."` line and the more indented source and caret lines under it.
+func trimTraceback(traceback, workerScript string) string {
+	var out []string
+	dropping := false
+	for _, line := range strings.SplitAfter(traceback, "\n") {
+		if m := frameLine.FindStringSubmatch(line); m != nil {
+			dropping = m[1] == workerScript || strings.HasPrefix(m[1], "<frozen importlib") ||
+				strings.HasSuffix(m[1], "/importlib/__init__.py")
+		} else if !strings.HasPrefix(line, "    ") {
+			dropping = false // the exception line, or a chained traceback's header
+		}
+		if !dropping {
+			out = append(out, line)
+		}
+	}
+	return strings.Join(out, "")
 }
 
 type page struct {

@@ -13,7 +13,12 @@ import (
 
 // What CPython 3.11 prints for a module that does not compile, quoting markup from it.
 const syntaxErrorTrace = `Traceback (most recent call last):
-  File "/srv/worker.py", line 5, in load_app
+  File "/tmp/herd-1/worker.py", line 906, in load_app
+    obj = importlib.import_module(module)
+          ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^
+  File "/usr/lib/python3.11/importlib/__init__.py", line 126, in import_module
+    return _bootstrap._gcd_import(name[level:], package, level)
+  File "<frozen importlib._bootstrap>", line 1204, in _gcd_import
   File "/tmp/app/views.py", line 2
     return [b"<script>alert(1)</script>" if x else ]
                                                    ^
@@ -23,7 +28,7 @@ SyntaxError: invalid syntax
 func TestErrorPage(t *testing.T) {
 	next := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "app") })
 	st := &State{}
-	h := ErrorPage(next, st)
+	h := ErrorPage(next, st, "/tmp/herd-1/worker.py")
 
 	if body := serve(t, h, http.StatusOK); body != "app" {
 		t.Fatalf("no failure: got %q, want the app", body)
@@ -42,6 +47,11 @@ func TestErrorPage(t *testing.T) {
 	}
 	if strings.Contains(body, "<script>") {
 		t.Fatalf("the traceback's markup reached the page unescaped:\n%s", body)
+	}
+	for _, internal := range []string{"worker.py", "importlib", "_gcd_import"} {
+		if strings.Contains(body, internal) {
+			t.Errorf("page shows herd's own frames (%s):\n%s", internal, body)
+		}
 	}
 
 	st.clear()

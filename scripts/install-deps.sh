@@ -6,9 +6,10 @@
 # brings unshare (herd as PID 1 of a new PID namespace).
 set -euo pipefail
 
-# chromium: the admin dashboard test drives a real headless browser; tmux: `herd top` is
-# tested in a real terminal.
-packages=(nginx wrk uwsgi uwsgi-plugin-python3 gunicorn python3-flask python3-django systemd util-linux chromium tmux)
+# chromium: the admin dashboard and the development error page are checked in a real
+# headless browser; tmux: `herd top` is tested in a real terminal; git: a real checkout is the
+# burst the reloader must fold into one reload.
+packages=(nginx wrk uwsgi uwsgi-plugin-python3 gunicorn python3-flask python3-django systemd util-linux chromium tmux git)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -19,7 +19,7 @@ func newRootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newServeCmd(), newCheckCmd(), newStatusCmd(), newReloadCmd(), newStopCmd(), newTopCmd(), newConfigCmd(), newVersionCmd())
+	root.AddCommand(newServeCmd(), newDevCmd(), newCheckCmd(), newStatusCmd(), newReloadCmd(), newStopCmd(), newTopCmd(), newConfigCmd(), newVersionCmd())
 	return root
 }
 

@@ -23,6 +23,7 @@ import (
 	"github.com/herd-server/herd/admin"
 	"github.com/herd-server/herd/config"
 	"github.com/herd-server/herd/proxy"
+	"github.com/herd-server/herd/reload"
 	"github.com/herd-server/herd/scripts"
 	"github.com/herd-server/herd/supervisor"
 )
@@ -152,8 +153,17 @@ func serve(ctx context.Context, cfg *config.Config) error {
 		TempDir:        runDir,
 	}
 	limits := proxy.HeadLimits{RequestLine: cfg.LimitRequestLine, Fields: cfg.LimitRequestFields, FieldSize: cfg.LimitRequestFieldSize}
+	reloadLoop, devState, err := newReloadLoop(cfg, log, sup)
+	if err != nil {
+		closeAll(append(listeners, adminLn))
+		return err
+	}
+	front := metrics.Track(handler)
+	if devState != nil {
+		front = reload.ErrorPage(front, devState, workerScript)
+	}
 	srv := &http.Server{
-		Handler:           metrics.Track(handler),
+		Handler:           front,
 		ReadHeaderTimeout: 30 * time.Second,
 		// Above the head checker's bound, so that the checker refuses first, with the
 		// status gunicorn's limits give.
@@ -182,6 +192,14 @@ func serve(ctx context.Context, cfg *config.Config) error {
 
 	supDone := make(chan error, 1)
 	go func() { supDone <- sup.Run(context.Background()) }()
+	reloadCtx, stopReloading := context.WithCancel(context.Background())
+	reloading := make(chan struct{})
+	go func() {
+		defer close(reloading)
+		if reloadLoop != nil {
+			reloadLoop.Run(reloadCtx)
+		}
+	}()
 
 	var serving sync.WaitGroup
 	for _, ln := range listeners {
@@ -216,6 +234,8 @@ func serve(ctx context.Context, cfg *config.Config) error {
 
 	onDrain := func() { metrics.SetDraining(); dep.beginDrain() }
 	err = waitForStop(log, signals, supDone, srv, sup, dep, upgrade, cfg.GracefulTimeout, onDrain)
+	stopReloading()
+	<-reloading
 	if adminSrv != nil {
 		adminSrv.Shutdown(time.Second)
 		// A unix admin socket's file goes with the last master using it: not while a
@@ -349,6 +369,12 @@ func newSpawner(cfg *config.Config, workerScript string) *supervisor.ExecSpawner
 	if _, ok := os.LookupEnv("PYTHONUNBUFFERED"); !ok {
 		// The app's prints reach the log as they happen, not when a buffer fills.
 		env = append(env, "PYTHONUNBUFFERED=1")
+	}
+	if _, ok := os.LookupEnv("PYTHONDONTWRITEBYTECODE"); !ok && cfg.Reload {
+		// Bytecode caches are checked by the source's mtime in whole seconds and its size:
+		// a second save within the same second, of the same size, would load the stale
+		// cache. Without caches written, every reload compiles what changed.
+		env = append(env, "PYTHONDONTWRITEBYTECODE=1")
 	}
 	env = append(env, cfg.Env...) // later entries win: -e overrides the master's environment
 	return &supervisor.ExecSpawner{

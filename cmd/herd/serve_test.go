@@ -21,7 +21,7 @@ import (
 	"github.com/herd-server/herd/internal/herdtest"
 )
 
-func get(t *testing.T, c *http.Client, url string) (int, string) {
+func get(t testing.TB, c *http.Client, url string) (int, string) {
 	t.Helper()
 	return herdtest.Get(t, c, url)
 }
