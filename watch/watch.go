@@ -172,7 +172,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 	}
 	add := func(paths []string) {
 		if len(paths) > 0 {
-			resetTimer(timer, pending.add(paths, w.opts, time.Now()))
+			resetTimer(timer, pending.add(paths, w.debounce(), time.Now()))
 		}
 	}
 	for {
@@ -203,11 +203,25 @@ func (w *Watcher) Run(ctx context.Context) error {
 			add(w.poll.scan())
 			pollTimer.Reset(w.poll.interval(w.opts.PollInterval))
 		case <-timer.C:
-			pending.settle(w.opts, time.Now(), timer)
+			pending.settle(w.debounce(), time.Now(), timer)
 		case out <- pending.batch():
 			pending = batcher{}
 		}
 	}
+}
+
+// debounce is the Options the batcher uses. When polling, a burst is still being written
+// if the next scan finds more of it: a batch settles only after a scan found nothing new,
+// so the quiet periods are counted on top of a poll interval.
+func (w *Watcher) debounce() Options {
+	o := w.opts
+	if w.poll != nil {
+		interval := w.poll.interval(o.PollInterval)
+		o.Quiet += interval
+		o.BurstQuiet += interval
+		o.MaxWait = max(o.MaxWait, 4*interval)
+	}
+	return o
 }
 
 // notifyFailed handles an inotify failure while running. Lost events (queue overflow) or a
