@@ -45,6 +45,8 @@ test-go:
 fuzz:
 	$(GO) test ./protocol -run '^$$' -fuzz FuzzDecodeVars -fuzztime 20s
 	$(GO) test ./protocol -run '^$$' -fuzz FuzzRoundTrip -fuzztime 20s
+	# One fuzzing process: each starts its own Python worker behind the front end.
+	$(GO) test ./proxy -run '^$$' -fuzz FuzzUwsgiFrontEnd -fuzztime 20s -parallel 1
 
 # The side-by-side benchmark (bench/, docs/BENCHMARKS.md): herd, nginx in front of herd and of
 # uWSGI, uWSGI's HTTP socket and router, gunicorn sync and gthread, and the limits (in-process

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -37,10 +38,13 @@ type Config struct {
 	MaxBodySize Size `key:"max-body-size" default:"0" help:"larger request bodies are refused with 413; 0 means no limit"`
 
 	// Conformance and front ends (issue 3) add their options here.
-	ResponseBuffer        Size `key:"response-buffer" default:"1MiB" help:"responses with a Content-Length up to this size are read whole from the worker before the client gets them, so a slow client holds no worker; larger and streaming ones (no length, text/event-stream, or the app's X-Accel-Buffering: no) go through as the client reads"`
-	LimitRequestLine      int  `key:"limit-request-line" default:"4094" help:"longest request line in bytes (gunicorn's limit): longer ones get 414; 0 means herd's ceiling of 1 MiB per head"`
-	LimitRequestFields    int  `key:"limit-request-fields" default:"100" help:"most header fields in one request (gunicorn's limit): more get 431; 0 means herd's ceiling of 1 MiB per head"`
-	LimitRequestFieldSize int  `key:"limit-request-field-size" default:"8190" help:"longest header field line in bytes (gunicorn's limit): longer ones get 431; 0 means herd's ceiling of 1 MiB per head"`
+	ResponseBuffer        Size     `key:"response-buffer" default:"1MiB" help:"responses with a Content-Length up to this size are read whole from the worker before the client gets them, so a slow client holds no worker; larger and streaming ones (no length, text/event-stream, or the app's X-Accel-Buffering: no) go through as the client reads"`
+	LimitRequestLine      int      `key:"limit-request-line" default:"4094" help:"longest request line in bytes (gunicorn's limit): longer ones get 414; 0 means herd's ceiling of 1 MiB per head"`
+	LimitRequestFields    int      `key:"limit-request-fields" default:"100" help:"most header fields in one request (gunicorn's limit): more get 431; 0 means herd's ceiling of 1 MiB per head"`
+	LimitRequestFieldSize int      `key:"limit-request-field-size" default:"8190" help:"longest header field line in bytes (gunicorn's limit): longer ones get 431; 0 means herd's ceiling of 1 MiB per head"`
+	UwsgiSocket           []string `key:"uwsgi-socket" help:"uwsgi protocol listen address unix:PATH or HOST:PORT, for nginx's uwsgi_pass or any uwsgi client (repeatable); with it, --http '' turns HTTP off"`
+	UwsgiSocketMode       string   `key:"uwsgi-socket-mode" default:"0660" help:"permissions of a --uwsgi-socket Unix socket file, in octal"`
+	Mount                 string   `key:"mount" help:"/PREFIX=module:callable (or /PREFIX for the app given otherwise): serve the app under PREFIX, with SCRIPT_NAME=PREFIX and PATH_INFO the rest; other paths get 404. One app per herd: run one herd per app to mount several"`
 
 	// Worker lifecycle (issue 4) adds its options here.
 	ChainReload       bool          `key:"chain-reload" default:"false" help:"on reload, replace one worker at a time (at most one extra process) instead of starting a whole new generation at once"`
@@ -94,6 +98,9 @@ func (c *Config) Validate() error {
 	add := func(key, format string, args ...any) {
 		errs = append(errs, fmt.Sprintf("%s: %s", key, fmt.Sprintf(format, args...)))
 	}
+	if err := c.applyMount(); err != nil {
+		add("mount", "%v", err)
+	}
 	if c.App == "" {
 		add("app", "missing: give the WSGI app as module:callable, e.g. herd serve hello:app")
 	} else if !validAppSpec(c.App) {
@@ -109,19 +116,13 @@ func (c *Config) Validate() error {
 			c.Chdir = abs
 		}
 	}
-	if len(c.HTTP) == 0 {
-		add("http", "at least one listen address is needed")
+	if len(c.HTTP) == 0 && len(c.UwsgiSocket) == 0 {
+		add("http", "at least one listen address is needed (--http or --uwsgi-socket)")
 	}
-	for _, a := range c.HTTP {
-		if path, ok := strings.CutPrefix(a, "unix:"); ok {
-			if path == "" {
-				add("http", "%q has no path (e.g. unix:/run/herd.sock)", a)
-			}
-			continue
-		}
-		if _, _, err := net.SplitHostPort(a); err != nil {
-			add("http", "%q is not HOST:PORT or unix:PATH (e.g. 127.0.0.1:8000, :8000 or unix:/run/herd.sock)", a)
-		}
+	checkAddresses("http", c.HTTP, "herd.sock", add)
+	checkAddresses("uwsgi-socket", c.UwsgiSocket, "herd-uwsgi.sock", add)
+	if _, err := c.UwsgiSocketFileMode(); err != nil {
+		add("uwsgi-socket-mode", "%v", err)
 	}
 	for _, e := range c.Env {
 		if name, _, ok := strings.Cut(e, "="); !ok || name == "" {
@@ -184,6 +185,59 @@ func (c *Config) Validate() error {
 		slices.Sort(errs)
 		return fmt.Errorf("invalid configuration:\n  %s", strings.Join(errs, "\n  "))
 	}
+	return nil
+}
+
+func checkAddresses(key string, addrs []string, example string, add func(key, format string, args ...any)) {
+	for _, a := range addrs {
+		if path, ok := strings.CutPrefix(a, "unix:"); ok {
+			if path == "" {
+				add(key, "%q has no path (e.g. unix:/run/%s)", a, example)
+			}
+			continue
+		}
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			add(key, "%q is not HOST:PORT or unix:PATH (e.g. 127.0.0.1:8000, :8000 or unix:/run/%s)", a, example)
+		}
+	}
+}
+
+// UwsgiSocketFileMode is --uwsgi-socket-mode as permission bits.
+func (c *Config) UwsgiSocketFileMode() (os.FileMode, error) {
+	n, err := strconv.ParseUint(strings.TrimSpace(c.UwsgiSocketMode), 8, 32)
+	if err != nil || n > 0o777 {
+		return 0, fmt.Errorf("%q is not octal permission bits such as 0660 or 0666", c.UwsgiSocketMode)
+	}
+	return os.FileMode(n), nil
+}
+
+// MountPrefix is the path prefix of --mount without a trailing slash; "" when the app is
+// served at the root.
+func (c *Config) MountPrefix() string {
+	prefix, _, _ := strings.Cut(c.Mount, "=")
+	return strings.TrimRight(strings.TrimSpace(prefix), "/")
+}
+
+// applyMount checks --mount and takes the app from it. One app per herd: the mount gives
+// that app a prefix (uWSGI's --mount with --manage-script-name); several apps in one
+// master would share workers, reloads and crashes, so a second app is a second herd.
+func (c *Config) applyMount() error {
+	if c.Mount == "" {
+		return nil
+	}
+	prefix, app, hasApp := strings.Cut(c.Mount, "=")
+	prefix = strings.TrimSpace(prefix)
+	app = strings.TrimSpace(app)
+	if !strings.HasPrefix(prefix, "/") || strings.ContainsAny(prefix, "?#% \t") {
+		return fmt.Errorf("%q: the prefix must be a path such as /app (give /PREFIX=module:callable)", c.Mount)
+	}
+	if !hasApp {
+		return nil
+	}
+	if c.App != "" && c.App != app {
+		return fmt.Errorf("%q names the app %q, but the app is %q: herd serves one app (run one herd per app)", c.Mount, app, c.App)
+	}
+	c.App = app
 	return nil
 }
 

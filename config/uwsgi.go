@@ -65,8 +65,10 @@ var uwsgiMappings = []uwsgiMapping{
 	{names: []string{"threads"}, key: "threads"},
 	{names: []string{"http", "http-socket"}, key: "http", convert: uwsgiAddresses,
 		note: "herd's master speaks HTTP and balances over its workers in both cases; a path is a Unix socket"},
-	{names: []string{"socket", "uwsgi-socket"}, key: "uwsgi-socket", note: "uwsgi protocol for nginx's uwsgi_pass"},
-	{names: []string{"chmod-socket", "chmod"}, key: "uwsgi-socket-mode"},
+	{names: []string{"socket", "uwsgi-socket"}, key: "uwsgi-socket", convert: uwsgiAddresses, note: "uwsgi protocol for nginx's uwsgi_pass; a path is a Unix socket"},
+	{names: []string{"mount"}, key: "mount", convert: uwsgiMount, note: "one mount per herd: /PREFIX=module:callable"},
+	{names: []string{"manage-script-name"}, agrees: wantTrue("herd strips the --mount prefix from PATH_INFO always"), note: "with --mount, herd always moves the prefix from PATH_INFO to SCRIPT_NAME"},
+	{names: []string{"chmod-socket", "chmod"}, key: "uwsgi-socket-mode", convert: uwsgiChmod, note: "octal; without a value 666, as in uWSGI"},
 	{names: []string{"harakiri"}, key: "timeout", convert: uwsgiSeconds},
 	{names: []string{"max-requests"}, key: "max-requests"},
 	{names: []string{"max-worker-lifetime"}, key: "max-lifetime", convert: uwsgiSeconds},
@@ -140,6 +142,26 @@ func uwsgiAddresses(values []string, _ Option) (any, error) {
 		}
 	}
 	return out, nil
+}
+
+// uwsgiChmod: uWSGI's chmod-socket without a value means 666.
+func uwsgiChmod(values []string, _ Option) (any, error) {
+	if v := strings.TrimSpace(values[len(values)-1]); v != "" && v != "true" {
+		return v, nil
+	}
+	return "0666", nil
+}
+
+// uwsgiMount takes uWSGI's one mount; herd serves one app per master.
+func uwsgiMount(values []string, _ Option) (any, error) {
+	if len(values) > 1 {
+		return nil, fmt.Errorf("%d mounts: herd serves one app per master (run one herd per app)", len(values))
+	}
+	v := strings.TrimSpace(values[0])
+	if _, app, _ := strings.Cut(v, "="); strings.HasSuffix(app, ".py") || strings.Contains(app, "/") {
+		return nil, fmt.Errorf("%q: herd mounts a module (/PREFIX=module:callable), not a file", v)
+	}
+	return v, nil
 }
 
 func uwsgiSeconds(values []string, _ Option) (any, error) {

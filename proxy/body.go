@@ -31,25 +31,42 @@ func readBody(r *http.Request, memLimit, maxSize int64, tempDir string) (*body, 
 	if r.ContentLength == 0 || r.Body == nil || r.Body == http.NoBody {
 		return emptyBody, nil
 	}
-	if maxSize > 0 && r.ContentLength > maxSize {
-		return nil, fmt.Errorf("%w: Content-Length %d > %d", errBodyTooLarge, r.ContentLength, maxSize)
+	return readBodyFrom(r.Body, r.ContentLength, memLimit, maxSize, tempDir)
+}
+
+// readBodyFrom reads a body of length bytes from src, or up to EOF when length is -1. A
+// body shorter than its length is an error: the client left or lied.
+func readBodyFrom(src io.Reader, length, memLimit, maxSize int64, tempDir string) (*body, error) {
+	if length == 0 {
+		return emptyBody, nil
 	}
-	src := r.Body
+	if maxSize > 0 && length > maxSize {
+		return nil, fmt.Errorf("%w: Content-Length %d > %d", errBodyTooLarge, length, maxSize)
+	}
 	if maxSize > 0 {
-		src = http.MaxBytesReader(nil, r.Body, maxSize)
+		src = http.MaxBytesReader(nil, io.NopCloser(src), maxSize)
 	}
 	var mem bytes.Buffer
-	if r.ContentLength > 0 {
-		mem.Grow(int(min(r.ContentLength, memLimit)))
+	if length > 0 {
+		mem.Grow(int(min(length, memLimit)))
 	}
 	_, err := io.CopyN(&mem, src, memLimit+1)
+	var b *body
 	switch {
 	case err == io.EOF:
-		return &body{mem: mem.Bytes(), size: int64(mem.Len())}, nil
+		b = &body{mem: mem.Bytes(), size: int64(mem.Len())}
 	case err != nil:
 		return nil, bodyError(err)
+	default:
+		if b, err = spill(mem.Bytes(), src, tempDir); err != nil {
+			return nil, err
+		}
 	}
-	return spill(mem.Bytes(), src, tempDir)
+	if length > 0 && b.size != length {
+		b.Close()
+		return nil, fmt.Errorf("%w: %d of %d bytes", errBadBody, b.size, length)
+	}
+	return b, nil
 }
 
 func spill(head []byte, rest io.Reader, tempDir string) (*body, error) {

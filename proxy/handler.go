@@ -65,6 +65,9 @@ type Handler struct {
 	// client gets it, so that the worker is free again whatever the client's speed. Larger
 	// responses, and streaming ones, are copied through as the client takes them.
 	ResponseBuffer int64
+	// Mount is the --mount prefix ("" for the root): it becomes SCRIPT_NAME and leaves
+	// PATH_INFO; requests outside it get 404 without reaching a worker.
+	Mount string
 }
 
 // maxAttempts bounds how often one request is offered to a worker. Only requests that never
@@ -100,20 +103,37 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	var varsArr [48]protocol.Var
 	vars := RequestVars(varsArr[:0], r, info, body.size)
+	vars, mounted := mountVars(vars, h.Mount)
+	if !mounted {
+		rec.Status = h.fail(w, r, errNotMounted)
+		return
+	}
+	if err := h.forward(w, r, vars, body, &rec); errors.Is(err, errAborted) {
+		// The status line is out already: abort the client connection rather than
+		// pretend the truncated body is whole.
+		panic(http.ErrAbortHandler)
+	}
+}
+
+// forward sends one request, its vars and body ready, to a worker and copies the worker's
+// answer to w; the HTTP and the uwsgi front ends share it. It returns errAborted when the
+// response broke after its status line went out: the caller must then cut the client
+// connection. Any other failure has been answered already.
+func (h *Handler) forward(w http.ResponseWriter, r *http.Request, vars []protocol.Var, body *body, rec *Record) error {
 	bufp := packetPool.Get().(*[]byte)
 	defer packetPool.Put(bufp)
 	packet, err := protocol.AppendPacket((*bufp)[:0], protocol.ModifierKeepAlive, vars)
 	if err != nil {
 		rec.Status = h.fail(w, r, fmt.Errorf("%w: %w", errHeadersTooLarge, err))
-		return
+		return err
 	}
 	*bufp = packet
 
 	rec.BytesIn = body.size
-	lease, err := h.dispatch(r.Context(), packet, body, &rec)
+	lease, err := h.dispatch(r.Context(), packet, body, rec)
 	if err != nil {
 		rec.Status = h.fail(w, r, err)
-		return
+		return err
 	}
 	rec.Worker = lease.WorkerID()
 	released := &onceLease{Lease: lease}
@@ -123,16 +143,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	resp, err := http.ReadResponse(lease.Reader(), r)
 	if err != nil {
 		rec.Status = h.fail(w, r, fmt.Errorf("%w: %w", errWorkerFailed, err))
-		return
+		return err
 	}
 	rec.Status = resp.StatusCode
 	reusable, rec.BytesOut, err = h.copyResponse(w, resp, released)
 	if err != nil {
 		h.Log.Warn().Err(err).Int("worker", rec.Worker).Str("path", r.URL.Path).Msg("response aborted")
-		// The status line is out already: abort the client connection rather than
-		// pretend the truncated body is whole.
-		panic(http.ErrAbortHandler)
+		return fmt.Errorf("%w: %w", errAborted, err)
 	}
+	return nil
 }
 
 // dispatch sends the request to a worker, trying another when the chosen one could not
@@ -317,8 +336,10 @@ func requestStatus(err error) int {
 		return http.StatusRequestEntityTooLarge
 	case errors.Is(err, errHeadersTooLarge):
 		return http.StatusRequestHeaderFieldsTooLarge
-	case errors.Is(err, errBadBody):
+	case errors.Is(err, errBadBody), errors.Is(err, errBadRequest):
 		return http.StatusBadRequest
+	case errors.Is(err, errNotMounted):
+		return http.StatusNotFound
 	case errors.Is(err, context.Canceled):
 		return statusClientClosed
 	case errors.Is(err, os.ErrDeadlineExceeded):
@@ -340,6 +361,9 @@ var (
 	errHeadersTooLarge = errors.New("request headers too large for a uwsgi packet")
 	errBadBody         = errors.New("could not read the request body")
 	errWorkerFailed    = errors.New("worker failed")
+	errBadRequest      = errors.New("malformed request")
+	errNotMounted      = errors.New("path outside the --mount prefix")
+	errAborted         = errors.New("response aborted after its head")
 )
 
 // Unavailable is implemented by pool errors that mean "no capacity now" (queue full, queue
@@ -370,8 +394,11 @@ func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error) int {
 		return status
 	}
 	ev := h.Log.Warn()
-	if status == http.StatusBadGateway {
+	switch status {
+	case http.StatusBadGateway:
 		ev = h.Log.Error()
+	case http.StatusNotFound: // a scanner's probes outside the mount are no news
+		ev = h.Log.Debug()
 	}
 	ev.Err(err).Int("status", status).Str("method", r.Method).Str("path", r.URL.Path).Msg("request failed")
 	if status == http.StatusServiceUnavailable {

@@ -5,10 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -69,13 +69,14 @@ func newDeployment(cfg *config.Config, log zerolog.Logger) *deployment {
 // Draining reports whether a graceful stop began: /readyz answers 503 from then on.
 func (d *deployment) Draining() bool { return d.draining.Load() }
 
-// listeners opens the HTTP listeners: the sockets systemd passed when there are any (then
-// --http is not used, as with gunicorn), else one per --http address. Those named by
-// --proxy-protocol require a PROXY header.
-func (d *deployment) listeners(cfg *config.Config) ([]net.Listener, error) {
+// listeners opens the HTTP and the uwsgi listeners: the sockets systemd passed when there
+// are any (then --http and --uwsgi-socket are not used, as with gunicorn; a socket named
+// "uwsgi" serves the uwsgi front end), else one per --http and --uwsgi-socket address.
+// The HTTP listeners named by --proxy-protocol require a PROXY header.
+func (d *deployment) listeners(cfg *config.Config) (httpLns, uwsgiLns []net.Listener, err error) {
 	activated, err := listener.FromEnv()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	type named struct {
 		name string
@@ -89,22 +90,25 @@ func (d *deployment) listeners(cfg *config.Config) ([]net.Listener, error) {
 				continue
 			}
 			if a.Name == activatedUwsgiName {
-				closeActivated(activated)
-				return nil, fmt.Errorf("socket activation: a socket named %q was passed, but this herd has no uwsgi front end", a.Name)
+				uwsgiLns = append(uwsgiLns, a.Listener)
+				continue
 			}
 			lns = append(lns, named{a.Name, a.Listener})
 		}
-		d.log.Info().Int("sockets", len(activated)).Msg("socket activation: serving the sockets systemd passed; --http is not used")
+		d.log.Info().Int("sockets", len(activated)).Msg("socket activation: serving the sockets systemd passed; --http and --uwsgi-socket are not used")
 	} else {
 		plain, err := listenAll(cfg.HTTP)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		for i, ln := range plain {
 			lns = append(lns, named{cfg.HTTP[i], ln})
 		}
+		if uwsgiLns, err = listenUwsgi(cfg); err != nil {
+			closeAll(plain)
+			return nil, nil, err
+		}
 	}
-	var out []net.Listener
 	used := map[string]bool{}
 	for _, n := range lns {
 		d.sockets = append(d.sockets, listener.Activated{Name: n.name, Listener: n.ln})
@@ -112,13 +116,44 @@ func (d *deployment) listeners(cfg *config.Config) ([]net.Listener, error) {
 		if wantsProxyProtocol(cfg.ProxyProtocol, n.name, used) {
 			ln = d.proxyListener(ln)
 		}
-		out = append(out, ln)
+		httpLns = append(httpLns, ln)
+	}
+	for _, ln := range uwsgiLns {
+		// Named so that a new master (USR2) serves them as uwsgi again.
+		d.sockets = append(d.sockets, listener.Activated{Name: activatedUwsgiName, Listener: ln})
 	}
 	for _, want := range cfg.ProxyProtocol {
 		if want != "*" && !used[want] {
-			closeAll(out)
-			return nil, fmt.Errorf("proxy-protocol: %q names no listener (give an --http address as written, a passed socket's name, or *)", want)
+			closeAll(append(httpLns, uwsgiLns...))
+			return nil, nil, fmt.Errorf("proxy-protocol: %q names no listener (give an --http address as written, a passed socket's name, or *)", want)
 		}
+	}
+	return httpLns, uwsgiLns, nil
+}
+
+// listenUwsgi opens the --uwsgi-socket addresses; a Unix socket file gets
+// --uwsgi-socket-mode, so that nginx's user (in the socket's group) may connect.
+func listenUwsgi(cfg *config.Config) ([]net.Listener, error) {
+	mode, err := cfg.UwsgiSocketFileMode()
+	if err != nil {
+		return nil, err
+	}
+	var out []net.Listener
+	for _, a := range cfg.UwsgiSocket {
+		ln, err := listen(a)
+		if err == nil {
+			if path, ok := strings.CutPrefix(a, "unix:"); ok {
+				err = os.Chmod(path, mode)
+				if err != nil {
+					_ = ln.Close()
+				}
+			}
+		}
+		if err != nil {
+			closeAll(out)
+			return nil, fmt.Errorf("uwsgi: listen on %s: %w", a, err)
+		}
+		out = append(out, ln)
 	}
 	return out, nil
 }
@@ -212,7 +247,7 @@ func (d *deployment) upgrading(pid int) {
 // take this instance out (readiness already fails), then close the listeners first, so new
 // connections are refused at once and a balancer retries them elsewhere, and wait for the
 // requests in flight. abort (a fast stop) cuts the delay short.
-func (d *deployment) gracefulShutdown(abort <-chan struct{}, srv *http.Server, graceful time.Duration) {
+func (d *deployment) gracefulShutdown(abort <-chan struct{}, srv frontEnd, graceful time.Duration) {
 	// From now on every response closes its connection: clients holding keep-alive
 	// connections come back through the balancer, which sends them elsewhere.
 	srv.SetKeepAlivesEnabled(false)

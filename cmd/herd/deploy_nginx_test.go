@@ -52,19 +52,28 @@ http {
 }
 `
 
-// startNginx runs Debian's nginx in the foreground with a config in a temp dir, and waits
-// until it accepts connections.
+// startNginx runs nginx balancing over two HTTP upstreams.
 func startNginx(t *testing.T, upstreamA, upstreamB string) string {
+	t.Helper()
+	return runNginx(t, func(dir, listen string) string {
+		return fmt.Sprintf(nginxConf, dir, upstreamA, upstreamB, listen)
+	})
+}
+
+// runNginx runs Debian's nginx in the foreground with the config that conf writes for its
+// temp dir and listen address, and waits until it accepts connections. It returns the
+// base URL.
+func runNginx(t *testing.T, conf func(dir, listen string) string) string {
 	t.Helper()
 	bin := herdtest.RequireTool(t, "nginx", "nginx")
 	requireRoot(t, "nginx runs with user root and binds as root here")
 	dir := t.TempDir()
 	addr := herdtest.FreeAddr(t)
-	conf := filepath.Join(dir, "nginx.conf")
-	if err := os.WriteFile(conf, fmt.Appendf(nil, nginxConf, dir, upstreamA, upstreamB, addr), 0o600); err != nil {
+	confPath := filepath.Join(dir, "nginx.conf")
+	if err := os.WriteFile(confPath, []byte(conf(dir, addr)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, "-c", conf, "-p", dir, "-g", "daemon off;")
+	cmd := exec.Command(bin, "-c", confPath, "-p", dir, "-g", "daemon off;")
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

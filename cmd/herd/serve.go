@@ -89,10 +89,13 @@ func serve(ctx context.Context, cfg *config.Config) error {
 	upgrade := newUpgrader(log, dep)
 
 	// Listeners first: a port in use should fail before any Python starts.
-	listeners, err := dep.listeners(cfg)
+	listeners, uwsgiListeners, err := dep.listeners(cfg)
 	if err != nil {
 		return err
 	}
+	// From here on the uwsgi listeners close with the HTTP ones.
+	listeners = append(listeners, uwsgiListeners...)
+	httpListeners := listeners[:len(listeners)-len(uwsgiListeners)]
 	var adminLn net.Listener
 	if cfg.Admin != "" {
 		if adminLn, err = dep.adminListener(cfg); err != nil {
@@ -120,7 +123,7 @@ func serve(ctx context.Context, cfg *config.Config) error {
 	metrics := admin.NewMetrics(pool)
 	observers := supervisor.Observers{exits, metrics}
 	onDone = chainOnDone(metrics.OnDone, onDone)
-	statsInfo := admin.Info{Version: herdVersion(), Listeners: addrs(listeners)}
+	statsInfo := admin.Info{Version: herdVersion(), Listeners: addrs(httpListeners)}
 	var adminSrv *admin.Server
 	if adminLn != nil {
 		adminSrv = admin.NewServer(metrics, statsInfo, log.With().Str("component", "admin").Logger())
@@ -151,6 +154,7 @@ func serve(ctx context.Context, cfg *config.Config) error {
 		MaxBodySize:    int64(cfg.MaxBodySize),
 		ResponseBuffer: int64(cfg.ResponseBuffer),
 		TempDir:        runDir,
+		Mount:          cfg.MountPrefix(),
 	}
 	limits := proxy.HeadLimits{RequestLine: cfg.LimitRequestLine, Fields: cfg.LimitRequestFields, FieldSize: cfg.LimitRequestFieldSize}
 	reloadLoop, devState, err := newReloadLoop(cfg, log, sup)
@@ -175,12 +179,14 @@ func serve(ctx context.Context, cfg *config.Config) error {
 	if cfg.KeepAlive == 0 {
 		srv.SetKeepAlivesEnabled(false) // gunicorn's --keep-alive 0
 	}
+	uwsgiSrv := &proxy.UwsgiServer{Handler: handler, HeadTimeout: uwsgiHeadTimeout, BodyIdleTimeout: uwsgiBodyIdleTimeout}
+	fronts := frontEnds{http: srv, uwsgi: uwsgiSrv}
 
 	signals := make(chan os.Signal, 4)
 	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGTTIN, syscall.SIGTTOU)
 	defer signal.Stop(signals)
 
-	ctl, err := startControl(cfg, runDir, sup, exits, signals, addrs(listeners), log)
+	ctl, err := startControl(cfg, runDir, sup, exits, signals, addrs(httpListeners), log)
 	if err != nil {
 		closeAll(append(listeners, adminLn))
 		return err
@@ -202,7 +208,16 @@ func serve(ctx context.Context, cfg *config.Config) error {
 	}()
 
 	var serving sync.WaitGroup
-	for _, ln := range listeners {
+	for _, ln := range uwsgiListeners {
+		serving.Add(1)
+		go func() {
+			defer serving.Done()
+			if err := uwsgiSrv.Serve(ln); err != nil && !errors.Is(err, proxy.ErrServerClosed) {
+				log.Error().Err(err).Str("listen", ln.Addr().String()).Msg("uwsgi listener failed")
+			}
+		}()
+	}
+	for _, ln := range httpListeners {
 		serving.Add(1)
 		go func() {
 			defer serving.Done()
@@ -219,7 +234,7 @@ func serve(ctx context.Context, cfg *config.Config) error {
 		}()
 		log.Info().Str("admin", adminLn.Addr().String()).Msg("admin server listening")
 	}
-	log.Info().Str("app", cfg.App).Str("runtime_dir", runDir).Strs("http", addrs(listeners)).Int("workers", cfg.Workers).
+	log.Info().Str("app", cfg.App).Str("runtime_dir", runDir).Strs("http", addrs(httpListeners)).Strs("uwsgi", addrs(uwsgiListeners)).Int("workers", cfg.Workers).
 		Int("threads", cfg.Threads).Str("python", cfg.Python).Int("pid", os.Getpid()).
 		Str("control_socket", ctl.Path()).Msg("herd is starting")
 	go func() {
@@ -233,7 +248,7 @@ func serve(ctx context.Context, cfg *config.Config) error {
 	}()
 
 	onDrain := func() { metrics.SetDraining(); dep.beginDrain() }
-	err = waitForStop(log, signals, supDone, srv, sup, dep, upgrade, cfg.GracefulTimeout, onDrain)
+	err = waitForStop(log, signals, supDone, fronts, sup, dep, upgrade, cfg.GracefulTimeout, onDrain)
 	stopReloading()
 	<-reloading
 	if adminSrv != nil {
@@ -262,7 +277,7 @@ func serve(ctx context.Context, cfg *config.Config) error {
 // listeners close, requests in flight finish, and workers stop. INT and QUIT, or a second
 // TERM, stop at once. onDrain is called as soon as any stop begins (the admin server's
 // /readyz turns 503 then, and systemd hears STOPPING=1).
-func waitForStop(log zerolog.Logger, signals <-chan os.Signal, supDone <-chan error, srv *http.Server, sup *supervisor.Supervisor, dep *deployment, upgrade *upgrader, graceful time.Duration, onDrain func()) error {
+func waitForStop(log zerolog.Logger, signals <-chan os.Signal, supDone <-chan error, srv frontEnd, sup *supervisor.Supervisor, dep *deployment, upgrade *upgrader, graceful time.Duration, onDrain func()) error {
 	draining := false
 	shutdownDone := make(chan struct{})
 	abortDrain := make(chan struct{})
@@ -405,6 +420,37 @@ func chainOnDone(hooks ...func(*proxy.Record)) func(*proxy.Record) {
 			h(rec)
 		}
 	}
+}
+
+// How long a uwsgi client may take to send its request head, and to send each next part of
+// its body: nginx sends the head at once with the connection.
+const (
+	uwsgiHeadTimeout     = 10 * time.Second
+	uwsgiBodyIdleTimeout = 60 * time.Second
+)
+
+// frontEnd is what a stop does to the servers that take requests.
+type frontEnd interface {
+	SetKeepAlivesEnabled(bool)
+	Shutdown(context.Context) error
+	Close() error
+}
+
+// frontEnds are the HTTP and the uwsgi servers, stopped together.
+type frontEnds struct {
+	http  *http.Server
+	uwsgi *proxy.UwsgiServer
+}
+
+func (f frontEnds) SetKeepAlivesEnabled(on bool) { f.http.SetKeepAlivesEnabled(on) }
+
+func (f frontEnds) Close() error { return errors.Join(f.http.Close(), f.uwsgi.Close()) }
+
+// Shutdown drains both servers at once; each closes its listeners first.
+func (f frontEnds) Shutdown(ctx context.Context) error {
+	uwsgiDone := make(chan error, 1)
+	go func() { uwsgiDone <- f.uwsgi.Shutdown(ctx) }()
+	return errors.Join(f.http.Shutdown(ctx), <-uwsgiDone)
 }
 
 // poolBackend adapts the supervisor's pool to the proxy's Backend.

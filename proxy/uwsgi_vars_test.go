@@ -1,0 +1,133 @@
+package proxy
+
+import (
+	"errors"
+	"reflect"
+	"testing"
+
+	"github.com/herd-server/herd/protocol"
+)
+
+// kv is a protocol.Var a table can write unkeyed.
+type kv struct{ Key, Value string }
+
+func toVars(in []kv) []protocol.Var {
+	out := make([]protocol.Var, len(in))
+	for i, v := range in {
+		out[i] = protocol.Var(v)
+	}
+	return out
+}
+
+func TestFrontEndVars(t *testing.T) {
+	tests := []struct {
+		name      string
+		in        []kv
+		modifier1 uint8
+		want      []kv
+		length    int64
+		err       error
+	}{
+		{
+			name: "nginx GET: empty CONTENT_TYPE and CONTENT_LENGTH are dropped",
+			in:   []kv{{"REQUEST_METHOD", "GET"}, {"CONTENT_TYPE", ""}, {"CONTENT_LENGTH", ""}, {"PATH_INFO", "/x"}},
+			want: []kv{{"REQUEST_METHOD", "GET"}, {"PATH_INFO", "/x"}, {"UWSGI_SCHEME", "http"}},
+		},
+		{
+			name:   "nginx de-chunked upload: framed by CONTENT_LENGTH, Transfer-Encoding dropped",
+			in:     []kv{{"CONTENT_LENGTH", "10"}, {"HTTP_TRANSFER_ENCODING", "chunked"}},
+			want:   []kv{{"CONTENT_LENGTH", "10"}, {"UWSGI_SCHEME", "http"}},
+			length: 10,
+		},
+		{
+			name: "UWSGI_* vars are dropped",
+			in: []kv{{"UWSGI_FILE", "/tmp/evil.py"}, {"UWSGI_SCRIPT", "evil"}, {"UWSGI_MODULE", "evil"},
+				{"UWSGI_CHDIR", "/tmp"}, {"UWSGI_APPID", "x"}, {"SCRIPT_NAME", "/s"}},
+			want: []kv{{"SCRIPT_NAME", "/s"}, {"UWSGI_SCHEME", "http"}},
+		},
+		{
+			name: "HTTPS on means https",
+			in:   []kv{{"HTTPS", "on"}},
+			want: []kv{{"HTTPS", "on"}, {"UWSGI_SCHEME", "https"}},
+		},
+		{
+			name: "the front end's UWSGI_SCHEME wins when it is http or https",
+			in:   []kv{{"HTTPS", "on"}, {"UWSGI_SCHEME", "http"}},
+			want: []kv{{"HTTPS", "on"}, {"UWSGI_SCHEME", "http"}},
+		},
+		{
+			name: "any other UWSGI_SCHEME is ignored",
+			in:   []kv{{"UWSGI_SCHEME", "javascript"}},
+			want: []kv{{"UWSGI_SCHEME", "http"}},
+		},
+		{
+			name:   "a repeated key keeps its last value, as the worker would",
+			in:     []kv{{"CONTENT_LENGTH", "5"}, {"PATH_INFO", "/a"}, {"CONTENT_LENGTH", "7"}, {"PATH_INFO", "/b"}},
+			want:   []kv{{"PATH_INFO", "/b"}, {"CONTENT_LENGTH", "7"}, {"UWSGI_SCHEME", "http"}},
+			length: 7,
+		},
+		{
+			name:      "modifier1 30 strips SCRIPT_NAME from PATH_INFO",
+			in:        []kv{{"SCRIPT_NAME", "/app/"}, {"PATH_INFO", "/app/x"}},
+			modifier1: modifierManagePathInfo,
+			want:      []kv{{"SCRIPT_NAME", "/app"}, {"PATH_INFO", "/x"}, {"UWSGI_SCHEME", "http"}},
+		},
+		{
+			name:      "modifier1 30 only at a segment boundary",
+			in:        []kv{{"SCRIPT_NAME", "/app"}, {"PATH_INFO", "/apple"}},
+			modifier1: modifierManagePathInfo,
+			want:      []kv{{"SCRIPT_NAME", "/app"}, {"PATH_INFO", "/apple"}, {"UWSGI_SCHEME", "http"}},
+		},
+		{name: "negative CONTENT_LENGTH", in: []kv{{"CONTENT_LENGTH", "-1"}}, err: errBadRequest},
+		{name: "signed CONTENT_LENGTH", in: []kv{{"CONTENT_LENGTH", "+1"}}, err: errBadRequest},
+		{name: "CONTENT_LENGTH not a number", in: []kv{{"CONTENT_LENGTH", "1, 2"}}, err: errBadRequest},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := frontEndVars(toVars(tt.in), tt.modifier1)
+			if tt.err != nil {
+				if !errors.Is(err, tt.err) {
+					t.Fatalf("err = %v, want %v", err, tt.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(got.vars, toVars(tt.want)) || got.contentLength != tt.length {
+				t.Errorf("got %v length %d\nwant %v length %d", got.vars, got.contentLength, tt.want, tt.length)
+			}
+		})
+	}
+}
+
+func TestMountVars(t *testing.T) {
+	tests := []struct {
+		name     string
+		in       []kv
+		prefix   string
+		want     []kv
+		accepted bool
+	}{
+		{"no mount", []kv{{"PATH_INFO", "/x"}, {"SCRIPT_NAME", ""}}, "", []kv{{"PATH_INFO", "/x"}, {"SCRIPT_NAME", ""}}, true},
+		{"under the prefix", []kv{{"PATH_INFO", "/app/x/y"}, {"SCRIPT_NAME", ""}}, "/app",
+			[]kv{{"PATH_INFO", "/x/y"}, {"SCRIPT_NAME", "/app"}}, true},
+		{"the prefix itself", []kv{{"PATH_INFO", "/app"}, {"SCRIPT_NAME", ""}}, "/app",
+			[]kv{{"PATH_INFO", ""}, {"SCRIPT_NAME", "/app"}}, true},
+		{"a longer name is outside", []kv{{"PATH_INFO", "/apple"}, {"SCRIPT_NAME", ""}}, "/app",
+			[]kv{{"PATH_INFO", "/apple"}, {"SCRIPT_NAME", ""}}, false},
+		{"outside", []kv{{"PATH_INFO", "/"}}, "/app", []kv{{"PATH_INFO", "/"}}, false},
+		{"a front end's SCRIPT_NAME is kept", []kv{{"PATH_INFO", "/x"}, {"SCRIPT_NAME", "/site"}}, "/app",
+			[]kv{{"PATH_INFO", "/x"}, {"SCRIPT_NAME", "/site"}}, true},
+		{"missing vars are added", []kv{{"PATH_INFO", "/app/x"}}, "/app",
+			[]kv{{"PATH_INFO", "/x"}, {"SCRIPT_NAME", "/app"}}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, ok := mountVars(toVars(tt.in), tt.prefix)
+			if ok != tt.accepted || ok && !reflect.DeepEqual(got, toVars(tt.want)) {
+				t.Errorf("got %v %v, want %v %v", got, ok, tt.want, tt.accepted)
+			}
+		})
+	}
+}
