@@ -276,3 +276,33 @@ func TestChdirBecomesAbsolute(t *testing.T) {
 		t.Fatalf("missing chdir: err = %v", err)
 	}
 }
+
+func TestMountAndUwsgiSocket(t *testing.T) {
+	for _, tc := range []struct {
+		app, mount, mode string
+		uwsgi, http      []string
+		wantApp, prefix  string
+		err              string
+	}{
+		{mount: "/shop/=shop.wsgi:app", mode: "0660", http: []string{"127.0.0.1:8000"}, wantApp: "shop.wsgi:app", prefix: "/shop"},
+		{app: "hello:app", mount: "/p", mode: "0666", uwsgi: []string{"unix:/run/u.sock"}, wantApp: "hello:app", prefix: "/p"},
+		{app: "hello:app", mount: "/p=other:app", mode: "0660", http: []string{":8000"}, err: "herd serves one app"},
+		{app: "hello:app", mount: "p=hello:app", mode: "0660", http: []string{":8000"}, err: "the prefix must be a path"},
+		{app: "hello:app", mode: "0999", uwsgi: []string{"127.0.0.1:3031"}, err: "uwsgi-socket-mode"},
+		{app: "hello:app", mode: "0660", uwsgi: []string{"unix:"}, err: "uwsgi-socket: \"unix:\" has no path"},
+		{app: "hello:app", mode: "0660", err: "at least one listen address"},
+	} {
+		c := Defaults()
+		c.App, c.Mount, c.UwsgiSocketMode, c.UwsgiSocket, c.HTTP = tc.app, tc.mount, tc.mode, tc.uwsgi, tc.http
+		err := c.Validate()
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("%+v: err = %v, want %q", tc, err, tc.err)
+			}
+			continue
+		}
+		if err != nil || c.App != tc.wantApp || c.MountPrefix() != tc.prefix {
+			t.Errorf("%+v: app %q prefix %q err %v", tc, c.App, c.MountPrefix(), err)
+		}
+	}
+}

@@ -70,6 +70,7 @@ processes = 9
 		"threads": c.Threads, "http": c.HTTP, "env": c.Env, "body-buffer": c.BodyBuffer, "access-log": c.AccessLog,
 		"log-file": c.LogFile, "timeout": c.Timeout, "max-requests": c.MaxRequests, "reload-on-rss": c.ReloadOnRSS,
 		"admin": c.Admin, "max-lifetime": c.MaxLifetime, "graceful-timeout": c.GracefulTimeout, "max-body-size": c.MaxBodySize,
+		"uwsgi-socket": c.UwsgiSocket, "uwsgi-socket-mode": c.UwsgiSocketMode,
 	}
 	want := map[string]any{
 		"app": "shop.wsgi:app", "chdir": "/srv/shop", "venv": "/srv/shop/venv",
@@ -79,6 +80,7 @@ processes = 9
 		"body-buffer": Size(65536), "access-log": "off", "log-file": "/var/log/shop.log",
 		"timeout": 30 * time.Second, "max-requests": 1000, "reload-on-rss": 512,
 		"admin": "127.0.0.1:9191", "max-lifetime": time.Hour, "graceful-timeout": 20 * time.Second, "max-body-size": Size(10 << 20),
+		"uwsgi-socket": []string{"unix:/run/shop-uwsgi.sock"}, "uwsgi-socket-mode": "660",
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("got  %v\nwant %v", got, want)
