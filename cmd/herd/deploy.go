@@ -250,7 +250,7 @@ func (d *deployment) upgrading(pid int) {
 func (d *deployment) gracefulShutdown(abort <-chan struct{}, srv frontEnd, graceful time.Duration) {
 	// From now on every response closes its connection: clients holding keep-alive
 	// connections come back through the balancer, which sends them elsewhere.
-	srv.SetKeepAlivesEnabled(false)
+	srv.BeginClosing()
 	if d.shutdownDelay > 0 {
 		d.log.Info().Dur("shutdown_delay", d.shutdownDelay).Msg("draining: still accepting connections until the delay ends")
 		t := time.NewTimer(d.shutdownDelay)
@@ -262,6 +262,7 @@ func (d *deployment) gracefulShutdown(abort <-chan struct{}, srv frontEnd, grace
 		}
 	}
 	d.log.Info().Msg("closing the listeners; finishing requests in flight")
+	srv.StopAccepting(min(keepAliveLinger, graceful), abort)
 	ctx, cancel := context.WithTimeout(context.Background(), graceful)
 	defer cancel()
 	if err := srv.Shutdown(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {

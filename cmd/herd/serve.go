@@ -166,8 +166,10 @@ func serve(ctx context.Context, cfg *config.Config) error {
 	if devState != nil {
 		front = reload.ErrorPage(front, devState, workerScript)
 	}
+	conns := &connTracker{}
 	srv := &http.Server{
-		Handler:           front,
+		Handler:           conns.handler(front),
+		ConnState:         conns.connState,
 		ReadHeaderTimeout: 30 * time.Second,
 		// Above the head checker's bound, so that the checker refuses first, with the
 		// status gunicorn's limits give.
@@ -180,7 +182,7 @@ func serve(ctx context.Context, cfg *config.Config) error {
 		srv.SetKeepAlivesEnabled(false) // gunicorn's --keep-alive 0
 	}
 	uwsgiSrv := &proxy.UwsgiServer{Handler: handler, HeadTimeout: uwsgiHeadTimeout, BodyIdleTimeout: uwsgiBodyIdleTimeout}
-	fronts := frontEnds{http: srv, uwsgi: uwsgiSrv}
+	fronts := frontEnds{http: srv, uwsgi: uwsgiSrv, conns: conns, httpListeners: httpListeners}
 
 	signals := make(chan os.Signal, 4)
 	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGTTIN, syscall.SIGTTOU)
@@ -221,7 +223,8 @@ func serve(ctx context.Context, cfg *config.Config) error {
 		serving.Add(1)
 		go func() {
 			defer serving.Done()
-			if err := srv.Serve(proxy.CheckHeads(ln, limits)); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			err := srv.Serve(proxy.CheckHeads(ln, limits))
+			if err != nil && !errors.Is(err, http.ErrServerClosed) && !(fronts.conns.closing.Load() && errors.Is(err, net.ErrClosed)) {
 				log.Error().Err(err).Str("listen", ln.Addr().String()).Msg("http listener failed")
 			}
 		}()
@@ -431,18 +434,32 @@ const (
 
 // frontEnd is what a stop does to the servers that take requests.
 type frontEnd interface {
-	SetKeepAlivesEnabled(bool)
+	// BeginClosing makes every later response close its connection.
+	BeginClosing()
+	// StopAccepting closes the HTTP listeners and lingers (at most max) until the
+	// keep-alive clients have taken a last answer and gone.
+	StopAccepting(max time.Duration, abort <-chan struct{})
 	Shutdown(context.Context) error
 	Close() error
 }
 
 // frontEnds are the HTTP and the uwsgi servers, stopped together.
 type frontEnds struct {
-	http  *http.Server
-	uwsgi *proxy.UwsgiServer
+	http          *http.Server
+	uwsgi         *proxy.UwsgiServer
+	conns         *connTracker
+	httpListeners []net.Listener
 }
 
-func (f frontEnds) SetKeepAlivesEnabled(on bool) { f.http.SetKeepAlivesEnabled(on) }
+func (f frontEnds) BeginClosing() { f.conns.closing.Store(true) }
+
+func (f frontEnds) StopAccepting(max time.Duration, abort <-chan struct{}) {
+	f.conns.closing.Store(true)
+	for _, ln := range f.httpListeners {
+		_ = ln.Close()
+	}
+	f.conns.linger(max, abort)
+}
 
 func (f frontEnds) Close() error { return errors.Join(f.http.Close(), f.uwsgi.Close()) }
 
