@@ -604,3 +604,7 @@ func (l *Load) Stop() LoadResult {
 	r.Failures = l.failures[:min(len(l.failures), 10)]
 	return r
 }
+
+// RaceEnabled reports whether the herd binary under test carries the race detector, whose
+// shadow memory makes its RSS figures several times larger.
+const RaceEnabled = raceEnabled

@@ -7,9 +7,11 @@ Stdlib only, so it runs under any python3. Routes:
   GET  /boom        raises: the client gets a 500 and the worker keeps serving
   GET  /sleep?s=N   sleeps N seconds (float) before answering
   GET  /pid         the worker's process id
+  POST /count       reads the body in 64 KiB parts: its length and sha256, not the body
   anything else     404
 """
 
+import hashlib
 import os
 import time
 
@@ -29,6 +31,17 @@ def app(environ, start_response):
     if path == "/stream":
         start_response("200 OK", [("Content-Type", "text/plain")])
         return stream_parts(int(query(environ).get("n", "5")), float(query(environ).get("gap", "0.05")))
+    if path == "/count" and method in ("POST", "PUT"):
+        digest, length, stream = hashlib.sha256(), 0, environ["wsgi.input"]
+        while True:
+            part = stream.read(65536)
+            if not part:
+                break
+            digest.update(part)
+            length += len(part)
+        body = ("%d %s\n" % (length, digest.hexdigest())).encode()
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+        return [body]
     if path == "/boom":
         raise RuntimeError("boom: the example app fails on purpose")
     if path == "/sleep":
