@@ -103,3 +103,42 @@ func procStatusKiB(t *testing.T, pid int, field string) int64 {
 
 // raceBuild reports whether the herd binary under test was built with -race.
 func raceBuild() bool { return herdtest.RaceEnabled }
+
+// TestMaxBodySize: a body over --max-body-size gets 413 whether its length is announced
+// (refused before it is read) or chunked (refused when the limit is crossed); one under it
+// passes.
+func TestMaxBodySize(t *testing.T) {
+	h := herdtest.Start(t, herdtest.Options{Args: []string{"app:app", "--workers", "1", "--max-body-size", "1MiB"}})
+	h.WaitReady(1, 20*time.Second)
+	c := herdtest.Client()
+	post := func(n int64, chunked bool) int {
+		t.Helper()
+		var body io.Reader = &patternReader{n: n}
+		req, err := http.NewRequest("POST", h.URL+"/count", body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !chunked {
+			req.ContentLength = n
+		}
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatalf("POST %d bytes (chunked %v): %v", n, chunked, err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	for _, tc := range []struct {
+		n       int64
+		chunked bool
+		want    int
+	}{
+		{512 << 10, false, 200}, {512 << 10, true, 200}, {1 << 20, false, 200},
+		{2 << 20, false, 413}, {2 << 20, true, 413},
+	} {
+		if got := post(tc.n, tc.chunked); got != tc.want {
+			t.Errorf("POST %d bytes (chunked %v): %d, want %d", tc.n, tc.chunked, got, tc.want)
+		}
+	}
+}
