@@ -8,6 +8,7 @@ package config
 import (
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -66,8 +67,9 @@ type Config struct {
 	AccessLogFormat  string `key:"access-log-format" default:"json" help:"access line format: combined (Apache/nginx), common, json, or a template of {fields} such as '{remote_host} {method} {uri} {status} {duration_ms}'"`
 
 	// Deployment (issue 10) adds its options here.
-	ShutdownDelay time.Duration `key:"shutdown-delay" default:"0s" help:"on SIGTERM, keep accepting new connections this long (while /readyz says 503) before closing the listeners, so a Kubernetes Service stops routing here first"`
-	ProxyProtocol []string      `key:"proxy-protocol" help:"listeners that require a PROXY protocol v1/v2 header (from HAProxy or a cloud balancer) and take REMOTE_ADDR from it: an --http address, a socket-activated socket's name, or * for all; connections without a valid header are refused"`
+	ShutdownDelay     time.Duration `key:"shutdown-delay" default:"0s" help:"on SIGTERM, keep accepting new connections this long (while /readyz says 503) before closing the listeners, so a Kubernetes Service stops routing here first"`
+	ForwardedAllowIPs []string      `key:"forwarded-allow-ips" default:"127.0.0.1,::1" help:"peers (IP addresses, CIDR prefixes, or * for all) whose X-Forwarded-For, X-Forwarded-Proto and Forwarded headers set REMOTE_ADDR and the scheme; from any other peer those headers are stripped"`
+	ProxyProtocol     []string      `key:"proxy-protocol" help:"listeners that require a PROXY protocol v1/v2 header (from HAProxy or a cloud balancer) and take REMOTE_ADDR from it: an --http address, a socket-activated socket's name, or * for all; connections without a valid header are refused"`
 
 	// Configuration and CLI (issue 6).
 	Env           []string      `key:"env" short:"e" list:"whole" help:"environment variable KEY=VALUE for the workers (repeatable)"`
@@ -114,6 +116,13 @@ func (c *Config) Validate() error {
 			add("chdir", "%q is not a directory", c.Chdir)
 		} else {
 			c.Chdir = abs
+		}
+	}
+	for _, e := range c.ForwardedAllowIPs {
+		if _, errAddr := netip.ParseAddr(e); e != "*" && errAddr != nil {
+			if _, errPrefix := netip.ParsePrefix(e); errPrefix != nil {
+				add("forwarded-allow-ips", "%q is not an IP address, a CIDR prefix or *", e)
+			}
 		}
 	}
 	if len(c.HTTP) == 0 && len(c.UwsgiSocket) == 0 {

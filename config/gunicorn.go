@@ -25,7 +25,6 @@ var gunicornPending = []struct {
 	{flag: "max-requests-jitter", key: "max-requests-jitter"},
 	{flag: "reload", key: "reload", bare: true},
 	{flag: "pid", key: "pidfile"},
-	{flag: "forwarded-allow-ips", key: "forwarded-allow-ips"},
 }
 
 // gunicornFlags are the gunicorn flags herd takes with gunicorn's meaning, for the

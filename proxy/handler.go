@@ -61,6 +61,9 @@ type Handler struct {
 	MaxBodySize int64
 	TempDir     string
 	HTTPS       bool
+	// TrustedProxies are the peers whose X-Forwarded-* and Forwarded headers set
+	// REMOTE_ADDR and the scheme; from any other peer those headers are stripped.
+	TrustedProxies *TrustList
 	// ResponseBuffer is the largest response body read whole from the worker before the
 	// client gets it, so that the worker is free again whatever the client's speed. Larger
 	// responses, and streaming ones, are copied through as the client takes them.
@@ -97,7 +100,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	defer body.Close()
 
-	info := ConnInfo{RemoteAddr: r.RemoteAddr, HTTPS: h.HTTPS}
+	info := ConnInfo{RemoteAddr: r.RemoteAddr, HTTPS: h.HTTPS, Trusted: h.TrustedProxies}
 	if la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
 		info.LocalAddr = la.String()
 	}

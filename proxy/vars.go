@@ -3,6 +3,7 @@ package proxy
 import (
 	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 
@@ -14,6 +15,8 @@ type ConnInfo struct {
 	RemoteAddr string // "ip:port" of the client socket
 	LocalAddr  string // "ip:port" the client connected to
 	HTTPS      bool
+	// Trusted lists the peers whose forwarding headers are believed; nil believes none.
+	Trusted *TrustList
 }
 
 // RequestVars translates an HTTP request into the uwsgi vars a WSGI worker turns into its
@@ -46,6 +49,18 @@ func RequestVars(dst []protocol.Var, r *http.Request, info ConnInfo, bodyLength 
 	if info.HTTPS {
 		scheme = "https"
 	}
+	peer, _ := netip.ParseAddr(remoteHost)
+	trusted := info.Trusted.Trusts(peer)
+	if trusted {
+		client, fwdScheme := forwardedClient(r.Header, info.Trusted)
+		if client != "" && client != remoteHost {
+			remoteHost, remotePort = client, ""
+		}
+		if fwdScheme != "" {
+			scheme = fwdScheme
+		}
+	}
+	https := scheme == "https"
 	dst = append(dst,
 		protocol.Var{Key: "REQUEST_METHOD", Value: r.Method},
 		protocol.Var{Key: "REQUEST_URI", Value: r.RequestURI},
@@ -60,7 +75,7 @@ func RequestVars(dst []protocol.Var, r *http.Request, info ConnInfo, bodyLength 
 		protocol.Var{Key: "REMOTE_PORT", Value: remotePort},
 		protocol.Var{Key: "UWSGI_SCHEME", Value: scheme},
 	)
-	if info.HTTPS {
+	if https {
 		dst = append(dst, protocol.Var{Key: "HTTPS", Value: "on"})
 	}
 	if r.Host != "" {
@@ -74,7 +89,7 @@ func RequestVars(dst []protocol.Var, r *http.Request, info ConnInfo, bodyLength 
 	}
 	for name, values := range r.Header {
 		key, ok := cgiHeaderKey(name)
-		if !ok {
+		if !ok || !trusted && forwardedHeaders[name] {
 			continue
 		}
 		sep := ", "

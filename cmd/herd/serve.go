@@ -156,6 +156,10 @@ func serve(ctx context.Context, cfg *config.Config) error {
 		TempDir:        runDir,
 		Mount:          cfg.MountPrefix(),
 	}
+	if handler.TrustedProxies, err = proxy.ParseTrustList(cfg.ForwardedAllowIPs); err != nil {
+		closeAll(append(listeners, adminLn))
+		return fmt.Errorf("forwarded-allow-ips: %w", err)
+	}
 	limits := proxy.HeadLimits{RequestLine: cfg.LimitRequestLine, Fields: cfg.LimitRequestFields, FieldSize: cfg.LimitRequestFieldSize}
 	reloadLoop, devState, err := newReloadLoop(cfg, log, sup)
 	if err != nil {
