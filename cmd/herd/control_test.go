@@ -229,4 +229,12 @@ func TestReloadThroughControlSocket(t *testing.T) {
 	if status, _ := get(t, herdtest.Client(), h.URL+"/"); status != 200 {
 		t.Fatalf("after a failed reload: %d", status)
 	}
+	// The failure shows in the status too, as the status of the master, not only in its log.
+	st = statusJSON(t, env)
+	if r := st.LastReload; r == nil || r.OK || !strings.Contains(r.Error, "SyntaxError") {
+		t.Fatalf("status after a failed reload: last_reload %+v, want a failure naming the SyntaxError", st.LastReload)
+	}
+	if r := herdtest.Run(t, dir, env, "status"); !strings.Contains(r.Stdout, "last reload FAILED") {
+		t.Fatalf("herd status does not show the failed reload:\n%s", r.Stdout)
+	}
 }

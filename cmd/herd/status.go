@@ -26,8 +26,19 @@ type Status struct {
 	Queue   int       `json:"queue"`
 	// Restarts counts workers that left without being asked (crash, timeout, recycling)
 	// and were replaced. Worker ids are not reused, so it is the master's count.
-	Restarts uint64         `json:"restarts"`
-	Workers  []WorkerStatus `json:"workers"`
+	Restarts uint64 `json:"restarts"`
+	// LastReload is the outcome of the latest reload, nil before the first one.
+	LastReload *ReloadStatus  `json:"last_reload,omitempty"`
+	Workers    []WorkerStatus `json:"workers"`
+}
+
+// ReloadStatus is how a reload ended: a failed one (the new code did not load) leaves the
+// old generation serving, and says why.
+type ReloadStatus struct {
+	Generation int       `json:"generation"`
+	At         time.Time `json:"at"`
+	OK         bool      `json:"ok"`
+	Error      string    `json:"error,omitempty"`
 }
 
 // WorkerStatus is one worker process in Status.
@@ -54,6 +65,7 @@ func buildStatus(cfg *config.Config, pool *supervisor.Pool, exits *exitCounter, 
 	st := Status{
 		Pid: os.Getpid(), App: cfg.App, HTTP: httpAddrs, Started: started, UptimeS: now.Sub(started).Seconds(),
 		Queue: pool.QueueLen(), Restarts: exits.restarts.Load(), Workers: []WorkerStatus{},
+		LastReload: exits.lastReload.Load(),
 	}
 	for _, w := range pool.Workers() {
 		ws := WorkerStatus{
@@ -88,6 +100,12 @@ func processRSS(pid int) int64 {
 func printStatus(w io.Writer, st Status) {
 	fmt.Fprintf(w, "herd master pid %d serving %s on %s, up %s, %d request(s) queued, %d worker restart(s)\n\n",
 		st.Pid, st.App, strings.Join(st.HTTP, ", "), (time.Duration(st.UptimeS) * time.Second).String(), st.Queue, st.Restarts)
+	if r := st.LastReload; r != nil && r.OK {
+		fmt.Fprintf(w, "last reload: generation %d took over at %s\n\n", r.Generation, r.At.Format(time.RFC3339))
+	} else if r != nil {
+		fmt.Fprintf(w, "last reload FAILED at %s (generation %d), the previous generation keeps serving:\n  %s\n\n",
+			r.At.Format(time.RFC3339), r.Generation, r.Error)
+	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "WORKER\tPID\tSTATE\tGEN\tREQUESTS\tRSS\tCURRENT REQUEST\tAGE")
 	for _, ws := range st.Workers {
@@ -110,7 +128,16 @@ func printStatus(w io.Writer, st Status) {
 // a restart (the supervisor replaces the worker).
 type exitCounter struct {
 	supervisor.NopObserver
-	restarts atomic.Uint64
+	restarts   atomic.Uint64
+	lastReload atomic.Pointer[ReloadStatus]
+}
+
+func (c *exitCounter) Reloaded(gen int, err error) {
+	r := &ReloadStatus{Generation: gen, At: time.Now(), OK: err == nil}
+	if err != nil {
+		r.Error = err.Error()
+	}
+	c.lastReload.Store(r)
 }
 
 func (c *exitCounter) WorkerExited(_ supervisor.WorkerInfo, _ supervisor.ExitStatus, cause supervisor.ExitCause) {
