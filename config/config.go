@@ -54,6 +54,8 @@ type Config struct {
 	MaxRequestsJitter int           `key:"max-requests-jitter" default:"0" help:"add a random 0..N to each worker's --max-requests so that workers do not recycle all at once"`
 	MaxLifetime       time.Duration `key:"max-lifetime" default:"0s" help:"recycle a worker after it has lived this long (plus up to 10% jitter); 0 means never"`
 	ReloadOnRSS       int           `key:"reload-on-rss" default:"0" help:"recycle a worker whose resident memory exceeds this many MiB (checked every second from /proc); 0 means never"`
+	Pidfile           string        `key:"pidfile" help:"write the master's pid (decimal and a newline) to this file at start, atomically; removed at exit unless a newer master (USR2) rewrote it. herd status/stop --pidfile read it"`
+	Umask             string        `key:"umask" help:"file mode creation mask (octal, e.g. 022) the master sets at start, before it creates files and sockets; empty keeps the inherited one"`
 
 	// Development mode (issue 5) adds its options here.
 	Reload       bool     `key:"reload" default:"false" help:"development mode: reload when a .py file under the app's directory changes, and show import errors in the browser"`

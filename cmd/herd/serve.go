@@ -69,10 +69,17 @@ on the same listening sockets, then drain and exit once it serves.`,
 
 // serve runs the master until a signal stops it or the app cannot boot.
 func serve(ctx context.Context, cfg *config.Config) error {
+	if err := applyUmask(cfg.Umask); err != nil {
+		return err
+	}
 	log, err := newLogger(cfg, os.Stderr)
 	if err != nil {
 		return err
 	}
+	if err := writePidfile(cfg.Pidfile); err != nil {
+		return err
+	}
+	defer removePidfile(cfg.Pidfile)
 	accessLog, err := newAccessLogger(cfg, log)
 	if err != nil {
 		return err

@@ -1,0 +1,74 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/herd-server/herd/internal/herdtest"
+)
+
+// TestPidfileAndUmask: --pidfile holds the master's pid while it runs and is gone after
+// SIGTERM; --umask 027 applies to the files the master creates (the access log, which
+// logfile opens 0644, comes out 0640), and the pidfile is read by herd status --pidfile.
+func TestPidfileAndUmask(t *testing.T) {
+	env := isolatedRegistry(t)
+	dir := t.TempDir()
+	pidfile := filepath.Join(dir, "herd.pid")
+	access := filepath.Join(dir, "access.log")
+	h := herdtest.Start(t, herdtest.Options{Env: env, Args: []string{"app:app", "--workers", "1",
+		"--pidfile", pidfile, "--umask", "027", "--access-log", access}})
+	h.WaitReady(1, 20*time.Second)
+
+	b, err := os.ReadFile(pidfile)
+	if err != nil {
+		t.Fatalf("pidfile: %v", err)
+	}
+	if want := strconv.Itoa(h.Cmd.Process.Pid) + "\n"; string(b) != want {
+		t.Fatalf("pidfile holds %q, want %q", b, want)
+	}
+	if fi, err := os.Stat(pidfile); err != nil || fi.Mode().Perm() != 0o640 {
+		t.Fatalf("pidfile mode %v (err %v), want 0640 (0644 under umask 027)", fi.Mode().Perm(), err)
+	}
+	fi, err := os.Stat(access)
+	if err != nil {
+		t.Fatalf("access log: %v", err)
+	}
+	if got := fi.Mode().Perm(); got != 0o640 {
+		t.Fatalf("access log mode %v, want 0640 (0644 under umask 027)", got)
+	}
+	if r := herdtest.Run(t, "", env, "status", "--pidfile", pidfile); r.Code != 0 {
+		t.Fatalf("herd status --pidfile: exit %d, %q", r.Code, r.Stderr)
+	}
+
+	if err := h.Cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if code := h.Wait(15 * time.Second); code != 0 {
+		t.Fatalf("master exited %d after SIGTERM, want 0", code)
+	}
+	if _, err := os.Stat(pidfile); !os.IsNotExist(err) {
+		t.Fatalf("pidfile left behind after SIGTERM (err %v)", err)
+	}
+}
+
+// TestUmaskRejectsNonOctal: a bad --umask stops serve with the option's name.
+func TestUmaskRejectsNonOctal(t *testing.T) {
+	r := herdtest.Run(t, "", isolatedRegistry(t), "serve", "app:app", "--umask", "9x")
+	if r.Code == 0 || !containsAll(r.Stderr, "umask", "9x") {
+		t.Fatalf("exit %d, stderr %q", r.Code, r.Stderr)
+	}
+}
+
+func containsAll(s string, parts ...string) bool {
+	for _, p := range parts {
+		if !strings.Contains(s, p) {
+			return false
+		}
+	}
+	return true
+}
