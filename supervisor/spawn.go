@@ -82,11 +82,19 @@ type ExecSpawner struct {
 	Args         []string // worker arguments shared by every worker (--app, --threads ...)
 	Env          []string // full environment; nil means the master's
 	Dir          string   // working directory
+	// Credential, when set, runs the worker as another user and group. That user cannot
+	// read WorkerScript in the master's private runtime directory, so the worker then gets
+	// its code as `python -c ScriptSource` instead.
+	Credential   *syscall.Credential
+	ScriptSource string
 }
 
 // Spawn implements Spawner.
 func (s *ExecSpawner) Spawn(spec WorkerSpec) (Process, error) {
 	args := append([]string{s.WorkerScript}, s.Args...)
+	if s.Credential != nil {
+		args = append([]string{"-c", s.ScriptSource}, s.Args...)
+	}
 	args = append(args, "--listen-fd", "3", "--control-fd", "4", "--worker-id", strconv.Itoa(spec.ID))
 	cmd := exec.Command(s.Python, args...)
 	cmd.ExtraFiles = []*os.File{spec.Listen, spec.Control}
@@ -96,7 +104,7 @@ func (s *ExecSpawner) Spawn(spec WorkerSpec) (Process, error) {
 	cmd.Dir = s.Dir
 	// Its own process group: a Ctrl-C in the terminal reaches the master only, which then
 	// stops the workers in order instead of having them die mid-request.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: s.Credential}
 	// A grandchild that keeps the worker's stdout open must not block Wait forever.
 	cmd.WaitDelay = 2 * time.Second
 	if err := cmd.Start(); err != nil {

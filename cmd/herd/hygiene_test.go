@@ -72,3 +72,47 @@ func containsAll(s string, parts ...string) bool {
 	}
 	return true
 }
+
+// TestUidGid: as root, --uid nobody --gid nogroup runs the workers as 65534:65534 (the
+// master stays root) and they still serve, though they cannot read the runtime directory.
+// Debian's python3: the pyenv one under /root is closed to nobody.
+func TestUidGid(t *testing.T) {
+	if os.Geteuid() != 0 {
+		if os.Getenv("HERD_REQUIRE_ALL") == "1" {
+			t.Fatal("TestUidGid needs root (HERD_REQUIRE_ALL=1)")
+		}
+		t.Skip("--uid/--gid need root: run the tests as root (CI does)")
+	}
+	addr := herdtest.FreeAddr(t)
+	h := herdtest.Start(t, herdtest.Options{Env: isolatedRegistry(t), Args: []string{"app:app", "--workers", "2",
+		"--http", addr, "--uid", "nobody", "--gid", "nogroup", "--python", "/usr/bin/python3"}})
+	pids := h.WaitReady(2, 20*time.Second)
+	if code, _ := herdtest.Get(t, herdtest.Client(), "http://"+addr+"/"); code != 200 {
+		t.Fatalf("GET / as nobody: status %d, want 200", code)
+	}
+	for _, pid := range pids {
+		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if f := strings.Fields(line); len(f) == 5 && (f[0] == "Uid:" || f[0] == "Gid:") && f[1] != "65534" {
+				t.Fatalf("worker %d: %q, want 65534", pid, line)
+			}
+			if f := strings.Fields(line); len(f) > 0 && f[0] == "Groups:" && len(f) > 1 && strings.Join(f[1:], " ") != "65534" {
+				t.Fatalf("worker %d supplementary groups: %q, want none or 65534", pid, line)
+			}
+		}
+	}
+}
+
+// TestUidUnknown: an unknown user or group is an error naming the key.
+func TestUidUnknown(t *testing.T) {
+	for _, args := range [][]string{{"--uid", "no-such-user-herd"}, {"--gid", "no-such-group-herd"}} {
+		r := herdtest.Run(t, "", isolatedRegistry(t), append([]string{"serve", "app:app"}, args...)...)
+		key := strings.TrimPrefix(args[0], "--")
+		if r.Code == 0 || !containsAll(r.Stderr, key, args[1]) {
+			t.Fatalf("%v: exit %d, stderr %q", args, r.Code, r.Stderr)
+		}
+	}
+}

@@ -76,6 +76,10 @@ func serve(ctx context.Context, cfg *config.Config) error {
 	if err != nil {
 		return err
 	}
+	cred, err := workerCredential(cfg.UID, cfg.GID)
+	if err != nil {
+		return err
+	}
 	if err := writePidfile(cfg.Pidfile); err != nil {
 		return err
 	}
@@ -141,7 +145,7 @@ func serve(ctx context.Context, cfg *config.Config) error {
 		BootTimeout:     cfg.BootTimeout,
 		GracefulTimeout: cfg.GracefulTimeout,
 		RunDir:          runDir,
-		Spawner:         newSpawner(cfg, workerScript),
+		Spawner:         withCredential(newSpawner(cfg, workerScript), cred),
 		Log:             log,
 		Observer:        append(observers, dep),
 
