@@ -251,7 +251,7 @@ func (c workerCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, w := range ws {
 		byState[w.State]++
 		id := strconv.Itoa(w.ID)
-		if rss, err := processRSS(w.Pid); err == nil {
+		if rss, err := ProcessRSS(w.Pid); err == nil {
 			ch <- prometheus.MustNewConstMetric(rssDesc, prometheus.GaugeValue, float64(rss), id)
 		}
 		ch <- prometheus.MustNewConstMetric(reqDesc, prometheus.CounterValue, float64(w.Requests), id)

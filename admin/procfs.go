@@ -9,10 +9,10 @@ import (
 
 var pageSize = int64(os.Getpagesize())
 
-// processRSS is a process's resident set size in bytes, from /proc/PID/statm (its second
+// ProcessRSS is a process's resident set size in bytes, from /proc/PID/statm (its second
 // field, in pages). It reads /proc rather than asking the child, so it works whoever
 // started the process.
-func processRSS(pid int) (int64, error) {
+func ProcessRSS(pid int) (int64, error) {
 	if pid <= 0 {
 		return 0, fmt.Errorf("rss of pid %d: no such process", pid)
 	}

@@ -90,7 +90,7 @@ func (m *Metrics) Stats(now time.Time, info Info) Stats {
 			Requests: w.Requests, InFlight: w.InFlight, UptimeS: now.Sub(w.Started).Seconds(),
 			Current: []CurrentRequest{},
 		}
-		ws.RSS, _ = processRSS(w.Pid) // 0 when the process just went away
+		ws.RSS, _ = ProcessRSS(w.Pid) // 0 when the process just went away
 		for _, c := range w.Current {
 			ws.Current = append(ws.Current, CurrentRequest{Method: c.Method, URI: c.URI, AgeMs: float64(now.Sub(c.Since).Microseconds()) / 1000})
 		}

@@ -1,17 +1,16 @@
 package main
 
 import (
-	"bytes"
 	"fmt"
 	"io"
 	"os"
 	"slices"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"text/tabwriter"
 	"time"
 
+	"github.com/herd-server/herd/admin"
 	"github.com/herd-server/herd/config"
 	"github.com/herd-server/herd/supervisor"
 )
@@ -70,7 +69,7 @@ func buildStatus(cfg *config.Config, pool *supervisor.Pool, exits *exitCounter, 
 	for _, w := range pool.Workers() {
 		ws := WorkerStatus{
 			ID: w.ID, Pid: w.Pid, State: w.State.String(), Generation: w.Generation, Requests: w.Requests,
-			InFlight: w.InFlight, RSS: processRSS(w.Pid), UptimeS: now.Sub(w.Started).Seconds(), Current: []CurrentRequest{},
+			InFlight: w.InFlight, RSS: workerRSS(w.Pid), UptimeS: now.Sub(w.Started).Seconds(), Current: []CurrentRequest{},
 		}
 		for _, c := range w.Current {
 			ws.Current = append(ws.Current, CurrentRequest{Method: c.Method, URI: c.URI, AgeS: now.Sub(c.Since).Seconds()})
@@ -81,19 +80,10 @@ func buildStatus(cfg *config.Config, pool *supervisor.Pool, exits *exitCounter, 
 	return st
 }
 
-// processRSS is a process's resident memory from /proc/PID/statm (second field, in pages);
-// 0 when the process is gone.
-func processRSS(pid int) int64 {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/statm")
-	if err != nil {
-		return 0
-	}
-	fields := bytes.Fields(b)
-	if len(fields) < 2 {
-		return 0
-	}
-	pages, _ := strconv.ParseInt(string(fields[1]), 10, 64)
-	return pages * int64(os.Getpagesize())
+// workerRSS is 0 when the process just went away.
+func workerRSS(pid int) int64 {
+	rss, _ := admin.ProcessRSS(pid)
+	return rss
 }
 
 // printStatus writes the human form of `herd status`.
