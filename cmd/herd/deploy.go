@@ -209,6 +209,17 @@ func (d *deployment) handOver() ([]*os.File, []string, error) {
 	return files, env, err
 }
 
+// keepSocketFiles says whether closing the Unix listeners leaves their socket files in place:
+// while a new master started by USR2 holds the same sockets, this one must not remove the
+// files that clients find them by.
+func (d *deployment) keepSocketFiles(keep bool) {
+	for _, s := range d.sockets {
+		if u, ok := s.Listener.(*net.UnixListener); ok {
+			u.SetUnlinkOnClose(!keep)
+		}
+	}
+}
+
 func closeActivated(as []listener.Activated) {
 	for _, a := range as {
 		_ = a.Listener.Close()

@@ -1,8 +1,10 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -487,4 +489,55 @@ func getStatus(c *http.Client, url string) (int, error) {
 		return resp.StatusCode, err
 	}
 	return resp.StatusCode, nil
+}
+
+// TestUpgradeKeepsUnixSockets: after a USR2 upgrade, the Unix socket files of the HTTP and
+// uwsgi listeners still exist (the old master must not remove them as it exits), each still
+// speaks its own protocol (the hand-over names, which hold colons, reach the new master
+// intact), and the new master removes the files when it stops.
+func TestUpgradeKeepsUnixSockets(t *testing.T) {
+	dir := t.TempDir()
+	httpSock, uwsgiSock := filepath.Join(dir, "http.sock"), filepath.Join(dir, "uwsgi.sock")
+	h := herdtest.Start(t, herdtest.Options{Args: []string{"app:app", "--workers", "1", "--access-log", "off",
+		"--http", "unix:" + httpSock, "--uwsgi-socket", "unix:" + uwsgiSock}})
+	h.WaitReady(1, 20*time.Second)
+	oldPid := h.Cmd.Process.Pid
+	from := len(h.Events())
+	h.Signal(syscall.SIGUSR2)
+	ev, _, ok := h.WaitEvent(from, 30*time.Second, func(e herdtest.Event) bool {
+		return e.Msg() == "herd is starting" && e.Int("pid") != oldPid
+	})
+	if !ok {
+		t.Fatal("no new master started after USR2")
+	}
+	newPid := ev.Int("pid")
+	t.Cleanup(func() {
+		_ = syscall.Kill(newPid, syscall.SIGKILL)
+		waitGone(t, newPid)
+	})
+	if code := h.Wait(60 * time.Second); code != 0 {
+		t.Fatalf("old master exited with %d, want 0 after draining", code)
+	}
+	unixClient := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", httpSock)
+		},
+	}}
+	if code, body := get(t, unixClient, "http://herd/"); code != http.StatusOK {
+		t.Fatalf("HTTP over %s after the upgrade: %d %q", httpSock, code, body)
+	}
+	answer := uwsgiRequest(t, "unix:"+uwsgiSock, "REQUEST_METHOD", "GET", "PATH_INFO", "/", "SERVER_PROTOCOL", "HTTP/1.1",
+		"SERVER_NAME", "herd", "SERVER_PORT", "80", "REQUEST_URI", "/")
+	if !strings.HasPrefix(answer, "HTTP/1.1 200") {
+		t.Fatalf("uwsgi over %s after the upgrade answered %.80q, want a 200", uwsgiSock, answer)
+	}
+	if err := syscall.Kill(newPid, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	waitGone(t, newPid)
+	for _, path := range []string{httpSock, uwsgiSock} {
+		if _, err := os.Stat(path); !os.IsNotExist(err) {
+			t.Errorf("%s after the last master stopped: %v, want it removed", path, err)
+		}
+	}
 }

@@ -265,7 +265,12 @@ func serve(ctx context.Context, cfg *config.Config) error {
 		}
 	}()
 
-	onDrain := func() { metrics.SetDraining(); dep.beginDrain() }
+	onDrain := func() {
+		metrics.SetDraining()
+		dep.beginDrain()
+		// Decided before any listener closes: a new master started by USR2 serves on.
+		dep.keepSocketFiles(upgrade.running.Load())
+	}
 	err = waitForStop(log, signals, supDone, fronts, sup, dep, upgrade, cfg.GracefulTimeout, onDrain)
 	stopReloading()
 	<-reloading

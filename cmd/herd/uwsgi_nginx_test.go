@@ -251,7 +251,7 @@ func TestUwsgiSocketActivation(t *testing.T) {
 }
 
 // uwsgiRequest sends one uwsgi request (vars as key, value pairs) and reads the answer to
-// the server's close.
+// the server's close. addr is host:port or unix:PATH.
 func uwsgiRequest(t *testing.T, addr string, kv ...string) string {
 	t.Helper()
 	vars := make([]protocol.Var, 0, len(kv)/2)
@@ -262,7 +262,11 @@ func uwsgiRequest(t *testing.T, addr string, kv ...string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := net.Dial("tcp", addr)
+	network := "tcp"
+	if path, ok := strings.CutPrefix(addr, "unix:"); ok {
+		network, addr = "unix", path
+	}
+	c, err := net.Dial(network, addr)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -64,6 +64,11 @@ func FromEnv() ([]Activated, error) {
 		return nil, fmt.Errorf("%w: %s=%q is not a count", ErrActivation, EnvFDs, fdsVar)
 	}
 	names := namesFor(namesVar, n)
+	if fromParent {
+		for i := range names {
+			names[i] = unescapeName(names[i])
+		}
+	}
 	var out []Activated
 	for i := range n {
 		fd := firstFD + i
@@ -73,10 +78,25 @@ func FromEnv() ([]Activated, error) {
 			closeActivated(out)
 			return nil, err
 		}
+		if u, ok := ln.(*net.UnixListener); ok && fromParent {
+			// The socket file was made by the herd that handed it over; the last herd
+			// serving on it removes it, as a herd that opened it itself would.
+			u.SetUnlinkOnClose(true)
+		}
 		out = append(out, Activated{Name: names[i], Listener: ln})
 	}
 	return out, nil
 }
+
+// Hand-over names are --http addresses such as 127.0.0.1:8000, while LISTEN_FDNAMES
+// separates names with colons (systemd's names cannot hold one): escaped in between.
+var (
+	nameEscaper   = strings.NewReplacer("%", "%25", ":", "%3A")
+	nameUnescaper = strings.NewReplacer("%3A", ":", "%25", "%")
+)
+
+func escapeName(name string) string   { return nameEscaper.Replace(name) }
+func unescapeName(name string) string { return nameUnescaper.Replace(name) }
 
 // namesFor splits LISTEN_FDNAMES, padding with "unknown" like sd_listen_fds_with_names.
 func namesFor(v string, n int) []string {
@@ -132,7 +152,7 @@ func HandOver(sockets []Activated) (files []*os.File, env []string, err error) {
 			return nil, nil, fmt.Errorf("hand over %s: %w", s.Name, err)
 		}
 		files = append(files, f)
-		names = append(names, s.Name)
+		names = append(names, escapeName(s.Name))
 	}
 	env = []string{
 		EnvFDs + "=" + strconv.Itoa(len(files)),

@@ -13,7 +13,7 @@ import (
 
 // TestHandOverToChild passes two listeners (one behind a ProxyListener) to a child process,
 // as a re-executing master or herd as PID 1 does, and checks that the child's FromEnv gets
-// them back with their names and can serve them.
+// them back with their names (which hold colons, as --http addresses do) and can serve them.
 func TestHandOverToChild(t *testing.T) {
 	if os.Getenv("HERD_TEST_HANDOVER_CHILD") == "1" {
 		handOverChild()
@@ -29,7 +29,7 @@ func TestHandOverToChild(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer b.Close()
-	files, env, err := HandOver([]Activated{{Name: "web", Listener: a}, {Name: "lb", Listener: &ProxyListener{Listener: b}}})
+	files, env, err := HandOver([]Activated{{Name: "127.0.0.1:8000", Listener: a}, {Name: "lb%3A", Listener: &ProxyListener{Listener: b}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,8 +55,8 @@ func TestHandOverToChild(t *testing.T) {
 	if !sc.Scan() {
 		t.Fatalf("no word from the child: %v", sc.Err())
 	}
-	if got := sc.Text(); got != "web lb" {
-		t.Fatalf("child got sockets %q, want \"web lb\"", got)
+	if got, want := sc.Text(), "127.0.0.1:8000 lb%3A"; got != want {
+		t.Fatalf("child got sockets %q, want %q", got, want)
 	}
 	for _, addr := range []string{a.Addr().String(), b.Addr().String()} {
 		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
