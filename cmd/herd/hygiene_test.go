@@ -116,3 +116,34 @@ func TestUidUnknown(t *testing.T) {
 		}
 	}
 }
+
+// TestFailedUpgradeGivesPidfileBack: a USR2 upgrade whose new master cannot load the app (a
+// broken deploy) leaves the old master serving and --pidfile naming it again, although the
+// new master wrote its own pid there and removed the file as it failed.
+func TestFailedUpgradeGivesPidfileBack(t *testing.T) {
+	dir := herdtest.CopyExample(t)
+	pidfile := filepath.Join(t.TempDir(), "herd.pid")
+	h := herdtest.Start(t, herdtest.Options{Dir: dir, Args: []string{"app:app", "--workers", "1", "--pidfile", pidfile}})
+	h.WaitReady(1, 20*time.Second)
+	writeFile(t, filepath.Join(dir, "app.py"), "def app(:\n")
+	from := len(h.Events())
+	h.Signal(syscall.SIGUSR2)
+	if _, _, ok := h.WaitEvent(from, 60*time.Second, herdtest.IsMsg("the new master exited; this one keeps serving")); !ok {
+		t.Fatal("the new master did not fail on the broken app")
+	}
+	want := strconv.Itoa(h.Cmd.Process.Pid)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		b, err := os.ReadFile(pidfile)
+		if err == nil && strings.TrimSpace(string(b)) == want {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pidfile after the failed upgrade: %q (err %v), want the old master's pid %s", b, err, want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if code, _ := herdtest.Get(t, herdtest.Client(), h.URL+"/"); code != 200 {
+		t.Fatalf("old master after the failed upgrade answered %d", code)
+	}
+}

@@ -97,7 +97,7 @@ func serve(ctx context.Context, cfg *config.Config) error {
 	upgradeFrom := takeUpgradeParent() // before the workers' environment is taken
 	dep := newDeployment(cfg, log)
 	defer dep.close()
-	upgrade := newUpgrader(log, dep)
+	upgrade := newUpgrader(log, dep, cfg.Pidfile)
 
 	// Listeners first: a port in use should fail before any Python starts.
 	listeners, uwsgiListeners, err := dep.listeners(cfg)

@@ -31,11 +31,12 @@ type upgrader struct {
 	log     zerolog.Logger
 	dep     *deployment
 	exe     string // the binary path as this master was started, resolved now
+	pidfile string // --pidfile, which the new master takes over and this one takes back if it dies
 	running atomic.Bool
 }
 
-func newUpgrader(log zerolog.Logger, dep *deployment) *upgrader {
-	u := &upgrader{log: log.With().Str("component", "upgrade").Logger(), dep: dep}
+func newUpgrader(log zerolog.Logger, dep *deployment, pidfile string) *upgrader {
+	u := &upgrader{log: log.With().Str("component", "upgrade").Logger(), dep: dep, pidfile: pidfile}
 	// Resolved at start-up rather than through /proc/self/exe: after a deploy that path is
 	// the new binary, while /proc/self/exe is this (possibly deleted) one.
 	if exe, err := exec.LookPath(os.Args[0]); err == nil {
@@ -92,8 +93,25 @@ func (u *upgrader) spawn() (int, error) {
 		u.dep.upgrading(0)
 		u.running.Store(false)
 		u.log.Warn().Int("new_pid", pid).Str("exit", fmt.Sprint(err)).Msg("the new master exited; this one keeps serving")
+		u.reclaimPidfile(pid)
 	}()
 	return pid, nil
+}
+
+// reclaimPidfile points --pidfile back at this master once the new one died: the new master
+// wrote its own pid at start and removed the file as it exited, which would leave init
+// scripts and `herd status --pidfile` with no master to find.
+func (u *upgrader) reclaimPidfile(newPid int) {
+	if u.pidfile == "" {
+		return
+	}
+	b, err := os.ReadFile(u.pidfile)
+	if err == nil && strings.TrimSpace(string(b)) != strconv.Itoa(newPid) {
+		return // someone else's by now
+	}
+	if err := writePidfile(u.pidfile); err != nil {
+		u.log.Error().Err(err).Str("pidfile", u.pidfile).Msg("cannot take the pidfile back from the failed new master")
+	}
 }
 
 // withoutHandOverEnv drops the socket hand-over variables this master itself may have
