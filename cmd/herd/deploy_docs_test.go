@@ -57,11 +57,40 @@ func TestDeployDocs(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
+		checkExecStartFlags(t, filepath.Join(dir, "herd.service"))
 		out, err := exec.Command(analyze, "verify", "--man=no", filepath.Join(units, "herd.socket"), filepath.Join(units, "herd.service")).CombinedOutput()
 		if err != nil || len(bytes.TrimSpace(out)) > 0 {
 			t.Errorf("systemd-analyze verify: %v\n%s", err, out)
 		}
 	})
+}
+
+// checkExecStartFlags parses the unit's `herd serve` command line with serve's own flags, so
+// that a renamed or misspelt option in the template fails here rather than on a server.
+func checkExecStartFlags(t *testing.T, unit string) {
+	t.Helper()
+	b, err := os.ReadFile(unit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := strings.ReplaceAll(string(b), "\\\n", " ")
+	var args []string
+	for _, line := range strings.Split(text, "\n") {
+		if rest, ok := strings.CutPrefix(line, "ExecStart="); ok {
+			args = strings.Fields(rest)
+		}
+	}
+	if len(args) < 3 || args[1] != "serve" {
+		t.Fatalf("%s: ExecStart is not a herd serve command line: %q", unit, args)
+	}
+	flags := pflag.NewFlagSet("serve", pflag.ContinueOnError)
+	config.RegisterFlags(flags)
+	if err := flags.Parse(args[2:]); err != nil {
+		t.Fatalf("%s: ExecStart flags: %v", unit, err)
+	}
+	if got := flags.Args(); len(got) != 1 {
+		t.Errorf("%s: ExecStart names %d apps (%q), want one", unit, len(got), got)
+	}
 }
 
 // configMapHerdYAML parses every document of the manifest and returns the ConfigMap's
