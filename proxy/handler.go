@@ -60,7 +60,9 @@ type Handler struct {
 	// MaxBodySize refuses larger bodies with 413; 0 means no limit.
 	MaxBodySize int64
 	TempDir     string
-	HTTPS       bool
+	// HTTPS marks every request as https; a request that came over TLS (r.TLS) is one
+	// whatever this says.
+	HTTPS bool
 	// TrustedProxies are the peers whose X-Forwarded-* and Forwarded headers set
 	// REMOTE_ADDR and the scheme; from any other peer those headers are stripped.
 	TrustedProxies *TrustList
@@ -100,7 +102,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	defer body.Close()
 
-	info := ConnInfo{RemoteAddr: r.RemoteAddr, HTTPS: h.HTTPS, Trusted: h.TrustedProxies}
+	info := ConnInfo{RemoteAddr: r.RemoteAddr, HTTPS: h.HTTPS || r.TLS != nil, Trusted: h.TrustedProxies}
 	if la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
 		info.LocalAddr = la.String()
 	}
