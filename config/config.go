@@ -75,6 +75,12 @@ type Config struct {
 	ForwardedAllowIPs []string      `key:"forwarded-allow-ips" default:"127.0.0.1,::1" help:"peers (IP addresses, CIDR prefixes, or * for all) whose X-Forwarded-For, X-Forwarded-Proto and Forwarded headers set REMOTE_ADDR and the scheme; from any other peer those headers are stripped"`
 	ProxyProtocol     []string      `key:"proxy-protocol" help:"listeners that require a PROXY protocol v1/v2 header (from HAProxy or a cloud balancer) and take REMOTE_ADDR from it: an --http address, a socket-activated socket's name, or * for all; connections without a valid header are refused"`
 
+	// TLS and HTTP/2 (issue 8) add their options here.
+	HTTPS []string `key:"https" help:"HTTPS listen address HOST:PORT (repeat or comma-separate for several): TLS 1.2 or newer, HTTP/2 and HTTP/1.1 chosen by ALPN; needs --cert and --key; with --http '' only HTTPS is served"`
+	Cert  string   `key:"cert" alias:"certfile" help:"TLS certificate file (PEM, the server's certificate first, then its chain) for --https; read again on SIGHUP and herd reload"`
+	Key   string   `key:"key" alias:"keyfile" help:"TLS private key file (PEM) of --cert; read again with it"`
+	H2C   bool     `key:"h2c" default:"false" help:"also serve cleartext HTTP/2 (prior knowledge, as h2load and curl --http2-prior-knowledge send it) on the --http listeners; off by default, since a proxy in front usually speaks HTTP/1.1"`
+
 	// Configuration and CLI (issue 6).
 	Env           []string      `key:"env" short:"e" list:"whole" help:"environment variable KEY=VALUE for the workers (repeatable)"`
 	KeepAlive     time.Duration `key:"keep-alive" default:"75s" help:"how long an idle HTTP keep-alive connection is kept open (a bare number means seconds)"`
@@ -129,11 +135,13 @@ func (c *Config) Validate() error {
 			}
 		}
 	}
-	if len(c.HTTP) == 0 && len(c.UwsgiSocket) == 0 {
-		add("http", "at least one listen address is needed (--http or --uwsgi-socket)")
+	if len(c.HTTP) == 0 && len(c.UwsgiSocket) == 0 && len(c.HTTPS) == 0 {
+		add("http", "at least one listen address is needed (--http, --https or --uwsgi-socket)")
 	}
 	checkAddresses("http", c.HTTP, "herd.sock", add)
 	checkAddresses("uwsgi-socket", c.UwsgiSocket, "herd-uwsgi.sock", add)
+	checkAddresses("https", c.HTTPS, "herd-tls.sock", add)
+	c.checkTLS(add)
 	if _, err := c.UwsgiSocketFileMode(); err != nil {
 		add("uwsgi-socket-mode", "%v", err)
 	}
@@ -199,6 +207,27 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("invalid configuration:\n  %s", strings.Join(errs, "\n  "))
 	}
 	return nil
+}
+
+// checkTLS requires --cert and --key together with --https, and only with it: TLS is
+// served on the --https addresses alone, so gunicorn's `-b ADDR --certfile F` must not
+// quietly serve plain HTTP. Whether the files hold a matching pair is checked when the
+// master loads them, before it listens.
+func (c *Config) checkTLS(add func(key, format string, args ...any)) {
+	if len(c.HTTPS) > 0 {
+		if c.Cert == "" {
+			add("cert", "missing: --https needs --cert FILE (PEM certificate chain) and --key FILE")
+		}
+		if c.Key == "" {
+			add("key", "missing: --https needs --key FILE (PEM private key) and --cert FILE")
+		}
+		return
+	}
+	for key, v := range map[string]string{"cert": c.Cert, "key": c.Key} {
+		if v != "" {
+			add(key, "given without --https: herd serves TLS only on --https addresses (gunicorn's -b ADDR --certfile F is --https ADDR --cert F)")
+		}
+	}
 }
 
 func checkAddresses(key string, addrs []string, example string, add func(key, format string, args ...any)) {

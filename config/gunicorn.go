@@ -33,7 +33,7 @@ var gunicornFlags = []string{
 	"workers", "bind", "threads", "timeout", "graceful-timeout", "keep-alive", "max-requests",
 	"max-requests-jitter", "reload", "access-logfile", "error-logfile", "pid", "chdir", "env",
 	"forwarded-allow-ips", "pythonpath", "limit-request-line", "limit-request-fields",
-	"limit-request-field-size",
+	"limit-request-field-size", "certfile", "keyfile",
 }
 
 // gunicornNotes say where herd's meaning of a gunicorn flag differs in detail.
@@ -45,6 +45,8 @@ var gunicornNotes = map[string]string{
 	"access-logfile": "`-` means herd's main log (stderr), not stdout; `off` turns it off",
 	"error-logfile":  "`-` means stderr, as in gunicorn",
 	"env":            "a value may contain commas: repeat -e for several variables",
+	"certfile":       "TLS is served on --https addresses only: `-b ADDR --certfile F` is `--https ADDR --cert F`; without --https it is an error, not plain HTTP",
+	"keyfile":        "with --cert and --https, as above",
 }
 
 // pendingAliases gives an option the gunicorn flags that name it in gunicornPending.

@@ -39,6 +39,9 @@ type HeadLimits struct {
 	RequestLine int // bytes of the request line, without its CRLF
 	Fields      int // header field lines
 	FieldSize   int // bytes of one header field line, without its CRLF
+	// H2C lets a connection that opens with HTTP/2's client preface pass unjudged, for
+	// net/http's cleartext HTTP/2 (--h2c). Without it the preface is refused with 400.
+	H2C bool
 }
 
 // maxHeadCeiling bounds a request head whatever the limits say (net/http's own default).
@@ -68,7 +71,7 @@ func (l *headCheckListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &checkedConn{Conn: c, limits: l.limits, maxHead: l.limits.MaxHead()}, nil
+	return &checkedConn{Conn: c, limits: l.limits, maxHead: l.limits.MaxHead(), maybeH2C: l.limits.H2C}, nil
 }
 
 // rejectMethod and rejectToken make the stand-in request for a refused head. The token is
@@ -141,7 +144,13 @@ type checkedConn struct {
 	state    checkState
 	bodyLeft int64
 	trailers int
+	// maybeH2C: the first head is still to come, and may be HTTP/2's preface.
+	maybeH2C bool
 }
+
+// h2Preface opens every HTTP/2 connection (RFC 9113 3.4); with prior knowledge it is the
+// first thing a cleartext client sends.
+var h2Preface = []byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
 
 func (c *checkedConn) Read(p []byte) (int, error) {
 	for {
@@ -330,6 +339,17 @@ func parseChunkSize(line []byte) (int64, bool) {
 
 // judgeHead judges a whole request head once it is in buf[j:].
 func (c *checkedConn) judgeHead(rest []byte) bool {
+	if c.maybeH2C {
+		if len(rest) < len(h2Preface) && bytes.HasPrefix(h2Preface, rest) {
+			return false // perhaps the preface: wait for all of it
+		}
+		c.maybeH2C = false
+		if bytes.HasPrefix(rest, h2Preface) {
+			// HTTP/2 frames from here on, which net/http's HTTP/2 server checks.
+			c.state = passThrough
+			return true
+		}
+	}
 	end := headEnd(rest)
 	if end < 0 {
 		if bad, ok := c.judgePartialHead(rest); ok {

@@ -96,3 +96,44 @@ func TestFraming(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckHeadsH2CPreface: with H2C, a connection that opens with HTTP/2's preface (even
+// one byte at a time) passes through unjudged, frames and all; without it, or when the
+// preface comes after a request, the checker refuses it like any bad request line.
+func TestCheckHeadsH2CPreface(t *testing.T) {
+	frames := "\x00\x00\x00\x04\x00\x00\x00\x00\x00" // an empty SETTINGS frame
+	cases := []struct {
+		name   string
+		h2c    bool
+		sent   string
+		passed string // what net/http gets to read
+	}{
+		{"h2c", true, string(h2Preface) + frames, string(h2Preface) + frames},
+		{"h2c off", false, string(h2Preface) + frames, string(rejection{400, "bad-request-line"}.request())},
+		{"h2c, HTTP/1.1", true, "GET / HTTP/1.1\r\nHost: a\r\n\r\n", "GET / HTTP/1.1\r\nHost: a\r\n\r\n"},
+		{"h2c, preface second", true, "GET / HTTP/1.1\r\nHost: a\r\n\r\n" + string(h2Preface),
+			"GET / HTTP/1.1\r\nHost: a\r\n\r\n" + string(rejection{400, "bad-request-line"}.request())},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			client, server := net.Pipe()
+			defer client.Close()
+			go func() {
+				for i := range len(tc.sent) {
+					if _, err := client.Write([]byte{tc.sent[i]}); err != nil {
+						return
+					}
+				}
+				_ = client.Close()
+			}()
+			checked := &checkedConn{Conn: server, maxHead: maxHeadCeiling, maybeH2C: tc.h2c}
+			got, err := io.ReadAll(checked)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(got) != tc.passed {
+				t.Fatalf("net/http would read %q, want %q", got, tc.passed)
+			}
+		})
+	}
+}

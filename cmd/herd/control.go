@@ -31,10 +31,11 @@ type reloader interface {
 }
 
 // startControl opens the control socket (--control-socket, else control.sock in the
-// runtime directory), registers the master, and serves status, reload and stop. signals is
+// runtime directory), registers the master, and serves status, reload and stop (reload
+// renews the TLS certificate through reloadCerts, then the workers). signals is
 // the master's signal channel: stop is a TERM (or INT) delivered through it, so a stop by
 // socket and one by kill take the same path.
-func startControl(cfg *config.Config, runDir string, sup *supervisor.Supervisor, exits *exitCounter,
+func startControl(cfg *config.Config, runDir string, sup *supervisor.Supervisor, reloadCerts func() error, exits *exitCounter,
 	signals chan<- os.Signal, httpAddrs []string, log zerolog.Logger,
 ) (*masterControl, error) {
 	path := cfg.ControlSocket
@@ -54,9 +55,12 @@ func startControl(cfg *config.Config, runDir string, sup *supervisor.Supervisor,
 		if !ok {
 			return nil, errors.New("this herd cannot reload yet")
 		}
+		// As SIGHUP does: the TLS certificate too. A certificate that does not load
+		// keeps the old one and fails the command, but the workers reload regardless.
+		certErr := reloadCerts()
 		select {
 		case err := <-r.Reload():
-			return nil, err
+			return nil, errors.Join(certErr, err)
 		case <-ctx.Done():
 			return nil, errors.New("the master is stopping")
 		}

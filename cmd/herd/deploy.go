@@ -27,8 +27,11 @@ import (
 const proxyHeaderTimeout = 10 * time.Second
 
 // activatedUwsgiName is the FileDescriptorName= of a passed socket meant for the uwsgi front
-// end; every other passed socket serves HTTP.
-const activatedUwsgiName = "uwsgi"
+// end, activatedHTTPSName of one meant for TLS; every other passed socket serves HTTP.
+const (
+	activatedUwsgiName = "uwsgi"
+	activatedHTTPSName = "https"
+)
 
 // deployment ties herd to what runs it: systemd's notify socket, the sockets it passed, and
 // the drain that a Kubernetes SIGTERM starts. It is safe for concurrent use.
@@ -43,6 +46,10 @@ type deployment struct {
 	sockets []listener.Activated
 	// admin is an inherited admin server socket (named adminSocketName), else nil.
 	admin net.Listener
+	// activatedHTTPS are the passed sockets named activatedHTTPSName; activated says
+	// whether any socket was passed at all (then --https is not used either).
+	activatedHTTPS []net.Listener
+	activated      bool
 
 	mu         sync.Mutex
 	successor  int          // pid of the master a USR2 upgrade started, while it runs
@@ -93,9 +100,14 @@ func (d *deployment) listeners(cfg *config.Config) (httpLns, uwsgiLns []net.List
 				uwsgiLns = append(uwsgiLns, a.Listener)
 				continue
 			}
+			if a.Name == activatedHTTPSName {
+				d.activatedHTTPS = append(d.activatedHTTPS, a.Listener)
+				continue
+			}
 			lns = append(lns, named{a.Name, a.Listener})
 		}
-		d.log.Info().Int("sockets", len(activated)).Msg("socket activation: serving the sockets systemd passed; --http and --uwsgi-socket are not used")
+		d.activated = true
+		d.log.Info().Int("sockets", len(activated)).Msg("socket activation: serving the sockets systemd passed; --http, --https and --uwsgi-socket are not used")
 	} else {
 		plain, err := listenAll(cfg.HTTP)
 		if err != nil {
@@ -129,6 +141,30 @@ func (d *deployment) listeners(cfg *config.Config) (httpLns, uwsgiLns []net.List
 		}
 	}
 	return httpLns, uwsgiLns, nil
+}
+
+// httpsListeners are the TLS listeners: the passed sockets named "https" under socket
+// activation (and after a USR2 upgrade), else one per --https address. Call it after
+// listeners. They go first in the hand-over, before any name with a colon in it (an --http
+// address) shifts the names after it.
+func (d *deployment) httpsListeners(cfg *config.Config) ([]net.Listener, error) {
+	lns := d.activatedHTTPS
+	if !d.activated {
+		for _, a := range cfg.HTTPS {
+			ln, err := listen(a)
+			if err != nil {
+				closeAll(lns)
+				return nil, fmt.Errorf("https: listen on %s: %w", a, err)
+			}
+			lns = append(lns, ln)
+		}
+	}
+	named := make([]listener.Activated, 0, len(lns))
+	for _, ln := range lns {
+		named = append(named, listener.Activated{Name: activatedHTTPSName, Listener: ln})
+	}
+	d.sockets = append(named, d.sockets...)
+	return lns, nil
 }
 
 // listenUwsgi opens the --uwsgi-socket addresses; a Unix socket file gets

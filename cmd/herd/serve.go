@@ -76,6 +76,13 @@ func serve(ctx context.Context, cfg *config.Config) error {
 	if err != nil {
 		return err
 	}
+	var certs *certStore
+	if len(cfg.HTTPS) > 0 {
+		// Before anything else: a certificate that does not load stops the start.
+		if certs, err = newCertStore(cfg.Cert, cfg.Key, log); err != nil {
+			return err
+		}
+	}
 	cred, err := workerCredential(cfg.UID, cfg.GID)
 	if err != nil {
 		return err
@@ -107,6 +114,16 @@ func serve(ctx context.Context, cfg *config.Config) error {
 	// From here on the uwsgi listeners close with the HTTP ones.
 	listeners = append(listeners, uwsgiListeners...)
 	httpListeners := listeners[:len(listeners)-len(uwsgiListeners)]
+	httpsListeners, err := dep.httpsListeners(cfg)
+	if err == nil && len(httpsListeners) > 0 && certs == nil {
+		closeAll(httpsListeners)
+		err = errNoCert // a socket passed as "https" without --https --cert --key
+	}
+	if err != nil {
+		closeAll(listeners)
+		return err
+	}
+	listeners = append(listeners, httpsListeners...)
 	var adminLn net.Listener
 	if cfg.Admin != "" {
 		if adminLn, err = dep.adminListener(cfg); err != nil {
@@ -171,7 +188,7 @@ func serve(ctx context.Context, cfg *config.Config) error {
 		closeAll(append(listeners, adminLn))
 		return fmt.Errorf("forwarded-allow-ips: %w", err)
 	}
-	limits := proxy.HeadLimits{RequestLine: cfg.LimitRequestLine, Fields: cfg.LimitRequestFields, FieldSize: cfg.LimitRequestFieldSize}
+	limits := proxy.HeadLimits{RequestLine: cfg.LimitRequestLine, Fields: cfg.LimitRequestFields, FieldSize: cfg.LimitRequestFieldSize, H2C: cfg.H2C}
 	reloadLoop, devState, err := newReloadLoop(cfg, log, sup)
 	if err != nil {
 		closeAll(append(listeners, adminLn))
@@ -191,19 +208,23 @@ func serve(ctx context.Context, cfg *config.Config) error {
 		MaxHeaderBytes: limits.MaxHead() + 4096,
 		IdleTimeout:    cfg.KeepAlive,
 		ErrorLog:       newStdLogger(log.With().Str("component", "http").Logger()),
+		Protocols:      httpProtocols(cfg.H2C),
+	}
+	if certs != nil {
+		srv.TLSConfig = certs.tlsConfig()
 	}
 
 	if cfg.KeepAlive == 0 {
 		srv.SetKeepAlivesEnabled(false) // gunicorn's --keep-alive 0
 	}
 	uwsgiSrv := &proxy.UwsgiServer{Handler: handler, HeadTimeout: uwsgiHeadTimeout, BodyIdleTimeout: uwsgiBodyIdleTimeout}
-	fronts := frontEnds{http: srv, uwsgi: uwsgiSrv, conns: conns, httpListeners: httpListeners}
+	fronts := frontEnds{http: srv, uwsgi: uwsgiSrv, conns: conns, httpListeners: httpListeners, httpsListeners: httpsListeners, certs: certs}
 
 	signals := make(chan os.Signal, 4)
 	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGTTIN, syscall.SIGTTOU)
 	defer signal.Stop(signals)
 
-	ctl, err := startControl(cfg, runDir, sup, exits, signals, addrs(httpListeners), log)
+	ctl, err := startControl(cfg, runDir, sup, certs.Reload, exits, signals, addrs(httpListeners), log)
 	if err != nil {
 		closeAll(append(listeners, adminLn))
 		return err
@@ -244,6 +265,18 @@ func serve(ctx context.Context, cfg *config.Config) error {
 			}
 		}()
 	}
+	for _, ln := range httpsListeners {
+		serving.Add(1)
+		go func() {
+			defer serving.Done()
+			// No head checker here: it reads HTTP/1 heads off the raw connection, and
+			// net/http must see the *tls.Conn itself to offer HTTP/2 and set r.TLS.
+			err := srv.ServeTLS(ln, "", "")
+			if err != nil && !errors.Is(err, http.ErrServerClosed) && !(fronts.conns.closing.Load() && errors.Is(err, net.ErrClosed)) {
+				log.Error().Err(err).Str("listen", ln.Addr().String()).Msg("https listener failed")
+			}
+		}()
+	}
 	if adminSrv != nil {
 		serving.Add(1)
 		go func() {
@@ -252,7 +285,7 @@ func serve(ctx context.Context, cfg *config.Config) error {
 		}()
 		log.Info().Str("admin", adminLn.Addr().String()).Msg("admin server listening")
 	}
-	log.Info().Str("app", cfg.App).Str("runtime_dir", runDir).Strs("http", addrs(httpListeners)).Strs("uwsgi", addrs(uwsgiListeners)).Int("workers", cfg.Workers).
+	log.Info().Str("app", cfg.App).Str("runtime_dir", runDir).Strs("http", addrs(httpListeners)).Strs("https", addrs(httpsListeners)).Strs("uwsgi", addrs(uwsgiListeners)).Int("workers", cfg.Workers).
 		Int("threads", cfg.Threads).Str("python", cfg.Python).Int("pid", os.Getpid()).
 		Str("control_socket", ctl.Path()).Msg("herd is starting")
 	go func() {
@@ -320,6 +353,7 @@ func waitForStop(log zerolog.Logger, signals <-chan os.Signal, supDone <-chan er
 			case sig == syscall.SIGHUP:
 				// The supervisor logs how the reload ends; nobody waits for it here.
 				log.Info().Msg("SIGHUP: graceful reload")
+				_ = srv.ReloadCerts() // a failure is logged, and the old certificate serves on
 				sup.Reload()
 			case sig == syscall.SIGUSR2 && !draining:
 				upgrade.start()
@@ -461,14 +495,18 @@ type frontEnd interface {
 	StopAccepting(max time.Duration, abort <-chan struct{})
 	Shutdown(context.Context) error
 	Close() error
+	// ReloadCerts reads the TLS certificate files again (a failure keeps the old pair).
+	ReloadCerts() error
 }
 
-// frontEnds are the HTTP and the uwsgi servers, stopped together.
+// frontEnds are the HTTP (and HTTPS) and the uwsgi servers, stopped together.
 type frontEnds struct {
-	http          *http.Server
-	uwsgi         *proxy.UwsgiServer
-	conns         *connTracker
-	httpListeners []net.Listener
+	http           *http.Server
+	uwsgi          *proxy.UwsgiServer
+	conns          *connTracker
+	httpListeners  []net.Listener
+	httpsListeners []net.Listener
+	certs          *certStore // nil without --https
 }
 
 func (f frontEnds) BeginClosing() { f.conns.closing.Store(true) }
@@ -478,10 +516,25 @@ func (f frontEnds) StopAccepting(max time.Duration, abort <-chan struct{}) {
 	for _, ln := range f.httpListeners {
 		_ = ln.Close()
 	}
+	for _, ln := range f.httpsListeners {
+		_ = ln.Close()
+	}
 	f.conns.linger(max, abort)
 }
 
 func (f frontEnds) Close() error { return errors.Join(f.http.Close(), f.uwsgi.Close()) }
+
+func (f frontEnds) ReloadCerts() error { return f.certs.Reload() }
+
+// httpProtocols are what the HTTP server speaks: HTTP/1.1, HTTP/2 over TLS (ALPN), and
+// cleartext HTTP/2 with prior knowledge only when --h2c asks for it.
+func httpProtocols(h2c bool) *http.Protocols {
+	p := &http.Protocols{}
+	p.SetHTTP1(true)
+	p.SetHTTP2(true)
+	p.SetUnencryptedHTTP2(h2c)
+	return p
+}
 
 // Shutdown drains both servers at once; each closes its listeners first.
 func (f frontEnds) Shutdown(ctx context.Context) error {
