@@ -125,7 +125,7 @@ func TestSystemdNotifyAndSocketActivation(t *testing.T) {
 	if status, body := get(t, herdtest.Client(), h.URL+"/"); status != 200 || body != "hello\n" {
 		t.Errorf("GET on the passed socket: %d %q", status, body)
 	}
-	if _, _, ok := h.WaitEvent(0, time.Second, herdtest.IsMsg("socket activation: serving the sockets systemd passed; --http and --uwsgi-socket are not used")); !ok {
+	if _, _, ok := h.WaitEvent(0, time.Second, herdtest.IsMsg("socket activation: serving the sockets systemd passed; --http, --https and --uwsgi-socket are not used")); !ok {
 		t.Error("no log line about the passed socket")
 	}
 
