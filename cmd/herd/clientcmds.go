@@ -79,7 +79,8 @@ func newReloadCmd() *cobra.Command {
 		Use:   "reload",
 		Short: "gracefully reload a running master's workers (as SIGHUP does) and wait for the result",
 		Long: "Start a new generation of workers; the old ones stop once the new ones are ready. The exit\n" +
-			"status says whether the new generation took over.\n\n" + findHelp,
+			"status says whether the new generation took over. With --https, the certificate files are\n" +
+			"read anew first; a pair that does not load keeps the old certificate and fails the command.\n\n" + findHelp,
 		Example: "  herd reload --pidfile /run/app.pid",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {

@@ -44,7 +44,7 @@ section, and gunicorn's flags (-w, -b, --threads, --timeout, --access-logfile ..
 what they mean in gunicorn. Options herd does not take are named in one warning.
 
 Signals: HUP graceful reload (a new generation of workers; a generation that cannot import
-the app never replaces a working one), TERM graceful stop (requests in flight finish), INT and
+the app never replaces a working one; the --https certificate is read anew), TERM graceful stop (requests in flight finish), INT and
 QUIT fast stop, TTIN / TTOU one worker more / less, USR1 reopen the --log-file and
 --access-log files (after logrotate moved them), USR2 upgrade: start the herd binary anew
 on the same listening sockets, then drain and exit once it serves.`,
