@@ -8,8 +8,9 @@ set -euo pipefail
 
 # chromium: the admin dashboard and the development error page are checked in a real
 # headless browser; tmux: `herd top` is tested in a real terminal; git: a real checkout is the
-# burst the reloader must fold into one reload.
-packages=(nginx wrk uwsgi uwsgi-plugin-python3 gunicorn python3-flask python3-django systemd util-linux chromium tmux git)
+# burst the reloader must fold into one reload; nghttp2-client: h2load drives HTTP/2 over TLS
+# and h2c (curl, already there, is the other HTTP/2 client).
+packages=(nginx wrk uwsgi uwsgi-plugin-python3 gunicorn python3-flask python3-django systemd util-linux chromium tmux git nghttp2-client curl)
 
 missing=()
 for p in "${packages[@]}"; do
