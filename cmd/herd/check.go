@@ -25,7 +25,8 @@ func newCheckCmd() *cobra.Command {
 		Short: "check the configuration and import the app once, without serving",
 		Long: `Check that herd serve would start: load the configuration exactly as serve does (flags,
 HERD_* environment, config file or uWSGI .ini), print every option's effective value and where
-it came from, then import the app once in a throwaway worker. No listener is opened.
+it came from, load the --https certificate, then import the app once in a throwaway worker.
+No listener is opened.
 
 Exit status: 0 when serve would start, 1 when the configuration is wrong, 3 when the app
 cannot be imported (the traceback is printed).`,
@@ -44,6 +45,12 @@ cannot be imported (the traceback is printed).`,
 			log, err := newLogger(&l.Config, os.Stderr)
 			if err != nil {
 				return err
+			}
+			if len(l.Config.HTTPS) > 0 {
+				// As serve does before it listens: the pair must load and match.
+				if _, err := newCertStore(l.Config.Cert, l.Config.Key, log); err != nil {
+					return err
+				}
 			}
 			start := time.Now()
 			python, err := importApp(&l.Config, log)

@@ -339,11 +339,16 @@ func TestHTTPSConfigErrors(t *testing.T) {
 		{"cert without https", []string{"--cert", one.certFile, "--key", one.keyFile}, []string{"cert: given without --https", "key: given without --https"}},
 		{"unreadable cert", []string{"--https", "ADDR", "--cert", filepath.Join(dir, "none.crt"), "--key", one.keyFile}, []string{"tls: load --cert", "none.crt: no such file"}},
 		{"mismatched key", []string{"--https", "ADDR", "--cert", one.certFile, "--key", two.keyFile}, []string{"private key does not match public key"}},
+		{"herd check: mismatched key", []string{"--https", "ADDR", "--cert", two.certFile, "--key", one.keyFile}, []string{"private key does not match public key"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			addr := herdtest.FreeAddr(t)
-			args := []string{"serve", "app:app", "--http", herdtest.FreeAddr(t)}
+			command := "serve"
+			if strings.HasPrefix(c.name, "herd check: ") {
+				command = "check"
+			}
+			args := []string{command, "app:app", "--http", herdtest.FreeAddr(t)}
 			for _, a := range c.args {
 				args = append(args, strings.ReplaceAll(a, "ADDR", addr))
 			}
