@@ -7,7 +7,7 @@ PYTHON  ?= python3
 BIN     := bin/herd
 PYTHONS := $(PYTHON) /usr/bin/python3 $(wildcard /root/.pyenv/versions/3.8.*/bin/python3)
 
-.PHONY: all build run test deps lint test-python test-go bench bench-quick bench-reload fuzz clean
+.PHONY: all build run test deps lint test-python test-go bench bench-quick bench-reload bench-tls fuzz clean
 
 all: build
 
@@ -65,6 +65,10 @@ bench-quick: build
 # Save to new response, herd dev against gunicorn --reload: median of 20 saves each.
 bench-reload:
 	$(GO) test ./cmd/herd -run '^$$' -bench SaveToNewResponse -benchtime 1x
+
+# HTTPS/1.1, HTTP/2 and h2c beside plain HTTP/1.1: req/s and CPU per request (docs/tls.md).
+bench-tls: build
+	./bench/tls.sh
 
 clean:
 	rm -rf bin
