@@ -145,13 +145,13 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, vars []protoco
 	reusable := false
 	defer func() { released.Release(reusable) }()
 
-	resp, err := http.ReadResponse(lease.Reader(), r)
-	if err != nil {
+	var head ResponseHead
+	if err := ReadResponseHead(lease.Reader(), r.Method, &head); err != nil {
 		rec.Status = h.fail(w, r, fmt.Errorf("%w: %w", errWorkerFailed, err))
 		return err
 	}
-	rec.Status = resp.StatusCode
-	reusable, rec.BytesOut, err = h.copyResponse(w, resp, released)
+	rec.Status = head.StatusCode
+	reusable, rec.BytesOut, err = h.copyResponse(w, &head, lease.Reader(), released)
 	if err != nil {
 		h.Log.Warn().Err(err).Int("worker", rec.Worker).Str("path", r.URL.Path).Msg("response aborted")
 		return fmt.Errorf("%w: %w", errAborted, err)
@@ -237,28 +237,30 @@ var hopByHop = map[string]bool{
 // nginx stream under herd too. It is not passed on to the client.
 const noBufferingHeader = "X-Accel-Buffering"
 
-// copyResponse sends the worker's response to the client. It reports whether the worker
-// connection can carry another request (the body was read to its end) and how many body
-// bytes the client got. An error means the worker's side broke mid-body.
+// copyResponse sends the worker's response, its head read already, to the client. It
+// reports whether the worker connection can carry another request (the body was read to
+// its end and nothing more came) and how many body bytes the client got. An error means
+// the worker's side broke mid-body.
 //
 // A response with a Content-Length up to ResponseBuffer is read whole first and the lease
 // released before the client write starts, so a slow client holds no worker. A streaming
 // response (no length, text/event-stream, or X-Accel-Buffering: no) goes out part by part,
 // flushed as it comes.
-func (h *Handler) copyResponse(w http.ResponseWriter, resp *http.Response, lease Lease) (reusable bool, n int64, err error) {
-	streaming := resp.ContentLength < 0 ||
-		strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") ||
-		strings.EqualFold(resp.Header.Get(noBufferingHeader), "no")
+func (h *Handler) copyResponse(w http.ResponseWriter, head *ResponseHead, br *bufio.Reader, lease Lease) (reusable bool, n int64, err error) {
+	streaming := head.ContentLength < 0 ||
+		strings.HasPrefix(head.Header.Get("Content-Type"), "text/event-stream") ||
+		strings.EqualFold(head.Header.Get(noBufferingHeader), "no")
 	dst := w.Header()
-	for k, vv := range resp.Header {
+	for k, vv := range head.Header {
 		if !hopByHop[k] && k != noBufferingHeader {
 			dst[k] = vv
 		}
 	}
-	if !streaming && resp.ContentLength <= h.ResponseBuffer {
-		return h.sendBuffered(w, resp, lease)
+	body := head.Body(br)
+	if !streaming && head.ContentLength <= h.ResponseBuffer {
+		return h.sendBuffered(w, head, body, br, lease)
 	}
-	w.WriteHeader(resp.StatusCode)
+	w.WriteHeader(head.StatusCode)
 	flusher, _ := w.(http.Flusher)
 	if streaming && flusher != nil {
 		flusher.Flush() // the headers too: an event stream may be quiet for a while
@@ -267,7 +269,7 @@ func (h *Handler) copyResponse(w http.ResponseWriter, resp *http.Response, lease
 	defer copyBufPool.Put(bufp)
 	buf := *bufp
 	for {
-		nr, rerr := resp.Body.Read(buf)
+		nr, rerr := body.Read(buf)
 		if nr > 0 {
 			nw, werr := w.Write(buf[:nr])
 			n += int64(nw)
@@ -281,7 +283,7 @@ func (h *Handler) copyResponse(w http.ResponseWriter, resp *http.Response, lease
 			}
 		}
 		if rerr == io.EOF {
-			return !resp.Close, n, nil
+			return !head.Close && br.Buffered() == 0, n, nil
 		}
 		if rerr != nil {
 			return false, n, fmt.Errorf("read worker response: %w", rerr)
@@ -291,29 +293,25 @@ func (h *Handler) copyResponse(w http.ResponseWriter, resp *http.Response, lease
 
 // sendBuffered reads the whole body from the worker, gives the worker back, then writes to
 // the client. The lease is released here; the caller's Release is then a no-op.
-func (h *Handler) sendBuffered(w http.ResponseWriter, resp *http.Response, lease Lease) (bool, int64, error) {
+func (h *Handler) sendBuffered(w http.ResponseWriter, head *ResponseHead, src io.Reader, br *bufio.Reader, lease Lease) (bool, int64, error) {
 	var body []byte
 	bufp := copyBufPool.Get().(*[]byte)
 	defer copyBufPool.Put(bufp)
 	switch {
-	case resp.Body == http.NoBody: // HEAD, 204, 304: a Content-Length but no body
-	case resp.ContentLength <= int64(len(*bufp)):
-		body = (*bufp)[:resp.ContentLength]
+	case head.NoBody: // HEAD, 204, 304: a Content-Length but no body
+	case head.ContentLength <= int64(len(*bufp)):
+		body = (*bufp)[:head.ContentLength]
 	default:
-		body = make([]byte, resp.ContentLength)
+		body = make([]byte, head.ContentLength)
 	}
-	if _, err := io.ReadFull(resp.Body, body); err != nil {
+	if _, err := io.ReadFull(src, body); err != nil {
 		return false, 0, fmt.Errorf("read worker response: %w", err)
 	}
-	reusable := !resp.Close
-	if reusable {
-		// A worker that wrote more than its Content-Length must not be reused: the
-		// extra bytes would be taken for the next answer.
-		_, err := resp.Body.Read(make([]byte, 1))
-		reusable = err == io.EOF
-	}
+	// Bytes already waiting after the body mean the worker wrote more than its
+	// Content-Length: they would be taken for the next answer, so the connection goes.
+	reusable := !head.Close && br.Buffered() == 0
 	lease.Release(reusable)
-	w.WriteHeader(resp.StatusCode)
+	w.WriteHeader(head.StatusCode)
 	nw, _ := w.Write(body) // a client that left is no error of the worker's
 	return reusable, int64(nw), nil
 }
