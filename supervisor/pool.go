@@ -44,6 +44,9 @@ type Pool struct {
 	workers []*Worker // every worker that is not dead, in spawn order
 	waiters []*waiter // FIFO of requests waiting for a slot
 	closed  bool
+	// nextPick is where the next scan of workers starts, just past the last one picked:
+	// equally loaded workers take turns instead of the first in spawn order taking all.
+	nextPick int
 	// requestTimeout bounds each request's exchange with its worker (--timeout); 0: none.
 	requestTimeout time.Duration
 	// notify is called (with the lock held) when the supervisor has something to look at:
@@ -203,20 +206,32 @@ func (p *Pool) connect(s *slot) (*Lease, error) {
 // takeLocked picks a free slot of the least-loaded accepting worker, or nil. A worker on
 // its way out (retiring, or past its request limit) serves only when no other one can: it
 // is kept accepting only so that capacity does not drop before its replacement is ready.
+// Among equally good workers the turn goes round (see pick).
 func (p *Pool) takeLocked() *slot {
-	var best *Worker
-	for _, w := range p.workers {
+	at := pick(p.workers, p.nextPick)
+	if at < 0 {
+		return nil
+	}
+	p.nextPick = at + 1
+	return p.workers[at].takeSlotLocked()
+}
+
+// pick returns the index of the worker that should get the next request, scanning from
+// start round the list so that ties go to the first one at or after start; -1 when none
+// can take it.
+func pick(workers []*Worker, start int) int {
+	best := -1
+	for i := range workers {
+		at := (start + i) % len(workers)
+		w := workers[at]
 		if !w.state.accepting() || len(w.free) == 0 || w.unreachable {
 			continue
 		}
-		if best == nil || better(w, best) {
-			best = w
+		if best < 0 || better(w, workers[best]) {
+			best = at
 		}
 	}
-	if best == nil {
-		return nil
-	}
-	return best.takeSlotLocked()
+	return best
 }
 
 // better reports whether a should get the next request rather than b.
