@@ -65,6 +65,9 @@ type Config struct {
 	ReloadEngine string   `key:"reload-engine" default:"auto" enum:"auto,inotify,poll" help:"how --reload notices changes: inotify, falling back to polling at the inotify watch limit (auto); inotify only; or polling"`
 	TouchReload  string   `key:"touch-reload" help:"reload gracefully when this file's modification time changes (touch it after a deploy)"`
 
+	// Performance (issue 8) adds its options here.
+	MasterProcs int `key:"master-procs" default:"0" help:"CPU cores the master's Go runtime schedules on (GOMAXPROCS); 0 means half of them, at least one, unless the GOMAXPROCS environment variable says otherwise: the Python workers need the rest, and a master with fewer schedulers spends less CPU per request waking them"`
+
 	// Observability (issue 7) adds its options here.
 	Admin            string `key:"admin" help:"serve /metrics, /healthz, /readyz, /stats and the dashboard on this address: loopback HOST:PORT or unix:PATH; off when empty"`
 	AdminAllowRemote bool   `key:"admin-allow-remote" default:"false" help:"let --admin bind a non-loopback address (the admin pages show what the app is doing: put them behind a firewall)"`
@@ -192,6 +195,9 @@ func (c *Config) Validate() error {
 		if n < 0 {
 			add(key, "%d: must be 0 (herd's ceiling) or more", n)
 		}
+	}
+	if c.MasterProcs < 0 {
+		add("master-procs", "must not be negative")
 	}
 	if c.BodyBuffer < 0 || c.MaxBodySize < 0 || c.ResponseBuffer < 0 {
 		add("body-buffer", "sizes must not be negative")

@@ -83,6 +83,7 @@ func serve(ctx context.Context, cfg *config.Config) error {
 			return err
 		}
 	}
+	log.Debug().Int("procs", setMasterProcs(cfg.MasterProcs, os.Getenv("GOMAXPROCS") != "")).Msg("master schedulers")
 	cred, err := workerCredential(cfg.UID, cfg.GID)
 	if err != nil {
 		return err
