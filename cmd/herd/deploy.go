@@ -145,8 +145,7 @@ func (d *deployment) listeners(cfg *config.Config) (httpLns, uwsgiLns []net.List
 
 // httpsListeners are the TLS listeners: the passed sockets named "https" under socket
 // activation (and after a USR2 upgrade), else one per --https address. Call it after
-// listeners. They go first in the hand-over, before any name with a colon in it (an --http
-// address) shifts the names after it.
+// listeners. A USR2 upgrade hands them over under that name.
 func (d *deployment) httpsListeners(cfg *config.Config) ([]net.Listener, error) {
 	lns := d.activatedHTTPS
 	if !d.activated {
