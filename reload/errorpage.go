@@ -15,6 +15,11 @@ import (
 // error and say nothing about the app (the log keeps them).
 func ErrorPage(next http.Handler, st *State, workerScript string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-st.Settled():
+		case <-r.Context().Done(): // the first workers are still booting: wait to know
+			return
+		}
 		f := st.Current()
 		if f == nil {
 			next.ServeHTTP(w, r)
@@ -98,7 +103,8 @@ pre { background: #f6f6f6; border-left: 4px solid #b00020; padding: 1em; overflo
 {{if .File}}<p class="where">{{.File}}, line {{.Line}}</p>{{end}}
 {{if .Traceback}}<pre>{{.Traceback}}</pre>{{end}}
 {{if .Changed}}<p class="note">Changed before this reload: {{range $i, $f := .Changed}}{{if $i}}, {{end}}{{$f}}{{end}}</p>{{end}}
-<p class="note">herd dev, reload at {{.At}}: save a fix and reload this page; the previous code is still loaded but is not served while this error stands.</p>
+{{if .Changed}}<p class="note">herd dev, reload at {{.At}}: save a fix and reload this page; the previous code is still loaded but is not served while this error stands.</p>
+{{else}}<p class="note">herd dev, at start ({{.At}}): save a fix and reload this page; herd keeps running and starts the app as soon as it imports.</p>{{end}}
 </body>
 </html>
 `))

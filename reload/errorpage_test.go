@@ -1,12 +1,14 @@
 package reload
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/herd-server/herd/supervisor"
 )
@@ -89,5 +91,47 @@ func TestLastFrame(t *testing.T) {
 	nilState.set(errors.New("x"), nil) // production: records nothing
 	if nilState.Current() != nil {
 		t.Fatal("a nil State has a failure")
+	}
+}
+
+// Development mode, code that does not import at start: a request made while the first
+// workers boot waits for their outcome, then gets the error page, which says so.
+func TestErrorPageAtStart(t *testing.T) {
+	next := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "app") })
+	st := &State{}
+	loop := &Loop{State: st}
+	outcome := make(chan error, 1)
+	loop.AwaitFirstBoot(outcome)
+	h := ErrorPage(next, st, "/tmp/herd-1/worker.py")
+
+	got := make(chan *httptest.ResponseRecorder, 1)
+	go func() {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest("GET", "/", nil))
+		got <- rec
+	}()
+	select {
+	case rec := <-got:
+		t.Fatalf("answered before the first generation's outcome: %d %q", rec.Code, rec.Body)
+	case <-time.After(50 * time.Millisecond):
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); loop.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	outcome <- &supervisor.BootError{WorkerID: 1, Message: "SyntaxError: invalid syntax", Traceback: syntaxErrorTrace}
+	rec := <-got
+	body := rec.Body.String()
+	if rec.Code != http.StatusInternalServerError {
+		t.Fatalf("status %d, want the 500 error page", rec.Code)
+	}
+	for _, want := range []string{`/tmp/app/views.py, line 2`, "at start"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("page lacks %q:\n%s", want, body)
+		}
+	}
+	st.clear() // a reload with the fix
+	if body := serve(t, h, http.StatusOK); body != "app" {
+		t.Fatalf("after the fix: got %q, want the app", body)
 	}
 }

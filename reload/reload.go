@@ -40,6 +40,20 @@ type Loop struct {
 	Log      zerolog.Logger
 	// State, when set, records whether the last reload failed (development mode).
 	State *State
+	// firstOutcome, when set, gives the outcome of the first generation (AwaitFirstBoot).
+	firstOutcome <-chan error
+}
+
+// AwaitFirstBoot has the loop take the first generation's outcome from outcome (development
+// mode): code that does not import at start is recorded in State like a failed reload, and
+// State is unsettled until then. Call it before Run and before serving requests.
+func (l *Loop) AwaitFirstBoot(outcome <-chan error) {
+	l.firstOutcome = outcome
+	if l.State != nil {
+		l.State.mu.Lock()
+		l.State.unsettled = make(chan struct{})
+		l.State.mu.Unlock()
+	}
 }
 
 type trigger struct {
@@ -67,14 +81,29 @@ func (l *Loop) Run(ctx context.Context) {
 			forward(ctx, src, triggers)
 		}()
 	}
+	firstOutcome := l.firstOutcome
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case err := <-firstOutcome:
+			firstOutcome = nil
+			l.firstBoot(log, err)
 		case tr := <-triggers:
 			l.reload(ctx, log, tr)
 		}
 	}
+}
+
+// firstBoot records how the first generation started. A failure's traceback is in the log
+// already, once, from the supervisor.
+func (l *Loop) firstBoot(log zerolog.Logger, err error) {
+	if err == nil {
+		l.State.settle()
+		return
+	}
+	l.State.set(err, nil)
+	log.Error().Err(err).Msg("the app does not load: requests get the error page until a fix is saved")
 }
 
 // forward hands a watcher's batches to the loop until the watcher closes them.
@@ -124,14 +153,43 @@ func (l *Loop) reload(ctx context.Context, log zerolog.Logger, tr trigger) {
 type State struct {
 	mu      sync.Mutex
 	failure *Failure
+	// unsettled, when not nil, is closed once the first generation's outcome is known.
+	unsettled chan struct{}
 }
 
-// Failure is a reload that did not take.
+// Failure is a reload, or the first start, that did not take.
 type Failure struct {
 	Err       error
 	Traceback string   // the worker's, when the code did not import
-	Changed   []string // the files whose change led to it
+	Changed   []string // the files whose change led to it; none at start
 	At        time.Time
+}
+
+// Settled is closed once the first generation has started or failed to, when the state
+// awaits that (AwaitFirstBoot): until then a request cannot tell whether it is to get the
+// error page.
+func (s *State) Settled() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.unsettled == nil {
+		return closedChan
+	}
+	return s.unsettled
+}
+
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+// settle marks the first generation's outcome known.
+func (s *State) settle() {
+	if s == nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.unsettled != nil {
+		close(s.unsettled)
+		s.unsettled = nil
+	}
 }
 
 // Current is the failure in force, or nil when the code loaded.
@@ -157,6 +215,7 @@ func (s *State) set(err error, changed []string) {
 	s.mu.Lock()
 	s.failure = f
 	s.mu.Unlock()
+	s.settle()
 }
 
 func (s *State) clear() {
@@ -166,4 +225,5 @@ func (s *State) clear() {
 	s.mu.Lock()
 	s.failure = nil
 	s.mu.Unlock()
+	s.settle()
 }

@@ -116,8 +116,9 @@ func (s *Supervisor) takeRequests(now time.Time) {
 		for _, ch := range reloads {
 			ch <- ErrStopping
 		}
-	case s.reload != nil || !s.everReady:
-		// After the reload in progress, or once the first generation is up.
+	case s.reload != nil || !s.everReady && !s.awaitingFix:
+		// After the reload in progress, or once the first generation is up (or, with
+		// AwaitFix, has failed).
 		s.queued = append(s.queued, reloads...)
 	default:
 		s.startReload(reloads, now)
@@ -128,6 +129,7 @@ func (s *Supervisor) takeRequests(now time.Time) {
 func (s *Supervisor) startReload(waiters []chan error, now time.Time) {
 	s.generation++
 	s.reload = &reloadRun{gen: s.generation, started: now, waiters: waiters}
+	s.awaitingFix = false
 	// An explicit reload is a fresh start: a crash loop's backoff must not delay it.
 	s.failures = 0
 	s.nextSpawn = time.Time{}
@@ -142,7 +144,7 @@ func (s *Supervisor) startReload(waiters []chan error, now time.Time) {
 
 // startQueued starts the reloads asked for during the one that just ended.
 func (s *Supervisor) startQueued(now time.Time) {
-	if len(s.queued) == 0 || s.reload != nil || s.stopping || s.fatal != nil || !s.everReady {
+	if len(s.queued) == 0 || s.reload != nil || s.stopping || s.fatal != nil || !s.everReady && !s.awaitingFix {
 		return
 	}
 	waiters := s.queued
@@ -219,8 +221,15 @@ func (s *Supervisor) abortReload(cause error) {
 			keep--
 		}
 	}
-	s.log.Error().Int("generation", r.gen).Err(cause).
-		Msg("reload failed: the new code could not start, the previous workers keep serving")
+	if !s.everReady {
+		// AwaitFix, and no generation ever started: nothing to fall back to, and no point
+		// starting the same code again before the next reload.
+		s.awaitingFix = true
+		s.log.Error().Int("generation", r.gen).Err(cause).Msg("reload failed: the new code could not start either")
+	} else {
+		s.log.Error().Int("generation", r.gen).Err(cause).
+			Msg("reload failed: the new code could not start, the previous workers keep serving")
+	}
 	s.opts.Observer.Reloaded(r.gen, cause)
 	for _, ch := range r.waiters {
 		ch <- cause

@@ -45,6 +45,10 @@ type Options struct {
 	MaxLifetime time.Duration
 	// MaxRSS recycles a worker whose resident memory exceeds it, in bytes; 0: never.
 	MaxRSS int64
+	// AwaitFix (development mode): when the first generation cannot load the app, Run does
+	// not end with the error (production's fail-fast, exit 3): it keeps no worker running
+	// and waits for a Reload to try the code again. FirstBoot tells the outcome either way.
+	AwaitFix bool
 }
 
 // Restart backoff: the first unexpected death is replaced at once; each further death in a
@@ -67,7 +71,9 @@ type Supervisor struct {
 	stopCh chan bool     // Stop's request; true = graceful
 	done   chan struct{} // closed when Run returns: reporters stop sending
 	ready  chan struct{} // closed when the first worker is ready
-	wg     sync.WaitGroup
+	// firstBoot gets the first generation's outcome, once (buffered).
+	firstBoot chan error
+	wg        sync.WaitGroup
 
 	// Requests from other goroutines, taken by the Run loop.
 	reqMu      sync.Mutex
@@ -83,6 +89,8 @@ type Supervisor struct {
 	failures     int
 	nextSpawn    time.Time
 	everReady    bool
+	bootTold     bool // the first generation's outcome went to firstBoot
+	awaitingFix  bool // AwaitFix: the app could not start, no worker until a reload
 	stopping     bool
 	fatal        error
 	lastTrace    string
@@ -116,15 +124,16 @@ func New(opts Options, pool *Pool) *Supervisor {
 		opts.Observer = NopObserver{}
 	}
 	s := &Supervisor{
-		opts:    opts,
-		pool:    pool,
-		log:     opts.Log.With().Str("component", "supervisor").Logger(),
-		events:  make(chan event),
-		kick:    make(chan struct{}, 1),
-		stopCh:  make(chan bool, 1),
-		done:    make(chan struct{}),
-		ready:   make(chan struct{}),
-		workers: make(map[int]*Worker),
+		opts:      opts,
+		pool:      pool,
+		log:       opts.Log.With().Str("component", "supervisor").Logger(),
+		events:    make(chan event),
+		kick:      make(chan struct{}, 1),
+		stopCh:    make(chan bool, 1),
+		done:      make(chan struct{}),
+		ready:     make(chan struct{}),
+		firstBoot: make(chan error, 1),
+		workers:   make(map[int]*Worker),
 	}
 	pool.mu.Lock()
 	pool.notify = s.nudge
@@ -139,6 +148,11 @@ func (s *Supervisor) Pool() *Pool { return s.pool }
 
 // Ready is closed once the first worker can take requests.
 func (s *Supervisor) Ready() <-chan struct{} { return s.ready }
+
+// FirstBoot gives the first generation's outcome, once: nil when a worker is ready, else why
+// none could start (a *BootError when the app does not import). Without AwaitFix the
+// failure also ends Run, which returns it.
+func (s *Supervisor) FirstBoot() <-chan error { return s.firstBoot }
 
 // Stop asks Run to stop every worker and return. Graceful lets requests in flight finish
 // (up to GracefulTimeout); otherwise workers are told to exit at once.
@@ -207,18 +221,22 @@ func (s *Supervisor) handle(ev event) {
 		s.opts.Observer.WorkerReady(s.pool.info(w), w.readyAt.Sub(w.startedAt))
 		if !s.everReady {
 			s.everReady = true
+			s.awaitingFix = false // a sibling of a worker that failed made it after all
+			s.tellFirstBoot(nil)
 			close(s.ready)
 		}
 	case evBootError:
 		w.bootError = ev.boot
-		if s.inReload(w) && w.cause == "" {
-			w.cause = CauseBootError
-			defer s.abortReload(ev.boot)
-		}
 		s.logBootError(w, ev.boot)
-		if !s.everReady && s.fatal == nil {
-			s.fatal = ev.boot
-			s.beginStop(false)
+		switch {
+		case s.inReload(w) && w.cause == "":
+			w.cause = CauseBootError
+			s.abortReload(ev.boot)
+		case !s.everReady:
+			if s.opts.AwaitFix {
+				w.cause = CauseBootError // its exit is expected now: herd waits for a fix
+			}
+			s.firstBootFailed(ev.boot)
 		}
 	case evExited:
 		s.reap(w, ev.status)
@@ -270,14 +288,13 @@ func (s *Supervisor) reap(w *Worker, st ExitStatus) {
 		log.Info().Str("cause", string(cause)).Msg("worker stopped")
 		return
 	}
-	if !s.everReady && s.fatal == nil {
-		if w.bootError != nil {
-			s.fatal = w.bootError
-		} else {
-			s.fatal = fmt.Errorf("worker %d exited before it was ready (%s); its output is in the log above", w.ID, st)
-		}
+	if !s.everReady {
 		log.Error().Msg("worker died before it was ready")
-		s.beginStop(false)
+		if w.bootError != nil {
+			s.firstBootFailed(w.bootError)
+		} else {
+			s.firstBootFailed(fmt.Errorf("worker %d exited before it was ready (%s); its output is in the log above", w.ID, st))
+		}
 		return
 	}
 	if !w.readyAt.IsZero() && now.Sub(w.readyAt) >= stableAfter {
@@ -292,6 +309,30 @@ func (s *Supervisor) reap(w *Worker, st ExitStatus) {
 		ev = log.Error().Bool("crash_loop", true)
 	}
 	ev.Int("deaths_in_a_row", s.failures).Dur("restart_in", delay).Msg("worker died")
+}
+
+// firstBootFailed handles the first generation failing before any worker was ready: in
+// production herd stops (a supervisor such as systemd sees the exit and the log); with
+// AwaitFix it waits, with no worker, for a reload with new code.
+func (s *Supervisor) firstBootFailed(err error) {
+	if s.fatal != nil || s.awaitingFix {
+		return // told already
+	}
+	s.tellFirstBoot(err)
+	if !s.opts.AwaitFix {
+		s.fatal = err
+		s.beginStop(false)
+		return
+	}
+	s.awaitingFix = true
+	s.log.Info().Msg("the app could not start: no worker runs until a reload brings new code")
+}
+
+func (s *Supervisor) tellFirstBoot(err error) {
+	if !s.bootTold {
+		s.bootTold = true
+		s.firstBoot <- err
+	}
 }
 
 // bootFailureCause names the death of a worker that nobody asked to go.
@@ -332,7 +373,7 @@ func (s *Supervisor) step(now time.Time) {
 // reconcile starts workers until the wanted number of them is current (not on its way out),
 // and retires the surplus after a scale-down.
 func (s *Supervisor) reconcile(now time.Time) {
-	if s.stopping || s.fatal != nil {
+	if s.stopping || s.fatal != nil || s.awaitingFix {
 		return
 	}
 	c := s.census()

@@ -242,7 +242,7 @@ func TestDevSyntaxErrorShowsTracebackUntilFixed(t *testing.T) {
 		}
 	}
 	t.Run("rendered in chromium", func(t *testing.T) {
-		checkInChromium(t, h.URL+"/", []string{appFile, fmt.Sprintf("line %d", brokenLine), "SyntaxError"})
+		checkInChromium(t, h.URL+"/", "dev-error-page.png", []string{appFile, fmt.Sprintf("line %d", brokenLine), "SyntaxError"})
 	})
 
 	setGreeting(t, dir, "Hello again!")
@@ -260,9 +260,9 @@ func TestDevSyntaxErrorShowsTracebackUntilFixed(t *testing.T) {
 
 // checkInChromium loads url in headless chromium, looks for each of want in the rendered
 // page's text, and keeps a screenshot in the artifacts directory.
-func checkInChromium(t *testing.T, url string, want []string) {
+func checkInChromium(t *testing.T, url, screenshot string, want []string) {
 	chromium := herdtest.RequireTool(t, "chromium", "chromium")
-	shot := filepath.Join(herdtest.ArtifactDir(t), "dev-error-page.png")
+	shot := filepath.Join(herdtest.ArtifactDir(t), screenshot)
 	// One run renders the page once, prints its DOM and takes the screenshot.
 	cmd := exec.Command(chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
 		"--no-first-run", "--disable-extensions", "--disable-background-networking", "--disable-sync",

@@ -173,6 +173,9 @@ func serve(ctx context.Context, cfg *config.Config) error {
 		MaxRequestsJitter: cfg.MaxRequestsJitter,
 		MaxLifetime:       cfg.MaxLifetime,
 		MaxRSS:            int64(cfg.ReloadOnRSS) << 20,
+		// Development mode keeps running when the code does not import at start: the
+		// error page shows why, and the next save tries again. Production fails fast.
+		AwaitFix: cfg.Reload,
 	}, pool)
 
 	handler := &proxy.Handler{
@@ -197,6 +200,7 @@ func serve(ctx context.Context, cfg *config.Config) error {
 	}
 	front := metrics.Track(handler)
 	if devState != nil {
+		reloadLoop.AwaitFirstBoot(sup.FirstBoot())
 		front = reload.ErrorPage(front, devState, workerScript)
 	}
 	conns := &connTracker{}
