@@ -1058,6 +1058,76 @@ class ControlTest(unittest.TestCase):
         self.assertIn('herd-worker[7] error in app', w.log())
 
 
+class StandbyTest(unittest.TestCase):
+    """--standby-fd: an interpreter started ahead, given its sockets and the rest of its
+    command line when a worker is needed (herd dev's reloads)."""
+
+    def standby(self, chdir=APPS):
+        ours, theirs = socket.socketpair()
+        self.addCleanup(ours.close)
+        w = start_worker(self, args=['--standby-fd', str(theirs.fileno())], bind=False,
+                         pass_fds=(theirs.fileno(),), wait=False, chdir=chdir)
+        theirs.close()
+        return w, ours
+
+    def sockets(self):
+        tmp = tempfile.mkdtemp(prefix='herd-s-')
+        self.addCleanup(shutil.rmtree, tmp, True)
+        path = os.path.join(tmp, 'l.sock')
+        lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.addCleanup(lsock.close)
+        lsock.bind(path)
+        lsock.listen(16)
+        control, theirs = socket.socketpair()
+        self.addCleanup(control.close)
+        control.settimeout(WAIT)
+        return path, lsock, control, theirs
+
+    def hand_over(self, ours, message, fds):
+        ours.sendmsg([message], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                                  struct.pack('%di' % len(fds), *fds))])
+
+    def test_hand_over_imports_the_app_then(self):
+        # The app's module is written after the standby started: it must be imported at
+        # the hand-over, from what is on disk then.
+        app_dir = tempfile.mkdtemp(prefix='herd-app-')
+        self.addCleanup(shutil.rmtree, app_dir, True)
+        w, ours = self.standby(chdir=app_dir)
+        time.sleep(0.2)     # let it reach the wait (the test holds either way)
+        self.assertIsNone(w.proc.poll(), w.log())
+        with open(os.path.join(app_dir, 'late.py'), 'w') as f:
+            f.write('def app(environ, start_response):\n'
+                    '    start_response("200 OK", [("Content-Type", "text/plain")])\n'
+                    '    return [b"written late"]\n')
+        path, lsock, control, theirs = self.sockets()
+        self.hand_over(ours, b'{"argv": ["--worker-id", "9", "--app", "late:app"]}\n',
+                       [lsock.fileno(), theirs.fileno()])
+        theirs.close()
+        lsock.close()
+        msg = json.loads(control.makefile('rb').readline().decode('utf-8'))
+        self.assertEqual((msg['event'], msg['pid']), ('ready', w.proc.pid), w.log())
+        c = Conn(path)
+        self.addCleanup(c.close)
+        self.assertEqual(c.request('/').body, b'written late')
+        control.close()     # the master goes: the worker with it
+        self.assertEqual(w.wait_exit(), 0)
+
+    def test_let_go_exits_cleanly(self):
+        w, ours = self.standby()
+        ours.close()
+        self.assertEqual(w.wait_exit(), 0, w.log())
+
+    def test_bad_hand_over(self):
+        for message, nfds in [(b'{"argv": ["--worker-id", "1"]}\n', 1),
+                              (b'["--worker-id"]\n', 2),
+                              (b'{"argv": "--worker-id"}\n', 2)]:
+            w, ours = self.standby()
+            path, lsock, control, theirs = self.sockets()
+            self.hand_over(ours, message, [lsock.fileno(), theirs.fileno()][:nfds])
+            self.assertEqual(w.wait_exit(), worker.EXIT_BOOT_ERROR, message)
+            self.assertIn('bad standby hand-over', w.log())
+
+
 class SignalTest(unittest.TestCase):
     def test_sigterm_idle(self):
         w = start_worker(self)

@@ -19,6 +19,17 @@ Command line
     --chdir DIR               chdir before importing the app; DIR goes first on sys.path.
     --pythonpath DIR          repeatable; inserted at the front of sys.path, in order.
     Without --chdir the current directory goes first on sys.path (as gunicorn does).
+    --standby-fd N            standby (development mode): start the interpreter and load this
+                              module, then wait on the inherited AF_UNIX SOCK_STREAM socket N
+                              for the hand-over below before doing anything else, so that a
+                              reload does not wait for Python to start.
+
+Standby hand-over (--standby-fd): the master sends one newline-terminated JSON object,
+{"argv": [ARG, ...]}, with exactly two descriptors attached (SCM_RIGHTS) in this order: the
+listening socket and the control socket. The worker then runs as if started with its own
+arguments (minus --standby-fd), then ARGs, then --listen-fd and --control-fd naming the
+received descriptors. EOF before a whole message: the master let the standby go (or died);
+the worker exits 0. A malformed message: exit 3.
 
 Control channel (--control-fd): newline-delimited JSON objects, UTF-8, both ways.
     worker -> master  {"event": "ready", "pid": PID, "python": "3.11.7"}
@@ -76,6 +87,7 @@ if sys.version_info < (3, 8):
     sys.exit(3)
 
 import argparse
+import array
 import atexit
 import errno
 import faulthandler
@@ -942,19 +954,71 @@ def _line_buffered():
             pass
 
 
+def _await_handover(argv):
+    """With --standby-fd N, wait for the master's hand-over and return the whole command
+    line it completes; without, return argv as it is."""
+    if '--standby-fd' not in argv:
+        return argv
+    i = argv.index('--standby-fd')
+    try:
+        fd = int(argv[i + 1])
+    except (IndexError, ValueError):
+        _boot_fail('--standby-fd needs a descriptor number')
+    rest = argv[:i] + argv[i + 2:]
+    sock = _inherited_socket(fd, '--standby-fd')
+    data, fds = _receive_handover(sock)
+    sock.close()
+    if not data.endswith(b'\n'):
+        for f in fds:
+            os.close(f)
+        _hard_exit(EXIT_OK)     # let go before it was needed
+    try:
+        extra = json.loads(data.decode('utf-8'))['argv']
+        if not isinstance(extra, list) or not all(isinstance(a, str) for a in extra) \
+                or len(fds) != 2:
+            raise ValueError('%d descriptors' % len(fds))
+    except (ValueError, KeyError, TypeError) as e:
+        _boot_fail('bad standby hand-over %r: %s' % (data[:200], e))
+    # The app's modules are imported only now: whatever the directories held while this
+    # interpreter waited, the import system must look at them afresh.
+    importlib.invalidate_caches()
+    return rest + extra + ['--listen-fd', str(fds[0]), '--control-fd', str(fds[1])]
+
+
+def _receive_handover(sock):
+    """Read the hand-over message and the descriptors sent with it."""
+    data, fds = b'', []
+    int_size = array.array('i').itemsize
+    try:
+        while not data.endswith(b'\n'):
+            msg, ancillary, _, _ = sock.recvmsg(65536, socket.CMSG_SPACE(4 * int_size))
+            for level, kind, payload in ancillary:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                    received = array.array('i')
+                    received.frombytes(payload[:len(payload) - len(payload) % int_size])
+                    fds.extend(received)
+            if not msg:
+                break
+            data += msg
+    except OSError as e:
+        _log('standby socket failed: %s' % e)
+    return data, fds
+
+
 def main(argv=None):
     global _worker_id, _threads, _busy, _serving, _control
     _line_buffered()
-    args = _parse_args(sys.argv[1:] if argv is None else argv)
-    _worker_id = args.worker_id
-    _threads = args.threads
-    _busy = [0] * args.threads
     try:
         faulthandler.enable(all_threads=True)
     except Exception:
         pass    # no usable stderr
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _on_sigterm)
+    argv = _await_handover(sys.argv[1:] if argv is None else argv)
+    args = _parse_args(argv)
+    _worker_id = args.worker_id
+    _threads = args.threads
+    _busy = [0] * args.threads
 
     if args.control_fd is not None:
         ctl = _inherited_socket(args.control_fd, '--control-fd')

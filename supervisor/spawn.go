@@ -91,15 +91,24 @@ type ExecSpawner struct {
 
 // Spawn implements Spawner.
 func (s *ExecSpawner) Spawn(spec WorkerSpec) (Process, error) {
+	cmd := s.command([]string{"--listen-fd", "3", "--control-fd", "4", "--worker-id", strconv.Itoa(spec.ID)},
+		[]*os.File{spec.Listen, spec.Control}, spec.Stdout, spec.Stderr)
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", s.Python, err)
+	}
+	return &execProcess{cmd: cmd}, nil
+}
+
+// command is the worker's command line with extra arguments, files inherited from fd 3 on.
+func (s *ExecSpawner) command(extra []string, files []*os.File, stdout, stderr io.Writer) *exec.Cmd {
 	args := append([]string{s.WorkerScript}, s.Args...)
 	if s.Credential != nil {
 		args = append([]string{"-c", s.ScriptSource}, s.Args...)
 	}
-	args = append(args, "--listen-fd", "3", "--control-fd", "4", "--worker-id", strconv.Itoa(spec.ID))
-	cmd := exec.Command(s.Python, args...)
-	cmd.ExtraFiles = []*os.File{spec.Listen, spec.Control}
-	cmd.Stdout = spec.Stdout
-	cmd.Stderr = spec.Stderr
+	cmd := exec.Command(s.Python, append(args, extra...)...)
+	cmd.ExtraFiles = files
+	cmd.Stdout = stdout
+	cmd.Stderr = stderr
 	cmd.Env = s.Env
 	cmd.Dir = s.Dir
 	// Its own process group: a Ctrl-C in the terminal reaches the master only, which then
@@ -107,10 +116,7 @@ func (s *ExecSpawner) Spawn(spec WorkerSpec) (Process, error) {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: s.Credential}
 	// A grandchild that keeps the worker's stdout open must not block Wait forever.
 	cmd.WaitDelay = 2 * time.Second
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s: %w", s.Python, err)
-	}
-	return &execProcess{cmd: cmd}, nil
+	return cmd
 }
 
 type execProcess struct{ cmd *exec.Cmd }

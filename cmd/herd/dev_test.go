@@ -9,10 +9,12 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/herd-server/herd/internal/herdtest"
+	"github.com/herd-server/herd/supervisor"
 )
 
 const (
@@ -89,12 +91,18 @@ func startDev(t *testing.T, dir string, args ...string) *herdtest.Instance {
 // 20 saves. The README quotes the non-race run of this test.
 func TestDevSaveServesNewCodeFast(t *testing.T) {
 	dir := herdtest.CopyExample(t)
-	h := startDev(t, dir)
+	h := startDev(t, dir, "--log-level", "debug") // debug: the standby interpreters' events
 	c := herdtest.Client()
 	var took, noticed []time.Duration
-	from := 0
+	from, standbyFrom := 0, 0
 	for i := range 20 {
 		greeting := fmt.Sprintf("Hello, save %02d!", i)
+		// A developer saves seconds apart: the standby interpreter for this reload has been
+		// started by then (just after the previous reload's worker was ready).
+		var ok bool
+		if _, standbyFrom, ok = h.WaitEvent(standbyFrom, 10*time.Second, herdtest.IsMsg(supervisor.MsgStandbyStarted)); !ok {
+			t.Fatalf("no standby interpreter started before save %d", i)
+		}
 		saved := time.Now()
 		setGreeting(t, dir, greeting)
 		took = append(took, waitForBody(t, c, h.URL+"/", greeting+"\n", 10*time.Second, false))
@@ -124,6 +132,48 @@ func TestDevSaveServesNewCodeFast(t *testing.T) {
 	if median > 2*time.Second {
 		t.Fatalf("median %s from save to new response", median)
 	}
+	// Every reload's worker was an interpreter started ahead, whose pid the new worker has.
+	standbys := map[int]bool{}
+	for _, e := range h.Events() {
+		if e.Msg() == supervisor.MsgStandbyStarted {
+			standbys[e.Int("pid")] = true
+		}
+	}
+	for _, e := range h.Events() {
+		if e.Msg() == "worker ready" && e.Int("generation") > 1 && !standbys[e.Int("pid")] {
+			t.Errorf("generation %d's worker (pid %d) was not a standby interpreter", e.Int("generation"), e.Int("pid"))
+		}
+	}
+	if n := h.Count(herdtest.IsMsg(supervisor.MsgHandedOver)); n != 20 {
+		t.Errorf("%d hand-overs to a standby for 20 reloads", n)
+	}
+
+	t.Run("a standby that died is replaced by a fresh start", func(t *testing.T) {
+		lastHandOver := 0
+		for i, e := range h.Events() {
+			if e.Msg() == supervisor.MsgHandedOver {
+				lastHandOver = i
+			}
+		}
+		ev, _, ok := h.WaitEvent(lastHandOver, 10*time.Second, herdtest.IsMsg(supervisor.MsgStandbyStarted))
+		if !ok {
+			t.Fatal("no standby interpreter after the last reload")
+		}
+		from := len(h.Events())
+		if err := syscall.Kill(ev.Int("pid"), syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, ok := h.WaitEvent(from, 10*time.Second, func(e herdtest.Event) bool {
+			return strings.HasPrefix(e.Msg(), "standby interpreter exited before it was needed")
+		}); !ok {
+			t.Fatal("the standby's death went unnoticed")
+		}
+		setGreeting(t, dir, "Hello without a standby!")
+		waitForBody(t, c, h.URL+"/", "Hello without a standby!\n", 20*time.Second, false)
+		if n := h.Count(herdtest.IsMsg(supervisor.MsgHandedOver)); n != 20 {
+			t.Errorf("%d hand-overs, want still 20: there was no standby to hand to", n)
+		}
+	})
 
 	t.Run("a new subfolder is watched", func(t *testing.T) {
 		from := len(h.Events())

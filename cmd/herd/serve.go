@@ -157,13 +157,23 @@ func serve(ctx context.Context, cfg *config.Config) error {
 	if adminLn != nil {
 		adminSrv = admin.NewServer(metrics, statsInfo, log.With().Str("component", "admin").Logger())
 	}
+	execSpawner := withCredential(newSpawner(cfg, workerScript), cred)
+	var spawner supervisor.Spawner = execSpawner
+	if cfg.Reload {
+		// Development mode: a reload hands the new worker to an interpreter started ahead,
+		// so a save waits for the app's import, not for Python to start.
+		standby := &supervisor.StandbySpawner{Exec: execSpawner, Log: log}
+		defer standby.Close() // after the supervisor's Run returned (waitForStop waits for it)
+		spawner = standby
+		observers = append(observers, standby)
+	}
 	sup := supervisor.New(supervisor.Options{
 		Workers:         cfg.Workers,
 		Threads:         cfg.Threads,
 		BootTimeout:     cfg.BootTimeout,
 		GracefulTimeout: cfg.GracefulTimeout,
 		RunDir:          runDir,
-		Spawner:         withCredential(newSpawner(cfg, workerScript), cred),
+		Spawner:         spawner,
 		Log:             log,
 		Observer:        append(observers, dep),
 
