@@ -19,8 +19,8 @@ func newDevCmd() *cobra.Command {
 Saving a .py file under the app's directory (--chdir, else the working directory) or a
 --pythonpath directory, or anything --reload-extra names, reloads the workers through a new
 generation: requests made meanwhile are answered. While the code on disk does not import,
-every request gets an HTML page with the traceback, and the terminal shows it once; saving
-a fix serves the new code, without restarting herd. __pycache__, *.pyc, .git, virtualenvs
+at start or after a save, every request gets an HTML page with the traceback, and the
+terminal shows it once; saving a fix serves the new code, without restarting herd. __pycache__, *.pyc, .git, virtualenvs
 and editor swap and backup files are ignored.
 
 The error page shows source code to whoever asks: serve on loopback only.`,
