@@ -88,9 +88,15 @@ func (s *StandbySpawner) WorkerStarted(WorkerInfo) {}
 // WorkerReady implements Observer: a boot is over, the CPU is free for the next standby.
 func (s *StandbySpawner) WorkerReady(WorkerInfo, time.Duration) { s.refill() }
 
-// WorkerExited implements Observer: a worker gone (a boot that failed among them) leaves
-// the CPU free for the next standby.
-func (s *StandbySpawner) WorkerExited(WorkerInfo, ExitStatus, ExitCause) { s.refill() }
+// WorkerExited implements Observer: a worker that failed to boot, or crashed, is to be
+// replaced by the next reload or restart. A worker stopped or replaced on purpose is not:
+// at shutdown a new standby would only delay the exit.
+func (s *StandbySpawner) WorkerExited(_ WorkerInfo, _ ExitStatus, cause ExitCause) {
+	switch cause {
+	case CauseBootError, CauseBootTimeout, CauseCrash:
+		s.refill()
+	}
+}
 
 // Reloaded implements Observer.
 func (s *StandbySpawner) Reloaded(int, error) {}

@@ -197,6 +197,18 @@ func TestDevSaveServesNewCodeFast(t *testing.T) {
 			t.Fatal("no reload after a write in the new folder")
 		}
 	})
+
+	t.Run("a stop leaves no standby behind", func(t *testing.T) {
+		h.Signal(syscall.SIGTERM)
+		if code := h.Wait(20 * time.Second); code != 0 {
+			t.Fatalf("exit status %d", code)
+		}
+		for _, e := range h.Events() {
+			if e.Msg() == supervisor.MsgStandbyStarted && herdtest.Alive(e.Int("pid")) {
+				t.Errorf("standby interpreter %d outlived herd", e.Int("pid"))
+			}
+		}
+	})
 }
 
 // A git checkout rewriting 500 files is one reload.
