@@ -23,7 +23,7 @@ import (
 //
 // A new standby is started when the supervisor, through the Observer methods, reports a
 // worker ready or gone: not while a generation boots, whose CPU it would take. Without a
-// standby, Spawn starts a worker as Exec does. Close lets the standby go; call it once the
+// standby, Spawn starts a worker as Exec does. Close kills the standby; call it once the
 // supervisor's Run has returned.
 type StandbySpawner struct {
 	Exec *ExecSpawner
@@ -57,9 +57,6 @@ const (
 // standby is wedged.
 const handOverTimeout = time.Second
 
-// letGoGrace is how long a standby let go has to exit on its own before SIGKILL.
-const letGoGrace = 2 * time.Second
-
 // Spawn implements Spawner.
 func (s *StandbySpawner) Spawn(spec WorkerSpec) (Process, error) {
 	s.mu.Lock()
@@ -73,11 +70,7 @@ func (s *StandbySpawner) Spawn(spec WorkerSpec) (Process, error) {
 			return sb.proc, nil
 		}
 		s.Log.Warn().Err(err).Int("pid", sb.proc.Pid()).Msg("standby interpreter unusable: starting the worker afresh")
-		s.wg.Add(1)
-		go func() { // not in the supervisor's loop: it may wait letGoGrace
-			defer s.wg.Done()
-			s.letGo(sb)
-		}()
+		s.letGo(sb)
 	}
 	return s.Exec.Spawn(spec)
 }
@@ -101,7 +94,7 @@ func (s *StandbySpawner) WorkerExited(_ WorkerInfo, _ ExitStatus, cause ExitCaus
 // Reloaded implements Observer.
 func (s *StandbySpawner) Reloaded(int, error) {}
 
-// Close lets the standby go and waits for every process it started to be reaped.
+// Close kills the standby and waits for every process it started to be reaped.
 func (s *StandbySpawner) Close() {
 	s.mu.Lock()
 	s.closed = true
@@ -195,15 +188,12 @@ func (s *StandbySpawner) forget(sb *standby) {
 	}
 }
 
-// letGo ends a standby that will not be handed over: closing its socket makes it exit 0;
-// one that does not within letGoGrace is killed. Its reaper goroutine does the rest.
+// letGo ends a standby that will not be handed over. It holds no app and no request, so
+// SIGKILL loses nothing, and does not wait for an interpreter still starting to read the
+// EOF of its socket. Its reaper goroutine reaps it.
 func (s *StandbySpawner) letGo(sb *standby) {
 	_ = sb.conn.Close()
-	select {
-	case <-sb.proc.done:
-	case <-time.After(letGoGrace):
-		_ = sb.proc.Signal(syscall.SIGKILL)
-	}
+	_ = sb.proc.Signal(syscall.SIGKILL)
 }
 
 // handOver sends the standby its worker id and its two sockets (worker.py's hand-over
