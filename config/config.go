@@ -17,6 +17,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/herd-server/herd/static"
 )
 
 // Config is every setting of `herd serve`.
@@ -83,6 +85,10 @@ type Config struct {
 	Cert  string   `key:"cert" alias:"certfile" help:"TLS certificate file (PEM, the server's certificate first, then its chain) for --https; read again on SIGHUP and herd reload"`
 	Key   string   `key:"key" alias:"keyfile" help:"TLS private key file (PEM) of --cert; read again with it"`
 	H2C   bool     `key:"h2c" default:"false" help:"also serve cleartext HTTP/2 (prior knowledge, as h2load and curl --http2-prior-knowledge send it) on the --http listeners; off by default, since a proxy in front usually speaks HTTP/1.1"`
+
+	// Static files (issue 8) adds its options here.
+	Static               []string `key:"static" list:"whole" help:"/PREFIX=DIR: the master serves GET and HEAD of the files under DIR at /PREFIX/... itself (sendfile, ETag, Range, precompressed .br/.gz siblings); a path that is not a file there goes to the app, as uWSGI's static-map; a relative DIR is taken from --chdir (repeatable; HTTP front end only)"`
+	StaticFollowSymlinks bool     `key:"static-follow-symlinks" default:"false" help:"serve symlinks under a --static DIR that resolve outside it (refused with 404 by default)"`
 
 	// Configuration and CLI (issue 6).
 	Env           []string      `key:"env" short:"e" list:"whole" help:"environment variable KEY=VALUE for the workers (repeatable)"`
@@ -202,6 +208,13 @@ func (c *Config) Validate() error {
 	if c.BodyBuffer < 0 || c.MaxBodySize < 0 || c.ResponseBuffer < 0 {
 		add("body-buffer", "sizes must not be negative")
 	}
+	for i, spec := range c.Static {
+		if resolved, err := c.resolveStatic(spec); err != nil {
+			add("static", "%v", err)
+		} else {
+			c.Static[i] = resolved
+		}
+	}
 	if c.Venv != "" && c.Python == "python3" {
 		c.Python = strings.TrimRight(c.Venv, "/") + "/bin/python"
 	}
@@ -264,6 +277,20 @@ func (c *Config) UwsgiSocketFileMode() (os.FileMode, error) {
 func (c *Config) MountPrefix() string {
 	prefix, _, _ := strings.Cut(c.Mount, "=")
 	return strings.TrimRight(strings.TrimSpace(prefix), "/")
+}
+
+// resolveStatic checks one --static /PREFIX=DIR and makes DIR absolute: a relative DIR is
+// under --chdir, as in uWSGI, whose static-map paths are relative to the directory it
+// changed to.
+func (c *Config) resolveStatic(spec string) (string, error) {
+	if prefix, dir, ok := strings.Cut(spec, "="); ok && c.Chdir != "" && !filepath.IsAbs(strings.TrimSpace(dir)) {
+		spec = prefix + "=" + filepath.Join(c.Chdir, strings.TrimSpace(dir))
+	}
+	d, err := static.ParseDir(spec)
+	if err != nil {
+		return "", err
+	}
+	return d.Prefix + "=" + d.Path, nil
 }
 
 // applyMount checks --mount and takes the app from it. One app per herd: the mount gives

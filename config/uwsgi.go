@@ -80,7 +80,8 @@ var uwsgiMappings = []uwsgiMapping{
 	{names: []string{"reload-on-rss"}, key: "reload-on-rss", convert: uwsgiMegabytes, note: "megabytes, as in uWSGI"},
 	{names: []string{"touch-reload"}, key: "touch-reload"},
 	{names: []string{"py-autoreload"}, key: "reload", convert: uwsgiAutoreload, note: "any interval above 0 turns on herd's file watcher"},
-	{names: []string{"static-map"}, key: "static-map"},
+	{names: []string{"static-map"}, key: "static", note: "/PREFIX=DIR, repeatable; the master serves the files, and a path that is not a file there goes to the app, as in uWSGI"},
+	{names: []string{"static-map2"}, key: "static", convert: uwsgiStaticMap2, note: "/PREFIX=DIR serves DIR/PREFIX/...: herd takes it as --static /PREFIX=DIR/PREFIX"},
 	{names: []string{"env"}, key: "env"},
 	{names: []string{"pidfile"}, key: "pidfile"},
 	{names: []string{"uid"}, key: "uid"},
@@ -162,6 +163,21 @@ func uwsgiMount(values []string, _ Option) (any, error) {
 		return nil, fmt.Errorf("%q: herd mounts a module (/PREFIX=module:callable), not a file", v)
 	}
 	return v, nil
+}
+
+// uwsgiStaticMap2: uWSGI's static-map2 appends the whole request path, prefix included, to
+// DIR; herd's --static strips the prefix, so the prefix moves onto DIR.
+func uwsgiStaticMap2(values []string, _ Option) (any, error) {
+	out := make([]string, len(values))
+	for i, v := range values {
+		prefix, dir, ok := strings.Cut(strings.TrimSpace(v), "=")
+		if !ok || !strings.HasPrefix(strings.TrimSpace(prefix), "/") {
+			return nil, fmt.Errorf("%q is not /PREFIX=DIR", v)
+		}
+		prefix = strings.TrimSpace(prefix)
+		out[i] = prefix + "=" + filepath.Join(strings.TrimSpace(dir), prefix)
+	}
+	return out, nil
 }
 
 func uwsgiSeconds(values []string, _ Option) (any, error) {

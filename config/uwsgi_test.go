@@ -41,6 +41,8 @@ reload-on-rss = 512
 touch-reload = /srv/shop/reload
 py-autoreload = 2
 static-map = /static=/srv/shop/static
+static-map = /favicon.ico=/srv/shop/static/favicon.ico
+static-map2 = /media=/srv/shop
 pidfile = /run/shop.pid
 uid = www-data
 gid = www-data
@@ -70,7 +72,7 @@ processes = 9
 		"threads": c.Threads, "http": c.HTTP, "env": c.Env, "body-buffer": c.BodyBuffer, "access-log": c.AccessLog,
 		"log-file": c.LogFile, "timeout": c.Timeout, "max-requests": c.MaxRequests, "reload-on-rss": c.ReloadOnRSS,
 		"admin": c.Admin, "max-lifetime": c.MaxLifetime, "graceful-timeout": c.GracefulTimeout, "max-body-size": c.MaxBodySize,
-		"uwsgi-socket": c.UwsgiSocket, "uwsgi-socket-mode": c.UwsgiSocketMode,
+		"uwsgi-socket": c.UwsgiSocket, "uwsgi-socket-mode": c.UwsgiSocketMode, "static": c.Static,
 	}
 	want := map[string]any{
 		"app": "shop.wsgi:app", "chdir": "/srv/shop", "venv": "/srv/shop/venv",
@@ -81,6 +83,7 @@ processes = 9
 		"timeout": 30 * time.Second, "max-requests": 1000, "reload-on-rss": 512,
 		"admin": "127.0.0.1:9191", "max-lifetime": time.Hour, "graceful-timeout": 20 * time.Second, "max-body-size": Size(10 << 20),
 		"uwsgi-socket": []string{"unix:/run/shop-uwsgi.sock"}, "uwsgi-socket-mode": "660",
+		"static": []string{"/static=/srv/shop/static", "/favicon.ico=/srv/shop/static/favicon.ico", "/media=/srv/shop/media"},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("got  %v\nwant %v", got, want)
@@ -94,7 +97,7 @@ processes = 9
 		t.Fatalf("want one warning, got %q", l.Warnings)
 	}
 	w := l.Warnings[0]
-	if !strings.Contains(w, "herd has no equivalent of memory-report, offload-threads;") {
+	if !strings.HasSuffix(w, "herd has no equivalent of memory-report, offload-threads") {
 		t.Fatalf("warning does not list the options herd lacks: %s", w)
 	}
 	for _, m := range uwsgiMappings {

@@ -189,6 +189,16 @@ func (c *checkedConn) CloseWrite() error {
 	return nil
 }
 
+// ReadFrom passes the connection's own ReadFrom on: net/http's response.ReadFrom looks for
+// it on the connection to send a file body with sendfile (--static). The checker judges
+// what the client sends, never what goes out.
+func (c *checkedConn) ReadFrom(r io.Reader) (int64, error) {
+	if rf, ok := c.Conn.(io.ReaderFrom); ok {
+		return rf.ReadFrom(r)
+	}
+	return io.Copy(struct{ io.Writer }{c.Conn}, r)
+}
+
 // direct says whether the next bytes need no judging.
 func (c *checkedConn) direct() bool {
 	return c.state == passThrough || ((c.state == inBody || c.state == inChunkData) && c.bodyLeft > 0)

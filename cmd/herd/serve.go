@@ -208,7 +208,13 @@ func serve(ctx context.Context, cfg *config.Config) error {
 		closeAll(append(listeners, adminLn))
 		return err
 	}
-	front := metrics.Track(handler)
+	app, closeStatic, err := withStatic(cfg, handler, onDone, log)
+	if err != nil {
+		closeAll(append(listeners, adminLn))
+		return err
+	}
+	defer closeStatic()
+	front := metrics.Track(app)
 	if devState != nil {
 		reloadLoop.AwaitFirstBoot(sup.FirstBoot())
 		front = reload.ErrorPage(front, devState, workerScript)

@@ -2,6 +2,7 @@ package listener
 
 import (
 	"bufio"
+	"io"
 	"net"
 	"sync"
 	"time"
@@ -38,6 +39,15 @@ type proxyConn struct {
 	reader *bufio.Reader // holds what was read past the header
 	header Header
 	err    error
+}
+
+// ReadFrom passes the connection's own ReadFrom on, so that a file body still goes out with
+// sendfile (net/http looks for it on the connection); the header concerns reads only.
+func (c *proxyConn) ReadFrom(r io.Reader) (int64, error) {
+	if rf, ok := c.Conn.(io.ReaderFrom); ok {
+		return rf.ReadFrom(r)
+	}
+	return io.Copy(struct{ io.Writer }{c.Conn}, r)
 }
 
 // headerBufferSize holds a v1 line with room to spare; v2 addresses are read through it.

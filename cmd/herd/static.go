@@ -1,0 +1,51 @@
+package main
+
+import (
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/herd-server/herd/config"
+	"github.com/herd-server/herd/proxy"
+	"github.com/herd-server/herd/static"
+)
+
+// withStatic puts the --static file server in front of app, on the HTTP front end only:
+// behind nginx (the uwsgi front end) nginx serves the static files. The files it serves go
+// to the access log and the metrics like the app's requests, with no worker. The func returned releases
+// the directories; it is a no-op without --static.
+func withStatic(cfg *config.Config, app http.Handler, onDone func(*proxy.Record), log zerolog.Logger) (http.Handler, func() error, error) {
+	if len(cfg.Static) == 0 {
+		return app, func() error { return nil }, nil
+	}
+	dirs := make([]static.Dir, 0, len(cfg.Static))
+	for _, spec := range cfg.Static {
+		d, err := static.ParseDir(spec)
+		if err != nil {
+			return nil, nil, fmt.Errorf("static: %w", err)
+		}
+		dirs = append(dirs, d)
+	}
+	staticLog := log.With().Str("component", "static").Logger()
+	opts := static.Options{
+		FollowSymlinks: cfg.StaticFollowSymlinks,
+		Refused: func(r *http.Request, why error) {
+			staticLog.Debug().Err(why).Str("path", r.URL.Path).Str("remote", r.RemoteAddr).Msg("static path refused")
+		},
+	}
+	if onDone != nil {
+		opts.OnServed = func(r *http.Request, start time.Time, status int, bytes int64) {
+			onDone(&proxy.Record{Request: r, Start: start, Duration: time.Since(start), Status: status, BytesOut: bytes, Worker: -1})
+		}
+	}
+	sh, err := static.New(dirs, opts, app)
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, d := range dirs {
+		staticLog.Info().Str("prefix", d.Prefix).Str("dir", d.Path).Msg("serving static files")
+	}
+	return sh, sh.Close, nil
+}
