@@ -58,7 +58,7 @@ func main() {
 	var (
 		quick    = flag.Bool("quick", false, "quick mode: herd, uwsgi --http-socket, gunicorn sync and Go on hello, 16 connections, 1 round of 3 s")
 		servers  = flag.String("servers", "", "comma-separated servers to run (default all): "+serverKeys())
-		apps     = flag.String("apps", "", "comma-separated apps (default hello,flask,django; also get64k, post1m)")
+		apps     = flag.String("apps", "", "comma-separated apps (default hello,flask,django; also get64k, post1m, static1k, static64k)")
 		conns    = flag.String("conns", "16,256", "comma-separated wrk connection counts")
 		rounds   = flag.Int("rounds", 3, "rounds; every figure is the median over rounds")
 		duration = flag.Duration("duration", 5*time.Second, "wrk duration per measured load (whole seconds)")
@@ -224,7 +224,7 @@ func pickApps(list string) ([]app, error) {
 			}
 		}
 		if !found {
-			return nil, fmt.Errorf("unknown app %q (known: hello, flask, django, get64k, post1m)", k)
+			return nil, fmt.Errorf("unknown app %q (known: hello, flask, django, get64k, post1m, static1k, static64k)", k)
 		}
 	}
 	return out, nil
@@ -251,7 +251,7 @@ func measure(ctx context.Context, e *env, p plan) (*results, error) {
 		for _, a := range p.apps {
 			for i := range p.servers {
 				s := p.servers[(i+round)%len(p.servers)]
-				if s.onlyHello && a.name != "hello" {
+				if !s.runs(a) {
 					continue
 				}
 				if err := ctx.Err(); err != nil {

@@ -186,7 +186,7 @@ func renderTables(b *strings.Builder, p plan, res *results) {
 			b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 			herd := summarize(res.samples[cell{a.name, c, "herd"}])
 			for _, s := range p.servers {
-				if s.onlyHello && a.name != "hello" {
+				if !s.runs(a) {
 					continue
 				}
 				k := cell{a.name, c, s.key}

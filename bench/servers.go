@@ -23,6 +23,8 @@ type app struct {
 	// extra apps run only when named in -apps: they answer the 64 KiB and 1 MiB
 	// targets but would double the default run.
 	extra bool
+	// static apps are files herd's master serves (--static), against nginx (bench/static.go).
+	static bool
 }
 
 var allApps = []app{
@@ -32,6 +34,8 @@ var allApps = []app{
 	{name: "get64k", module: "payload:app", path: "/64k", extra: true},
 	{name: "post1m", module: "payload:app", path: "/echo", extra: true,
 		lua: "wrk.method = \"POST\"\nwrk.body = string.rep(\"x\", 1048576)\nwrk.headers[\"Content-Type\"] = \"application/octet-stream\"\n"},
+	{name: "static1k", module: "hello:app", path: "/static/1k.txt", extra: true, static: true},
+	{name: "static64k", module: "hello:app", path: "/static/64k.txt", extra: true, static: true},
 }
 
 // server is one way of serving an app: how to start it, and whether it can run here.
@@ -40,7 +44,9 @@ type server struct {
 	label string // row label in the tables
 	// onlyHello is set for the Go net/http limit, which serves a fixed answer, not a WSGI app.
 	onlyHello bool
-	launch    func(e *env, a app) (*instance, error)
+	// onlyStatic is set for nginx serving files, which runs only the static apps.
+	onlyStatic bool
+	launch     func(e *env, a app) (*instance, error)
 }
 
 // env is what every launch needs: the paths of the tools and a private temp dir.
@@ -107,6 +113,7 @@ var allServers = []server{
 	{key: "gunicorn-sync", label: "gunicorn sync", launch: launchGunicorn("sync")},
 	{key: "gunicorn-gthread", label: "gunicorn gthread", launch: launchGunicorn("gthread")},
 	{key: "go-hello", label: "Go net/http hello (no Python)", onlyHello: true, launch: launchGoHello},
+	{key: "nginx-static", label: "nginx serving the files", onlyStatic: true, launch: launchNginxStatic},
 }
 
 // freePort returns a loopback port that was free a moment ago.
@@ -205,7 +212,12 @@ func launchHerd(e *env, a app) (*instance, error) {
 	if err != nil {
 		return nil, err
 	}
-	return e.launchAll("herd", a, "http://"+addr, map[string][]string{"herd": e.herdArgs(a, addr)}, []string{"herd"})
+	static, err := e.staticArgs(a)
+	if err != nil {
+		return nil, err
+	}
+	args := append(e.herdArgs(a, addr), static...)
+	return e.launchAll("herd", a, "http://"+addr, map[string][]string{"herd": args}, []string{"herd"})
 }
 
 func launchNginxHerd(e *env, a app) (*instance, error) {

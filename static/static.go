@@ -19,6 +19,7 @@
 package static
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -245,7 +246,76 @@ func (h *Handler) serveFile(w http.ResponseWriter, r *http.Request, m *mount, re
 		// would answer 416.
 		r.Header.Del("Range")
 	}
-	http.ServeContent(w, r, rel, st.ModTime(), f)
+	if st.Size() <= smallFile {
+		serveSmall(w, r, rel, f, st)
+		return
+	}
+	http.ServeContent(w, r, rel, st.ModTime(), &seekSaver{File: f, size: st.Size()})
+}
+
+// smallFile: files up to this size are read into memory with one read and go out with the
+// headers in one write (the response's buffer holds both). The sendfile path costs two more
+// system calls on these: net/http writes the first 512 bytes with the headers, then sendfile
+// sends the rest.
+const smallFile = 2 << 10
+
+var smallBuffers = sync.Pool{New: func() any { b := make([]byte, smallFile); return &b }}
+
+func serveSmall(w http.ResponseWriter, r *http.Request, rel string, f *os.File, st fs.FileInfo) {
+	bp := smallBuffers.Get().(*[]byte)
+	defer smallBuffers.Put(bp)
+	n, err := io.ReadFull(f, (*bp)[:st.Size()])
+	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) {
+		http.Error(w, "cannot read the file", http.StatusInternalServerError)
+		return
+	}
+	// The file shrank under us: what was read is the body, with its length. Hiding the
+	// writer's ReadFrom keeps the body in the response's buffer, out in one write.
+	http.ServeContent(writeOnlyResponse{w}, r, rel, st.ModTime(), bytes.NewReader((*bp)[:n]))
+}
+
+// writeOnlyResponse is a ResponseWriter without ReadFrom.
+type writeOnlyResponse struct{ http.ResponseWriter }
+
+// seekSaver spares http.ServeContent's two lseek calls per request: it learns the size with
+// Seek(0, io.SeekEnd) and goes back with Seek(0, io.SeekStart), both answered here while
+// the file's real offset is still 0. Every other Seek is real, so sendfile (which reads the
+// descriptor's own offset) starts where ServeContent expects. The embedded *os.File keeps
+// SyscallConn, which net's sendfile looks for.
+type seekSaver struct {
+	*os.File
+	size    int64
+	realPos int64 // the descriptor's offset
+	atEnd   bool  // a Seek(0, io.SeekEnd) was answered without moving the descriptor
+}
+
+func (s *seekSaver) Seek(offset int64, whence int) (int64, error) {
+	switch {
+	case offset == 0 && whence == io.SeekEnd:
+		s.atEnd = true
+		return s.size, nil
+	case offset == 0 && whence == io.SeekStart && s.realPos == 0:
+		s.atEnd = false
+		return 0, nil
+	}
+	if s.atEnd && whence == io.SeekCurrent {
+		offset, whence = s.size+offset, io.SeekStart
+	}
+	s.atEnd = false
+	pos, err := s.File.Seek(offset, whence)
+	if err == nil {
+		s.realPos = pos
+	}
+	return pos, err
+}
+
+func (s *seekSaver) Read(p []byte) (int, error) {
+	if s.atEnd {
+		return 0, io.EOF
+	}
+	n, err := s.File.Read(p)
+	s.realPos += int64(n)
+	return n, err
 }
 
 // etag is nginx's: the modification time and the size in hex. A precompressed sibling has

@@ -1,0 +1,286 @@
+package static
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestAcceptedEncodings(t *testing.T) {
+	cases := []struct {
+		header string
+		want   []string
+	}{
+		{"", nil},
+		{"identity", nil},
+		{"deflate", nil},
+		{"gzip", []string{"gzip"}},
+		{"gzip, deflate, br", []string{"br", "gzip"}},
+		{"gzip;q=1.0, br;q=0.5", []string{"gzip", "br"}},
+		{"br;q=0, gzip", []string{"gzip"}},
+		{"GZIP ; Q=0.2 , Br;q=0.1", []string{"gzip", "br"}},
+		{"x-gzip", []string{"gzip"}},
+		{"*", []string{"br", "gzip"}},
+		{"*;q=0.5, gzip", []string{"gzip", "br"}},
+		{"*, gzip;q=0", []string{"br"}},
+		{"*;q=0", nil},
+		{"gzip;q=bogus", nil},
+		{"gzip;q=2", nil},
+	}
+	for _, c := range cases {
+		var got []string
+		for _, e := range acceptedEncodings(c.header) {
+			got = append(got, e.name)
+		}
+		if !reflect.DeepEqual(got, c.want) {
+			t.Errorf("%q: got %q, want %q", c.header, got, c.want)
+		}
+	}
+}
+
+func TestParseDir(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "f.ico")
+	if err := os.WriteFile(file, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	good := []struct{ spec, prefix, path string }{
+		{"/static=" + dir, "/static", dir},
+		{"/static/=" + dir, "/static", dir},
+		{" /a//b/ = " + dir, "/a/b", dir},
+		{"/=" + dir, "/", dir},
+		{"/favicon.ico=" + file, "/favicon.ico", file},
+	}
+	for _, g := range good {
+		d, err := ParseDir(g.spec)
+		if err != nil || d.Prefix != g.prefix || d.Path != g.path {
+			t.Errorf("%q: %+v %v", g.spec, d, err)
+		}
+	}
+	bad := map[string]string{
+		"static=" + dir:            "the prefix must begin with /",
+		"/static":                  "is not /PREFIX=DIR",
+		"/static=":                 "is not /PREFIX=DIR",
+		"/a/../b=" + dir:           "must not contain ..",
+		"/static=" + dir + "/nope": "no such file or directory",
+		"/null=/dev/null":          "neither a directory nor a regular file",
+	}
+	for spec, want := range bad {
+		if _, err := ParseDir(spec); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: %v, want an error with %q", spec, err, want)
+		}
+	}
+}
+
+func TestMatch(t *testing.T) {
+	dir := t.TempDir()
+	next := http.NotFoundHandler()
+	h, err := New([]Dir{{Prefix: "/static", Path: dir}, {Prefix: "/static/img", Path: dir}, {Prefix: "/f.ico", Path: filepath.Join(dir, "f.ico")}}, Options{}, next)
+	if err == nil {
+		t.Fatal("a file mount whose file is missing was taken")
+	}
+	if err := os.WriteFile(filepath.Join(dir, "f.ico"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	h, err = New([]Dir{{Prefix: "/static", Path: dir}, {Prefix: "/static/img", Path: dir}, {Prefix: "/f.ico", Path: filepath.Join(dir, "f.ico")}}, Options{}, next)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	cases := []struct {
+		path, prefix, rel string
+	}{
+		{"/static/a.css", "/static", "a.css"},
+		{"/static//a.css", "/static", "a.css"},
+		{"/static/img/x.png", "/static/img", "x.png"},
+		{"/static/imgx/y", "/static", "imgx/y"},
+		{"/static", "/static", ""},
+		{"/staticx", "", ""},
+		{"/f.ico", "/f.ico", "f.ico"},
+		{"/f.ico/x", "", ""},
+		{"/", "", ""},
+	}
+	for _, c := range cases {
+		m, rel, ok := h.match(c.path)
+		prefix := ""
+		if ok {
+			prefix = m.prefix
+		}
+		if prefix != c.prefix || rel != c.rel {
+			t.Errorf("%s: %q %q, want %q %q", c.path, prefix, rel, c.prefix, c.rel)
+		}
+	}
+}
+
+// TestDirectorySwap: a deployment that flips a "current" symlink to a new release is
+// served from the new one within a second or so, without a restart.
+func TestDirectorySwap(t *testing.T) {
+	base := t.TempDir()
+	for _, rel := range []string{"r1", "r2"} {
+		if err := os.MkdirAll(filepath.Join(base, rel), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(base, rel, "v.txt"), []byte(rel), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	current := filepath.Join(base, "current")
+	if err := os.Symlink("r1", current); err != nil {
+		t.Fatal(err)
+	}
+	h, err := New([]Dir{{Prefix: "/s", Path: current}}, Options{}, http.NotFoundHandler())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	get := func() string {
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, httptest.NewRequest("GET", "/s/v.txt", nil))
+		return w.Body.String()
+	}
+	if got := get(); got != "r1" {
+		t.Fatalf("before the flip: %q", got)
+	}
+	// Flip atomically, as deploy tools do: a new link renamed over the old.
+	if err := os.Symlink("r2", current+".new"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(current+".new", current); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for get() != "r2" {
+		if time.Now().After(deadline) {
+			t.Fatal("still serving the old release 10 s after the flip")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// benchFiles makes a directory with a 1 KiB and a 64 KiB file.
+func benchFiles(b *testing.B) string {
+	dir := b.TempDir()
+	for name, size := range map[string]int{"1k.txt": 1 << 10, "64k.txt": 64 << 10} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(strings.Repeat("x", size)), 0o644); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return dir
+}
+
+// BenchmarkServeHTTP is the handler alone (open, stat, headers, copy into a recorder): the
+// master's cost per file before the network.
+func BenchmarkServeHTTP(b *testing.B) {
+	dir := benchFiles(b)
+	h, err := New([]Dir{{Prefix: "/static", Path: dir}}, Options{}, http.NotFoundHandler())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer h.Close()
+	for _, name := range []string{"1k.txt", "64k.txt"} {
+		b.Run(name, func(b *testing.B) {
+			req := httptest.NewRequest("GET", "/static/"+name, nil)
+			b.ReportAllocs()
+			for b.Loop() {
+				w := httptest.NewRecorder()
+				h.ServeHTTP(w, req)
+				if w.Code != 200 {
+					b.Fatal(w.Code)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkLoopback is a real net/http server on loopback, one keep-alive client: the whole
+// path, sendfile included, that `go run ./bench -apps static1k,static64k` loads with wrk.
+func BenchmarkLoopback(b *testing.B) {
+	dir := benchFiles(b)
+	h, err := New([]Dir{{Prefix: "/static", Path: dir}}, Options{}, http.NotFoundHandler())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer h.Close()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		_ = srv.Serve(ln)
+	}()
+	defer func() { _ = srv.Close(); <-served }()
+	for _, name := range []string{"1k.txt", "64k.txt"} {
+		b.Run(name, func(b *testing.B) {
+			conn, err := net.Dial("tcp", ln.Addr().String())
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer conn.Close()
+			br := bufio.NewReader(conn)
+			reqLine := fmt.Sprintf("GET /static/%s HTTP/1.1\r\nHost: bench\r\n\r\n", name)
+			for b.Loop() {
+				if _, err := io.WriteString(conn, reqLine); err != nil {
+					b.Fatal(err)
+				}
+				resp, err := http.ReadResponse(br, nil)
+				if err != nil {
+					b.Fatal(err)
+				}
+				n, _ := io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 || n == 0 {
+					b.Fatal(resp.StatusCode, n)
+				}
+				b.SetBytes(n)
+			}
+		})
+	}
+}
+
+// TestSeekSaver: the large-file path (above smallFile) through ServeContent's seeks: the
+// type sniffed from the first bytes, then the whole body, a range, and several ranges.
+func TestSeekSaver(t *testing.T) {
+	dir := t.TempDir()
+	body := "<!DOCTYPE html>" + strings.Repeat("0123456789", 1000)
+	if err := os.WriteFile(filepath.Join(dir, "page"), []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	h, err := New([]Dir{{Prefix: "/s", Path: dir}}, Options{}, http.NotFoundHandler())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	get := func(rng string) *httptest.ResponseRecorder {
+		w := httptest.NewRecorder()
+		req := httptest.NewRequest("GET", "/s/page", nil)
+		if rng != "" {
+			req.Header.Set("Range", rng)
+		}
+		h.ServeHTTP(w, req)
+		return w
+	}
+	if w := get(""); w.Code != 200 || w.Body.String() != body || w.Header().Get("Content-Type") != "text/html; charset=utf-8" {
+		t.Errorf("whole: %d %q, %d bytes", w.Code, w.Header().Get("Content-Type"), w.Body.Len())
+	}
+	if w := get("bytes=9000-9009"); w.Code != 206 || w.Body.String() != body[9000:9010] {
+		t.Errorf("range: %d %q", w.Code, w.Body.String())
+	}
+	if w := get("bytes=-5"); w.Code != 206 || w.Body.String() != body[len(body)-5:] {
+		t.Errorf("suffix range: %d %q", w.Code, w.Body.String())
+	}
+	if w := get("bytes=0-1,600-601"); w.Code != 206 || !strings.Contains(w.Body.String(), "\r\n\r\n<!") || !strings.Contains(w.Body.String(), "\r\n\r\n"+body[600:602]) {
+		t.Errorf("multipart: %d %q", w.Code, w.Body.String())
+	}
+}
