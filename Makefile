@@ -7,7 +7,7 @@ PYTHON  ?= python3
 BIN     := bin/herd
 PYTHONS := $(PYTHON) /usr/bin/python3 $(wildcard /root/.pyenv/versions/3.8.*/bin/python3)
 
-.PHONY: all build run test deps lint test-python test-go bench bench-quick bench-reload bench-tls fuzz clean
+.PHONY: all build run test deps lint test-python test-go bench bench-quick bench-static bench-reload bench-tls fuzz clean
 
 all: build
 
@@ -61,6 +61,12 @@ bench: build
 # A minute: herd, uwsgi --http-socket, gunicorn sync and Go on hello, 16 connections, 1 round.
 bench-quick: build
 	$(GO) run ./bench -quick $(BENCH_FLAGS)
+
+# Static files (--static): herd's master against nginx serving the same 1 KiB and 64 KiB
+# files, 16 connections, 3 rounds: about 3 minutes. Writes docs/BENCHMARKS-static.md.
+bench-static: build
+	$(GO) run ./bench -servers herd,nginx-static -apps static1k,static64k -conns 16 -inproc 0 -gobench 0 \
+		-report docs/BENCHMARKS-static.md -note "$(BENCH_NOTE)" $(BENCH_FLAGS)
 
 # Save to new response, herd dev against gunicorn --reload: median of 20 saves each.
 bench-reload:
