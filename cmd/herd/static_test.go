@@ -135,7 +135,8 @@ func rawStatic(t *testing.T, addr, target string) (int, string) {
 // real HTTP clients.
 func TestStaticFiles(t *testing.T) {
 	st := makeStaticTree(t, t.TempDir())
-	h := herdtest.Start(t, herdtest.Options{Args: []string{"app:app", "--workers", "1",
+	// Debian's interpreter by path: pyenv's python3 shim alone takes seconds on a busy machine.
+	h := herdtest.Start(t, herdtest.Options{Args: []string{"app:app", "--workers", "1", "--python", "/usr/bin/python3",
 		"--static", "/static=" + st.pub, "--static", "/static/deep=" + filepath.Join(st.root, "media")}})
 	h.WaitReady(1, 60*time.Second)
 	c := staticClient()
@@ -423,7 +424,7 @@ static-map2 = /media=%s/media
 	if err := os.WriteFile(ini, []byte(text), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	h := herdtest.Start(t, herdtest.Options{Dir: dir, Listen: addr, Args: []string{"--ini", ini, "--static-follow-symlinks"}})
+	h := herdtest.Start(t, herdtest.Options{Dir: dir, Listen: addr, Args: []string{"--ini", ini, "--static-follow-symlinks", "--python", "/usr/bin/python3"}})
 	h.WaitReady(1, 60*time.Second)
 	c := staticClient()
 	cases := []struct {
