@@ -11,8 +11,12 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/herd-server/herd/internal/listener"
+	"github.com/herd-server/herd/proxy"
 )
 
 func TestAcceptedEncodings(t *testing.T) {
@@ -282,5 +286,105 @@ func TestSeekSaver(t *testing.T) {
 	}
 	if w := get("bytes=0-1,600-601"); w.Code != 206 || !strings.Contains(w.Body.String(), "\r\n\r\n<!") || !strings.Contains(w.Body.String(), "\r\n\r\n"+body[600:602]) {
 		t.Errorf("multipart: %d %q", w.Code, w.Body.String())
+	}
+}
+
+// spyConn notes what reaches the TCP connection's ReadFrom, the door to sendfile.
+type spyConn struct {
+	*net.TCPConn
+	sendfileable chan bool
+}
+
+func (c spyConn) ReadFrom(r io.Reader) (int64, error) {
+	src := r
+	if lr, ok := r.(*io.LimitedReader); ok {
+		src = lr.R
+	}
+	_, isFile := src.(syscall.Conn) // what net's sendFile looks for
+	select {
+	case c.sendfileable <- isFile:
+	default:
+	}
+	return c.TCPConn.ReadFrom(r)
+}
+
+type spyListener struct {
+	net.Listener
+	sendfileable chan bool
+}
+
+func (l spyListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return spyConn{c.(*net.TCPConn), l.sendfileable}, nil
+}
+
+// TestSendfileThroughWrappers: a large file's body reaches the TCP connection's ReadFrom as
+// a file, through every wrapper herd puts around the connection (the head checker, the
+// PROXY-protocol listener) and around the ResponseWriter (the access-log recorder). A
+// wrapper that hid ReadFrom would make net/http copy through a buffer instead.
+func TestSendfileThroughWrappers(t *testing.T) {
+	dir := t.TempDir()
+	big := strings.Repeat("x", 64<<10)
+	if err := os.WriteFile(filepath.Join(dir, "big.txt"), []byte(big), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan int64, 4)
+	h, err := New([]Dir{{Prefix: "/s", Path: dir}}, Options{OnServed: func(_ *http.Request, _ time.Time, _ int, n int64) { served <- n }}, http.NotFoundHandler())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	for _, withProxyProtocol := range []bool{false, true} {
+		t.Run(fmt.Sprintf("PROXY protocol %v", withProxyProtocol), func(t *testing.T) {
+			tcp, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			spy := spyListener{tcp, make(chan bool, 1)}
+			var ln net.Listener = spy
+			if withProxyProtocol {
+				ln = &listener.ProxyListener{Listener: spy, HeaderTimeout: 10 * time.Second}
+			}
+			srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				_ = srv.Serve(proxy.CheckHeads(ln, proxy.HeadLimits{}))
+			}()
+			defer func() { _ = srv.Close(); <-done }()
+
+			conn, err := net.Dial("tcp", tcp.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			if withProxyProtocol {
+				_, _ = io.WriteString(conn, "PROXY TCP4 192.0.2.1 192.0.2.2 1111 80\r\n")
+			}
+			_, _ = io.WriteString(conn, "GET /s/big.txt HTTP/1.1\r\nHost: t\r\n\r\n")
+			resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 || string(body) != big {
+				t.Fatalf("%d, %d bytes", resp.StatusCode, len(body))
+			}
+			select {
+			case isFile := <-spy.sendfileable:
+				if !isFile {
+					t.Fatal("the connection's ReadFrom got a reader that is not a file: no sendfile")
+				}
+			default:
+				t.Fatal("the body never reached the connection's ReadFrom: a wrapper hides it")
+			}
+			if n := <-served; n != int64(len(big)) {
+				t.Fatalf("the recorder counted %d bytes", n)
+			}
+		})
 	}
 }
