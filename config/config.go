@@ -87,7 +87,7 @@ type Config struct {
 	H2C   bool     `key:"h2c" default:"false" help:"also serve cleartext HTTP/2 (prior knowledge, as h2load and curl --http2-prior-knowledge send it) on the --http listeners; off by default, since a proxy in front usually speaks HTTP/1.1"`
 
 	// Static files (issue 8) adds its options here.
-	Static               []string `key:"static" list:"whole" help:"/PREFIX=DIR: the master serves GET and HEAD of the files under DIR at /PREFIX/... itself (sendfile, ETag, Range, precompressed .br/.gz siblings); a path that is not a file there goes to the app, as uWSGI's static-map; a relative DIR is taken from --chdir (repeatable; HTTP front end only)"`
+	Static               []string `key:"static" list:"whole" help:"/PREFIX=DIR: the master serves GET and HEAD of the files under DIR at /PREFIX/... itself (sendfile, ETag, Range, precompressed .br/.gz siblings); a path that is not a file there goes to the app, as uWSGI's static-map; a relative DIR is taken from --chdir (repeatable; HTTP and HTTPS front ends, not --uwsgi-socket)"`
 	StaticFollowSymlinks bool     `key:"static-follow-symlinks" default:"false" help:"serve symlinks under a --static DIR that resolve outside it (refused with 404 by default)"`
 
 	// Configuration and CLI (issue 6).

@@ -12,7 +12,7 @@ import (
 	"github.com/herd-server/herd/static"
 )
 
-// withStatic puts the --static file server in front of app, on the HTTP front end only:
+// withStatic puts the --static file server in front of app, on the HTTP and HTTPS front ends:
 // behind nginx (the uwsgi front end) nginx serves the static files. The files it serves go
 // to the access log and the metrics like the app's requests, with no worker. The func returned releases
 // the directories; it is a no-op without --static.
