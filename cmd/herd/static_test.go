@@ -385,6 +385,8 @@ func TestStaticFiles(t *testing.T) {
 			{"/static//" + strings.TrimPrefix(st.root, "/") + "/secret.txt", 404},
 			{"/static/hello.txt", 200},
 			{"/static//hello.txt", 200},
+			{"/static/hello.txt?v=1", 200},     // a cache-busting query names the same file
+			{"/static/hello.txt?../../x", 200}, // the query is not part of the path
 		}
 		for _, cs := range cases {
 			status, body := rawStatic(t, h.Addr, cs.target)
