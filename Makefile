@@ -7,7 +7,7 @@ PYTHON  ?= python3
 BIN     := bin/herd
 PYTHONS := $(PYTHON) /usr/bin/python3 $(wildcard /root/.pyenv/versions/3.8.*/bin/python3)
 
-.PHONY: all build run test deps lint test-python test-go bench bench-quick bench-static bench-reload bench-tls fuzz clean
+.PHONY: all build run test deps lint test-python test-go bench bench-quick bench-static bench-reload bench-tls chaos soak fuzz clean
 
 all: build
 
@@ -75,6 +75,22 @@ bench-reload:
 # HTTPS/1.1, HTTP/2 and h2c beside plain HTTP/1.1: req/s and CPU per request (docs/tls.md).
 bench-tls: build
 	./bench/tls.sh
+
+# The chaos suite (chaos/, docs/RELIABILITY.md): under steady load, 30 s of each fault
+# (SIGKILL, SIGSTOP past --timeout, SIGHUP, --reload-on-rss, os._exit mid-response); prints
+# every failed request with its worker and rewrites the chaos section of the report. Say what
+# else ran on the machine in CHAOS_NOTE. `make test` runs a short form (chaos.TestChaos).
+CHAOS_TIME ?= 30s
+CHAOS_NOTE ?=
+chaos:
+	$(GO) test ./chaos -run '^TestChaos$$' -count=1 -v -timeout 30m -args -chaos.time $(CHAOS_TIME) -chaos.report docs/RELIABILITY.md -chaos.note "$(CHAOS_NOTE)"
+
+# The soak: SOAK (30m) of mixed load with reloads and kills; the master's RSS, fds and
+# goroutines every 10 s must stay flat. Rewrites the soak section of docs/RELIABILITY.md.
+SOAK      ?= 30m
+SOAK_NOTE ?=
+soak:
+	$(GO) test ./chaos -run '^$$' -bench '^BenchmarkSoak$$' -benchtime 1x -count=1 -timeout 0 -args -soak.duration $(SOAK) -soak.report docs/RELIABILITY.md -soak.note "$(SOAK_NOTE)"
 
 clean:
 	rm -rf bin
