@@ -29,9 +29,10 @@ func startHerd(t testing.TB, workers int, extra ...string) *herdtest.Instance {
 
 // workerView is one worker in /stats.
 type workerView struct {
-	ID    int    `json:"id"`
-	Pid   int    `json:"pid"`
-	State string `json:"state"`
+	ID       int    `json:"id"`
+	Pid      int    `json:"pid"`
+	State    string `json:"state"`
+	InFlight int    `json:"in_flight"`
 }
 
 func (w workerView) serving() bool { return w.State == "ready" || w.State == "busy" }

@@ -56,7 +56,7 @@ def app(environ, start_response):
 
 def exit_after_part():
     yield b"part of the body\n" * 64
-    os._exit(3)
+    os._exit(7)
 
 
 def answer(start_response, body, status="200 OK"):
@@ -107,6 +107,7 @@ type outcome struct {
 	id         int64
 	kind       string
 	path       string
+	query      string
 	start, end time.Time
 	status     int    // 0 when no answer came
 	failure    string // "" when the answer was the right one
@@ -163,7 +164,7 @@ func (l *load) client1(mix []kind, pause time.Duration) {
 // send makes one request of kind k and judges its answer.
 func (l *load) send(k kind) outcome {
 	id := l.nextID.Add(1)
-	o := outcome{id: id, kind: k.name, path: fmt.Sprintf("/%s/%d", k.name, id), start: time.Now()}
+	o := outcome{id: id, kind: k.name, path: fmt.Sprintf("/%s/%d", k.name, id), query: k.query, start: time.Now()}
 	url := l.base + o.path
 	if k.query != "" {
 		url += "?" + k.query

@@ -175,6 +175,9 @@ func (h *Handler) dispatch(ctx context.Context, packet []byte, b *body, rec *Rec
 			}
 			return nil, err
 		}
+		// Set now, not on success only: a request that times out or breaks on this
+		// worker is logged with it.
+		rec.Worker = lease.WorkerID()
 		if d, ok := lease.(describer); ok {
 			d.Describe(rec.Request.Method, rec.Request.RequestURI, rec.Start)
 		}

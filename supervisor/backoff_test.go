@@ -21,3 +21,27 @@ func TestRestartDelayGrowsToCap(t *testing.T) {
 		}
 	}
 }
+
+// TestDeathsInARow: only the deaths of workers that never served make the row grow; a
+// worker that answered a request, or lived past stableAfter, starts a new row (restart at
+// once), however young it was.
+func TestDeathsInARow(t *testing.T) {
+	for _, c := range []struct {
+		name     string
+		row      int
+		readyFor time.Duration
+		served   bool
+		want     int
+	}{
+		{"first death at boot", 0, 0, false, 1},
+		{"boot failure after boot failure", 3, 0, false, 4},
+		{"died on its first request, never served", 2, time.Second, false, 3},
+		{"young but served: killed from outside", 4, 300 * time.Millisecond, true, 1},
+		{"served once before the app ended its process", 6, 0, true, 1},
+		{"stable, nothing served (an idle worker)", 5, stableAfter, false, 1},
+	} {
+		if got := deathsInARow(c.row, c.readyFor, c.served); got != c.want {
+			t.Errorf("%s: deathsInARow(%d, %s, %v) = %d, want %d", c.name, c.row, c.readyFor, c.served, got, c.want)
+		}
+	}
+}

@@ -224,7 +224,7 @@ func pick(workers []*Worker, start int) int {
 	for i := range workers {
 		at := (start + i) % len(workers)
 		w := workers[at]
-		if !w.state.accepting() || len(w.free) == 0 || w.unreachable {
+		if !w.takesRequestsLocked() || len(w.free) == 0 {
 			continue
 		}
 		if best < 0 || better(w, workers[best]) {
@@ -248,8 +248,15 @@ func (p *Pool) releaseSlot(s *slot, reusable, overran bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	w := s.worker
-	if overran && p.onOverrun != nil {
-		p.onOverrun(w)
+	if overran {
+		// Before the slot can go to a waiting request: the worker is hung.
+		w.stuck = true
+		if p.onOverrun != nil {
+			p.onOverrun(w)
+		}
+	}
+	if reusable {
+		w.served++
 	}
 	if w.requestLimit > 0 && w.Requests >= w.requestLimit && !w.limitNoted && p.notify != nil {
 		w.limitNoted = true
@@ -258,7 +265,7 @@ func (p *Pool) releaseSlot(s *slot, reusable, overran bool) {
 	if !reusable || !w.state.accepting() && w.state != Draining {
 		s.closeConn()
 	}
-	if w.state.accepting() && !w.unreachable && len(p.waiters) > 0 {
+	if w.takesRequestsLocked() && len(p.waiters) > 0 {
 		// Hand the slot straight to the oldest waiter: it stays in use, the counts stay.
 		next := p.waiters[0]
 		p.waiters = p.waiters[1:]
@@ -340,6 +347,13 @@ func (p *Pool) requestLimitReached(w *Worker) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return w.requestLimit > 0 && w.Requests >= w.requestLimit
+}
+
+// servedAny reports whether the worker gave at least one response in full.
+func (p *Pool) servedAny(w *Worker) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return w.served > 0
 }
 
 // idle reports whether the worker holds no request.

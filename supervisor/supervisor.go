@@ -297,11 +297,11 @@ func (s *Supervisor) reap(w *Worker, st ExitStatus) {
 		}
 		return
 	}
-	if !w.readyAt.IsZero() && now.Sub(w.readyAt) >= stableAfter {
-		s.failures = 1
-	} else {
-		s.failures++
+	var readyFor time.Duration
+	if !w.readyAt.IsZero() {
+		readyFor = now.Sub(w.readyAt)
 	}
+	s.failures = deathsInARow(s.failures, readyFor, s.pool.servedAny(w))
 	delay := restartDelay(s.failures)
 	s.nextSpawn = now.Add(delay)
 	ev := log.Warn()
@@ -344,6 +344,19 @@ func bootFailureCause(w *Worker) ExitCause {
 		return CauseBootTimeout
 	}
 	return CauseCrash
+}
+
+// deathsInARow counts an unexpected death into the row that backs off restarts, and returns
+// the new length of the row. A worker that was ready for stableAfter, or that gave a
+// response in full, was healthy: its death (killed from outside, by the OOM killer, or by an
+// app that ends its process on one request) starts a new row and is replaced at once, as
+// gunicorn and uWSGI do. Only workers that die before serving anything, at boot or on their
+// first request every time, make the row grow: that is a crash loop.
+func deathsInARow(row int, readyFor time.Duration, served bool) int {
+	if served || readyFor >= stableAfter {
+		return 1
+	}
+	return row + 1
 }
 
 func restartDelay(deathsInARow int) time.Duration {

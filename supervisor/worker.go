@@ -23,6 +23,11 @@ type Worker struct {
 	Requests uint64
 	// unreachable: a connect was refused, so the process is gone though not reaped yet.
 	unreachable bool
+	// stuck: a request on it overran --timeout. It takes no more requests: the supervisor
+	// kills it, and until then anything sent its way would hang as that request did.
+	stuck bool
+	// served counts the responses it gave in full; a worker that served is no crash loop.
+	served uint64
 	// leaving: it is to be replaced (reload, recycling, scale-down) and serves only
 	// when no other worker can.
 	leaving bool
@@ -49,6 +54,11 @@ type Worker struct {
 	// killAt is when a worker that overran --timeout is SIGKILLed if the SIGABRT (which
 	// dumps its stacks) has not ended it.
 	killAt time.Time
+}
+
+// takesRequestsLocked reports whether the worker may be handed a request now.
+func (w *Worker) takesRequestsLocked() bool {
+	return w.state.accepting() && !w.unreachable && !w.stuck
 }
 
 // leavingLocked reports whether the worker should get requests only as a last resort.
