@@ -30,6 +30,16 @@ func span(short time.Duration) time.Duration {
 	return short
 }
 
+// loadPause is each client's pause between two requests: none in make chaos; in the short
+// form 10 ms, so that a steady load (some hundreds of requests a second) does not also take
+// both cores from the rest of make test.
+func loadPause() time.Duration {
+	if full() {
+		return 0
+	}
+	return 10 * time.Millisecond
+}
+
 // steadyMixes is the chaos load: four clients sending small requests without pause, and
 // one with 64 KiB POST bodies.
 var steadyMixes = [][]kind{{kindHello}, {kindHello}, {kindHello}, {kindSlow}, {kindPost}}
@@ -105,7 +115,7 @@ func TestChaos(t *testing.T) {
 	fmt.Println(out)
 	if *chaosReport != "" {
 		report := chaosReportText(out, startNote, machineNote(), commitNote(t))
-		if err := writeSection(*chaosReport, "chaos", report); err != nil {
+		if err := writeSection(t, *chaosReport, "chaos", report); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -118,7 +128,7 @@ func runScenario(t *testing.T, sc scenario, r *result) {
 		mixes = steadyMixes
 	}
 	w := watch(h, 20*time.Millisecond)
-	ld := startLoad(h.URL, true, 0, mixes...)
+	ld := startLoad(h.URL, true, loadPause(), mixes...)
 	waitRequests(t, ld, 20) // the load is on before the first fault
 	faults := sc.run(t, h, r)
 	// The load goes on until the pool is whole again and a little after, so that the

@@ -228,7 +228,12 @@ func commitNote(t testing.TB) string {
 
 // writeSection replaces the text between the section's markers in the report file (or
 // appends the section), so that make chaos and make soak each rewrite only their own part.
-func writeSection(path, name, body string) error {
+//
+// A relative path is taken from the checkout's top, not from chaos/ where go test runs.
+func writeSection(t testing.TB, path, name, body string) error {
+	if !filepath.IsAbs(path) {
+		path = filepath.Join(herdtest.RepoRoot(t), path)
+	}
 	begin, end := "<!-- "+name+":begin -->", "<!-- "+name+":end -->"
 	old, err := os.ReadFile(path)
 	if err != nil && !os.IsNotExist(err) {

@@ -150,7 +150,7 @@ loop:
 	report := soakReportText(samples, sent, failed, failures, reloads, kills, sampleErrors, workers, startNote, endNote, h)
 	fmt.Println(report)
 	if *soakReport != "" {
-		if err := writeSection(*soakReport, "soak", report); err != nil {
+		if err := writeSection(b, *soakReport, "soak", report); err != nil {
 			b.Fatal(err)
 		}
 	}
