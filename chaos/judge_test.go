@@ -177,12 +177,15 @@ func splitRecoveries(h *herdtest.Instance, faults []fault) (reactions, boots []t
 	}
 	slices.SortFunc(ready, func(a, b spawned) int { return a.at.Compare(b.at) })
 	hits := slices.DeleteFunc(slices.Clone(faults), func(f fault) bool { return f.pid == 0 })
-	slices.SortFunc(hits, func(a, b fault) int { return a.start().Compare(b.start()) })
-	// The supervisor takes its step's time before it logs the fault it acts on.
-	const clockSlack = 50 * time.Millisecond
+	slices.SortFunc(hits, func(a, b fault) int { return a.at.Compare(b.at) })
+	// Paired from the injection, not from when the outage counts: herd may replace a worker
+	// that ended itself before the client sees its request fail. The slack: the supervisor
+	// takes its step's time (a spawn's start) before it logs the fault it acts on, and the
+	// two can be far apart on a loaded machine.
+	const clockSlack = 250 * time.Millisecond
 	next := 0
 	for _, f := range hits {
-		for next < len(ready) && ready[next].at.Before(f.start().Add(-clockSlack)) {
+		for next < len(ready) && ready[next].at.Before(f.at.Add(-clockSlack)) {
 			next++
 		}
 		if next == len(ready) {
