@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -67,5 +68,20 @@ func TestParseWrk(t *testing.T) {
 	}
 	if _, err := parseWrk("unable to connect"); err == nil {
 		t.Error("wrk output without the report line parsed")
+	}
+}
+
+// TestKeptTail: a new report keeps the hand-written part of the old one, from its marker on.
+func TestKeptTail(t *testing.T) {
+	path := t.TempDir() + "/report.md"
+	if got := keptTail(path); got != "" {
+		t.Fatalf("no old report: %q", got)
+	}
+	old := "# old figures\n\n" + keptMarker + "\n## Profiles\n"
+	if err := os.WriteFile(path, []byte(old), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := keptTail(path), "\n"+keptMarker+"\n## Profiles\n"; got != want {
+		t.Fatalf("kept %q, want %q", got, want)
 	}
 }

@@ -149,12 +149,29 @@ func run(serverList, appList, connList string, rounds int, duration, warmup, inp
 	doc := renderReport(e, p, machine, res, note)
 	fmt.Print(doc)
 	if reportPath != "" {
+		doc += keptTail(reportPath)
 		if err := os.WriteFile(reportPath, []byte(doc), 0o644); err != nil {
 			return fmt.Errorf("write report: %w", err)
 		}
 		p.log("bench: report written to %s", reportPath)
 	}
 	return nil
+}
+
+// keptMarker starts the hand-written part of a report (profiles and what they explain): a
+// new run replaces the figures above it and keeps the report from the marker on.
+const keptMarker = "<!-- make bench keeps everything below this line: written by hand -->"
+
+// keptTail is the hand-written part of the report at path, or "".
+func keptTail(path string) string {
+	old, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	if i := strings.Index(string(old), keptMarker); i >= 0 {
+		return "\n" + string(old[i:])
+	}
+	return ""
 }
 
 // newEnv checks the tools and makes the run's private directory.
