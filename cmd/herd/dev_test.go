@@ -26,7 +26,11 @@ func isReloadEvent(e herdtest.Event) bool { return e.Msg() == msgChangeDetected 
 
 func isReloadedEvent(e herdtest.Event) bool { return strings.HasPrefix(e.Msg(), "reloaded") }
 
-func isReloadFailedEvent(e herdtest.Event) bool { return strings.HasPrefix(e.Msg(), "reload failed") }
+// isReloadFailedEvent is the reload loop's report, which follows its recording of the
+// failure for the error page; the supervisor's own "reload failed" line comes before that.
+func isReloadFailedEvent(e herdtest.Event) bool {
+	return e.Str("component") == "reload" && strings.HasPrefix(e.Msg(), "reload failed")
+}
 
 // setGreeting rewrites the example app's answer to GET /, as an editor saving app.py does.
 func setGreeting(t testing.TB, dir, greeting string) {
