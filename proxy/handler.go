@@ -156,6 +156,11 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, vars []protoco
 	}
 	rec.Status = head.StatusCode
 	reusable, rec.BytesOut, err = h.copyResponse(w, &head, lease.Reader(), released)
+	if errors.Is(err, errBodyBeforeHead) {
+		// Nothing went to the client yet: it gets a clean 502 rather than a cut.
+		rec.Status = h.fail(w, r, fmt.Errorf("%w: %w", errWorkerFailed, err))
+		return err
+	}
 	if err != nil {
 		h.Log.Warn().Err(err).Int("worker", rec.Worker).Str("path", r.URL.Path).Msg("response aborted")
 		return fmt.Errorf("%w: %w", errAborted, err)
@@ -312,7 +317,7 @@ func (h *Handler) sendBuffered(w http.ResponseWriter, head *ResponseHead, src io
 		body = make([]byte, head.ContentLength)
 	}
 	if _, err := io.ReadFull(src, body); err != nil {
-		return false, 0, fmt.Errorf("read worker response: %w", err)
+		return false, 0, fmt.Errorf("%w: %w", errBodyBeforeHead, err)
 	}
 	// Bytes already waiting after the body mean the worker wrote more than its
 	// Content-Length: they would be taken for the next answer, so the connection goes.
@@ -374,6 +379,9 @@ var (
 	errBadRequest      = errors.New("malformed request")
 	errNotMounted      = errors.New("path outside the --mount prefix")
 	errAborted         = errors.New("response aborted after its head")
+	// errBodyBeforeHead: a response read whole before its head goes out broke (a body
+	// shorter than its Content-Length), so the client can still get a 502.
+	errBodyBeforeHead = errors.New("worker response body cut short")
 )
 
 // Unavailable is implemented by pool errors that mean "no capacity now" (queue full, queue

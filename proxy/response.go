@@ -49,7 +49,7 @@ type ResponseHead struct {
 // ReadResponseHead reads a worker's response head from r into head, leaving r at the first
 // byte of the body; method is the request's (an answer to HEAD has no body). It fails with
 // an error wrapping ErrBadResponse when the head is malformed: a status line other than
-// "HTTP/1.0|1.1 NNN reason" with a code of 100-999, a line not ended by CRLF, a CR, LF or
+// "HTTP/1.0|1.1 NNN reason" with a code of 200-599, a line not ended by CRLF, a CR, LF or
 // other control byte inside a line, obs-fold, a field name that is not a token, an invalid
 // or conflicting Content-Length, a Transfer-Encoding other than a lone chunked, both of
 // them, or a head over 1 MiB. A read error (EOF before the end of the head included) is
@@ -193,8 +193,11 @@ func parseStatusLine(line string, head *ResponseHead) (http10 bool, err error) {
 		}
 		code = code*10 + int(c-'0')
 	}
-	if code < 100 {
-		return false, badResponse("status code below 100", line)
+	if code < 200 || code > 599 {
+		// A worker answers each request once, with a final status: a 1xx would go out as
+		// an interim answer (101 telling the client the protocol changed) and the real
+		// one be lost; 600-999 are no HTTP statuses.
+		return false, badResponse("status code not 200-599", line)
 	}
 	if len(rest) > 3 && !validFieldValue(rest[4:]) {
 		return false, badResponse("control byte in the reason phrase", line)
