@@ -466,6 +466,8 @@ class BuildHeadTest(unittest.TestCase):
             ('200 OK', [('X:Y', 'a')]), ('200 OK', [('', 'a')]),
             ('200 OK', [(b'X', b'a')]), ('200 OK', [('X', None)]), ('200 OK', [('X',)]),
             ('200 OK', [('X', '\u20ac')]), ('200 OK', 'X: y'), ('200 OK', None),
+            ('200 OK', [('X', 'a\x01b')]), ('200 OK', [('X', 'a\x7f')]), ('200 O\x1bK', []),
+            ('099 Low', []), ('600 High', []), ('999 X', []),
         ]
         for status, headers in bad:
             with self.subTest(status=status, headers=headers):
@@ -909,6 +911,18 @@ class ProtocolTest(SharedWorkerCase):
             self.assertTrue(out == b'' or out.startswith(b'HTTP/1.1 '), (i, data, out[:100]))
             self.assertIsNone(self.w.proc.poll(), self.w.log())
         self.assertEqual(self.get('/hello').body, b'Hello, World!')
+
+
+class FuzzLoopTest(unittest.TestCase):
+    """A short run of fuzz_worker.py's loops (make fuzz-python runs them longer). The seed
+    is new each run unless HERD_FUZZ_SEED is set; a failure names it."""
+
+    def test_short_run(self):
+        import fuzz_worker
+        seconds = float(os.environ.get('HERD_FUZZ_SECONDS', '2'))
+        seed = int(os.environ.get('HERD_FUZZ_SEED', random.SystemRandom().randrange(1 << 32)))
+        counts = fuzz_worker.run(seconds, seed, out=io.StringIO())
+        self.assertTrue(all(counts.values()), counts)
 
 
 # ---------------------------------------------------------------------------------------

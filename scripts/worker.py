@@ -353,9 +353,11 @@ def make_environ(block, template):
     except IndexError:
         raise ValueError('uwsgi var length runs past the vars block')
     if 'wsgi.' in s:    # a var must not pose as one of the server's keys
-        for k in template:
-            if k[:5] == 'wsgi.':
+        for k in [k for k in env if k[:5] == 'wsgi.']:
+            if k in template:
                 env[k] = template[k]
+            else:       # wsgi.input, or a key the server does not set
+                del env[k]
     scheme = None
     if 'UWSGI_' in s:
         # The master sends UWSGI_SCHEME on every request: pop it, and scan every key only
@@ -387,8 +389,10 @@ def make_environ(block, template):
 # response
 
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z").match
-_BAD_VALUE = re.compile(r'[\r\n\x00]').search
-_STATUS = re.compile(r'[0-9]{3} [^\r\n\x00]*\Z').match
+# Control bytes other than HTAB are refused, CR, LF and NUL first among them: the master's
+# parser refuses a head with any (a 502), and this way the app's log says which header.
+_BAD_VALUE = re.compile(r'[\x00-\x08\x0a-\x1f\x7f]').search
+_STATUS = re.compile(r'[1-5][0-9]{2} [^\x00-\x08\x0a-\x1f\x7f]*\Z').match
 _PROTOCOL = re.compile(r'HTTP/[0-9](?:\.[0-9])?\Z').match
 _HOP_BY_HOP = frozenset((
     'connection', 'keep-alive', 'proxy-authenticate', 'proxy-authorization', 'te',
