@@ -7,7 +7,7 @@ PYTHON  ?= python3
 BIN     := bin/herd
 PYTHONS := $(PYTHON) /usr/bin/python3 $(wildcard /root/.pyenv/versions/3.8.*/bin/python3)
 
-.PHONY: all build run test deps lint test-python test-go bench bench-quick bench-static bench-reload bench-tls chaos soak fuzz clean
+.PHONY: all build run test deps lint test-python test-go bench bench-quick bench-static bench-reload bench-tls chaos soak fuzz fuzz-short fuzz-python clean
 
 all: build
 
@@ -18,7 +18,7 @@ build:
 run: build
 	./$(BIN) serve app:app --chdir scripts/example --http 127.0.0.1:8000
 
-test: deps lint test-python test-go
+test: deps lint test-python test-go fuzz-short
 
 deps:
 	./scripts/install-deps.sh
@@ -41,12 +41,35 @@ test-go:
 	$(GO) build -race -o bin/herd-race ./cmd/herd
 	HERD_TEST_BINARY=$(CURDIR)/bin/herd-race $(GO) test -race -count=1 -timeout 15m ./...
 
-# A short fuzz run of each Go fuzz target.
+# Fuzzing (docs/RELIABILITY.md). Each target's seed corpus (testdata/fuzz/<Target>/) runs in
+# every `go test`; these run the fuzzer itself. fuzz-short is part of `make test`: 7 s on each
+# of issue 9's targets (the uwsgi decoder, the HTTP->uwsgi translation, the parser of what a
+# worker answers), ~30 s with the builds. `make fuzz` runs every target for FUZZTIME,
+# fuzz-python the worker's fuzz loop for FUZZ_PY_SECONDS under each Python (test-python runs
+# it for 2 s).
+FUZZ_SHORT      ?= 7s
+FUZZTIME        ?= 60s
+FUZZ_PY_SECONDS ?= 60
+fuzz-short:
+	$(GO) test ./protocol -run '^$$' -fuzz '^FuzzDecodeVars$$' -fuzztime $(FUZZ_SHORT)
+	$(GO) test ./proxy -run '^$$' -fuzz '^FuzzRequestVars$$' -fuzztime $(FUZZ_SHORT)
+	$(GO) test ./proxy -run '^$$' -fuzz '^FuzzWorkerResponse$$' -fuzztime $(FUZZ_SHORT)
+
 fuzz:
-	$(GO) test ./protocol -run '^$$' -fuzz FuzzDecodeVars -fuzztime 20s
-	$(GO) test ./protocol -run '^$$' -fuzz FuzzRoundTrip -fuzztime 20s
+	$(GO) test ./protocol -run '^$$' -fuzz '^FuzzDecodeVars$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./protocol -run '^$$' -fuzz '^FuzzRoundTrip$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./proxy -run '^$$' -fuzz '^FuzzRequestVars$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./proxy -run '^$$' -fuzz '^FuzzWorkerResponse$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./internal/listener -run '^$$' -fuzz '^FuzzReadHeader$$' -fuzztime $(FUZZTIME)
 	# One fuzzing process: each starts its own Python worker behind the front end.
-	$(GO) test ./proxy -run '^$$' -fuzz FuzzUwsgiFrontEnd -fuzztime 20s -parallel 1
+	$(GO) test ./proxy -run '^$$' -fuzz '^FuzzUwsgiFrontEnd$$' -fuzztime $(FUZZTIME) -parallel 1
+
+fuzz-python:
+	@for py in $(PYTHONS); do \
+		if command -v $$py >/dev/null 2>&1; then \
+			$$py scripts/fuzz_worker.py --seconds $(FUZZ_PY_SECONDS) || exit 1; \
+		fi; \
+	done
 
 # The side-by-side benchmark (bench/, docs/BENCHMARKS.md): herd, nginx in front of herd and of
 # uWSGI, uWSGI's HTTP socket and router, gunicorn sync and gthread, and the limits (in-process
