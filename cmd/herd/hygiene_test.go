@@ -2,6 +2,7 @@ package main
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -75,7 +76,10 @@ func containsAll(s string, parts ...string) bool {
 
 // TestUidGid: as root, --uid nobody --gid nogroup runs the workers as 65534:65534 (the
 // master stays root) and they still serve, though they cannot read the runtime directory.
-// Debian's python3: the pyenv one under /root is closed to nobody.
+// Debian's python3: the pyenv one under /root is closed to nobody. The worker boundary holds:
+// the runtime directory is 0700 and the master's, so another local user (nobody, the very
+// user the workers run as) cannot connect to a worker's socket nor to the control socket,
+// while root can.
 func TestUidGid(t *testing.T) {
 	if os.Geteuid() != 0 {
 		if os.Getenv("HERD_REQUIRE_ALL") == "1" {
@@ -90,6 +94,7 @@ func TestUidGid(t *testing.T) {
 	if code, _ := herdtest.Get(t, herdtest.Client(), "http://"+addr+"/"); code != 200 {
 		t.Fatalf("GET / as nobody: status %d, want 200", code)
 	}
+	checkWorkerBoundary(t, h.RunDir())
 	for _, pid := range pids {
 		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
 		if err != nil {
@@ -146,4 +151,58 @@ func TestFailedUpgradeGivesPidfileBack(t *testing.T) {
 	if code, _ := herdtest.Get(t, herdtest.Client(), h.URL+"/"); code != 200 {
 		t.Fatalf("old master after the failed upgrade answered %d", code)
 	}
+}
+
+// checkWorkerBoundary: dir is 0700 and owned by the master (this process's user), and each
+// socket in it refuses a connection from uid/gid 65534 with EACCES but takes one from root.
+func checkWorkerBoundary(t *testing.T, dir string) {
+	t.Helper()
+	fi, err := os.Stat(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := fi.Sys().(*syscall.Stat_t); fi.Mode().Perm() != 0o700 || int(st.Uid) != os.Geteuid() {
+		t.Fatalf("runtime dir %s: mode %v owner %d, want 0700 owned by %d", dir, fi.Mode().Perm(), st.Uid, os.Geteuid())
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sockets := 0
+	for _, e := range entries {
+		if e.Type()&os.ModeSocket == 0 {
+			continue
+		}
+		sockets++
+		path := filepath.Join(dir, e.Name())
+		if got := dialAs(t, path, nil); got != "connected" {
+			t.Fatalf("root cannot connect to %s: %s", path, got)
+		}
+		if got := dialAs(t, path, &syscall.Credential{Uid: 65534, Gid: 65534}); got != "EACCES" {
+			t.Fatalf("uid 65534 connecting to %s: %s, want EACCES", path, got)
+		}
+	}
+	if sockets < 3 { // two workers and the control socket
+		t.Fatalf("%d sockets in %s (%v), want the workers' and the control socket", sockets, dir, entries)
+	}
+}
+
+// dialAs connects to the Unix socket at path from a helper process running with cred (nil:
+// as this process) and returns "connected" or the errno's name.
+func dialAs(t *testing.T, path string, cred *syscall.Credential) string {
+	t.Helper()
+	cmd := exec.Command("/usr/bin/python3", "-c", `import errno, socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+try:
+    s.connect(sys.argv[1])
+    print("connected")
+except OSError as e:
+    print(errno.errorcode.get(e.errno, e.errno))`, path)
+	cmd.Dir = "/"
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("dial helper: %v: %s", err, out)
+	}
+	return strings.TrimSpace(string(out))
 }
