@@ -65,6 +65,13 @@ var forwardedHeaders = map[string]bool{
 	"X-Forwarded-Port": true, "X-Forwarded-Ssl": true, "X-Real-Ip": true, "Forwarded": true,
 }
 
+// isForwardingHeader: one of forwardedHeaders, or any other X-Forwarded-* (X-Forwarded-Prefix,
+// -Server, ...): apps and middleware such as werkzeug's ProxyFix read some of those too, so
+// from an untrusted peer none of them passes.
+func isForwardingHeader(name string) bool {
+	return forwardedHeaders[name] || strings.HasPrefix(name, "X-Forwarded-")
+}
+
 // forwardedClient returns the client address and scheme a trusted proxy reports, or ""
 // where it reports none. With a chain of proxies the client is the rightmost address that
 // is not itself a trusted proxy: entries left of it could have been written by the client.

@@ -89,7 +89,7 @@ func RequestVars(dst []protocol.Var, r *http.Request, info ConnInfo, bodyLength 
 	}
 	for name, values := range r.Header {
 		key, ok := cgiHeaderKey(name)
-		if !ok || !trusted && forwardedHeaders[name] {
+		if !ok || !trusted && isForwardingHeader(name) {
 			continue
 		}
 		sep := ", "

@@ -89,7 +89,7 @@ func checkVars(t *testing.T, r *http.Request, vars []protocol.Var, trusted bool)
 	}
 	for name, values := range r.Header {
 		key, passed := cgiHeaderKey(name)
-		if !passed || forwardedHeaders[name] && !trusted {
+		if !passed || isForwardingHeader(name) && !trusted {
 			continue
 		}
 		if got, ok := env[key]; !ok || len(values) == 1 && got != values[0] {

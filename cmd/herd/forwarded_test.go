@@ -65,11 +65,11 @@ func TestForwardedHeadersTrustedOnlyFromAllowedPeers(t *testing.T) {
 	// RFC 7239 and the other proxy headers are no way around it either.
 	env = envWithHeaders(t, untrusted.URL, map[string]string{
 		"Forwarded": `for="[2001:db8::1]:4711";proto=https`, "X-Real-Ip": "198.51.100.7",
-		"X-Forwarded-Host": "evil.example", "X-Forwarded-Port": "443", "X-Forwarded-Ssl": "on"})
+		"X-Forwarded-Host": "evil.example", "X-Forwarded-Port": "443", "X-Forwarded-Ssl": "on", "X-Forwarded-Prefix": "/evil"})
 	if env["REMOTE_ADDR"] != "127.0.0.1" || env["wsgi.url_scheme"] != "http" {
 		t.Errorf("untrusted peer, Forwarded: REMOTE_ADDR %v, scheme %v; want 127.0.0.1 over http", env["REMOTE_ADDR"], env["wsgi.url_scheme"])
 	}
-	for _, k := range []string{"HTTP_FORWARDED", "HTTP_X_REAL_IP", "HTTP_X_FORWARDED_HOST", "HTTP_X_FORWARDED_PORT", "HTTP_X_FORWARDED_SSL", "HTTPS"} {
+	for _, k := range []string{"HTTP_FORWARDED", "HTTP_X_REAL_IP", "HTTP_X_FORWARDED_HOST", "HTTP_X_FORWARDED_PORT", "HTTP_X_FORWARDED_SSL", "HTTP_X_FORWARDED_PREFIX", "HTTPS"} {
 		if v, ok := env[k]; ok {
 			t.Errorf("untrusted peer: %s = %v reached the app", k, v)
 		}
