@@ -77,7 +77,7 @@ type Config struct {
 
 	// Deployment (issue 10) adds its options here.
 	ShutdownDelay     time.Duration `key:"shutdown-delay" default:"0s" help:"on SIGTERM, keep accepting new connections this long (while /readyz says 503) before closing the listeners, so a Kubernetes Service stops routing here first"`
-	ForwardedAllowIPs []string      `key:"forwarded-allow-ips" default:"127.0.0.1,::1" help:"peers (IP addresses, CIDR prefixes, or * for all) whose X-Forwarded-For, X-Forwarded-Proto and Forwarded headers set REMOTE_ADDR and the scheme; from any other peer those headers are stripped"`
+	ForwardedAllowIPs []string      `key:"forwarded-allow-ips" default:"127.0.0.1,::1" help:"peers (IP addresses, CIDR prefixes, or * for all) whose X-Forwarded-For, X-Forwarded-Proto and Forwarded headers set REMOTE_ADDR and the scheme; from any other peer those, X-Real-IP and every X-Forwarded-* header are stripped"`
 	ProxyProtocol     []string      `key:"proxy-protocol" help:"listeners that require a PROXY protocol v1/v2 header (from HAProxy or a cloud balancer) and take REMOTE_ADDR from it: an --http address, a socket-activated socket's name, or * for all; connections without a valid header are refused"`
 
 	// TLS and HTTP/2 (issue 8) add their options here.
