@@ -90,6 +90,10 @@ type Config struct {
 	Static               []string `key:"static" list:"whole" help:"/PREFIX=DIR: the master serves GET and HEAD of the files under DIR at /PREFIX/... itself (sendfile, ETag, Range, precompressed .br/.gz siblings); a path that is not a file there goes to the app, as uWSGI's static-map; a relative DIR is taken from --chdir (repeatable; HTTP and HTTPS front ends, not --uwsgi-socket)"`
 	StaticFollowSymlinks bool     `key:"static-follow-symlinks" default:"false" help:"serve symlinks under a --static DIR that resolve outside it (refused with 404 by default)"`
 
+	// Reliability and security (issue 9) adds its options here.
+	MaxConnections int           `key:"max-connections" alias:"worker-connections" default:"10000" help:"most client connections the master holds open at once, over every HTTP, HTTPS and uwsgi listener together; more wait in the kernel's listen backlog until one closes. Lowered at start to what the open-file limit allows ((RLIMIT_NOFILE - 256) / 2); 0 means no limit but that"`
+	HeaderTimeout  time.Duration `key:"header-timeout" default:"30s" help:"how long an HTTP client may take to send its first request head once connected; a slower one is closed (slowloris). A later head on a kept-alive connection must arrive whole within --keep-alive. 0 means no limit"`
+
 	// Configuration and CLI (issue 6).
 	Env           []string      `key:"env" short:"e" list:"whole" help:"environment variable KEY=VALUE for the workers (repeatable)"`
 	KeepAlive     time.Duration `key:"keep-alive" default:"75s" help:"how long an idle HTTP keep-alive connection is kept open (a bare number means seconds)"`
@@ -193,6 +197,12 @@ func (c *Config) Validate() error {
 		if _, _, err := net.SplitHostPort(c.Admin); err != nil {
 			add("admin", "%q is not HOST:PORT or unix:PATH (e.g. 127.0.0.1:9180)", c.Admin)
 		}
+	}
+	if c.MaxConnections < 0 {
+		add("max-connections", "%d: must be 0 (only the open-file limit) or more", c.MaxConnections)
+	}
+	if c.HeaderTimeout < 0 {
+		add("header-timeout", "%s: must be 0 (off) or a positive duration such as 30s", c.HeaderTimeout)
 	}
 	if c.ShutdownDelay < 0 {
 		add("shutdown-delay", "%s: must be 0 or a positive duration such as 5s", c.ShutdownDelay)

@@ -33,20 +33,21 @@ var gunicornFlags = []string{
 	"workers", "bind", "threads", "timeout", "graceful-timeout", "keep-alive", "max-requests",
 	"max-requests-jitter", "reload", "access-logfile", "error-logfile", "pid", "chdir", "env",
 	"forwarded-allow-ips", "pythonpath", "limit-request-line", "limit-request-fields",
-	"limit-request-field-size", "certfile", "keyfile",
+	"limit-request-field-size", "certfile", "keyfile", "worker-connections",
 }
 
 // gunicornNotes say where herd's meaning of a gunicorn flag differs in detail.
 var gunicornNotes = map[string]string{
-	"workers":        "0 (herd's default) means one per CPU core; gunicorn's default is 1",
-	"bind":           "HOST:PORT or unix:PATH, repeatable; fd:// is not taken (herd takes systemd socket activation instead)",
-	"threads":        "herd's workers serve N requests at once from a thread pool, like gunicorn's gthread",
-	"keep-alive":     "herd's default is 75s, gunicorn's 2s; 0 turns keep-alive off",
-	"access-logfile": "`-` means herd's main log (stderr), not stdout; `off` turns it off",
-	"error-logfile":  "`-` means stderr, as in gunicorn",
-	"env":            "a value may contain commas: repeat -e for several variables",
-	"certfile":       "TLS is served on --https addresses only: `-b ADDR --certfile F` is `--https ADDR --cert F`; without --https it is an error, not plain HTTP",
-	"keyfile":        "with --cert and --https, as above",
+	"workers":            "0 (herd's default) means one per CPU core; gunicorn's default is 1",
+	"bind":               "HOST:PORT or unix:PATH, repeatable; fd:// is not taken (herd takes systemd socket activation instead)",
+	"threads":            "herd's workers serve N requests at once from a thread pool, like gunicorn's gthread",
+	"keep-alive":         "herd's default is 75s, gunicorn's 2s; 0 turns keep-alive off",
+	"access-logfile":     "`-` means herd's main log (stderr), not stdout; `off` turns it off",
+	"error-logfile":      "`-` means stderr, as in gunicorn",
+	"env":                "a value may contain commas: repeat -e for several variables",
+	"certfile":           "TLS is served on --https addresses only: `-b ADDR --certfile F` is `--https ADDR --cert F`; without --https it is an error, not plain HTTP",
+	"keyfile":            "with --cert and --https, as above",
+	"worker-connections": "one bound for the whole master (herd's workers never hold client connections), not per worker; herd's default is 10000, gunicorn's 1000",
 }
 
 // pendingAliases gives an option the gunicorn flags that name it in gunicornPending.

@@ -74,6 +74,7 @@ var uwsgiMappings = []uwsgiMapping{
 	{names: []string{"max-worker-lifetime"}, key: "max-lifetime", convert: uwsgiSeconds},
 	{names: []string{"worker-reload-mercy", "reload-mercy"}, key: "graceful-timeout", convert: uwsgiSeconds,
 		note: "how long a stopping worker may finish its requests before it is killed"},
+	{names: []string{"http-headers-timeout"}, key: "header-timeout", convert: uwsgiSeconds, note: "seconds, as in uWSGI; herd's default is 30"},
 	{names: []string{"limit-post"}, key: "max-body-size", note: "larger bodies get 413"},
 	{names: []string{"stats"}, key: "admin", note: "herd serves its stats as JSON over HTTP at /stats of --admin (uWSGI's stats-http)"},
 	{names: []string{"stats-http"}, agrees: func(string) string { return "" }, note: "herd's stats are always served over HTTP"},

@@ -441,7 +441,8 @@ func (w *rawResponseWriter) finish() {
 // nginx that the body is not whole, and nothing buffered is sent.
 func (w *rawResponseWriter) abort() {
 	w.bw = nil
-	if tc, ok := w.conn.(*net.TCPConn); ok {
+	// An interface, not *net.TCPConn: the connection may come wrapped (--max-connections).
+	if tc, ok := w.conn.(interface{ SetLinger(int) error }); ok {
 		_ = tc.SetLinger(0)
 	}
 }

@@ -112,6 +112,8 @@ func serve(ctx context.Context, cfg *config.Config) error {
 	if err != nil {
 		return err
 	}
+	connLimit := newConnLimit(cfg, log)
+	listeners, uwsgiListeners = limitAll(connLimit, listeners), limitAll(connLimit, uwsgiListeners)
 	// From here on the uwsgi listeners close with the HTTP ones.
 	listeners = append(listeners, uwsgiListeners...)
 	httpListeners := listeners[:len(listeners)-len(uwsgiListeners)]
@@ -124,6 +126,7 @@ func serve(ctx context.Context, cfg *config.Config) error {
 		closeAll(listeners)
 		return err
 	}
+	httpsListeners = limitAll(connLimit, httpsListeners)
 	listeners = append(listeners, httpsListeners...)
 	var adminLn net.Listener
 	if cfg.Admin != "" {
@@ -223,7 +226,7 @@ func serve(ctx context.Context, cfg *config.Config) error {
 	srv := &http.Server{
 		Handler:           conns.handler(front),
 		ConnState:         conns.connState,
-		ReadHeaderTimeout: 30 * time.Second,
+		ReadHeaderTimeout: cfg.HeaderTimeout, // slowloris: see --header-timeout
 		// Above the head checker's bound, so that the checker refuses first, with the
 		// status gunicorn's limits give.
 		MaxHeaderBytes: limits.MaxHead() + 4096,
@@ -306,7 +309,7 @@ func serve(ctx context.Context, cfg *config.Config) error {
 		}()
 		log.Info().Str("admin", adminLn.Addr().String()).Msg("admin server listening")
 	}
-	log.Info().Str("app", cfg.App).Str("runtime_dir", runDir).Strs("http", addrs(httpListeners)).Strs("https", addrs(httpsListeners)).Strs("uwsgi", addrs(uwsgiListeners)).Int("workers", cfg.Workers).
+	log.Info().Str("app", cfg.App).Str("runtime_dir", runDir).Strs("http", addrs(httpListeners)).Strs("https", addrs(httpsListeners)).Strs("uwsgi", addrs(uwsgiListeners)).Int("workers", cfg.Workers).Int("max_connections", connLimit.Max()).
 		Int("threads", cfg.Threads).Str("python", cfg.Python).Int("pid", os.Getpid()).
 		Str("control_socket", ctl.Path()).Msg("herd is starting")
 	go func() {
