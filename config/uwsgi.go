@@ -90,7 +90,7 @@ var uwsgiMappings = []uwsgiMapping{
 	{names: []string{"post-buffering"}, key: "body-buffer", note: "bodies up to this size stay in memory, larger ones go to a temporary file"},
 	{names: []string{"disable-logging"}, key: "access-log", convert: uwsgiDisableLogging, note: "true turns the access log off"},
 	{names: []string{"logto"}, key: "log-file"},
-	{names: []string{"buffer-size"}, agrees: uwsgiBufferSize, note: "herd takes request headers up to 1 MiB (Go's net/http limit)"},
+	{names: []string{"buffer-size"}, agrees: uwsgiBufferSize, note: "herd takes request heads up to 68 KiB (a uwsgi packet's 64 KiB of vars)"},
 	{names: []string{"master"}, agrees: wantTrue("herd always runs a master"), note: "herd always runs a master"},
 	{names: []string{"vacuum"}, agrees: wantTrue("herd always removes its sockets and files"), note: "herd always cleans up"},
 	{names: []string{"die-on-term"}, agrees: wantTrue("on TERM herd stops gracefully; HUP reloads"), note: "TERM stops herd gracefully (uWSGI 2.0 reloads on TERM without this)"},
@@ -116,8 +116,8 @@ func wantTrue(otherwise string) func(string) string {
 
 func uwsgiBufferSize(v string) string {
 	n, err := ParseSize(v)
-	if err != nil || n > 1<<20 {
-		return "herd takes request headers up to 1 MiB"
+	if err != nil || n > 68<<10 {
+		return "herd takes request heads up to 68 KiB"
 	}
 	return ""
 }

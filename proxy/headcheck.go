@@ -8,6 +8,8 @@ import (
 	"net"
 	"strconv"
 	"strings"
+
+	"github.com/herd-server/herd/protocol"
 )
 
 // The head checker sits between a client connection and net/http's parser. It reads each
@@ -34,7 +36,7 @@ import (
 // out through net/http in order, after any response to an earlier pipelined request.
 
 // HeadLimits are gunicorn's --limit-request-* options. Zero means herd's ceiling: a whole
-// head of at most maxHeadCeiling bytes.
+// head of at most maxHeadCeiling bytes, which also bounds the heads the limits allow.
 type HeadLimits struct {
 	RequestLine int // bytes of the request line, without its CRLF
 	Fields      int // header field lines
@@ -44,8 +46,14 @@ type HeadLimits struct {
 	H2C bool
 }
 
-// maxHeadCeiling bounds a request head whatever the limits say (net/http's own default).
-const maxHeadCeiling = 1 << 20
+// maxHeadCeiling bounds a request head whatever the limits say. A head goes to the worker as
+// the vars block of one uwsgi packet, at most 64 KiB, and each field becomes a var at least
+// as long as its line (so do the request line's parts): a head much larger than that can
+// never reach a worker and gets 431 anyway. Refusing it here, before net/http parses it,
+// keeps a slow client's buffer and a huge head's parsing to this size, where gunicorn's
+// limits alone allow 800 KiB heads. The 4 KiB over the packet leave room for the bytes a
+// head has and its vars do not (CRLFs, the version, fields herd drops).
+const maxHeadCeiling = protocol.MaxVarsSize + 4096
 
 // MaxHead is the largest head the limits allow: the checker refuses larger ones with 431,
 // and net/http's MaxHeaderBytes must be above it so that the checker speaks first.
@@ -146,6 +154,15 @@ type checkedConn struct {
 	trailers int
 	// maybeH2C: the first head is still to come, and may be HTTP/2's preface.
 	maybeH2C bool
+	scan     headScan
+}
+
+// headScan remembers how far the head in buf[j:] was searched, so that a head arriving in
+// many small reads is scanned once in all, not once per read: a client trickling a large
+// head in small segments would otherwise cost the master CPU in the square of its size.
+type headScan struct {
+	next    int // offset in buf[j:] of the first line not searched yet
+	firstLF int // offset of the request line's LF; 0 until seen (an LF at 0 ends the head)
 }
 
 // h2Preface opens every HTTP/2 connection (RFC 9113 3.4); with prior knowledge it is the
@@ -360,7 +377,7 @@ func (c *checkedConn) judgeHead(rest []byte) bool {
 			return true
 		}
 	}
-	end := headEnd(rest)
+	end := c.scan.headEnd(rest)
 	if end < 0 {
 		if bad, ok := c.judgePartialHead(rest); ok {
 			c.refuse(bad)
@@ -368,6 +385,7 @@ func (c *checkedConn) judgeHead(rest []byte) bool {
 		}
 		return false
 	}
+	c.scan = headScan{}
 	verdict, next, bodyLen := c.judgeFraming(rest[:end])
 	if verdict.status != 0 {
 		c.refuse(verdict)
@@ -382,12 +400,17 @@ func (c *checkedConn) judgeHead(rest []byte) bool {
 }
 
 // headEnd returns the length of the head up to and with its empty line, or -1. A bare LF
-// counts as a line end here, so that judgeFraming sees (and refuses) it.
-func headEnd(b []byte) int {
-	for i := 0; ; {
+// counts as a line end here, so that judgeFraming sees (and refuses) it. It goes on from
+// where the last call stopped.
+func (s *headScan) headEnd(b []byte) int {
+	for i := s.next; ; {
 		nl := bytes.IndexByte(b[i:], '\n')
 		if nl < 0 {
+			s.next = i
 			return -1
+		}
+		if s.firstLF == 0 {
+			s.firstLF = i + nl
 		}
 		line := b[i : i+nl]
 		i += nl + 1
@@ -399,8 +422,8 @@ func headEnd(b []byte) int {
 
 // judgePartialHead refuses a head that is already too long before it is complete.
 func (c *checkedConn) judgePartialHead(rest []byte) (rejection, bool) {
-	first := bytes.IndexByte(rest, '\n')
-	if c.limits.RequestLine > 0 && (first < 0 && len(rest) > c.limits.RequestLine+1 ||
+	first := c.scan.firstLF
+	if c.limits.RequestLine > 0 && (first == 0 && len(rest) > c.limits.RequestLine+1 ||
 		first > c.limits.RequestLine+1) {
 		return rejection{414, "request-line-too-long"}, true
 	}

@@ -137,3 +137,20 @@ func TestCheckHeadsH2CPreface(t *testing.T) {
 		})
 	}
 }
+
+// TestHeadScanResumes: a head that arrives in pieces is searched once in all: each search
+// goes on after the last whole line of the one before. Searching from the start on every
+// read made a 700 KiB head sent in 64-byte segments cost 0.9 s of the master's CPU.
+func TestHeadScanResumes(t *testing.T) {
+	var s headScan
+	b := []byte("GET / HTTP/1.1\r\nA: b\r\nC: d")
+	if end := s.headEnd(b); end != -1 || s.next != len("GET / HTTP/1.1\r\nA: b\r\n") || s.firstLF != len("GET / HTTP/1.1\r") {
+		t.Fatalf("partial head: end %d, scan %+v", end, s)
+	}
+	// A scan that resumed at s.next cannot see a line end planted before it.
+	b[3] = '\n'
+	b = append(b, "\r\n\r\nbody"...)
+	if end := s.headEnd(b); end != len(b)-len("body") {
+		t.Fatalf("whole head: end %d, want %d", end, len(b)-len("body"))
+	}
+}
