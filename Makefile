@@ -7,7 +7,7 @@ PYTHON  ?= python3
 BIN     := bin/herd
 PYTHONS := $(PYTHON) /usr/bin/python3 $(wildcard /root/.pyenv/versions/3.8.*/bin/python3)
 
-.PHONY: all build run test deps lint test-python test-go bench bench-quick bench-static bench-reload bench-tls chaos soak fuzz fuzz-short fuzz-python clean
+.PHONY: all build run test deps lint test-python test-go bench bench-quick bench-static bench-reload bench-tls chaos soak fuzz fuzz-short fuzz-python hostile clean
 
 all: build
 
@@ -40,6 +40,12 @@ test-python:
 test-go:
 	$(GO) build -race -o bin/herd-race ./cmd/herd
 	HERD_TEST_BINARY=$(CURDIR)/bin/herd-race $(GO) test -race -count=1 -timeout 15m ./...
+
+# The hostile-client suite's long form (make test runs the short one): 1500 slowloris
+# connections, 200 slow readers, a flood of 3 x 1800 connections, 2000 samples per p99, and
+# how long a new client waits in the flood. Prints the table of docs/RELIABILITY.md.
+hostile: build
+	HERD_HOSTILE_LONG=1 HERD_TEST_BINARY=$(CURDIR)/$(BIN) $(GO) test ./cmd/herd -run '^TestHostileClients$$' -count=1 -v -timeout 20m
 
 # Fuzzing (docs/RELIABILITY.md). Each target's seed corpus (testdata/fuzz/<Target>/) runs in
 # every `go test`; these run the fuzzer itself. fuzz-short is part of `make test`: 7 s on each
