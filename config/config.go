@@ -92,7 +92,7 @@ type Config struct {
 
 	// Reliability and security (issue 9) adds its options here.
 	MaxConnections int           `key:"max-connections" alias:"worker-connections" default:"10000" help:"most client connections the master holds open at once, over every HTTP, HTTPS and uwsgi listener together; more wait in the kernel's listen backlog until one closes. Lowered at start to what the open-file limit allows ((RLIMIT_NOFILE - 256) / 2); 0 means no limit but that"`
-	HeaderTimeout  time.Duration `key:"header-timeout" default:"30s" help:"how long an HTTP client may take to send its first request head once connected; a slower one is closed (slowloris). A later head on a kept-alive connection must arrive whole within --keep-alive. 0 means no limit"`
+	HeaderTimeout  time.Duration `key:"header-timeout" default:"30s" help:"how long an HTTP client may take to send a request head: the first from its connection (a slower one is closed), each later one on a kept-alive connection from its first byte (a slower one gets 408 and a close). Bounds slowloris; 0 means no limit"`
 
 	// Configuration and CLI (issue 6).
 	Env           []string      `key:"env" short:"e" list:"whole" help:"environment variable KEY=VALUE for the workers (repeatable)"`

@@ -6,8 +6,10 @@ import (
 	"encoding/hex"
 	"io"
 	"net"
+	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/herd-server/herd/protocol"
 )
@@ -41,6 +43,11 @@ type HeadLimits struct {
 	RequestLine int // bytes of the request line, without its CRLF
 	Fields      int // header field lines
 	FieldSize   int // bytes of one header field line, without its CRLF
+	// HeadTimeout (--header-timeout) bounds how long a head may take from its first byte:
+	// a slower one gets 408. net/http's ReadHeaderTimeout covers a connection's first head
+	// already; this one covers the later heads of a kept-alive connection, for which
+	// net/http starts its timer only once the checker hands it the whole head.
+	HeadTimeout time.Duration
 	// H2C lets a connection that opens with HTTP/2's client preface pass unjudged, for
 	// net/http's cleartext HTTP/2 (--h2c). Without it the preface is refused with 400.
 	H2C bool
@@ -155,6 +162,8 @@ type checkedConn struct {
 	// maybeH2C: the first head is still to come, and may be HTTP/2's preface.
 	maybeH2C bool
 	scan     headScan
+	// headStart is when the head being read was first seen in part; zero between heads.
+	headStart time.Time
 }
 
 // headScan remembers how far the head in buf[j:] was searched, so that a head arriving in
@@ -385,7 +394,7 @@ func (c *checkedConn) judgeHead(rest []byte) bool {
 		}
 		return false
 	}
-	c.scan = headScan{}
+	c.scan, c.headStart = headScan{}, time.Time{}
 	verdict, next, bodyLen := c.judgeFraming(rest[:end])
 	if verdict.status != 0 {
 		c.refuse(verdict)
@@ -420,8 +429,16 @@ func (s *headScan) headEnd(b []byte) int {
 	}
 }
 
-// judgePartialHead refuses a head that is already too long before it is complete.
+// judgePartialHead refuses a head that is already too long, or too slow, before it is
+// complete.
 func (c *checkedConn) judgePartialHead(rest []byte) (rejection, bool) {
+	if c.limits.HeadTimeout > 0 && len(rest) > 0 {
+		if c.headStart.IsZero() {
+			c.headStart = time.Now()
+		} else if time.Since(c.headStart) > c.limits.HeadTimeout {
+			return rejection{http.StatusRequestTimeout, "request-head-timeout"}, true
+		}
+	}
 	first := c.scan.firstLF
 	if c.limits.RequestLine > 0 && (first == 0 && len(rest) > c.limits.RequestLine+1 ||
 		first > c.limits.RequestLine+1) {

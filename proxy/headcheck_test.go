@@ -154,3 +154,40 @@ func TestHeadScanResumes(t *testing.T) {
 		t.Fatalf("whole head: end %d, want %d", end, len(b)-len("body"))
 	}
 }
+
+// TestCheckHeadsTimesOutASlowKeptAliveHead: the second head on a connection, trickled a byte
+// at a time, is refused with 408 once HeadTimeout has passed since its first byte (net/http's
+// own header timeout starts only when the checker hands over the whole head).
+func TestCheckHeadsTimesOutASlowKeptAliveHead(t *testing.T) {
+	client, server := net.Pipe()
+	defer client.Close()
+	defer server.Close()
+	const timeout = 300 * time.Millisecond
+	checked := &checkedConn{Conn: server, limits: HeadLimits{HeadTimeout: timeout}, maxHead: maxHeadCeiling}
+	first := "GET /a HTTP/1.1\r\nHost: a\r\n\r\n"
+	started := make(chan time.Time, 1)
+	go func() {
+		if _, err := io.WriteString(client, first+"GET /b HTTP/1.1\r\n"); err != nil {
+			return
+		}
+		started <- time.Now()
+		for {
+			time.Sleep(50 * time.Millisecond)
+			if _, err := client.Write([]byte("X")); err != nil {
+				return
+			}
+		}
+	}()
+	got, err := io.ReadAll(checked)
+	refused := time.Now()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := first + string(rejection{http.StatusRequestTimeout, "request-head-timeout"}.request())
+	if string(got) != want {
+		t.Fatalf("net/http would read %q, want %q", got, want)
+	}
+	if took := refused.Sub(<-started); took < timeout {
+		t.Fatalf("refused %s after the head began, before the %s timeout", took, timeout)
+	}
+}

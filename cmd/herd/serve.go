@@ -205,7 +205,7 @@ func serve(ctx context.Context, cfg *config.Config) error {
 		closeAll(append(listeners, adminLn))
 		return fmt.Errorf("forwarded-allow-ips: %w", err)
 	}
-	limits := proxy.HeadLimits{RequestLine: cfg.LimitRequestLine, Fields: cfg.LimitRequestFields, FieldSize: cfg.LimitRequestFieldSize, H2C: cfg.H2C}
+	limits := proxy.HeadLimits{RequestLine: cfg.LimitRequestLine, Fields: cfg.LimitRequestFields, FieldSize: cfg.LimitRequestFieldSize, H2C: cfg.H2C, HeadTimeout: cfg.HeaderTimeout}
 	reloadLoop, devState, err := newReloadLoop(cfg, log, sup)
 	if err != nil {
 		closeAll(append(listeners, adminLn))
