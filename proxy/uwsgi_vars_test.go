@@ -40,6 +40,13 @@ func TestFrontEndVars(t *testing.T) {
 			length: 10,
 		},
 		{
+			name: "a key dropped and set again comes back last; a repeated key keeps its first place",
+			in: []kv{{"CONTENT_LENGTH", "5"}, {"A", "1"}, {"CONTENT_LENGTH", ""}, {"B", "2"},
+				{"A", "3"}, {"CONTENT_LENGTH", "7"}},
+			want:   []kv{{"A", "3"}, {"B", "2"}, {"CONTENT_LENGTH", "7"}, {"UWSGI_SCHEME", "http"}},
+			length: 7,
+		},
+		{
 			name: "UWSGI_* vars are dropped",
 			in: []kv{{"UWSGI_FILE", "/tmp/evil.py"}, {"UWSGI_SCRIPT", "evil"}, {"UWSGI_MODULE", "evil"},
 				{"UWSGI_CHDIR", "/tmp"}, {"UWSGI_APPID", "x"}, {"SCRIPT_NAME", "/s"}},
