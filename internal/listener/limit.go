@@ -2,6 +2,7 @@ package listener
 
 import (
 	"fmt"
+	"io"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -120,8 +121,14 @@ func (c *limitedConn) SetLinger(sec int) error {
 	return nil
 }
 
-// NetConn is the connection the wrapper holds (tls.Conn and others name it so).
-func (c *limitedConn) NetConn() net.Conn { return c.Conn }
+// ReadFrom passes the connection's own ReadFrom on: net/http sends a file body through it
+// with sendfile (--static).
+func (c *limitedConn) ReadFrom(r io.Reader) (int64, error) {
+	if rf, ok := c.Conn.(io.ReaderFrom); ok {
+		return rf.ReadFrom(r)
+	}
+	return io.Copy(struct{ io.Writer }{c.Conn}, r)
+}
 
 // reserveFDs are the descriptors the master keeps for itself: listeners, logs, the control
 // socket, worker sockets and pipes, temporary body files of requests being read.

@@ -2,6 +2,7 @@ package listener
 
 import (
 	"errors"
+	"io"
 	"net"
 	"syscall"
 	"testing"
@@ -99,8 +100,9 @@ func TestLimitHoldsTheExcessInTheBacklog(t *testing.T) {
 	}
 }
 
-// TestLimitedConnKeepsHalfClose: net/http half-closes after an error response, and the
-// uwsgi front end resets a broken response: the wrapper passes both on.
+// TestLimitedConnKeepsHalfClose: net/http half-closes after an error response and sends
+// files with sendfile through ReadFrom, and the uwsgi front end resets a broken response:
+// the wrapper passes all three on.
 func TestLimitedConnKeepsHalfClose(t *testing.T) {
 	var c net.Conn = &limitedConn{Conn: &net.TCPConn{}, limit: NewLimit(1)}
 	if _, ok := c.(interface{ CloseWrite() error }); !ok {
@@ -108,6 +110,9 @@ func TestLimitedConnKeepsHalfClose(t *testing.T) {
 	}
 	if _, ok := c.(interface{ SetLinger(int) error }); !ok {
 		t.Error("no SetLinger")
+	}
+	if _, ok := c.(io.ReaderFrom); !ok {
+		t.Error("no ReadFrom")
 	}
 }
 
