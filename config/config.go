@@ -45,7 +45,7 @@ type Config struct {
 	LimitRequestLine      int      `key:"limit-request-line" default:"4094" help:"longest request line in bytes (gunicorn's limit): longer ones get 414; 0 means herd's ceiling, which also bounds the others: a head of at most 68 KiB (what a uwsgi packet to a worker carries)"`
 	LimitRequestFields    int      `key:"limit-request-fields" default:"100" help:"most header fields in one request (gunicorn's limit): more get 431; 0 means herd's ceiling, which also bounds the others: a head of at most 68 KiB (what a uwsgi packet to a worker carries)"`
 	LimitRequestFieldSize int      `key:"limit-request-field-size" default:"8190" help:"longest header field line in bytes (gunicorn's limit): longer ones get 431; 0 means herd's ceiling, which also bounds the others: a head of at most 68 KiB (what a uwsgi packet to a worker carries)"`
-	UwsgiSocket           []string `key:"uwsgi-socket" help:"uwsgi protocol listen address unix:PATH or HOST:PORT, for nginx's uwsgi_pass or any uwsgi client (repeatable); with it, --http '' turns HTTP off"`
+	UwsgiSocket           []string `key:"uwsgi-socket" help:"uwsgi protocol listen address unix:PATH or HOST:PORT, for nginx's uwsgi_pass or any uwsgi client (repeatable); with it and no --http from any source, herd serves no HTTP"`
 	UwsgiSocketMode       string   `key:"uwsgi-socket-mode" default:"0660" help:"permissions of a --uwsgi-socket Unix socket file, in octal"`
 	Mount                 string   `key:"mount" help:"/PREFIX=module:callable (or /PREFIX for the app given otherwise): serve the app under PREFIX, with SCRIPT_NAME=PREFIX and PATH_INFO the rest; other paths get 404. One app per herd: run one herd per app to mount several"`
 

@@ -12,8 +12,12 @@ import (
 	"github.com/spf13/viper"
 )
 
-// DefaultFiles are looked for in the working directory when no --config is given.
-var DefaultFiles = []string{"herd.yaml", "herd.yml", "herd.toml", "herd.json"}
+// DefaultFiles are looked for in the working directory when no --config is given; the
+// first found is read. gunicorn.conf.py comes last: gunicorn reads it from its working
+// directory by default, so a gunicorn deployment keeps its settings under herd.
+var DefaultFiles = []string{"herd.yaml", "herd.yml", "herd.toml", "herd.json", gunicornDefaultFile}
+
+const gunicornDefaultFile = "gunicorn.conf.py"
 
 // Loaded is a Config with where each value came from.
 type Loaded struct {
@@ -54,15 +58,20 @@ func resolve(flags *pflag.FlagSet, configFile string, forceINI bool) (Loaded, er
 	}
 	l := Loaded{Sources: map[string]string{}, File: file}
 	var values map[string]fileValue
-	if file != "" {
-		if forceINI || isINI(file) {
-			values, l.Warnings, err = ReadUWSGI(file)
-		} else {
-			values, err = readFile(file)
-		}
-		if err != nil {
-			return Loaded{}, err
-		}
+	switch {
+	case file == "":
+	case forceINI || isINI(file):
+		values, l.Warnings, err = ReadUWSGI(file)
+	case isGunicornFile(file):
+		values, l.Warnings, err = ReadGunicorn(file, pythonBeforeFile(flags))
+	default:
+		values, err = readFile(file)
+	}
+	if err != nil {
+		return Loaded{}, err
+	}
+	if _, statErr := os.Stat(gunicornDefaultFile); configFile == "" && file != "" && file != gunicornDefaultFile && statErr == nil {
+		l.Warnings = append(l.Warnings, fmt.Sprintf("%s is not read: %s is (give -c %s to read that one instead)", gunicornDefaultFile, file, gunicornDefaultFile))
 	}
 
 	var errs []error
@@ -76,8 +85,19 @@ func resolve(flags *pflag.FlagSet, configFile string, forceINI bool) (Loaded, er
 	if len(errs) > 0 {
 		return Loaded{}, errors.Join(errs...)
 	}
+	noDefaultHTTP(&l)
 	l.Warnings = append(l.Warnings, pendingWarning(flags)...)
 	return l, nil
+}
+
+// noDefaultHTTP drops the default HTTP listener when uwsgi sockets are given and no source
+// asked for HTTP: a uWSGI ini with only socket = (for nginx's uwsgi_pass) opens that socket
+// alone under uWSGI, and must not open 127.0.0.1:8000 as well under herd.
+func noDefaultHTTP(l *Loaded) {
+	if l.Sources["http"] == "default" && len(l.Config.UwsgiSocket) > 0 {
+		l.Config.HTTP = nil
+		l.Sources["http"] = "default (none: uwsgi-socket is set)"
+	}
 }
 
 // fileValue is one option's raw value from a config file and where in it.
@@ -124,9 +144,26 @@ func isINI(file string) bool {
 	return strings.EqualFold(filepath.Ext(path), ".ini")
 }
 
+// pythonBeforeFile is the interpreter that evaluates a gunicorn config file: --python or
+// --venv from a flag, the environment or the default, as the file cannot set them.
+func pythonBeforeFile(flags *pflag.FlagSet) string {
+	pythonOpt, _ := Lookup("python")
+	venvOpt, _ := Lookup("venv")
+	python, _ := lookup(flags, pythonOpt, nil)
+	venv, _ := lookup(flags, venvOpt, nil)
+	p, v := fmt.Sprint(python), fmt.Sprint(venv)
+	if v != "" && p == pythonOpt.Default {
+		return strings.TrimRight(v, "/") + "/bin/python"
+	}
+	return p
+}
+
 func findConfigFile(given string) (string, error) {
+	if strings.HasPrefix(given, "python:") {
+		return given, nil // a module on the path, as gunicorn's -c python:MODULE
+	}
 	if given != "" {
-		path, _ := splitINISection(given)
+		path, _ := splitINISection(strings.TrimPrefix(given, "file:"))
 		if _, err := os.Stat(path); err != nil {
 			return "", fmt.Errorf("config: %w", err)
 		}

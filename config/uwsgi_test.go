@@ -160,3 +160,47 @@ func TestUWSGIFlagsWin(t *testing.T) {
 		t.Fatalf("harakiri 20 gave timeout %s", l.Config.Timeout)
 	}
 }
+
+// TestUwsgiSocketAloneMeansNoHTTP: a file (or flag) that sets only uwsgi sockets gets no
+// default HTTP listener besides, as under uWSGI; one that sets an HTTP address gets that
+// address alone; HTTP asked for by any source stays.
+func TestUwsgiSocketAloneMeansNoHTTP(t *testing.T) {
+	dir := t.TempDir()
+	cases := []struct {
+		name, ini string
+		args, env []string
+		http      []string
+		uwsgi     []string
+	}{
+		{name: "socket only", ini: "[uwsgi]\nsocket = /run/u.sock\n", uwsgi: []string{"unix:/run/u.sock"}},
+		{name: "http-socket only", ini: "[uwsgi]\nhttp-socket = :9000\n", http: []string{":9000"}},
+		{name: "http only", ini: "[uwsgi]\nhttp = 127.0.0.1:9000\n", http: []string{"127.0.0.1:9000"}},
+		{name: "socket and http-socket", ini: "[uwsgi]\nsocket = :3031\nhttp-socket = :9000\n", http: []string{":9000"}, uwsgi: []string{":3031"}},
+		{name: "flag", args: []string{"--uwsgi-socket", ":3031"}, uwsgi: []string{":3031"}},
+		{name: "socket in the file, --http flag", ini: "[uwsgi]\nsocket = :3031\n", args: []string{"--http", ":8080"}, http: []string{":8080"}, uwsgi: []string{":3031"}},
+		{name: "socket in the file, HERD_HTTP", ini: "[uwsgi]\nsocket = :3031\n", env: []string{"HERD_HTTP", ":8081"}, http: []string{":8081"}, uwsgi: []string{":3031"}},
+		{name: "nothing", http: []string{"127.0.0.1:8000"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if c.env != nil {
+				t.Setenv(c.env[0], c.env[1])
+			}
+			file := ""
+			if c.ini != "" {
+				file = writeFile(t, dir, "app.ini", c.ini)
+			}
+			l, err := Resolve(parse(t, c.args...), file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(l.Config.HTTP, c.http) || !reflect.DeepEqual(l.Config.UwsgiSocket, c.uwsgi) {
+				t.Fatalf("http %q uwsgi-socket %q, want %q and %q", l.Config.HTTP, l.Config.UwsgiSocket, c.http, c.uwsgi)
+			}
+			l.Config.App = "a:b"
+			if err := l.Config.Validate(); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
