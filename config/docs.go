@@ -30,7 +30,8 @@ Every option of ` + "`herd serve`" + ` (and ` + "`herd check`" + `) can be given
 3. a config file: ` + "`--config FILE`" + `, or else the first of ` + "`" + strings.Join(DefaultFiles, "`, `") + "`" + ` found in the
    working directory. YAML, TOML and JSON use the keys below (` + "`workers: 4`" + `); a uWSGI ` + "`.ini`" + ` file
    (` + "`--config app.ini`" + `, ` + "`--ini app.ini`" + ` or ` + "`app.ini:section`" + `) is read as uWSGI reads it: see
-   [migration.md](migration.md). A key no option has is an error that names the nearest one;
+   [migration.md](migration.md), and so is a gunicorn config file (` + "`-c gunicorn.conf.py`" + `, Python run by
+   ` + "`--python`" + `). A key no option has is an error that names the nearest one;
 4. the default.
 
 ` + "`herd check`" + ` prints the effective value of every option and where it came from.
@@ -74,6 +75,18 @@ one warning at start-up. Flags, HERD_* variables and the file combine as usual: 
 
 A gunicorn command line runs as it is: ` + "`herd serve -w 4 -b 127.0.0.1:8000 -b unix:/run/app.sock --timeout 30 app:app`" + `.
 
+A gunicorn config file runs as it is too: ` + "`herd serve -c gunicorn.conf.py`" + ` (also ` + "`file:PATH`" + ` and
+` + "`python:MODULE`" + `), and without ` + "`-c`" + ` herd reads ` + "`./gunicorn.conf.py`" + ` when no herd.yaml/.yml/.toml/.json is there,
+as gunicorn reads it by default. The file is Python: herd has the interpreter of ` + "`--python`" + ` (or
+` + "`--venv`" + `, from a flag or HERD_*) execute it as gunicorn does, with the working directory on
+` + "`sys.path`" + `, so imports, ` + "`os.environ`" + ` and computed values work. The settings in the table at the end
+become herd's options; flags and HERD_* variables beat them, as gunicorn's flags beat its file.
+gunicorn settings herd lacks, server hooks (` + "`post_fork`" + ` and the like: herd's master runs no Python)
+and a ` + "`worker_class`" + ` other than sync or gthread are named in one warning. Other names are the file's
+own (imports, helpers, UPPER_CASE constants) and are ignored, as gunicorn ignores them, except a
+lowercase name within two letters of a setting (` + "`worker = 4`" + `): gunicorn would silently run without
+it, herd stops with an error naming the setting. ` + "`GUNICORN_CMD_ARGS`" + ` is not read: give HERD_* variables.
+
 Rows marked *not supported yet* name an option of herd that is not built yet: herd accepts
 the uWSGI option or gunicorn flag and names it in the start-up warning.
 
@@ -113,6 +126,12 @@ the uWSGI option or gunicorn flag and names it in the start-up warning.
 	for _, r := range rows {
 		fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", r.uwsgi, r.gunicorn, r.herd, cell(r.note))
 	}
+	b.WriteString("\n## gunicorn config file settings\n\n| setting | herd |\n|---|---|\n")
+	for _, m := range gunicornConfMappings {
+		fmt.Fprintf(&b, "| `%s` | `--%s` |\n", m.name, m.key)
+	}
+	fmt.Fprintf(&b, "| `worker_class` | sync and gthread are what herd's workers do; others are named in the warning |\n")
+	fmt.Fprintf(&b, "| %s | server hooks: named in the warning, not run |\n", code("", gunicornHooks...))
 	_, err := io.WriteString(w, b.String())
 	return err
 }

@@ -23,7 +23,7 @@ type configFlags struct {
 // the options that take one of a few values.
 func (c *configFlags) register(cmd *cobra.Command) {
 	fs := cmd.Flags()
-	fs.StringVar(&c.file, "config", "", "config file: yaml, toml, json or a uWSGI .ini (FILE.ini:SECTION for another section than [uwsgi]); default: herd.yaml/herd.toml/herd.json in the working directory")
+	fs.StringVarP(&c.file, "config", "c", "", "config file: yaml, toml, json, a uWSGI .ini (FILE.ini:SECTION for another section than [uwsgi]) or a gunicorn config file (FILE.py, file:FILE or python:MODULE, run by --python as gunicorn runs it); default: herd.yaml/herd.yml/herd.toml/herd.json, else gunicorn.conf.py, in the working directory")
 	fs.StringVar(&c.ini, "ini", "", "uWSGI .ini file to read, as uwsgi --ini reads it (FILE or FILE:SECTION)")
 	config.RegisterFlags(fs)
 	for _, o := range config.Options() {
@@ -32,7 +32,7 @@ func (c *configFlags) register(cmd *cobra.Command) {
 		}
 	}
 	_ = cmd.MarkFlagFilename("ini", "ini")
-	_ = cmd.MarkFlagFilename("config", "yaml", "yml", "toml", "json", "ini")
+	_ = cmd.MarkFlagFilename("config", "yaml", "yml", "toml", "json", "ini", "py")
 }
 
 // resolve loads the configuration of a serve-like command: flags, environment, file,
