@@ -293,4 +293,3 @@ func tcpListeners(t *testing.T, pid int) int {
 	}
 	return n
 }
-
