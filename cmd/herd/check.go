@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -25,13 +26,15 @@ func newCheckCmd() *cobra.Command {
 		Short: "check the configuration and import the app once, without serving",
 		Long: `Check that herd serve would start: load the configuration exactly as serve does (flags,
 HERD_* environment, config file or uWSGI .ini), print every option's effective value and where
-it came from, load the --https certificate, then import the app once in a throwaway worker.
-No listener is opened.
+it came from, load the --https certificate, then import the app once in a throwaway worker,
+run as --uid/--gid when given (which, as for serve, needs root). No listener is opened.
 
 Exit status: 0 when serve would start, 1 when the configuration is wrong, 3 when the app
 cannot be imported (the traceback is printed).`,
 		Example: `  herd check myproject.wsgi --chdir /srv/app
-  herd check --ini uwsgi.ini`,
+  herd check --ini uwsgi.ini
+  herd check -c gunicorn.conf.py
+  sudo herd check myproject.wsgi --uid www-data --gid www-data`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			out := cmd.OutOrStdout()
@@ -39,6 +42,10 @@ cannot be imported (the traceback is printed).`,
 			if l.Sources != nil {
 				printEffective(out, &l)
 			}
+			if err != nil {
+				return err
+			}
+			cred, err := workerCredential(l.Config.UID, l.Config.GID)
 			if err != nil {
 				return err
 			}
@@ -53,12 +60,16 @@ cannot be imported (the traceback is printed).`,
 				}
 			}
 			start := time.Now()
-			python, err := importApp(&l.Config, log)
+			python, err := importApp(&l.Config, log, cred)
 			if err != nil {
 				// The worker's traceback is in the log (stderr) already.
 				return &exitCodeError{code: exitAppBoot, err: fmt.Errorf("check failed: the app %q could not be imported: %w", l.Config.App, err)}
 			}
-			fmt.Fprintf(out, "\nok: %s imported by %s in %s; herd serve would start\n", l.Config.App, python, time.Since(start).Round(time.Millisecond))
+			as := ""
+			if cred != nil {
+				as = fmt.Sprintf(" as uid %d gid %d", cred.Uid, cred.Gid)
+			}
+			fmt.Fprintf(out, "\nok: %s imported by %s%s in %s; herd serve would start\n", l.Config.App, python, as, time.Since(start).Round(time.Millisecond))
 			return nil
 		},
 	}
@@ -79,9 +90,10 @@ func printEffective(w io.Writer, l *config.Loaded) {
 	}
 }
 
-// importApp starts one worker the way serve does (same interpreter, environment, path) and
-// waits for it to load the app or fail, then stops it. It returns the interpreter used.
-func importApp(cfg *config.Config, log zerolog.Logger) (string, error) {
+// importApp starts one worker the way serve does (same interpreter, environment, path and
+// user) and waits for it to load the app or fail, then stops it. It returns the interpreter
+// used.
+func importApp(cfg *config.Config, log zerolog.Logger, cred *syscall.Credential) (string, error) {
 	python, err := resolvePython(cfg.Python)
 	if err != nil {
 		return "", err
@@ -102,7 +114,7 @@ func importApp(cfg *config.Config, log zerolog.Logger) (string, error) {
 		BootTimeout:     cfg.BootTimeout,
 		GracefulTimeout: 5 * time.Second,
 		RunDir:          runDir,
-		Spawner:         newSpawner(cfg, workerScript),
+		Spawner:         withCredential(newSpawner(cfg, workerScript), cred),
 		Log:             log, // the worker's output and traceback, as serve would show them
 	}, supervisor.NewPool(0, time.Second))
 	done := make(chan error, 1)

@@ -77,18 +77,12 @@ func removePidfile(path string) {
 }
 
 // workerCredential resolves --uid and --gid to the credential the workers run with; nil
-// when neither is set. Only root may change the workers' user; an unknown name is an
-// error naming its key.
+// when neither is set. An unknown name is an error naming its key; then, only root may
+// change the workers' user (the names are checked first, so that herd check run as another
+// user still says whether they exist).
 func workerCredential(uidName, gidName string) (*syscall.Credential, error) {
 	if uidName == "" && gidName == "" {
 		return nil, nil
-	}
-	if os.Geteuid() != 0 {
-		key := "uid"
-		if uidName == "" {
-			key = "gid"
-		}
-		return nil, fmt.Errorf("%s: only root may run the workers as another user or group (herd runs as uid %d)", key, os.Geteuid())
 	}
 	cred := &syscall.Credential{Uid: 0, Gid: 0, Groups: []uint32{}}
 	if uidName != "" {
@@ -111,6 +105,13 @@ func workerCredential(uidName, gidName string) (*syscall.Credential, error) {
 		}
 		id, _ := strconv.ParseUint(g.Gid, 10, 32)
 		cred.Gid = uint32(id)
+	}
+	if os.Geteuid() != 0 {
+		key := "uid"
+		if uidName == "" {
+			key = "gid"
+		}
+		return nil, fmt.Errorf("%s: only root may run the workers as another user or group (herd runs as uid %d)", key, os.Geteuid())
 	}
 	// Groups empty: setgroups drops root's supplementary groups, leaving just cred.Gid.
 	return cred, nil
