@@ -11,6 +11,7 @@ set -euo pipefail
 # burst the reloader must fold into one reload; nghttp2-client: h2load drives HTTP/2 over TLS
 # and h2c (curl, already there, is the other HTTP/2 client).
 packages=(nginx wrk uwsgi uwsgi-plugin-python3 gunicorn python3-flask python3-django systemd util-linux chromium tmux git nghttp2-client curl)
+packages+=(bash-completion) # herd completion bash is tested in a real bash with bash-completion loaded
 
 missing=()
 for p in "${packages[@]}"; do

@@ -20,14 +20,24 @@ func newRootCmd() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.AddCommand(newServeCmd(), newDevCmd(), newCheckCmd(), newStatusCmd(), newReloadCmd(), newStopCmd(), newTopCmd(), newConfigCmd(), newVersionCmd())
+	// cobra adds its completion command at Execute; made now, its help gets examples too.
+	root.InitDefaultCompletionCmd()
+	for _, c := range root.Commands() {
+		if c.Name() == "completion" {
+			c.Example = `  source <(herd completion bash)                    # this shell
+  herd completion bash > /etc/bash_completion.d/herd  # every new shell
+  herd completion zsh > "${fpath[1]}/_herd"`
+		}
+	}
 	return root
 }
 
 func newVersionCmd() *cobra.Command {
 	return &cobra.Command{
-		Use:   "version",
-		Short: "print herd's version",
-		Args:  cobra.NoArgs,
+		Use:     "version",
+		Short:   "print herd's version",
+		Example: "  herd version",
+		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			fmt.Fprintf(cmd.OutOrStdout(), "herd %s (%s, %s/%s)\n", herdVersion(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
 			return nil
