@@ -293,3 +293,61 @@ func tcpListeners(t *testing.T, pid int) int {
 	}
 	return n
 }
+
+// TestUWSGIIniLogtoAutoreloadUid: the mapped options left over, by what they do: http = (an
+// HTTP listener), logto (herd's log goes to the file, not stderr), py-autoreload (saving a
+// .py file reloads) and, as root, uid and gid (the workers run as nobody).
+func TestUWSGIIniLogtoAutoreloadUid(t *testing.T) {
+	dir := openTempDir(t) // nobody must read the app
+	app := filepath.Join(dir, "ident.py")
+	writeIdent := func(greeting string) {
+		src := "import os\n\ndef app(environ, start_response):\n" +
+			"    start_response('200 OK', [('Content-Type', 'text/plain')])\n" +
+			"    return [b'" + greeting + " uid=%d gid=%d' % (os.getuid(), os.getgid())]\n"
+		if err := os.WriteFile(app, []byte(src), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeIdent("first")
+	addr := herdtest.FreeAddr(t)
+	logFile := filepath.Join(dir, "herd.log")
+	text := "[uwsgi]\nchdir = %d\nmodule = ident:app\nprocesses = 1\nhttp = " + addr + "\nlogto = " + logFile + "\npy-autoreload = 1\n"
+	want := "uid=0 gid=0"
+	if os.Geteuid() == 0 {
+		text += "uid = nobody\ngid = nogroup\n"
+		want = "uid=65534 gid=65534"
+	} else {
+		want = "uid=" + strconv.Itoa(os.Getuid()) + " gid=" + strconv.Itoa(os.Getgid())
+	}
+	ini := filepath.Join(dir, "app.ini")
+	if err := os.WriteFile(ini, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// /usr/bin/python3: the pyenv one under /root is closed to nobody.
+	h := herdtest.Start(t, herdtest.Options{Dir: dir, Listen: addr, Env: []string{"HERD_PYTHON=/usr/bin/python3"}, Args: []string{"--ini", ini}})
+	waitLog := func(what string) {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			b, _ := os.ReadFile(logFile)
+			if strings.Contains(string(b), what) {
+				return
+			}
+			if time.Now().After(deadline) || !h.Running() {
+				t.Fatalf("%s has no %q after 30 s:\n%s", logFile, what, b)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	waitLog(`"message":"worker ready"`)
+	if len(h.Events()) != 0 {
+		t.Fatalf("logto: herd still logs to stderr: %v", h.Events())
+	}
+	c := herdtest.Client()
+	if status, body := get(t, c, h.URL+"/"); status != 200 || body != "first "+want {
+		t.Fatalf("GET /: %d %q, want %q", status, body, "first "+want)
+	}
+	writeIdent("second")
+	waitLog(msgChangeDetected)
+	waitForBody(t, c, h.URL+"/", "second "+want, 30*time.Second, true)
+}
