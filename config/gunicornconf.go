@@ -87,6 +87,10 @@ var gunicornConfMappings = []gunicornSetting{
 	{name: "user", key: "uid"},
 	{name: "group", key: "gid"},
 	{name: "umask", key: "umask", convert: gunicornUmask},
+	// TLS as with the flags: herd serves it on --https addresses, so a file with certfile
+	// gets Validate's error saying so, unless --https is given.
+	{name: "certfile", key: "cert"},
+	{name: "keyfile", key: "key"},
 }
 
 // gunicornAgrees are settings that describe what herd does anyway: "" when the value
