@@ -34,15 +34,7 @@ var gunicornConfScript string
 var gunicornSettingList string
 
 // gunicornSettings is every setting name a gunicorn config file may set.
-var gunicornSettings = sync.OnceValue(func() []string {
-	var names []string
-	for _, line := range strings.Split(gunicornSettingList, "\n") {
-		if line = strings.TrimSpace(line); line != "" && !strings.HasPrefix(line, "#") {
-			names = append(names, line)
-		}
-	}
-	return names
-})
+var gunicornSettings = sync.OnceValue(func() []string { return nameList(gunicornSettingList) })
 
 // gunicornHooks are the settings that are Python functions gunicorn's processes call.
 var gunicornHooks = []string{

@@ -24,15 +24,18 @@ import (
 var uwsgiOptionList string
 
 // uwsgiKnown is every option name uWSGI 2.0 takes.
-var uwsgiKnown = sync.OnceValue(func() []string {
+var uwsgiKnown = sync.OnceValue(func() []string { return nameList(uwsgiOptionList) })
+
+// nameList reads an embedded list of names, one a line, # starting a comment line.
+func nameList(text string) []string {
 	var names []string
-	for _, line := range strings.Split(uwsgiOptionList, "\n") {
+	for _, line := range strings.Split(text, "\n") {
 		if line = strings.TrimSpace(line); line != "" && !strings.HasPrefix(line, "#") {
 			names = append(names, line)
 		}
 	}
 	return names
-})
+}
 
 // uwsgiMapping says what one uWSGI option (under any of its names) means for herd.
 type uwsgiMapping struct {
