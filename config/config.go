@@ -81,7 +81,7 @@ type Config struct {
 	ProxyProtocol     []string      `key:"proxy-protocol" help:"listeners that require a PROXY protocol v1/v2 header (from HAProxy or a cloud balancer) and take REMOTE_ADDR from it: an --http address, a socket-activated socket's name, or * for all; connections without a valid header are refused"`
 
 	// TLS and HTTP/2 (issue 8) add their options here.
-	HTTPS []string `key:"https" help:"HTTPS listen address HOST:PORT (repeat or comma-separate for several): TLS 1.2 or newer, HTTP/2 and HTTP/1.1 chosen by ALPN; needs --cert and --key; with --http '' only HTTPS is served"`
+	HTTPS []string `key:"https" help:"HTTPS listen address HOST:PORT (repeat or comma-separate for several): TLS 1.2 or newer, HTTP/2 and HTTP/1.1 chosen by ALPN; needs --cert and --key; given alone (no --http), no plain HTTP listener opens"`
 	Cert  string   `key:"cert" alias:"certfile" help:"TLS certificate file (PEM, the server's certificate first, then its chain) for --https; read again on SIGHUP and herd reload"`
 	Key   string   `key:"key" alias:"keyfile" help:"TLS private key file (PEM) of --cert; read again with it"`
 	H2C   bool     `key:"h2c" default:"false" help:"also serve cleartext HTTP/2 (prior knowledge, as h2load and curl --http2-prior-knowledge send it) on the --http listeners; off by default, since a proxy in front usually speaks HTTP/1.1"`

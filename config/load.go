@@ -90,13 +90,21 @@ func resolve(flags *pflag.FlagSet, configFile string, forceINI bool) (Loaded, er
 	return l, nil
 }
 
-// noDefaultHTTP drops the default HTTP listener when uwsgi sockets are given and no source
-// asked for HTTP: a uWSGI ini with only socket = (for nginx's uwsgi_pass) opens that socket
-// alone under uWSGI, and must not open 127.0.0.1:8000 as well under herd.
+// noDefaultHTTP drops the default HTTP listener when uwsgi sockets or HTTPS listeners are
+// given and no source asked for plain HTTP: a uWSGI ini with only socket = (for nginx's
+// uwsgi_pass) opens that socket alone under uWSGI, and a site given only --https must not
+// also answer plain HTTP on 127.0.0.1:8000.
 func noDefaultHTTP(l *Loaded) {
-	if l.Sources["http"] == "default" && len(l.Config.UwsgiSocket) > 0 {
+	if l.Sources["http"] != "default" {
+		return
+	}
+	switch {
+	case len(l.Config.UwsgiSocket) > 0:
 		l.Config.HTTP = nil
 		l.Sources["http"] = "default (none: uwsgi-socket is set)"
+	case len(l.Config.HTTPS) > 0:
+		l.Config.HTTP = nil
+		l.Sources["http"] = "default (none: https is set)"
 	}
 }
 

@@ -180,6 +180,8 @@ func TestUwsgiSocketAloneMeansNoHTTP(t *testing.T) {
 		{name: "socket in the file, --http flag", ini: "[uwsgi]\nsocket = :3031\n", args: []string{"--http", ":8080"}, http: []string{":8080"}, uwsgi: []string{":3031"}},
 		{name: "socket in the file, HERD_HTTP", ini: "[uwsgi]\nsocket = :3031\n", env: []string{"HERD_HTTP", ":8081"}, http: []string{":8081"}, uwsgi: []string{":3031"}},
 		{name: "nothing", http: []string{"127.0.0.1:8000"}},
+		{name: "https flag", args: []string{"--https", ":8443", "--cert", "c.pem", "--key", "k.pem"}},
+		{name: "https and http flags", args: []string{"--https", ":8443", "--http", ":8080", "--cert", "c.pem", "--key", "k.pem"}, http: []string{":8080"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
