@@ -145,7 +145,14 @@ func TestKillWorkerUnderLoad(t *testing.T) {
 	var failuresMu sync.Mutex
 	var failures []string
 	stop := make(chan struct{})
+	var stopOnce sync.Once
 	var wg sync.WaitGroup
+	stopLoad := func() {
+		stopOnce.Do(func() { close(stop) })
+		wg.Wait()
+	}
+	// A failing check must not leave the clients hammering a dead server under the next tests.
+	t.Cleanup(stopLoad)
 	for g := range 8 {
 		wg.Add(1)
 		go func() {
@@ -201,8 +208,7 @@ func TestKillWorkerUnderLoad(t *testing.T) {
 		t.Fatalf("replacement worker (pid %d) ready %s after the kill, want < 1s", ev.Int("pid"), gap)
 	}
 	time.Sleep(3500 * time.Millisecond) // load after the kill: 5 s in all
-	close(stop)
-	wg.Wait()
+	stopLoad()
 
 	// Only requests in flight on the killed worker may fail: with 8 clients and one slot
 	// per worker, that is at most one.
