@@ -296,23 +296,7 @@ func TestAdminSurvivesUSR2Upgrade(t *testing.T) {
 	if st := stats(t, h.AdminURL); st.Pid != oldPid {
 		t.Fatalf("/stats pid %d, want %d", st.Pid, oldPid)
 	}
-	from := len(h.Events())
-	if err := h.Cmd.Process.Signal(syscall.SIGUSR2); err != nil {
-		t.Fatal(err)
-	}
-	ev, _, ok := h.WaitEvent(from, 60*time.Second, func(e herdtest.Event) bool {
-		return e.Msg() == "herd is starting" && e.Int("pid") != oldPid
-	})
-	if !ok {
-		t.Fatal("no new master started after USR2")
-	}
-	newPid := ev.Int("pid")
-	t.Cleanup(func() {
-		_ = syscall.Kill(newPid, syscall.SIGKILL)
-		for deadline := time.Now().Add(10 * time.Second); herdtest.Alive(newPid) && time.Now().Before(deadline); {
-			time.Sleep(20 * time.Millisecond)
-		}
-	})
+	newPid := h.Upgrade(60 * time.Second)
 	if code := h.Wait(60 * time.Second); code != 0 {
 		t.Fatalf("old master exited %d after the upgrade, want 0", code)
 	}

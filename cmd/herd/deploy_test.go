@@ -166,20 +166,7 @@ func TestSystemdNotifyAndSocketActivation(t *testing.T) {
 	// USR2 upgrade: the old master names the new one as systemd's main process as it
 	// retires (only the main process may, under NotifyAccess=main), and says no STOPPING=1:
 	// the service stays up, served by the new master on the same passed socket.
-	oldPid := h.Cmd.Process.Pid
-	from := len(h.Events())
-	h.Signal(syscall.SIGUSR2)
-	ev, _, ok := h.WaitEvent(from, 60*time.Second, func(e herdtest.Event) bool {
-		return e.Msg() == "herd is starting" && e.Int("pid") != oldPid
-	})
-	if !ok {
-		t.Fatal("no new master after USR2")
-	}
-	newPid := ev.Int("pid")
-	t.Cleanup(func() {
-		_ = syscall.Kill(newPid, syscall.SIGKILL)
-		waitGone(t, newPid)
-	})
+	newPid := h.Upgrade(60 * time.Second)
 	for {
 		m := waitNotify(t, msgs, "STATUS", 60*time.Second)
 		if _, ok := m["STOPPING"]; ok {

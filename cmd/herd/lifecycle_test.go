@@ -403,21 +403,9 @@ func cpuTime(t *testing.T, pid int) time.Duration {
 func TestUpgradeWithUSR2UnderLoad(t *testing.T) {
 	h := herdtest.Start(t, herdtest.Options{Args: []string{"app:app", "--workers", "2", "--access-log", "off"}})
 	h.WaitReady(2, 20*time.Second)
-	oldPid := h.Cmd.Process.Pid
 	load := herdtest.StartLoad(h.URL+"/pid", 8, nil)
 	from := len(h.Events())
-	h.Signal(syscall.SIGUSR2)
-	ev, _, ok := h.WaitEvent(from, 30*time.Second, func(e herdtest.Event) bool {
-		return e.Msg() == "herd is starting" && e.Int("pid") != oldPid
-	})
-	if !ok {
-		t.Fatal("no new master started after USR2")
-	}
-	newPid := ev.Int("pid")
-	t.Cleanup(func() {
-		_ = syscall.Kill(newPid, syscall.SIGKILL)
-		waitGone(t, newPid)
-	})
+	newPid := h.Upgrade(30 * time.Second)
 	if code := h.Wait(60 * time.Second); code != 0 {
 		t.Fatalf("old master exited with %d, want 0 after draining", code)
 	}
@@ -501,20 +489,7 @@ func TestUpgradeKeepsUnixSockets(t *testing.T) {
 	h := herdtest.Start(t, herdtest.Options{Args: []string{"app:app", "--workers", "1", "--access-log", "off",
 		"--http", "unix:" + httpSock, "--uwsgi-socket", "unix:" + uwsgiSock}})
 	h.WaitReady(1, 20*time.Second)
-	oldPid := h.Cmd.Process.Pid
-	from := len(h.Events())
-	h.Signal(syscall.SIGUSR2)
-	ev, _, ok := h.WaitEvent(from, 30*time.Second, func(e herdtest.Event) bool {
-		return e.Msg() == "herd is starting" && e.Int("pid") != oldPid
-	})
-	if !ok {
-		t.Fatal("no new master started after USR2")
-	}
-	newPid := ev.Int("pid")
-	t.Cleanup(func() {
-		_ = syscall.Kill(newPid, syscall.SIGKILL)
-		waitGone(t, newPid)
-	})
+	newPid := h.Upgrade(30 * time.Second)
 	if code := h.Wait(60 * time.Second); code != 0 {
 		t.Fatalf("old master exited with %d, want 0 after draining", code)
 	}

@@ -522,6 +522,30 @@ func (in *Instance) Signal(sig syscall.Signal) {
 	}
 }
 
+// Upgrade sends USR2 and waits up to timeout for the new master's start-up line; it returns
+// the new master's pid. The new master is not in Cmd, which Start's cleanup stops, so it is
+// killed at cleanup here.
+func (in *Instance) Upgrade(timeout time.Duration) int {
+	in.t.Helper()
+	oldPid := in.Cmd.Process.Pid
+	from := len(in.Events())
+	in.Signal(syscall.SIGUSR2)
+	ev, _, ok := in.WaitEvent(from, timeout, func(e Event) bool {
+		return e.Msg() == "herd is starting" && e.Int("pid") != oldPid
+	})
+	if !ok {
+		in.t.Fatal("no new master started after USR2")
+	}
+	newPid := ev.Int("pid")
+	in.t.Cleanup(func() {
+		_ = syscall.Kill(newPid, syscall.SIGKILL)
+		for deadline := time.Now().Add(10 * time.Second); Alive(newPid) && time.Now().Before(deadline); {
+			time.Sleep(10 * time.Millisecond)
+		}
+	})
+	return newPid
+}
+
 // Load is client traffic that runs until Stop: each client goroutine sends requests one
 // after another without pause, and every transport error or unexpected answer is counted.
 type Load struct {
