@@ -190,22 +190,17 @@ func (h *Handler) dispatch(ctx context.Context, packet []byte, b *body, rec *Rec
 		if d, ok := lease.(describer); ok {
 			d.Describe(rec.Request.Method, rec.Request.RequestURI, rec.Start)
 		}
-		err = writeRequest(lease.Conn(), packet, b)
+		err = writeRequest(lease, packet, b)
 		if err == nil {
-			// Wait for the first byte of the answer. On Linux, a Unix socket closed with
-			// unread data makes its peer's read fail with ECONNRESET, while one closed
-			// after reading gives EOF: so ECONNRESET here proves the worker died without
-			// reading the request, and it is safe to send it elsewhere.
+			// Wait for the first byte of the answer (a queued request goes out first). On
+			// Linux, a Unix socket closed with unread data makes its peer's read fail with
+			// ECONNRESET, while one closed after reading gives EOF: so ECONNRESET here proves
+			// the worker died without reading the request, and it is safe to send it
+			// elsewhere, as after EPIPE on the write.
 			_, err = lease.Reader().Peek(1)
 			if err == nil {
 				return lease, nil
 			}
-			lease.Release(false)
-			if !errors.Is(err, syscall.ECONNRESET) {
-				return nil, fmt.Errorf("%w: read response: %w", errWorkerFailed, err)
-			}
-			lastErr = err
-			continue
 		}
 		lease.Release(false)
 		lastErr = err
@@ -216,7 +211,17 @@ func (h *Handler) dispatch(ctx context.Context, packet []byte, b *body, rec *Rec
 	return nil, fmt.Errorf("%w: %w", errWorkerFailed, lastErr)
 }
 
-func writeRequest(conn net.Conn, packet []byte, b *body) error {
+// queuer is a Lease that can send the request with the first read of its answer (the
+// supervisor's can: see Lease.Queue there).
+type queuer interface {
+	Queue(bufs ...[]byte) bool
+}
+
+func writeRequest(lease Lease, packet []byte, b *body) error {
+	if q, ok := lease.(queuer); ok && b.file == nil && q.Queue(packet, b.mem) {
+		return nil
+	}
+	conn := lease.Conn()
 	switch {
 	case b.file != nil:
 		if _, err := b.file.Seek(0, io.SeekStart); err != nil {

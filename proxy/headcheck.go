@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/herd-server/herd/protocol"
+	"github.com/herd-server/herd/proxy/h1"
 )
 
 // The head checker sits between a client connection and net/http's parser. It reads each
@@ -329,7 +330,7 @@ func (c *checkedConn) judgeChunkLine(rest []byte) bool {
 		}
 		c.state = inChunkSize
 	case inChunkSize:
-		size, ok := parseChunkSize(line)
+		size, ok := h1.ParseChunkSize(line)
 		if !ok {
 			c.dead()
 			return true
@@ -358,19 +359,6 @@ func (c *checkedConn) judgeChunkLine(rest []byte) bool {
 func (c *checkedConn) dead() {
 	c.buf = c.buf[:c.j]
 	c.state = closing
-}
-
-// parseChunkSize reads "1a2b" or "1a2b;ext=v" (RFC 9112 7.1).
-func parseChunkSize(line []byte) (int64, bool) {
-	if i := bytes.IndexByte(line, ';'); i >= 0 {
-		line = line[:i]
-	}
-	line = bytes.TrimRight(line, " \t")
-	if len(line) == 0 || len(line) > 15 {
-		return 0, false
-	}
-	n, err := strconv.ParseInt(string(line), 16, 64)
-	return n, err == nil && n >= 0 && line[0] != '+' && line[0] != '-'
 }
 
 // judgeHead judges a whole request head once it is in buf[j:].

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -23,6 +24,7 @@ import (
 	"github.com/herd-server/herd/admin"
 	"github.com/herd-server/herd/config"
 	"github.com/herd-server/herd/proxy"
+	"github.com/herd-server/herd/proxy/h1"
 	"github.com/herd-server/herd/reload"
 	"github.com/herd-server/herd/scripts"
 	"github.com/herd-server/herd/supervisor"
@@ -238,11 +240,29 @@ func serve(ctx context.Context, cfg *config.Config) error {
 		srv.TLSConfig = certs.tlsConfig()
 	}
 
+	// HTTP/1.x goes through herd's own server (proxy/h1); net/http serves HTTP/2 (over TLS
+	// once ALPN chose h2, and cleartext with --h2c, where net/http takes the --http
+	// listeners with the head checker in front of it).
+	h1srv := &h1.Server{
+		Handler:       conns.handler(front),
+		Limits:        h1.Limits{RequestLine: cfg.LimitRequestLine, Fields: cfg.LimitRequestFields, FieldSize: cfg.LimitRequestFieldSize},
+		HeaderTimeout: cfg.HeaderTimeout,
+		IdleTimeout:   cfg.KeepAlive,
+		Log:           log.With().Str("component", "http").Logger(),
+		ConnState:     conns.connState,
+		OnRefused:     refusedLogger(onDone),
+	}
+	h2conns := newConnQueue()
+	if certs != nil {
+		h1srv.TLSConfig = certs.tlsConfig()
+		h1srv.NextProto = map[string]func(*tls.Conn){"h2": func(c *tls.Conn) { h2conns.push(c) }}
+	}
 	if cfg.KeepAlive == 0 {
 		srv.SetKeepAlivesEnabled(false) // gunicorn's --keep-alive 0
+		h1srv.SetKeepAlivesEnabled(false)
 	}
 	uwsgiSrv := &proxy.UwsgiServer{Handler: handler, HeadTimeout: uwsgiHeadTimeout, BodyIdleTimeout: uwsgiBodyIdleTimeout}
-	fronts := frontEnds{http: srv, uwsgi: uwsgiSrv, conns: conns, httpListeners: httpListeners, httpsListeners: httpsListeners, certs: certs}
+	fronts := frontEnds{http: srv, h1: h1srv, h2conns: h2conns, uwsgi: uwsgiSrv, conns: conns, httpListeners: httpListeners, httpsListeners: httpsListeners, certs: certs}
 
 	signals := make(chan os.Signal, 4)
 	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGTTIN, syscall.SIGTTOU)
@@ -283,8 +303,13 @@ func serve(ctx context.Context, cfg *config.Config) error {
 		serving.Add(1)
 		go func() {
 			defer serving.Done()
-			err := srv.Serve(proxy.CheckHeads(ln, limits))
-			if err != nil && !errors.Is(err, http.ErrServerClosed) && !(fronts.conns.closing.Load() && errors.Is(err, net.ErrClosed)) {
+			var err error
+			if cfg.H2C {
+				err = srv.Serve(proxy.CheckHeads(ln, limits))
+			} else {
+				err = h1srv.Serve(ln)
+			}
+			if err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, h1.ErrServerClosed) && !(fronts.conns.closing.Load() && errors.Is(err, net.ErrClosed)) {
 				log.Error().Err(err).Str("listen", ln.Addr().String()).Msg("http listener failed")
 			}
 		}()
@@ -293,12 +318,19 @@ func serve(ctx context.Context, cfg *config.Config) error {
 		serving.Add(1)
 		go func() {
 			defer serving.Done()
-			// No head checker here: it reads HTTP/1 heads off the raw connection, and
-			// net/http must see the *tls.Conn itself to offer HTTP/2 and set r.TLS.
-			err := srv.ServeTLS(ln, "", "")
-			if err != nil && !errors.Is(err, http.ErrServerClosed) && !(fronts.conns.closing.Load() && errors.Is(err, net.ErrClosed)) {
+			// HTTP/1.1 over TLS is herd's own server, with its request checks; a connection
+			// that negotiated h2 goes to net/http through h2conns.
+			err := h1srv.ServeTLS(ln)
+			if err != nil && !errors.Is(err, h1.ErrServerClosed) && !(fronts.conns.closing.Load() && errors.Is(err, net.ErrClosed)) {
 				log.Error().Err(err).Str("listen", ln.Addr().String()).Msg("https listener failed")
 			}
+		}()
+	}
+	if certs != nil {
+		serving.Add(1)
+		go func() {
+			defer serving.Done()
+			_ = srv.Serve(h2conns) // ends when the queue closes (Shutdown or Close)
 		}()
 	}
 	if adminSrv != nil {
@@ -525,7 +557,9 @@ type frontEnd interface {
 
 // frontEnds are the HTTP (and HTTPS) and the uwsgi servers, stopped together.
 type frontEnds struct {
-	http           *http.Server
+	http           *http.Server // HTTP/2, and everything on --http with --h2c
+	h1             *h1.Server
+	h2conns        *connQueue // TLS connections that negotiated h2, for http
 	uwsgi          *proxy.UwsgiServer
 	conns          *connTracker
 	httpListeners  []net.Listener
@@ -546,7 +580,10 @@ func (f frontEnds) StopAccepting(max time.Duration, abort <-chan struct{}) {
 	f.conns.linger(max, abort)
 }
 
-func (f frontEnds) Close() error { return errors.Join(f.http.Close(), f.uwsgi.Close()) }
+func (f frontEnds) Close() error {
+	_ = f.h2conns.Close()
+	return errors.Join(f.http.Close(), f.h1.Close(), f.uwsgi.Close())
+}
 
 func (f frontEnds) ReloadCerts() error { return f.certs.Reload() }
 
@@ -560,11 +597,14 @@ func httpProtocols(h2c bool) *http.Protocols {
 	return p
 }
 
-// Shutdown drains both servers at once; each closes its listeners first.
+// Shutdown drains every server at once; each closes its listeners first.
 func (f frontEnds) Shutdown(ctx context.Context) error {
 	uwsgiDone := make(chan error, 1)
 	go func() { uwsgiDone <- f.uwsgi.Shutdown(ctx) }()
-	return errors.Join(f.http.Shutdown(ctx), <-uwsgiDone)
+	h1Done := make(chan error, 1)
+	go func() { h1Done <- f.h1.Shutdown(ctx) }()
+	_ = f.h2conns.Close()
+	return errors.Join(f.http.Shutdown(ctx), <-h1Done, <-uwsgiDone)
 }
 
 // poolBackend adapts the supervisor's pool to the proxy's Backend.

@@ -1,6 +1,7 @@
 package listener
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -148,4 +149,13 @@ func FitToFDLimit(want int) (fit int, nofile uint64, err error) {
 		return int(max(room, 1)), rl.Cur, nil
 	}
 	return want, rl.Cur, nil
+}
+
+// SyscallConn passes the connection's descriptor on: herd's HTTP/1 server reads and writes
+// it with raw system calls (internal/rawio), which this wrapper must not hide.
+func (c *limitedConn) SyscallConn() (syscall.RawConn, error) {
+	if sc, ok := c.Conn.(syscall.Conn); ok {
+		return sc.SyscallConn()
+	}
+	return nil, errors.New("connection has no descriptor")
 }

@@ -1,0 +1,116 @@
+package rawio
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// pair returns a connected Unix socket pair: the raw end and the plain peer.
+func pair(t *testing.T) (*Conn, net.Conn) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "s")
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, _ := ln.Accept()
+		accepted <- c
+	}()
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer := <-accepted
+	raw, ok := New(c)
+	if !ok {
+		t.Fatal("a Unix connection has a descriptor")
+	}
+	t.Cleanup(func() { raw.Close(); peer.Close() })
+	return raw, peer
+}
+
+func TestPendingGoesOutBeforeTheRead(t *testing.T) {
+	raw, peer := pair(t)
+	afters := 0
+	raw.AfterPending = func() { afters++ }
+	raw.SetPending([]byte("ping "), nil, []byte("one"))
+	go func() {
+		b := make([]byte, 8)
+		n, _ := io.ReadFull(peer, b)
+		_, _ = peer.Write(append([]byte("got:"), b[:n]...))
+	}()
+	b := make([]byte, 64)
+	n, err := io.ReadAtLeast(raw, b, 12)
+	if err != nil || string(b[:n]) != "got:ping one" || afters != 1 || raw.HasPending() {
+		t.Fatalf("%q %v after=%d", b[:n], err, afters)
+	}
+}
+
+// A pending write larger than the socket takes at once is finished before the read.
+func TestLargePendingIsFinished(t *testing.T) {
+	raw, peer := pair(t)
+	big := bytes.Repeat([]byte("x"), 8<<20)
+	raw.SetPending(big)
+	go func() {
+		n, _ := io.CopyN(io.Discard, peer, int64(len(big)))
+		_, _ = peer.Write([]byte{byte(n >> 20)})
+	}()
+	b := make([]byte, 1)
+	if _, err := raw.Read(b); err != nil || b[0] != 8 {
+		t.Fatalf("%v %v", b, err)
+	}
+}
+
+func TestWritevEOFAndErrors(t *testing.T) {
+	raw, peer := pair(t)
+	if err := raw.Writev([]byte("a"), []byte("bc"), nil, []byte("d")); err != nil {
+		t.Fatal(err)
+	}
+	b := make([]byte, 4)
+	if _, err := io.ReadFull(peer, b); err != nil || string(b) != "abcd" {
+		t.Fatalf("%q %v", b, err)
+	}
+	if raw.PeerClosed() {
+		t.Fatal("open peer seen closed")
+	}
+	peer.Close()
+	deadline := time.Now().Add(2 * time.Second)
+	for !raw.PeerClosed() {
+		if time.Now().After(deadline) {
+			t.Fatal("closed peer not seen")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n, err := raw.Read(b); n != 0 || err != io.EOF {
+		t.Fatalf("read after close: %d %v", n, err)
+	}
+	var err error
+	for range 10 { // the first write may still land in the buffer
+		if _, err = raw.Write([]byte("x")); err != nil {
+			break
+		}
+	}
+	if !errors.Is(err, syscall.EPIPE) && !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("write to a closed peer: %v", err)
+	}
+}
+
+func TestDeadlinesHold(t *testing.T) {
+	raw, _ := pair(t)
+	_ = raw.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	raw.SetPending([]byte("nobody answers"))
+	_, err := raw.Read(make([]byte, 1))
+	if !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("%v", err)
+	}
+}
