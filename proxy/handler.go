@@ -139,7 +139,7 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, vars []protoco
 	*bufp = packet
 
 	rec.BytesIn = body.size
-	lease, err := h.dispatch(r.Context(), packet, body, rec)
+	lease, err := h.dispatch(r.Context(), packet, body, rec, clientGone(w))
 	if err != nil {
 		rec.Status = h.fail(w, r, err)
 		return err
@@ -151,11 +151,13 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, vars []protoco
 
 	var head ResponseHead
 	if err := ReadResponseHead(lease.Reader(), r.Method, &head); err != nil {
+		noteConnBroke(lease, err)
 		rec.Status = h.fail(w, r, fmt.Errorf("%w: %w", errWorkerFailed, err))
 		return err
 	}
 	rec.Status = head.StatusCode
 	reusable, rec.BytesOut, err = h.copyResponse(w, &head, lease.Reader(), released)
+	noteConnBroke(lease, err)
 	if errors.Is(err, errBodyBeforeHead) {
 		// Nothing went to the client yet: it gets a clean 502 rather than a cut.
 		rec.Status = h.fail(w, r, fmt.Errorf("%w: %w", errWorkerFailed, err))
@@ -170,12 +172,18 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, vars []protoco
 
 // dispatch sends the request to a worker, trying another when the chosen one could not
 // take it at all (its connection was refused or broke before the request was written).
-func (h *Handler) dispatch(ctx context.Context, packet []byte, b *body, rec *Record) (Lease, error) {
+func (h *Handler) dispatch(ctx context.Context, packet []byte, b *body, rec *Record, gone func() bool) (Lease, error) {
 	var lastErr error
 	for range maxAttempts {
 		queued := time.Now()
 		lease, err := h.Backend.Acquire(ctx)
-		rec.QueueWait += time.Since(queued)
+		waited := time.Since(queued)
+		rec.QueueWait += waited
+		if err == nil && waited > clientCheckAfter && gone != nil && gone() {
+			// The client left while the request waited: no worker serves nobody.
+			lease.Release(true)
+			return nil, context.Canceled
+		}
 		if err != nil {
 			var opErr *net.OpError
 			if errors.As(err, &opErr) { // a dead worker's socket: try another one
@@ -190,7 +198,9 @@ func (h *Handler) dispatch(ctx context.Context, packet []byte, b *body, rec *Rec
 		if d, ok := lease.(describer); ok {
 			d.Describe(rec.Request.Method, rec.Request.RequestURI, rec.Start)
 		}
+		turn := time.Now()
 		err = writeRequest(lease, packet, b)
+		rec.QueueWait += time.Since(turn) // a request sent behind another waits here
 		if err == nil {
 			// Wait for the first byte of the answer (a queued request goes out first). On
 			// Linux, a Unix socket closed with unread data makes its peer's read fail with
@@ -201,27 +211,101 @@ func (h *Handler) dispatch(ctx context.Context, packet []byte, b *body, rec *Rec
 			if err == nil {
 				return lease, nil
 			}
+			if errors.Is(err, syscall.ECONNRESET) && followed(lease) {
+				// Not this request's bytes: the reset may come from one pipelined behind
+				// it, unread, while this one ran. It must not run twice.
+				err = fmt.Errorf("%w (a request was sent behind it)", err)
+				noteConnBroke(lease, err)
+				lease.Release(false)
+				return nil, fmt.Errorf("%w: read response: %w", errWorkerFailed, err)
+			}
 		}
+		noteConnBroke(lease, err)
 		lease.Release(false)
 		lastErr = err
-		if !errors.Is(err, syscall.EPIPE) && !errors.Is(err, syscall.ECONNRESET) {
+		if !errors.Is(err, syscall.EPIPE) && !errors.Is(err, syscall.ECONNRESET) && !retryable(err) {
 			break
 		}
 	}
 	return nil, fmt.Errorf("%w: %w", errWorkerFailed, lastErr)
 }
 
-// queuer is a Lease that can send the request with the first read of its answer (the
-// supervisor's can: see Lease.Queue there).
-type queuer interface {
-	Queue(bufs ...[]byte) bool
+// clientCheckAfter is how long a request must have waited for a worker before the master
+// looks whether its client is still there (one peek at the socket).
+const clientCheckAfter = 50 * time.Millisecond
+
+// clientGone returns the check of w's client, when w's server can tell (herd's HTTP/1
+// server can; net/http's HTTP/2 cancels the request's context instead).
+func clientGone(w http.ResponseWriter) func() bool {
+	if g, ok := w.(interface{ ClientGone() bool }); ok {
+		return g.ClientGone
+	}
+	return nil
 }
 
+// pipelinedLease is a Lease that can send the request with the first read of its answer,
+// and that may be sent behind another request on the same worker connection (the
+// supervisor's: see Lease.Queue and its neighbours there).
+type pipelinedLease interface {
+	Queue(bufs ...[]byte) bool
+	BeginWrite()
+	Written()
+	WaitTurn() error
+	ConnBroke()
+	Followed() bool
+}
+
+// writeRequest sends the request on the lease's connection (or queues it to go with the
+// first read), then waits until the worker's answer to it is next on the connection.
 func writeRequest(lease Lease, packet []byte, b *body) error {
-	if q, ok := lease.(queuer); ok && b.file == nil && q.Queue(packet, b.mem) {
-		return nil
+	pl, ok := lease.(pipelinedLease)
+	if !ok {
+		return writeOn(lease.Conn(), packet, b)
 	}
-	conn := lease.Conn()
+	if b.file == nil && pl.Queue(packet, b.mem) {
+		return pl.WaitTurn()
+	}
+	pl.BeginWrite()
+	err := writeOn(lease.Conn(), packet, b)
+	pl.Written()
+	if err != nil {
+		return err
+	}
+	return pl.WaitTurn()
+}
+
+// retryable reports whether err says the request never reached a worker (the pool's
+// errors say so with a Retry method).
+func retryable(err error) bool {
+	var r interface{ Retry() bool }
+	return errors.As(err, &r) && r.Retry()
+}
+
+// noteConnBroke tells the pool that the worker connection failed under the request (a
+// read or write error), as opposed to the proxy giving it up: see ConnBroke.
+func noteConnBroke(lease Lease, err error) {
+	if err == nil {
+		return
+	}
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, syscall.EPIPE) || errors.Is(err, os.ErrDeadlineExceeded) {
+		if pl, ok := lease.(pipelinedLease); ok {
+			pl.ConnBroke()
+		}
+	}
+}
+
+// followed reports whether a request was sent behind this one on its connection: bytes
+// after the answer are then that request's answer.
+func followed(lease Lease) bool {
+	if o, ok := lease.(*onceLease); ok {
+		lease = o.Lease
+	}
+	pl, ok := lease.(pipelinedLease)
+	return ok && pl.Followed()
+}
+
+func writeOn(conn net.Conn, packet []byte, b *body) error {
 	switch {
 	case b.file != nil:
 		if _, err := b.file.Seek(0, io.SeekStart); err != nil {
@@ -300,7 +384,7 @@ func (h *Handler) copyResponse(w http.ResponseWriter, head *ResponseHead, br *bu
 			}
 		}
 		if rerr == io.EOF {
-			return !head.Close && br.Buffered() == 0, n, nil
+			return !head.Close && (br.Buffered() == 0 || followed(lease)), n, nil
 		}
 		if rerr != nil {
 			return false, n, fmt.Errorf("read worker response: %w", rerr)
@@ -326,7 +410,7 @@ func (h *Handler) sendBuffered(w http.ResponseWriter, head *ResponseHead, src io
 	}
 	// Bytes already waiting after the body mean the worker wrote more than its
 	// Content-Length: they would be taken for the next answer, so the connection goes.
-	reusable := !head.Close && br.Buffered() == 0
+	reusable := !head.Close && (br.Buffered() == 0 || followed(lease))
 	lease.Release(reusable)
 	w.WriteHeader(head.StatusCode)
 	nw, _ := w.Write(body) // a client that left is no error of the worker's

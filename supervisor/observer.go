@@ -47,6 +47,9 @@ func (w *Worker) info() WorkerInfo {
 		if cur := s.current.Load(); cur != nil {
 			info.Current = append(info.Current, *cur)
 		}
+		if next := s.next.Load(); next != nil {
+			info.Current = append(info.Current, *next)
+		}
 	}
 	return info
 }

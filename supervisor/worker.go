@@ -35,6 +35,8 @@ type Worker struct {
 	// supervisor was told it reached it.
 	requestLimit uint64
 	limitNoted   bool
+	// serviceAvg is a moving average of how long its requests take (see followLocked).
+	serviceAvg time.Duration
 
 	// Owned by the supervisor loop.
 	proc    Process

@@ -184,6 +184,7 @@ func serve(ctx context.Context, cfg *config.Config) error {
 
 		ChainReload:       cfg.ChainReload,
 		RequestTimeout:    cfg.Timeout,
+		Pipeline:          cfg.Pipeline,
 		MaxRequests:       cfg.MaxRequests,
 		MaxRequestsJitter: cfg.MaxRequestsJitter,
 		MaxLifetime:       cfg.MaxLifetime,

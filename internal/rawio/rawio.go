@@ -32,8 +32,9 @@ import (
 type Conn struct {
 	net.Conn
 	rc syscall.RawConn
-	// pending is written by the next Read before it waits for an answer.
-	pending [][]byte
+	// pending is written by the next Read before it waits for an answer; pendBuf is its
+	// backing array, kept from one request to the next.
+	pending, pendBuf [][]byte
 	// AfterPending, when set, is called once pending bytes are all written.
 	AfterPending func()
 }
@@ -55,7 +56,8 @@ func New(c net.Conn) (*Conn, bool) {
 // SetPending queues bufs to be written by the next Read, before it waits for the peer's
 // answer. The slices must stay untouched until that Read returns.
 func (c *Conn) SetPending(bufs ...[]byte) {
-	c.pending = append(c.pending[:0], bufs...)
+	c.pending = append(c.pendBuf[:0], bufs...)
+	c.pendBuf = c.pending
 }
 
 // HasPending reports whether queued bytes wait for the next Read.
@@ -66,19 +68,21 @@ func (c *Conn) Flush() error {
 	if len(c.pending) == 0 {
 		return nil
 	}
-	err := c.writev(c.pending)
-	c.clearPending()
+	bufs := c.takePending()
+	err := c.writev(bufs)
+	clear(bufs)
 	if err == nil && c.AfterPending != nil {
 		c.AfterPending()
 	}
 	return err
 }
 
-func (c *Conn) clearPending() {
-	for i := range c.pending {
-		c.pending[i] = nil
-	}
-	c.pending = c.pending[:0]
+// takePending hands the queued bytes to the caller and empties the queue: c.pending is not
+// touched again once AfterPending may have let another goroutine write on the connection.
+func (c *Conn) takePending() [][]byte {
+	bufs := c.pending
+	c.pending = nil
+	return bufs
 }
 
 // Read writes what is pending, then reads. io.EOF when the peer closed its side.
@@ -90,11 +94,13 @@ func (c *Conn) Read(p []byte) (int, error) {
 	var opErr error
 	unwritten := false
 	if len(c.pending) > 0 {
+		bufs := c.takePending()
+		defer clear(bufs)
 		first := true
 		err := c.rc.Read(func(fd uintptr) bool {
 			if first {
 				first = false
-				done, err := writevOnce(fd, &c.pending)
+				done, err := writevOnce(fd, &bufs)
 				switch {
 				case err != nil:
 					opErr = wrap("write", err)
@@ -114,14 +120,11 @@ func (c *Conn) Read(p []byte) (int, error) {
 			opErr = err
 		}
 		if opErr != nil || !unwritten {
-			c.clearPending()
 			return n, opErr
 		}
-		if err := c.writev(c.pending); err != nil {
-			c.clearPending()
+		if err := c.writev(bufs); err != nil {
 			return 0, err
 		}
-		c.clearPending()
 		if c.AfterPending != nil {
 			c.AfterPending()
 		}
