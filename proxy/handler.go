@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -68,8 +69,14 @@ type Handler struct {
 	TrustedProxies *TrustList
 	// ResponseBuffer is the largest response body read whole from the worker before the
 	// client gets it, so that the worker is free again whatever the client's speed. Larger
-	// responses, and streaming ones, are copied through as the client takes them.
+	// responses go to a file first (ResponseSpool); streaming ones are copied through as the
+	// client takes them.
 	ResponseBuffer int64
+	// ResponseSpool is the largest response body (by its Content-Length) that is written to
+	// an unlinked temporary file in TempDir when it is over ResponseBuffer, so that a slow
+	// client of a large answer does not hold a worker either (nginx's proxy temp files).
+	// Larger ones, and any when it is 0, go through as the client reads.
+	ResponseSpool int64
 	// Mount is the --mount prefix ("" for the root): it becomes SCRIPT_NAME and leaves
 	// PATH_INFO; requests outside it get 404 without reaching a worker.
 	Mount string
@@ -361,6 +368,13 @@ func (h *Handler) copyResponse(w http.ResponseWriter, head *ResponseHead, br *bu
 	if !streaming && head.ContentLength <= h.ResponseBuffer {
 		return h.sendBuffered(w, head, body, br, lease)
 	}
+	if !streaming && !head.NoBody && head.ContentLength <= h.ResponseSpool {
+		if f, err := os.CreateTemp(h.TempDir, "response-*"); err == nil {
+			return h.sendSpooled(w, head, body, br, lease, f)
+		} else {
+			h.Log.Warn().Err(err).Msg("cannot spool a large response: it goes through as the client reads")
+		}
+	}
 	w.WriteHeader(head.StatusCode)
 	flusher, _ := w.(http.Flusher)
 	if streaming && flusher != nil {
@@ -416,6 +430,38 @@ func (h *Handler) sendBuffered(w http.ResponseWriter, head *ResponseHead, src io
 	nw, _ := w.Write(body) // a client that left is no error of the worker's
 	return reusable, int64(nw), nil
 }
+
+// sendSpooled copies the whole body from the worker into f (a new temporary file, unlinked
+// here), gives the worker back, then sends the file to the client (sendfile through the
+// ResponseWriter's ReadFrom).
+func (h *Handler) sendSpooled(w http.ResponseWriter, head *ResponseHead, src io.Reader, br *bufio.Reader, lease Lease, f *os.File) (bool, int64, error) {
+	_ = os.Remove(f.Name())
+	defer f.Close()
+	bufp := copyBufPool.Get().(*[]byte)
+	_, err := io.CopyBuffer(writerOnly{f}, io.LimitReader(src, head.ContentLength), *bufp)
+	copyBufPool.Put(bufp)
+	if err != nil {
+		var pe *fs.PathError
+		if errors.As(err, &pe) { // the file, not the worker: the disk is full, say
+			return false, 0, fmt.Errorf("%w: spool the response: %w", errBodyBeforeHead, err)
+		}
+		return false, 0, fmt.Errorf("%w: %w", errBodyBeforeHead, err)
+	}
+	if st, err := f.Stat(); err != nil || st.Size() != head.ContentLength {
+		return false, 0, fmt.Errorf("%w: %w", errBodyBeforeHead, io.ErrUnexpectedEOF)
+	}
+	reusable := !head.Close && (br.Buffered() == 0 || followed(lease))
+	lease.Release(reusable)
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return reusable, 0, fmt.Errorf("rewind the spooled response: %w", err)
+	}
+	w.WriteHeader(head.StatusCode)
+	n, _ := io.Copy(w, f) // a client that left is no error of the worker's
+	return reusable, n, nil
+}
+
+// writerOnly hides ReadFrom, so that a copy into it reads into the buffer it is given.
+type writerOnly struct{ io.Writer }
 
 // onceLease lets sendBuffered give the worker back early and the handler's deferred
 // Release still run.

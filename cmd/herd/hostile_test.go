@@ -54,7 +54,7 @@ type hostileScale struct {
 }
 
 func hostileScaleFor() hostileScale {
-	s := hostileScale{samples: 200, slowloris: 500, slowReaders: 50, readerSize: 900 << 10,
+	s := hostileScale{samples: 200, slowloris: 500, slowReaders: 50, readerSize: 2 << 20,
 		maxConns: 600, floodFactor: 3, headerWait: 5 * time.Second, attackRounds: 3, headSenders: 2}
 	if os.Getenv("HERD_HOSTILE_LONG") == "1" {
 		s.samples, s.slowReaders, s.attackRounds, s.headSenders = 2000, 200, 20, 8
@@ -321,9 +321,9 @@ func (s *hostileSuite) slowloris(t *testing.T, r *attackResult) func() {
 	}
 }
 
-// slowReaders: clients that ask for a large answer (up to --response-buffer, 1 MiB by
-// default) with a small receive window and read it a byte a second. The master takes the
-// answer off the worker whole, so the workers stay free.
+// slowReaders: clients that ask for a large answer (2 MiB: over --response-buffer, so it is
+// spooled to a file) with a small receive window and read it a byte a second. The master
+// takes the answer off the worker whole, so the workers stay free.
 func (s *hostileSuite) slowReaders(t *testing.T, r *attackResult) func() {
 	hs := &holders{}
 	var started atomic.Int64

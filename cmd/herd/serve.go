@@ -201,6 +201,7 @@ func serve(ctx context.Context, cfg *config.Config) error {
 		BodyBuffer:     int64(cfg.BodyBuffer),
 		MaxBodySize:    int64(cfg.MaxBodySize),
 		ResponseBuffer: int64(cfg.ResponseBuffer),
+		ResponseSpool:  int64(cfg.ResponseSpool),
 		TempDir:        runDir,
 		Mount:          cfg.MountPrefix(),
 	}
