@@ -5,7 +5,9 @@
 The time is shared by three loops; each checks a property and stops at the first failure,
 printing the seed and the input so that the run can be repeated:
   environ  make_environ() on random and mutated vars blocks returns an environ that holds
-           exactly what the block says (less what it must drop), or raises ValueError.
+           exactly what the block says (less what it must drop), or raises ValueError;
+           make_environ_nul() on random and mutated NUL-joined blocks (modifier2 = 2) gives
+           what make_environ() gives for the same vars, or raises ValueError as it does.
   head     build_head() with random statuses and headers raises TypeError or ValueError,
            or returns a head the master's strict parser takes (no CR, LF, NUL or control
            byte where it could split a line).
@@ -95,6 +97,10 @@ def encode_vars(pairs):
     return b''.join(out)
 
 
+def encode_vars_nul(pairs):
+    return '\0'.join(x for pair in pairs for x in pair).encode('latin-1')
+
+
 def rand_pairs(rnd):
     pairs = [('REQUEST_METHOD', rnd.choice(['GET', 'POST', 'PUT'])),
              ('PATH_INFO', rnd.choice(['/', '/gen', '/x'])), ('SERVER_PROTOCOL', 'HTTP/1.1')]
@@ -108,7 +114,8 @@ def rand_pairs(rnd):
 def rand_packet(rnd):
     """A packet that is well-formed more often than not, with the body CONTENT_LENGTH says."""
     pairs = rand_pairs(rnd)
-    block = encode_vars(pairs)
+    mod2 = rnd.choice([0, 1, 1, 2, 2]) if rnd.random() < 0.95 else rnd.randrange(256)
+    block = encode_vars_nul(pairs) if mod2 == 2 else encode_vars(pairs)
     cl = dict(pairs).get('CONTENT_LENGTH', '')
     n = int(cl) if cl.isdigit() and cl.isascii() and int(cl) < 4096 else 0
     body = b'b' * n
@@ -116,7 +123,6 @@ def rand_packet(rnd):
         body = body[:rnd.randrange(0, n + 1)]
     size = len(block) if rnd.random() < 0.9 else rnd.randrange(0, 0x10000)
     mod1 = 0 if rnd.random() < 0.95 else rnd.randrange(256)
-    mod2 = rnd.choice([0, 1, 1, 1]) if rnd.random() < 0.95 else rnd.randrange(256)
     return struct.pack('<BHB', mod1, size, mod2) + block + body
 
 
@@ -182,6 +188,44 @@ def check_environ(block):
         raise AssertionError('wsgi.url_scheme %r' % env['wsgi.url_scheme'])
     if cl != int(env.get('CONTENT_LENGTH') or 0):
         raise AssertionError('content length %r for CONTENT_LENGTH %r' % (cl, env.get('CONTENT_LENGTH')))
+
+
+def check_environ_nul(block):
+    """make_environ_nul(block) is make_environ() of the same vars, the ValueErrors included."""
+    pairs = decode_vars_nul(block)
+    try:
+        got = worker.make_environ_nul(block, TEMPLATE)
+    except ValueError as e:
+        got = e
+    if pairs is None:
+        if not isinstance(got, ValueError):
+            raise AssertionError('make_environ_nul took a block with an odd number of fields')
+        return
+    try:
+        want = worker.make_environ(encode_vars(pairs), TEMPLATE)
+    except ValueError as e:
+        want = e
+    if isinstance(want, ValueError) or isinstance(got, ValueError):
+        if type(want) is not type(got):
+            raise AssertionError('make_environ gives %r, make_environ_nul %r' % (want, got))
+    elif got != want:
+        raise AssertionError('make_environ gives %r, make_environ_nul %r' % (want, got))
+
+
+def decode_vars_nul(block):
+    """An independent decoder of a NUL-joined block: the pairs, or None when malformed."""
+    fields, i = [], 0
+    while block:
+        j = block.find(b'\0', i)
+        if j < 0:
+            fields.append(block[i:])
+            break
+        fields.append(block[i:j])
+        i = j + 1
+    if len(fields) % 2:
+        return None
+    fields = [f.decode('latin-1') for f in fields]
+    return list(zip(fields[0::2], fields[1::2]))
 
 
 def decode_vars(block):
@@ -359,10 +403,15 @@ def run(seconds, seed, out=sys.stdout):
 
     def environ_step():
         rnd = rnds[0]
-        block = encode_vars(rand_pairs(rnd))
+        nul = rnd.random() < 0.5
+        pairs = rand_pairs(rnd)
+        block = encode_vars_nul(pairs) if nul else encode_vars(pairs)
         if rnd.random() < 0.6:
             block = mutate(rnd, block)
-        check_environ(block)
+        if nul:
+            check_environ_nul(block)
+        else:
+            check_environ(block)
         return block
 
     loop('environ', environ_step)

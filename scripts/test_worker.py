@@ -48,9 +48,19 @@ def encode_vars(pairs):
     return b''.join(out)
 
 
-def packet(pairs, body=b'', keepalive=True, modifier1=0):
-    block = encode_vars(pairs)
-    return struct.pack('<BHB', modifier1, len(block), 1 if keepalive else 0) + block + body
+def encode_vars_nul(pairs):
+    """The modifier2 = 2 vars block: KEY\\0VALUE\\0KEY\\0VALUE, no NUL after the last."""
+    return b'\0'.join(x.encode('latin-1') if isinstance(x, str) else x
+                       for pair in pairs for x in pair)
+
+
+def packet(pairs, body=b'', keepalive=True, modifier1=0, mode=None):
+    """mode is modifier2: by default 1 (keep-alive), or 0 when not keepalive; mode 2 joins
+    the vars with NULs."""
+    if mode is None:
+        mode = 1 if keepalive else 0
+    block = encode_vars_nul(pairs) if mode == 2 else encode_vars(pairs)
+    return struct.pack('<BHB', modifier1, len(block), mode) + block + body
 
 
 def request_vars(path='/', method='GET', body=b'', extra=(), protocol='HTTP/1.1'):
@@ -162,7 +172,8 @@ def parse_plain(data):
 
 
 class Conn(object):
-    def __init__(self, path, timeout=WAIT):
+    def __init__(self, path, timeout=WAIT, mode=1):
+        self.mode = mode        # modifier2 of request()
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.settimeout(timeout)
         self.sock.connect(path)
@@ -189,7 +200,7 @@ class Conn(object):
 
     def request(self, path='/', method='GET', body=b'', extra=()):
         """A keep-alive request and its response."""
-        self.send(packet(request_vars(path, method, body, extra), body))
+        self.send(packet(request_vars(path, method, body, extra), body, mode=self.mode))
         return read_response(self.f, head_request=(method == 'HEAD'))
 
     def read_to_eof(self):
@@ -283,8 +294,8 @@ class Worker(object):
         if not poll(up):
             raise AssertionError('worker did not listen:\n' + self.log())
 
-    def conn(self):
-        return Conn(self.path)
+    def conn(self, mode=1):
+        return Conn(self.path, mode=mode)
 
     def message(self):
         line = self.control_file.readline()
@@ -320,6 +331,7 @@ def start_worker(case, **kw):
 class SharedWorkerCase(unittest.TestCase):
     """One worker for the whole class (tests must not depend on each other's state)."""
     worker_kw = {}
+    mode = 1    # modifier2 of the keep-alive requests conn(), get() and packet() make
 
     @classmethod
     def setUpClass(cls):
@@ -331,13 +343,16 @@ class SharedWorkerCase(unittest.TestCase):
             self.fail('shared worker died: %s\n%s' % (self.w.proc.returncode, self.w.log()))
 
     def conn(self):
-        c = self.w.conn()
+        c = self.w.conn(self.mode)
         self.addCleanup(c.close)
         return c
 
+    def packet(self, pairs, body=b''):
+        return packet(pairs, body, mode=self.mode)
+
     def get(self, path='/', method='GET', body=b'', extra=()):
         # A single-threaded worker serves one connection at a time: do not hold this one.
-        c = self.w.conn()
+        c = self.w.conn(self.mode)
         try:
             return c.request(path, method, body, extra)
         finally:
@@ -356,7 +371,15 @@ class MakeEnvironTest(unittest.TestCase):
     template = worker.environ_template(False)
 
     def environ(self, pairs):
-        return worker.make_environ(encode_vars(pairs), self.template)
+        """make_environ's answer, once make_environ_nul gave the same for the same vars."""
+        try:
+            want = worker.make_environ(encode_vars(pairs), self.template)
+        except ValueError:
+            with self.assertRaises(ValueError):
+                worker.make_environ_nul(encode_vars_nul(pairs), self.template)
+            raise
+        self.assertEqual(worker.make_environ_nul(encode_vars_nul(pairs), self.template), want)
+        return want
 
     def test_table(self):
         cases = [
@@ -425,6 +448,21 @@ class MakeEnvironTest(unittest.TestCase):
             with self.subTest(cl=cl):
                 with self.assertRaises(ValueError):
                     self.environ([('CONTENT_LENGTH', cl)])
+
+    def test_nul_joined(self):
+        decode = worker.make_environ_nul
+        self.assertEqual(decode(b'', self.template), (self.template, 0))
+        env, _ = decode(b'\0', self.template)                  # one var, both fields empty
+        self.assertEqual(env[''], '')
+        env, _ = decode(b'A\0\0B\0b', self.template)
+        self.assertEqual((env['A'], env['B']), ('', 'b'))
+        env, _ = decode(b'A\x001\x00A\x002', self.template)      # the last one wins, as in mode 1
+        self.assertEqual(env['A'], '2')
+        for block in (b'A', b'A\0b\0', b'A\0b\0C', b'\0\0', b'A\0b\0C\0d\0'):
+            with self.subTest(block=block):
+                with self.assertRaises(ValueError):
+                    decode(block, self.template)
+        self.assertEqual(self.template, worker.environ_template(False))    # not mutated
 
 
 class BuildHeadTest(unittest.TestCase):
@@ -584,7 +622,7 @@ class KeepAliveTest(SharedWorkerCase):
 
     def test_pipelined(self):
         c = self.conn()
-        c.send(b''.join(packet(request_vars('/hello')) for _ in range(50)))
+        c.send(b''.join(self.packet(request_vars('/hello')) for _ in range(50)))
         for _ in range(50):
             self.assertEqual(read_response(c.f).body, b'Hello, World!')
 
@@ -594,9 +632,9 @@ class KeepAliveTest(SharedWorkerCase):
         self.assertIsNone(r.header('Content-Length'))
         self.assertIsNone(r.header('Transfer-Encoding'))
         c = self.conn()
-        c.send(packet(request_vars('/status?code=204')))
-        c.send(packet(request_vars('/chunks', method='HEAD')))
-        c.send(packet(request_vars('/hello')))
+        c.send(self.packet(request_vars('/status?code=204')))
+        c.send(self.packet(request_vars('/chunks', method='HEAD')))
+        c.send(self.packet(request_vars('/hello')))
         self.assertEqual(read_response(c.f).status, 204)
         self.assertEqual(read_response(c.f, head_request=True).status, 200)
         # The bytes after both heads are exactly the third response.
@@ -604,7 +642,7 @@ class KeepAliveTest(SharedWorkerCase):
 
     def test_chunked_wire_format(self):
         c = self.conn()
-        c.send(packet(request_vars('/chunks')))
+        c.send(self.packet(request_vars('/chunks')))
         status, headers = parse_head(c.f)
         self.assertIn(('Transfer-Encoding', 'chunked'), headers)
         self.assertEqual(c.f.read(len(b'4\r\none,\r\n4\r\ntwo,\r\n5\r\nthree\r\n0\r\n\r\n')),
@@ -625,7 +663,7 @@ class KeepAliveTest(SharedWorkerCase):
                  ('HTTP_X_FORWARDED_FOR', '1.2.3.4'), ('HTTP_COOKIE', 'a=b')]
         c = self.conn()
         path = b'/env/caf\xc3\xa9/\xff%2F'
-        c.send(packet(request_vars('/x', extra=extra)[:5] + [('PATH_INFO', path)]
+        c.send(self.packet(request_vars('/x', extra=extra)[:5] + [('PATH_INFO', path)]
                       + request_vars('/x', extra=extra)[6:]))
         env = json.loads(read_response(c.f).body)
         self.assertEqual(env['PATH_INFO'], path.decode('latin-1'))
@@ -663,7 +701,7 @@ class KeepAliveTest(SharedWorkerCase):
     def test_latin1_round_trip(self):
         c = self.conn()
         path = b'/latin1/\xe9\xff\x80'
-        c.send(packet([('PATH_INFO', path)]))
+        c.send(self.packet([('PATH_INFO', path)]))
         r = read_response(c.f)
         self.assertEqual(r.body, path)
         self.assertEqual(r.header('X-Path'), path.decode('latin-1'))
@@ -688,7 +726,7 @@ class KeepAliveTest(SharedWorkerCase):
 
     def test_exception_after_headers_breaks_connection(self):
         c = self.conn()
-        c.send(packet(request_vars('/raise-after')))
+        c.send(self.packet(request_vars('/raise-after')))
         with self.assertRaises(Broken):
             read_response(c.f)
         self.assertTrue(c.at_eof())
@@ -700,7 +738,7 @@ class KeepAliveTest(SharedWorkerCase):
         self.assertEqual(r.header('X-Replaced'), '1')
         self.assertEqual(r.body, b'replaced')
         c = self.conn()
-        c.send(packet(request_vars('/excinfo-after')))
+        c.send(self.packet(request_vars('/excinfo-after')))
         with self.assertRaises(Broken):
             read_response(c.f)
         self.assertEqual(self.get('/reraised').body, b'late oops')
@@ -719,7 +757,7 @@ class KeepAliveTest(SharedWorkerCase):
         r = c.request('/long')
         self.assertEqual(r.body, b'12345')
         self.assertEqual(c.request('/hello').body, b'Hello, World!')
-        c.send(packet(request_vars('/short')))
+        c.send(self.packet(request_vars('/short')))
         with self.assertRaises(Broken):
             read_response(c.f)
         self.assertIn('truncated', self.w.log())
@@ -738,13 +776,13 @@ class KeepAliveTest(SharedWorkerCase):
         self.assertEqual(self.get('/close').body, b'ab')
         self.assertEqual(closed(), n0 + 1)
         c = self.conn()
-        c.send(packet(request_vars('/close-fail')))
+        c.send(self.packet(request_vars('/close-fail')))
         with self.assertRaises(Broken):
             read_response(c.f)
         self.assertEqual(self.get('/close-fail-early').status, 500)
         # The client goes away in the middle of a big streamed body.
         c = self.w.conn()
-        c.send(packet(request_vars('/close-slow')))
+        c.send(self.packet(request_vars('/close-slow')))
         parse_head(c.f)
         c.f.read(100000)
         c.close()
@@ -768,7 +806,7 @@ class KeepAliveTest(SharedWorkerCase):
         self.assertEqual(r.header('Content-Length'), None)
         self.assertEqual(c.request('/hello').status, 200)
         # The app promises more than the file holds: the connection closes.
-        c.send(packet(request_vars('/file?name=%s&cl=%d' % (name, len(data) + 10))))
+        c.send(self.packet(request_vars('/file?name=%s&cl=%d' % (name, len(data) + 10))))
         with self.assertRaises(Broken):
             read_response(c.f)
         r = plain_request(self.w.path, '/file?name=' + name)
@@ -803,6 +841,11 @@ class KeepAliveTest(SharedWorkerCase):
         self.assertEqual(c.request('/hello').status, 200)
         self.assertEqual(c.request('/raise', 'POST', body).status, 500)
         self.assertEqual(c.request('/hello').status, 200)
+
+
+class KeepAliveNulTest(KeepAliveTest):
+    """Every keep-alive test again with modifier2 = 2, the NUL-joined vars."""
+    mode = 2
 
 
 # ---------------------------------------------------------------------------------------
@@ -870,6 +913,9 @@ class ProtocolTest(SharedWorkerCase):
         block = encode_vars(request_vars('/hello'))
         self.assertBadRequest(self.raw(b'\x05' + good[1:]))                 # modifier1
         self.assertBadRequest(self.raw(good[:3] + b'\x07' + good[4:]))      # modifier2
+        self.assertBadRequest(self.raw(good[:3] + b'\x03' + good[4:]))
+        for block in (b'PATH_INFO', b'PATH_INFO\0/hello\0', b'A\0b\0C'):   # odd fields
+            self.assertBadRequest(self.raw(struct.pack('<BHB', 0, len(block), 2) + block))
         self.assertBadRequest(self.raw(good[:-3]))                          # vars cut
         self.assertBadRequest(self.raw(struct.pack('<BHB', 0, len(block) + 4, 1) + block
                                        + b'\x09\x00ab'))                   # key too long
@@ -886,11 +932,31 @@ class ProtocolTest(SharedWorkerCase):
                                                b'x' * 10)[:-5]), b'')
         self.assertEqual(self.get('/hello').status, 200)
 
+    def test_modes_on_one_connection(self):
+        # The master picks the mode per request: 2 unless a var holds a NUL byte.
+        c = self.conn()
+        nul = request_vars('/echo', 'POST', b'x\0y', extra=[('HTTP_X', 'a\0b')])
+        hello = request_vars('/hello')
+        for mode, pairs, body, status, want in (
+                (2, hello, b'', 200, b'Hello, World!'), (1, nul, b'x\0y', 200, b'x\0y'),
+                (2, request_vars('/echo', 'POST', b'abc'), b'abc', 200, b'abc'),
+                (2, [], b'', 404, None), (1, hello, b'', 200, b'Hello, World!')):
+            with self.subTest(mode=mode, pairs=pairs):
+                c.send(packet(pairs, body, mode=mode))
+                r = read_response(c.f)
+                self.assertEqual(r.status, status)
+                self.assertTrue(r.status_line.startswith('HTTP/1.1 '), r.status_line)
+                if want is not None:
+                    self.assertEqual(r.body, want)
+        r = c.request('/env', extra=[('UWSGI_SCHEME', 'https'), ('wsgi.input', 'x')])
+        self.assertEqual(json.loads(r.body)['wsgi.url_scheme'], 'https')
+
     def test_fuzz(self):
         rnd = random.Random(1234)
-        good = [packet(request_vars(p, m, b), b, keepalive=k)
-                for p, m, b, k in (('/hello', 'GET', b'', True), ('/echo', 'POST', b'abc', True),
-                                   ('/chunks', 'GET', b'', False), ('/env', 'HEAD', b'', True))]
+        good = [packet(request_vars(p, m, b), b, mode=k)
+                for p, m, b, k in (('/hello', 'GET', b'', 1), ('/echo', 'POST', b'abc', 1),
+                                   ('/chunks', 'GET', b'', 0), ('/env', 'HEAD', b'', 1),
+                                   ('/echo', 'POST', b'abc', 2), ('/hello', 'GET', b'', 2))]
         for i in range(500):
             kind = i % 4
             if kind == 0:       # random bytes
@@ -905,7 +971,7 @@ class ProtocolTest(SharedWorkerCase):
                 data = bytes(data)
             else:               # plausible header, random vars block
                 n = rnd.randrange(0, 300)
-                data = struct.pack('<BHB', 0, n, rnd.randrange(2)) + bytes(
+                data = struct.pack('<BHB', 0, n, rnd.randrange(3)) + bytes(
                     rnd.getrandbits(8) for _ in range(rnd.randrange(0, n + 10)))
             out = self.raw(data)
             self.assertTrue(out == b'' or out.startswith(b'HTTP/1.1 '), (i, data, out[:100]))

