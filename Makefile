@@ -64,6 +64,8 @@ fuzz-short:
 fuzz:
 	$(GO) test ./protocol -run '^$$' -fuzz '^FuzzDecodeVars$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./protocol -run '^$$' -fuzz '^FuzzRoundTrip$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./protocol -run '^$$' -fuzz '^FuzzDecodeVarsNUL$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./protocol -run '^$$' -fuzz '^FuzzRoundTripNUL$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./proxy -run '^$$' -fuzz '^FuzzRequestVars$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./proxy -run '^$$' -fuzz '^FuzzWorkerResponse$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./internal/listener -run '^$$' -fuzz '^FuzzReadHeader$$' -fuzztime $(FUZZTIME)

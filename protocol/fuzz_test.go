@@ -1,7 +1,9 @@
 package protocol
 
 import (
+	"errors"
 	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -46,6 +48,75 @@ func FuzzRoundTrip(f *testing.F) {
 		if k1 == "" || k2 == "" {
 			if err == nil {
 				t.Fatalf("empty key decoded without error")
+			}
+			return
+		}
+		if err != nil {
+			t.Fatalf("decode of encoded vars: %v", err)
+		}
+		if !reflect.DeepEqual(got, vars) {
+			t.Fatalf("got %+v want %+v", got, vars)
+		}
+	})
+}
+
+// FuzzDecodeVarsNUL: decoding arbitrary bytes as a NUL-joined block never panics, and
+// whatever decodes re-encodes to the same bytes.
+func FuzzDecodeVarsNUL(f *testing.F) {
+	pkt, _, _ := AppendPacketNUL(nil, typicalVars())
+	f.Add(pkt[HeaderSize:])
+	f.Add([]byte("A\x00"))
+	f.Add([]byte("A\x00b\x00"))
+	f.Add([]byte{0})
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		vars, err := DecodeVarsNUL(b)
+		if err != nil {
+			return
+		}
+		again, ok, err := AppendPacketNUL(nil, vars)
+		if !ok || err != nil {
+			t.Fatalf("decoded vars do not re-encode: %v %v", ok, err)
+		}
+		if string(again[HeaderSize:]) != string(b) {
+			t.Fatalf("re-encoding changed the block:\n% x\n% x", again[HeaderSize:], b)
+		}
+	})
+}
+
+// FuzzRoundTripNUL: decode(encode(x)) == x for any vars the NUL-joined form takes, and it
+// refuses exactly the vars with a NUL byte.
+func FuzzRoundTripNUL(f *testing.F) {
+	f.Add("REQUEST_METHOD", "GET", "PATH_INFO", "/caf\xc3\xa9")
+	f.Add("K", "", "", "v")
+	f.Add("K", "", "L", "")
+	f.Add("PATH_INFO", "/a\x00b", "K", "v")
+	f.Fuzz(func(t *testing.T, k1, v1, k2, v2 string) {
+		vars := []Var{{k1, v1}, {k2, v2}}
+		pkt, ok, err := AppendPacketNUL(nil, vars)
+		if nul := strings.IndexByte(k1+v1+k2+v2, 0) >= 0; ok == nul {
+			t.Fatalf("ok = %v with a NUL byte %v", ok, nul)
+		}
+		if !ok {
+			if len(pkt) != 0 {
+				t.Fatalf("refused, but wrote % x", pkt)
+			}
+			return
+		}
+		if err != nil {
+			if !errors.Is(err, ErrVarsTooLarge) {
+				t.Fatalf("err = %v", err)
+			}
+			return
+		}
+		h, err := ParseHeader(pkt)
+		if err != nil || h.Modifier2 != ModifierKeepAliveNUL || int(h.DataSize) != len(pkt)-HeaderSize {
+			t.Fatalf("header %+v, err %v", h, err)
+		}
+		got, err := DecodeVarsNUL(pkt[HeaderSize:])
+		if k1 == "" || k2 == "" {
+			if !errors.Is(err, ErrEmptyKey) {
+				t.Fatalf("empty key: err = %v, want ErrEmptyKey", err)
 			}
 			return
 		}

@@ -6,6 +6,7 @@
 package protocol
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -24,9 +25,13 @@ const ModifierWSGI = 0
 // the raw response, then close. herd's master sends ModifierKeepAlive on its persistent
 // connections to its own workers: the worker frames its response (Content-Length as the app
 // gave it, else chunked) and reads the next request on the same connection.
+// ModifierKeepAliveNUL is the same with the vars block NUL-joined (AppendPacketNUL), which
+// the Python worker decodes with one split instead of a loop over the lengths; it is herd's
+// own, and only for vars without a NUL byte.
 const (
-	ModifierPlain     = 0
-	ModifierKeepAlive = 1
+	ModifierPlain        = 0
+	ModifierKeepAlive    = 1
+	ModifierKeepAliveNUL = 2
 )
 
 var (
@@ -40,6 +45,8 @@ var (
 	ErrTruncatedVars = errors.New("uwsgi: truncated vars block")
 	// ErrEmptyKey means a var has a zero-length key, which no front end sends.
 	ErrEmptyKey = errors.New("uwsgi: empty var key")
+	// ErrOddFields means a NUL-joined vars block has a key without its value.
+	ErrOddFields = errors.New("uwsgi: NUL-joined vars block with an odd number of fields")
 )
 
 // Header is the fixed 4-byte uwsgi packet header.
@@ -156,4 +163,78 @@ func cut(b []byte) (field, rest []byte, err error) {
 		return nil, nil, ErrTruncatedVars
 	}
 	return b[:n], b[n:], nil
+}
+
+// VarsSizeNUL is the size of vars as a NUL-joined block (see AppendPacketNUL), or
+// ErrVarsTooLarge. It does not look for NUL bytes in the vars: AppendPacketNUL does.
+func VarsSizeNUL(vars []Var) (int, error) {
+	n := 0
+	for _, v := range vars {
+		n += len(v.Key) + 1 + len(v.Value) + 1
+	}
+	if n > 0 {
+		n-- // no NUL after the last value
+	}
+	if n > MaxVarsSize {
+		return 0, fmt.Errorf("%w: %d bytes", ErrVarsTooLarge, n)
+	}
+	return n, nil
+}
+
+// AppendPacketNUL appends a request head with modifier2 ModifierKeepAliveNUL to dst: the
+// header, then the vars block as every key and value joined by one NUL byte, none after the
+// last (KEY\x00VALUE\x00KEY\x00VALUE; no vars is an empty block). When a key or value holds
+// a NUL byte it returns dst as it was (its spare capacity may have been written) and ok
+// false: the caller sends AppendPacket with ModifierKeepAlive instead. ErrVarsTooLarge means
+// the vars fit in neither form (this one is the smaller: 2 bytes per var less 1, against 4).
+// Like AppendPacket it allocates only when dst is too small.
+func AppendPacketNUL(dst []byte, vars []Var) (out []byte, ok bool, err error) {
+	size, err := VarsSizeNUL(vars)
+	if err != nil {
+		return dst, true, err
+	}
+	out = dst
+	if need := HeaderSize + size; cap(out)-len(out) < need {
+		out = make([]byte, len(dst), len(dst)+need)
+		copy(out, dst)
+	}
+	out = AppendHeader(out, Header{Modifier1: ModifierWSGI, DataSize: uint16(size), Modifier2: ModifierKeepAliveNUL})
+	start := len(out)
+	for i, v := range vars {
+		if i > 0 {
+			out = append(out, 0)
+		}
+		out = append(out, v.Key...)
+		out = append(out, 0)
+		out = append(out, v.Value...)
+	}
+	// One count over the block instead of a search in each of the 2n short strings: 140 ns
+	// instead of 280 for typicalVars, where AppendPacket takes 125.
+	if len(vars) > 0 && bytes.Count(out[start:], []byte{0}) != 2*len(vars)-1 {
+		return dst, false, nil
+	}
+	return out, true, nil
+}
+
+// DecodeVarsNUL parses a NUL-joined vars block (exactly the DataSize bytes after a header
+// with ModifierKeepAliveNUL), with DecodeVars' rules: an empty key is an error. The
+// returned strings are copies.
+func DecodeVarsNUL(b []byte) ([]Var, error) {
+	var vars []Var
+	for len(b) > 0 {
+		key, rest, found := bytes.Cut(b, []byte{0})
+		if !found {
+			return nil, ErrOddFields
+		}
+		if len(key) == 0 {
+			return nil, ErrEmptyKey
+		}
+		val, rest, more := bytes.Cut(rest, []byte{0})
+		vars = append(vars, Var{Key: string(key), Value: string(val)})
+		if more && len(rest) == 0 {
+			return nil, ErrOddFields // a NUL after the last value starts a key without a value
+		}
+		b = rest
+	}
+	return vars, nil
 }

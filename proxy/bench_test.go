@@ -150,18 +150,36 @@ func (b backend) Acquire(ctx context.Context) (proxy.Lease, error) {
 	return l, nil
 }
 
+// directVars is the fixed request of BenchmarkWorkerDirect.
+var directVars = []protocol.Var{
+	{Key: "REQUEST_METHOD", Value: "GET"}, {Key: "REQUEST_URI", Value: "/"}, {Key: "PATH_INFO", Value: "/"},
+	{Key: "QUERY_STRING", Value: ""}, {Key: "SERVER_PROTOCOL", Value: "HTTP/1.1"},
+	{Key: "SERVER_NAME", Value: "127.0.0.1"}, {Key: "SERVER_PORT", Value: "8000"},
+	{Key: "REMOTE_ADDR", Value: "127.0.0.1"}, {Key: "REMOTE_PORT", Value: "40000"},
+	{Key: "HTTP_HOST", Value: "127.0.0.1:8000"}, {Key: "wsgi.url_scheme", Value: "http"},
+}
+
+// BenchmarkWorkerDirect sends the request as the master's keep-alive link does with
+// classic uwsgi vars (modifier2 = 1); BenchmarkWorkerDirectNUL with NUL-joined vars
+// (modifier2 = 2).
 func BenchmarkWorkerDirect(b *testing.B) {
-	pool := workers(b, 1)
-	packet, err := protocol.AppendPacket(nil, protocol.ModifierKeepAlive, []protocol.Var{
-		{Key: "REQUEST_METHOD", Value: "GET"}, {Key: "REQUEST_URI", Value: "/"}, {Key: "PATH_INFO", Value: "/"},
-		{Key: "QUERY_STRING", Value: ""}, {Key: "SERVER_PROTOCOL", Value: "HTTP/1.1"},
-		{Key: "SERVER_NAME", Value: "127.0.0.1"}, {Key: "SERVER_PORT", Value: "8000"},
-		{Key: "REMOTE_ADDR", Value: "127.0.0.1"}, {Key: "REMOTE_PORT", Value: "40000"},
-		{Key: "HTTP_HOST", Value: "127.0.0.1:8000"}, {Key: "wsgi.url_scheme", Value: "http"},
-	})
+	packet, err := protocol.AppendPacket(nil, protocol.ModifierKeepAlive, directVars)
 	if err != nil {
 		b.Fatal(err)
 	}
+	benchWorkerDirect(b, packet)
+}
+
+func BenchmarkWorkerDirectNUL(b *testing.B) {
+	packet, ok, err := protocol.AppendPacketNUL(nil, directVars)
+	if !ok || err != nil {
+		b.Fatal(ok, err)
+	}
+	benchWorkerDirect(b, packet)
+}
+
+func benchWorkerDirect(b *testing.B, packet []byte) {
+	pool := workers(b, 1)
 	req := httptest.NewRequest("GET", "/", nil)
 	ctx := context.Background()
 	b.ReportAllocs()
