@@ -490,6 +490,32 @@ class BuildHeadTest(unittest.TestCase):
         with self.assertRaises(ValueError):
             worker.build_head(b'', '200 OK', [('Content-Length', 'x')], True)
 
+    def test_head_cache(self):
+        # A repeated response comes from the cache, but the prefix, the mode and every
+        # header are its key; what is refused is refused every time.
+        hop = [('Connection', 'close'), ('X-A', '1'), ('Content-Length', '3')]
+        for _ in range(2):
+            self.assertEqual(worker.build_head(b'HTTP/1.1 ', '200 OK', hop, True),
+                             (b'HTTP/1.1 200 OK\r\nX-A: 1\r\nContent-Length: 3\r\n', 3, False))
+            self.assertEqual(worker.build_head(b'HTTP/1.0 ', '200 OK', hop, False)[0],
+                             b'HTTP/1.0 200 OK\r\nConnection: close\r\nX-A: 1\r\n'
+                             b'Content-Length: 3\r\n')
+            self.assertEqual(worker.build_head(b'HTTP/1.1 ', '200 OK', hop[1:2], True)[0],
+                             b'HTTP/1.1 200 OK\r\nX-A: 1\r\n')
+            self.assertEqual(worker.build_head(b'HTTP/1.1 ', '204 No Content', hop[1:2], True),
+                             (b'HTTP/1.1 204 No Content\r\nX-A: 1\r\n', None, True))
+            for bad in ([('X-A', '1'), ('X-B', 'a\nb')],
+                        [('Content-Length', '1'), ('Content-Length', '2')]):
+                with self.assertRaises(ValueError):
+                    worker.build_head(b'HTTP/1.1 ', '200 OK', bad, True)
+        gen = iter([('X-A', '1')])
+        with self.assertRaises(TypeError):
+            worker.build_head(b'HTTP/1.1 ', '200 OK', gen, True)
+        self.assertEqual(list(gen), [('X-A', '1')])     # refused, not consumed
+        for i in range(worker._CACHE_MAX + 10):
+            worker.build_head(b'HTTP/1.1 ', '200 OK', [('X-N', str(i))], True)
+        self.assertLessEqual(len(worker._heads), worker._CACHE_MAX)
+
     def test_bodyless(self):
         for status, want in (('204 No Content', True), ('304 Not Modified', True),
                              ('100 Continue', True), ('200 OK', False), ('404 X', False)):

@@ -441,9 +441,10 @@ _BAD_REQUEST = (b'HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\n'
                 b'Content-Length: 12\r\nConnection: close\r\n\r\nBad Request\n')
 
 
-# Validated status lines and header lines, by the app's own str/tuple objects: most
+# Validated heads, status lines and header lines, by the app's own str/tuple objects: most
 # responses repeat a few of them, and a hit skips the regexes and the encoding. Bounded:
-# cleared when full (values such as Location may be unique per response).
+# cleared when full (values such as Location or Set-Cookie may be unique per response).
+_heads = {}
 _status_lines = {}
 _header_lines = {}
 _CACHE_MAX = 1024
@@ -470,6 +471,29 @@ def build_head(prefix, status, headers, keepalive):
     content_length is the app's (int) or None; bodyless is True for 1xx, 204 and 304.
     Hop-by-hop headers are dropped when keepalive. Raises TypeError/ValueError when invalid.
     """
+    # A response with the same status and headers as an earlier one costs one lookup (0.1
+    # us where the lines' loop takes 0.3 and a Content-Length 0.6 more). Keyed by value:
+    # the app builds a new list each time. Only a list or tuple: tuple() of an iterator
+    # would consume it. A list pair is unhashable and goes the long way.
+    kind = type(headers)
+    if kind is list or kind is tuple:
+        try:
+            key = (prefix, status, keepalive, tuple(headers))
+            built = _heads.get(key)
+        except TypeError:
+            key = built = None
+        if built is not None:
+            return built
+        built = _build_head(prefix, status, headers, keepalive)
+        if key is not None:
+            if len(_heads) >= _CACHE_MAX:
+                _heads.clear()
+            _heads[key] = built
+        return built
+    return _build_head(prefix, status, headers, keepalive)
+
+
+def _build_head(prefix, status, headers, keepalive):
     line = _status_lines.get(status) or _status_line(status)
     parts = [prefix, line[0]]
     append = parts.append
