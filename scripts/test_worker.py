@@ -539,6 +539,30 @@ class BuildHeadTest(unittest.TestCase):
                     worker.build_head(b'HTTP/1.1 ', status, headers, True)
 
 
+class FramingTest(unittest.TestCase):
+    def test_table(self):
+        h = b'HTTP/1.1 200 OK\r\nX: y\r\n'
+        cases = [
+            # (app_cl, bodyless, keepalive, length) -> (out, mode, left)
+            ((None, True, 1, 5), (h + b'\r\n', worker._NOBODY, 0)),
+            ((7, True, 1, None), (h + b'\r\n', worker._NOBODY, 0)),
+            ((None, False, 0, 5), (h + b'\r\n', worker._RAW, 0)),
+            ((7, False, 0, 5), (h + b'\r\n', worker._RAW, 0)),
+            ((7, False, 1, 5), (h + b'\r\n', worker._COUNT, 7)),
+            ((0, False, 2, None), (h + b'\r\n', worker._COUNT, 0)),
+            ((None, False, 1, 5), (h + b'Content-Length: 5\r\n\r\n', worker._COUNT, 5)),
+            ((None, False, 2, 0), (h + b'Content-Length: 0\r\n\r\n', worker._COUNT, 0)),
+            ((None, False, 1, None),
+             (h + b'Transfer-Encoding: chunked\r\n\r\n', worker._CHUNKED, 0)),
+        ]
+        for (app_cl, bodyless, keepalive, length), want in cases:
+            with self.subTest(app_cl=app_cl, bodyless=bodyless, keepalive=keepalive,
+                              length=length):
+                self.assertEqual(worker._framing(h, app_cl, bodyless, keepalive, length), want)
+        with self.assertRaises(AssertionError):     # start_response() was not called
+            worker._framing(None, None, False, 1, 5)
+
+
 class InputTest(unittest.TestCase):
     def make(self, data, length, tail=b'NEXT'):
         rfile = io.BufferedReader(io.BytesIO(data + tail), 7)

@@ -544,17 +544,37 @@ def error_response(prefix, head_only):
     return head if head_only else head + _ERROR_BODY
 
 
+def _framing(head, app_cl, bodyless, keepalive, length):
+    """How a response's body goes out, decided when its head does: (bytes to send before
+    the body, mode, body bytes owed in _COUNT mode). length is the whole body's size when
+    it is known now, else None."""
+    if head is None:
+        raise AssertionError('start_response() was not called')
+    if bodyless:
+        return head + b'\r\n', _NOBODY, 0
+    if not keepalive:
+        return head + b'\r\n', _RAW, 0
+    if app_cl is not None:
+        return head + b'\r\n', _COUNT, app_cl
+    if length is not None:
+        return head + b'Content-Length: %d\r\n\r\n' % length, _COUNT, length
+    return head + b'Transfer-Encoding: chunked\r\n\r\n', _CHUNKED, 0
+
+
 def _run_app(app, env, conn, sendall, keepalive, prefix, head_only):
     """Call the app for one request and send its response.
 
     Returns True when the response went out complete and the connection is intact."""
+    # Two closures (start_response and write) share these with the body below: closures
+    # and their cells are created per request, so every helper that can be a plain
+    # function is one (_framing), and sendall errors are caught where they happen.
     head = None         # from start_response: status line + header lines
     app_cl = None       # the app's Content-Length
     bodyless = head_only
     sent = False        # headers sent
     mode = _NOBODY
     left = 0            # _COUNT: body bytes still owed
-    dead = False        # the connection failed under us
+    dead = False        # the connection failed under us: an OSError of our sendall
     truncated = False
 
     def start_response(status, headers, exc_info=None):
@@ -571,55 +591,19 @@ def _run_app(app, env, conn, sendall, keepalive, prefix, head_only):
         bodyless = head_only or nobody
         return write
 
-    def begin(length):
-        # The head to send with the first body bytes; picks the framing. length is the
-        # whole body's size when it is known now.
-        nonlocal mode, left, sent
-        if head is None:
-            raise AssertionError('start_response() was not called')
-        sent = True
-        if bodyless:
-            mode = _NOBODY
-            return head + b'\r\n'
-        if not keepalive:
-            mode = _RAW
-            return head + b'\r\n'
-        mode = _COUNT
-        if app_cl is not None:
-            left = app_cl
-            return head + b'\r\n'
-        if length is not None:
-            left = length
-            return head + b'Content-Length: %d\r\n\r\n' % length
-        mode = _CHUNKED
-        return head + b'Transfer-Encoding: chunked\r\n\r\n'
-
-    def send(data):
-        nonlocal dead
-        try:
-            sendall(data)
-        except OSError:
-            dead = True
-            raise
-
     def write(data):
-        nonlocal left, truncated
+        nonlocal sent, mode, left, truncated, dead
         if type(data) is not bytes:
             if not isinstance(data, (bytes, bytearray, memoryview)):
                 raise TypeError('response body must be bytes, not %s' % type(data).__name__)
             data = bytes(data)
         if not data:
             return      # PEP 3333: headers wait for the first non-empty chunk
-        out = b'' if sent else begin(None)
-        if mode == _CHUNKED:
-            n = len(data)
-            if n > JOIN_LIMIT:
-                send(out + b'%x\r\n' % n)
-                send(data)
-                send(b'\r\n')
-            else:
-                send(out + b'%x\r\n' % n + data + b'\r\n')
-            return
+        if sent:
+            out = b''
+        else:
+            out, mode, left = _framing(head, app_cl, bodyless, keepalive, None)
+            sent = True
         if mode == _COUNT:
             if len(data) > left:
                 if not truncated:
@@ -630,12 +614,24 @@ def _run_app(app, env, conn, sendall, keepalive, prefix, head_only):
             left -= len(data)
         elif mode == _NOBODY:
             data = b''
-        if len(data) > JOIN_LIMIT:
-            if out:
-                send(out)
-            send(data)
-        elif out or data:
-            send(out + data)
+        try:
+            if mode == _CHUNKED:
+                n = len(data)
+                if n > JOIN_LIMIT:
+                    sendall(out + b'%x\r\n' % n)
+                    sendall(data)
+                    sendall(b'\r\n')
+                else:
+                    sendall(out + b'%x\r\n' % n + data + b'\r\n')
+            elif len(data) > JOIN_LIMIT:
+                if out:
+                    sendall(out)
+                sendall(data)
+            elif out or data:
+                sendall(out + data)
+        except OSError:
+            dead = True
+            raise
 
     ok = True
     try:
@@ -645,7 +641,8 @@ def _run_app(app, env, conn, sendall, keepalive, prefix, head_only):
             if (rtype is list or rtype is tuple) and not sent:
                 # The whole body is here: one sendall with the head, Content-Length known.
                 body = b''.join(result)
-                out = begin(len(body))
+                out, mode, left = _framing(head, app_cl, bodyless, keepalive, len(body))
+                sent = True
                 if mode == _COUNT:
                     if len(body) > left:
                         _log('%s %s: response body longer than its Content-Length, '
@@ -654,35 +651,48 @@ def _run_app(app, env, conn, sendall, keepalive, prefix, head_only):
                     left -= len(body)
                 elif mode == _NOBODY:
                     body = b''
-                if len(body) > JOIN_LIMIT:
-                    send(out)
-                    send(body)
-                else:
-                    send(out + body)
+                try:
+                    if len(body) > JOIN_LIMIT:
+                        sendall(out)
+                        sendall(body)
+                    else:
+                        sendall(out + body)
+                except OSError:
+                    dead = True
+                    raise
             else:
                 span = None
                 if rtype is FileWrapper and not sent and head is not None:
                     span = _file_span(result.filelike)
                 if span is not None:
                     fd, offset, size = span
-                    send(begin(size if app_cl is None else None))
-                    if mode != _NOBODY:
-                        count = left if mode == _COUNT else (
-                            size if app_cl is None else min(size, app_cl))
-                        try:
+                    out, mode, left = _framing(head, app_cl, bodyless, keepalive,
+                                               size if app_cl is None else None)
+                    sent = True
+                    try:
+                        sendall(out)
+                        if mode != _NOBODY:
+                            count = left if mode == _COUNT else (
+                                size if app_cl is None else min(size, app_cl))
                             n = _sendfile(conn.fileno(), fd, offset, count)
-                        except OSError:
-                            dead = True
-                            raise
-                        if mode == _COUNT:
-                            left -= n
+                            if mode == _COUNT:
+                                left -= n
+                    except OSError:
+                        dead = True
+                        raise
                 else:
                     for data in result:
                         write(data)
-                    if not sent:
-                        send(begin(0))
-                    elif mode == _CHUNKED:
-                        send(b'0\r\n\r\n')
+                    try:
+                        if not sent:
+                            out, mode, left = _framing(head, app_cl, bodyless, keepalive, 0)
+                            sent = True
+                            sendall(out)
+                        elif mode == _CHUNKED:
+                            sendall(b'0\r\n\r\n')
+                    except OSError:
+                        dead = True
+                        raise
             if mode == _COUNT and left:
                 _log('%s %s: response body shorter than its Content-Length by %d bytes, '
                      'closing the connection'
