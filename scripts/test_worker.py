@@ -614,6 +614,92 @@ class InputTest(unittest.TestCase):
         self.assertEqual(inp.read(), b'')
 
 
+class ServeConnectionTest(unittest.TestCase):
+    """_serve_connection in process, over a connection that hands out the bytes in pieces
+    of every size: requests, bodies and the next request cut anywhere."""
+
+    class Conn(object):
+        def __init__(self, data, step):
+            self.data, self.pos, self.step = data, 0, step
+            self.out = []
+            self.sendall = self.out.append
+
+        def recv(self, n):
+            data = self.data[self.pos:self.pos + min(n, self.step)]
+            self.pos += len(data)
+            return data
+
+        def recv_into(self, b, n=0):
+            data = self.recv(n or len(b))
+            b[:len(data)] = data
+            return len(data)
+
+        def fileno(self):
+            return -1
+
+    @staticmethod
+    def app(environ, start_response):
+        inp = environ['wsgi.input']
+        path = environ['PATH_INFO']
+        if path == '/ignore':
+            body = b'ignored'
+        elif path == '/lines':
+            body = b'|'.join(iter(inp.readline, b''))
+        else:
+            body = inp.read(5) + inp.read()
+        start_response('200 OK', [('X-Method', environ['REQUEST_METHOD'])])
+        return [body]
+
+    def serve(self, data, step):
+        conn = self.Conn(data, step)
+        worker._serve_connection(conn, self.app, worker.environ_template(False), 0)
+        self.assertEqual(conn.pos, len(data))
+        return b''.join(conn.out)
+
+    def test_pieces(self):
+        big = blob(worker.SMALL_BODY + 3000, seed=11)
+        reqs = [('/echo', b''), ('/echo', b'small body'), ('/ignore', big),
+                ('/echo', big[:worker.SMALL_BODY]), ('/echo', big[:worker.SMALL_BODY + 1]),
+                ('/lines', b'one\ntwo\n' * 5000), ('/echo', b'last')]
+        data = b''.join(packet(request_vars(path, 'POST', body), body, mode=1 + i % 2)
+                        for i, (path, body) in enumerate(reqs))
+        want = self.serve(data, 1 << 20)
+        f = io.BytesIO(want)
+        for path, body in reqs:
+            r = read_response(f)
+            self.assertEqual(r.body, {'/ignore': b'ignored', '/lines': body.replace(
+                b'\n', b'\n|')[:-1]}.get(path, body), path)
+        self.assertEqual(f.read(), b'')
+        for step in (7, 100, 4099, worker.READ_BUFFER - 1):
+            with self.subTest(step=step):
+                self.assertEqual(self.serve(data, step), want)
+        # Byte by byte, the requests without a large body (a large one would take seconds).
+        small = b''.join(packet(request_vars(path, 'POST', body), body, mode=1 + i % 2)
+                         for i, (path, body) in enumerate(reqs) if len(body) < 100)
+        want = self.serve(small, 1 << 20)
+        self.assertEqual(want.count(b'HTTP/1.1 200 OK'), 3)
+        for step in (1, 2, 3):
+            with self.subTest(step=step):
+                self.assertEqual(self.serve(small, step), want)
+
+    def test_cut_short(self):
+        good = packet(request_vars('/echo', 'POST', b'0123456789'), b'0123456789')
+        big = blob(worker.SMALL_BODY * 2)
+        large = packet(request_vars('/echo', 'POST', big), big)
+        for step in (1, 3, 1000):
+            with self.subTest(step=step):
+                for cut in range(0, len(good)):     # no answer, except for a cut vars block
+                    out = self.serve(good[:cut], step)
+                    if 4 <= cut < len(good) - 10:
+                        self.assertTrue(out.startswith(b'HTTP/1.1 400 '), (cut, out))
+                    else:
+                        self.assertEqual(out, b'', cut)
+                # A large body cut short: the app gets what came; the connection ends.
+                out = self.serve(large[:len(large) - 1000], step * 1000)
+                self.assertTrue(out.startswith(b'HTTP/1.1 200 OK\r\n'), out[:100])
+                self.assertEqual(len(out.partition(b'\r\n\r\n')[2]), len(big) - 1000)
+
+
 # ---------------------------------------------------------------------------------------
 # a real worker, keep-alive mode
 

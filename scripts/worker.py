@@ -187,9 +187,38 @@ class _EmptyInput(object):
 _EMPTY_INPUT = _EmptyInput()
 
 
+class _BodyRaw(io.RawIOBase):
+    """A large request body as a raw stream for io.BufferedReader: first the part already
+    received with the request, then the socket, and never a byte past the body's end, so
+    that the buffered reader cannot take the start of the next request."""
+
+    def __init__(self, received, recv_into, left):
+        self._received = memoryview(received)   # body bytes received with the request
+        self._recv_into = recv_into
+        self._left = left       # body bytes still in the socket
+
+    def readable(self):
+        return True
+
+    def readinto(self, b):
+        received = self._received
+        if received:
+            n = min(len(b), len(received))
+            b[:n] = received[:n]
+            self._received = received[n:]
+            return n
+        n = min(len(b), self._left)
+        if n <= 0:
+            return 0
+        n = self._recv_into(b, n)
+        self._left = self._left - n if n else 0     # 0: the peer closed
+        return n
+
+
 class Input(object):
-    """wsgi.input for a large body: reads through the connection's buffered reader and never
-    past CONTENT_LENGTH, so the keep-alive framing survives an app that reads too much."""
+    """wsgi.input for a large body: reads through a buffered reader of the body
+    (_BodyRaw) and never past CONTENT_LENGTH, so the keep-alive framing survives an app
+    that reads too much."""
     __slots__ = ('_read', '_readline', 'left')
 
     def __init__(self, rfile, length):
@@ -727,10 +756,26 @@ def _bad_request(sendall):
         pass
 
 
+def _fill(recv, data, n):
+    """data, then what the socket gives, until at least n bytes or the peer closes."""
+    parts = [data]
+    have = len(data)
+    while have < n:
+        more = recv(READ_BUFFER)
+        if not more:
+            break
+        parts.append(more)
+        have += len(more)
+    return b''.join(parts)
+
+
 def _serve_connection(conn, app, template, slot):
     """Serve requests on one connection until it closes or a request asks to close it."""
-    rfile = conn.makefile('rb', READ_BUFFER)
-    read = rfile.read
+    # recv() straight into bytes, and the request's parts are slices of them: the master
+    # sends one request at a time, so one recv usually brings all of it. conn.makefile()
+    # read(4) then read(size) went through socket.SocketIO.readinto, Python code, for
+    # every request: 1.1 us more (Python 3.11).
+    recv = conn.recv
     sendall = conn.sendall
     busy = _busy
     environ = make_environ
@@ -738,38 +783,58 @@ def _serve_connection(conn, app, template, slot):
     run = _run_app
     BytesIO = io.BytesIO
     empty = _EMPTY_INPUT
+    buf = b''   # received and not yet used; the next request starts at pos
+    pos = 0
     try:
         while True:
-            h = read(4)
-            if len(h) != 4:
-                return      # closed (or died) between requests
-            size = h[1] | h[2] << 8
-            keepalive = h[3]
-            if h[0] or keepalive > _KEEPALIVE_NUL:
+            if pos == len(buf):
+                buf = recv(READ_BUFFER)
+                pos = 0
+                if not buf:
+                    return      # closed (or died) between requests
+            if len(buf) - pos < 4:
+                buf = _fill(recv, buf[pos:], 4)
+                pos = 0
+                if len(buf) < 4:
+                    return      # closed (or died) in a header
+            size = buf[pos + 1] | buf[pos + 2] << 8
+            keepalive = buf[pos + 3]
+            if buf[pos] or keepalive > _KEEPALIVE_NUL:
                 _bad_request(sendall)
                 return
-            block = read(size) if size else b''
-            if len(block) != size:
-                _bad_request(sendall)
-                return
+            end = pos + 4 + size
+            if len(buf) < end:
+                buf = _fill(recv, buf[pos:], 4 + size)
+                pos = 0
+                end = 4 + size
+                if len(buf) < end:
+                    _bad_request(sendall)
+                    return
             try:
                 if keepalive == _KEEPALIVE_NUL:
-                    env, cl = environ_nul(block, template)
+                    env, cl = environ_nul(buf[pos + 4:end], template)
                 else:
-                    env, cl = environ(block, template)
+                    env, cl = environ(buf[pos + 4:end], template)
             except ValueError:
                 _bad_request(sendall)
                 return
             busy[slot] = 1
             inp = None
+            pos = end + cl
             if not cl:
                 env['wsgi.input'] = empty
             elif cl <= SMALL_BODY:
-                body = read(cl)
-                if len(body) != cl:
-                    return
-                env['wsgi.input'] = BytesIO(body)
+                if len(buf) < pos:
+                    buf = _fill(recv, buf[end:], cl)
+                    end, pos = 0, cl
+                    if len(buf) < pos:
+                        return
+                env['wsgi.input'] = BytesIO(buf[end:pos])
             else:
+                received = buf[end:pos]
+                buf, pos = buf[pos:], 0     # b'' unless the whole body came already
+                rfile = io.BufferedReader(
+                    _BodyRaw(received, conn.recv_into, cl - len(received)), READ_BUFFER)
                 env['wsgi.input'] = inp = Input(rfile, cl)
             if keepalive:
                 prefix = b'HTTP/1.1 '
@@ -788,10 +853,6 @@ def _serve_connection(conn, app, template, slot):
                 return
     finally:
         busy[slot] = 0
-        try:
-            rfile.close()
-        except Exception:
-            pass
 
 
 def _stop_after_request():
