@@ -776,6 +776,24 @@ class KeepAliveTest(SharedWorkerCase):
         # The bytes after both heads are exactly the third response.
         self.assertEqual(read_response(c.f).body, b'Hello, World!')
 
+    def test_sequence_iterator_is_a_whole_body(self):
+        # Django's HttpResponse iterates over a list: nothing can delay its next block, so
+        # it goes out like a list, with a Content-Length, not chunked; close() still runs.
+        c = self.conn()
+        n0 = int(c.request('/closed').body)
+        for path in ('/seqiter', '/seqiter?tuple=1'):
+            r = c.request(path)
+            self.assertFalse(r.chunked, path)
+            self.assertEqual((r.header('Content-Length'), r.body), ('7', b'one,two'))
+        r = c.request('/seqiter', method='HEAD')
+        self.assertEqual((r.header('Content-Length'), r.body), (None, b''))
+        self.assertEqual(int(c.request('/closed').body), n0 + 3)
+        # A generator is not: its blocks go out as they come.
+        self.assertTrue(c.request('/chunks').chunked)
+        c.close()
+        r = plain_request(self.w.path, '/seqiter')
+        self.assertEqual((r.header('Content-Length'), r.body), (None, b'one,two'))
+
     def test_chunked_wire_format(self):
         c = self.conn()
         c.send(self.packet(request_vars('/chunks')))

@@ -68,8 +68,9 @@ modifier2 selects the connection mode:
     1  herd keep-alive (the master only): status line "HTTP/1.1 <status>"; the body is framed
        by the app's Content-Length (excess truncated; a short body closes the connection),
        else by an added Content-Length when the whole body is known before the headers go
-       out (a list/tuple result, an empty body, a regular file in wsgi.file_wrapper), else
-       by "Transfer-Encoding: chunked". Hop-by-hop headers from the app are dropped. After the
+       out (a list/tuple result or one that iterates over a list/tuple, as Django's
+       HttpResponse does; an empty body; a regular file in wsgi.file_wrapper), else by
+       "Transfer-Encoding: chunked". Hop-by-hop headers from the app are dropped. After the
        response, unread request body bytes are drained and the next request is read from the
        same connection. An app error after the headers went out closes the connection without
        the terminating chunk, so the master sees a broken response.
@@ -464,6 +465,8 @@ _SPECIAL = _HOP_BY_HOP | {'content-length'}
 # Connection modes (modifier2) and body framings.
 _PLAIN, _KEEPALIVE, _KEEPALIVE_NUL = 0, 1, 2
 _NOBODY, _RAW, _COUNT, _CHUNKED = 0, 1, 2, 3
+# What iter() gives for a list or a tuple: next() on them runs no app code.
+_SEQUENCE_ITERATORS = (type(iter([])), type(iter(())))
 
 _ERROR_BODY = b'Internal Server Error\n'
 _BAD_REQUEST = (b'HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\n'
@@ -667,9 +670,23 @@ def _run_app(app, env, conn, sendall, keepalive, prefix, head_only):
         result = app(env, start_response)
         try:
             rtype = type(result)
-            if (rtype is list or rtype is tuple) and not sent:
+            span = None
+            if rtype is list or rtype is tuple:
+                blocks = result
+                whole = True
+            elif rtype is FileWrapper and not sent and head is not None:
+                span = _file_span(result.filelike)
+                blocks = iter(result) if span is None else None
+                whole = False
+            else:
+                blocks = iter(result)
+                # An iterator over a list (Django's HttpResponse) runs no app code to make
+                # its next block: taking them all now delays none (PEP 3333), and the body
+                # goes out whole, one sendall instead of a chunk and the last chunk.
+                whole = type(blocks) in _SEQUENCE_ITERATORS
+            if whole and not sent:
                 # The whole body is here: one sendall with the head, Content-Length known.
-                body = b''.join(result)
+                body = b''.join(blocks)
                 out, mode, left = _framing(head, app_cl, bodyless, keepalive, len(body))
                 sent = True
                 if mode == _COUNT:
@@ -689,39 +706,35 @@ def _run_app(app, env, conn, sendall, keepalive, prefix, head_only):
                 except OSError:
                     dead = True
                     raise
+            elif span is not None:
+                fd, offset, size = span
+                out, mode, left = _framing(head, app_cl, bodyless, keepalive,
+                                           size if app_cl is None else None)
+                sent = True
+                try:
+                    sendall(out)
+                    if mode != _NOBODY:
+                        count = left if mode == _COUNT else (
+                            size if app_cl is None else min(size, app_cl))
+                        n = _sendfile(conn.fileno(), fd, offset, count)
+                        if mode == _COUNT:
+                            left -= n
+                except OSError:
+                    dead = True
+                    raise
             else:
-                span = None
-                if rtype is FileWrapper and not sent and head is not None:
-                    span = _file_span(result.filelike)
-                if span is not None:
-                    fd, offset, size = span
-                    out, mode, left = _framing(head, app_cl, bodyless, keepalive,
-                                               size if app_cl is None else None)
-                    sent = True
-                    try:
+                for data in blocks:
+                    write(data)
+                try:
+                    if not sent:
+                        out, mode, left = _framing(head, app_cl, bodyless, keepalive, 0)
+                        sent = True
                         sendall(out)
-                        if mode != _NOBODY:
-                            count = left if mode == _COUNT else (
-                                size if app_cl is None else min(size, app_cl))
-                            n = _sendfile(conn.fileno(), fd, offset, count)
-                            if mode == _COUNT:
-                                left -= n
-                    except OSError:
-                        dead = True
-                        raise
-                else:
-                    for data in result:
-                        write(data)
-                    try:
-                        if not sent:
-                            out, mode, left = _framing(head, app_cl, bodyless, keepalive, 0)
-                            sent = True
-                            sendall(out)
-                        elif mode == _CHUNKED:
-                            sendall(b'0\r\n\r\n')
-                    except OSError:
-                        dead = True
-                        raise
+                    elif mode == _CHUNKED:
+                        sendall(b'0\r\n\r\n')
+                except OSError:
+                    dead = True
+                    raise
             if mode == _COUNT and left:
                 _log('%s %s: response body shorter than its Content-Length by %d bytes, '
                      'closing the connection'

@@ -35,6 +35,21 @@ class Closing(object):
             _closed['n'] += 1
 
 
+class SequenceBody(object):
+    """Iterates over its own list (or tuple), as Django's HttpResponse does, and counts
+    its close() like Closing."""
+
+    def __init__(self, parts):
+        self.parts = parts
+
+    def __iter__(self):
+        return iter(self.parts)
+
+    def close(self):
+        with _lock:
+            _closed['n'] += 1
+
+
 class NoRead(io.FileIO):
     """A file only sendfile can serve: read() fails."""
 
@@ -149,6 +164,11 @@ def app(environ, start_response):
             yield b'two,'
             yield bytearray(b'three')
         return gen()
+
+    if route == 'seqiter':     # the worker sees every block is here: Content-Length
+        start_response('200 OK', [('Content-Type', 'text/plain')])
+        parts = [b'one,', b'', bytearray(b'two')]
+        return SequenceBody(tuple(parts) if q.get('tuple') else parts)
 
     if route == 'big':     # n bytes in one piece: the worker adds Content-Length
         return _text(start_response, b'x' * int(q.get('n', '65536')))
