@@ -2,7 +2,8 @@
 
 Run from the repository root:
     python3 -m unittest discover -s scripts -p 'test_*.py' -v
-Micro-benchmark (one worker, keep-alive, hello app):
+Micro-benchmark (the decoders and _run_app in process; one worker, keep-alive modes 1 and 2,
+hello app):
     python3 scripts/test_worker.py --bench [SECONDS]
 """
 
@@ -1544,6 +1545,41 @@ def bench(seconds=3.0):
             self.sendall = self.sent.append
 
     template = worker.environ_template(False)
+
+    def best_of(fn, n=100000, rounds=7):
+        best = None
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            fn(n)
+            t = (time.perf_counter() - t0) / n * 1e6
+            best = t if best is None else min(best, t)
+        return best
+
+    block1, block2 = encode_vars(pairs), encode_vars_nul(pairs)
+    env, _ = worker.make_environ(block1, template)
+    env['wsgi.input'] = worker._EMPTY_INPUT
+    sink = []
+
+    def hello_cl(environ, start_response):   # bench/apps/hello.py: with a Content-Length
+        start_response('200 OK', [('Content-Type', 'text/plain'), ('Content-Length', '13')])
+        return [b'Hello, World!']
+
+    def environ(n, decode=worker.make_environ, block=block1):
+        for _ in range(n):
+            decode(block, template)
+
+    def environ_nul(n):
+        environ(n, worker.make_environ_nul, block2)
+
+    def run_app(n, run=worker._run_app, sendall=sink.append):
+        for _ in range(n):
+            run(hello_cl, env, None, sendall, 1, b'HTTP/1.1 ', False)
+        del sink[:]
+
+    for name, fn in (('make_environ', environ), ('make_environ_nul', environ_nul),
+                     ('_run_app, hello', run_app)):
+        print('%-24s %8.2f us/call  (Python %s)' % (name, best_of(fn), version))
+
     n = 20000
     for mode, req in reqs:
         best = None
