@@ -138,7 +138,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (h *Handler) forward(w http.ResponseWriter, r *http.Request, vars []protocol.Var, body *body, rec *Record) error {
 	bufp := packetPool.Get().(*[]byte)
 	defer packetPool.Put(bufp)
-	packet, err := protocol.AppendPacket((*bufp)[:0], protocol.ModifierKeepAlive, vars)
+	// The NUL-joined form is what the worker decodes fastest (in C: a split, not a Python
+	// loop); a request with a NUL in a var (a %00 in its path) takes the classic form.
+	packet, ok, err := protocol.AppendPacketNUL((*bufp)[:0], vars)
+	if err == nil && !ok {
+		packet, err = protocol.AppendPacket((*bufp)[:0], protocol.ModifierKeepAlive, vars)
+	}
 	if err != nil {
 		rec.Status = h.fail(w, r, fmt.Errorf("%w: %w", errHeadersTooLarge, err))
 		return err
