@@ -65,7 +65,14 @@ type Pool struct {
 }
 
 type waiter struct {
-	ch chan *slot // buffered: a hand-over never blocks the releaser
+	ch chan grant // buffered: a hand-over never blocks the releaser
+}
+
+// grant is what a waiting request is given: a free slot to connect, or a place behind the
+// request a worker serves (follower). Both zero: the pool closed.
+type grant struct {
+	slot     *slot
+	follower *Lease
 }
 
 // slot is one connection to a worker. conn is nil until first used or after it broke; the
@@ -89,10 +96,6 @@ type slot struct {
 	// carry another request once the leader is done.
 	poisoned bool
 
-	// sendMu is held by whoever writes a request on the connection, from the moment the
-	// slot is taken until the request is out: a follower's request goes in strictly after
-	// its leader's.
-	sendMu sync.Mutex
 }
 
 // CurrentRequest is what a busy slot is doing, as the front end described it.
@@ -120,8 +123,12 @@ type Lease struct {
 	raw    *rawio.Conn
 	reader *bufio.Reader
 
-	// holdsSend: the lease holds slot.sendMu (taken, its request not out yet).
-	holdsSend bool
+	// sent is closed once this request is out (or will never be): the request behind it
+	// waits for that before writing, prev being the sent of the request ahead of it. So
+	// requests go into the connection in the order they were given places on it.
+	sent       chan struct{}
+	prev       chan struct{}
+	sentClosed bool
 	// A follower is sent behind another request on the same connection: behind is closed
 	// when that request is done with the connection, lost (under Pool.mu) when the
 	// connection did not survive it, so this request never reached the worker.
@@ -129,6 +136,7 @@ type Lease struct {
 	lost     bool // the worker never started it: it may go elsewhere
 	orphaned bool // the connection was given up with it maybe started: it fails
 	promoted bool
+	began    bool // a follower started writing its request
 	sendErr  error
 	// connBroke: the connection failed under this request (EOF, reset, timeout), as
 	// opposed to the proxy giving it up (a client gone, a malformed answer).
@@ -192,17 +200,19 @@ func (l *Lease) Queue(bufs ...[]byte) bool {
 // BeginWrite waits until the request may be written on the connection: at once for a
 // request that has the connection to itself, after the request ahead for a follower.
 func (l *Lease) BeginWrite() {
-	if l.behind != nil && !l.holdsSend {
-		l.slot.sendMu.Lock()
-		l.holdsSend = true
+	if l.behind != nil && !l.began {
+		<-l.prev
+		l.pool.mu.Lock()
+		l.began = true
+		l.pool.mu.Unlock()
 	}
 }
 
-// Written says the request is out (or failed to go): a follower may write its own.
+// Written says the request is out (or failed to go): the one behind may write its own.
 func (l *Lease) Written() {
-	if l.holdsSend {
-		l.holdsSend = false
-		l.slot.sendMu.Unlock()
+	if !l.sentClosed {
+		l.sentClosed = true
+		close(l.sent)
 	}
 }
 
@@ -290,7 +300,7 @@ func (p *Pool) Acquire(ctx context.Context) (*Lease, error) {
 		p.mu.Unlock()
 		return nil, ErrQueueFull
 	}
-	w := &waiter{ch: make(chan *slot, 1)}
+	w := &waiter{ch: make(chan grant, 1)}
 	p.waiters = append(p.waiters, w)
 	p.mu.Unlock()
 
@@ -298,11 +308,14 @@ func (p *Pool) Acquire(ctx context.Context) (*Lease, error) {
 	defer timer.Stop()
 	var err error
 	select {
-	case s := <-w.ch:
-		if s == nil {
+	case g := <-w.ch:
+		switch {
+		case g.follower != nil:
+			return g.follower, nil
+		case g.slot == nil:
 			return nil, ErrPoolClosed
 		}
-		return p.connect(s)
+		return p.connect(g.slot)
 	case <-ctx.Done():
 		err = ctx.Err()
 	case <-timer.C:
@@ -315,8 +328,11 @@ func (p *Pool) Acquire(ctx context.Context) (*Lease, error) {
 	}
 	p.mu.Unlock()
 	// A slot was handed over while we gave up: give it back.
-	if s := <-w.ch; s != nil {
-		p.giveBack(s)
+	switch g := <-w.ch; {
+	case g.slot != nil:
+		p.giveBack(g.slot)
+	case g.follower != nil:
+		g.follower.Release(false) // nothing written: the connection is untouched
 	}
 	return nil, err
 }
@@ -324,12 +340,11 @@ func (p *Pool) Acquire(ctx context.Context) (*Lease, error) {
 // connect dials the slot's connection if it has none, and makes the lease of the request
 // that took the slot.
 func (p *Pool) connect(s *slot) (*Lease, error) {
-	lease := &Lease{pool: p, slot: s, start: time.Now(), holdsSend: true}
+	lease := &Lease{pool: p, slot: s, start: time.Now(), sent: make(chan struct{})}
 	p.mu.Lock()
 	s.leader = lease
 	conn := s.conn
 	p.mu.Unlock()
-	s.sendMu.Lock() // free: nobody writes on a slot that was free
 	if conn == nil {
 		c, err := net.DialTimeout("unix", s.worker.SocketPath, p.dialTimeout)
 		if err != nil {
@@ -389,7 +404,7 @@ func (p *Pool) followLocked(now time.Time) *Lease {
 	}
 	for i := range p.workers {
 		w := p.workers[(p.nextPick+i)%len(p.workers)]
-		if !w.takesRequestsLocked() || w.leavingLocked() || w.serviceAvg > pipelineMaxService || w.served == 0 {
+		if !p.canFollowLocked(w) {
 			continue
 		}
 		for _, s := range w.slots {
@@ -398,15 +413,27 @@ func (p *Pool) followLocked(now time.Time) *Lease {
 				now.Sub(l.start) > pipelineMaxAge {
 				continue
 			}
-			f := &Lease{pool: p, slot: s, behind: make(chan struct{}), conn: s.conn, raw: s.raw, reader: s.reader}
-			s.follower = f
-			w.inflight++
-			w.Requests++
-			p.pipelined.Add(1)
-			return f
+			return p.followBehindLocked(s)
 		}
 	}
 	return nil
+}
+
+// canFollowLocked says whether w may be sent a request behind the one it serves.
+func (p *Pool) canFollowLocked(w *Worker) bool {
+	return w.takesRequestsLocked() && !w.leavingLocked() && w.served > 0 && w.serviceAvg <= pipelineMaxService
+}
+
+// followBehindLocked makes the lease of a request sent behind s's leader.
+func (p *Pool) followBehindLocked(s *slot) *Lease {
+	w := s.worker
+	f := &Lease{pool: p, slot: s, behind: make(chan struct{}), conn: s.conn, raw: s.raw, reader: s.reader,
+		sent: make(chan struct{}), prev: s.leader.sent}
+	s.follower = f
+	w.inflight++
+	w.Requests++
+	p.pipelined.Add(1)
+	return f
 }
 
 func (p *Pool) isLost(l *Lease) bool {
@@ -487,7 +514,7 @@ func (p *Pool) releaseLease(l *Lease, reusable, overran bool) {
 		// connection, which then serves no request after the leader.
 		if s.follower == l {
 			s.follower = nil
-			s.poisoned = true
+			s.poisoned = s.poisoned || l.began // bytes of it may be in the connection
 			s.next.Store(nil)
 		}
 		w.inflight--
@@ -528,6 +555,13 @@ func (p *Pool) releaseLease(l *Lease, reusable, overran bool) {
 		}
 		s.leader = f
 		close(f.behind)
+		if f.promoted && len(p.waiters) > 0 && p.pipelining && p.canFollowLocked(w) {
+			// Keep the worker's next request waiting on its connection while requests queue:
+			// the oldest waiter goes behind the one just promoted.
+			next := p.waiters[0]
+			p.waiters = p.waiters[1:]
+			next.ch <- grant{follower: p.followBehindLocked(s)}
+		}
 		p.afterReleaseLocked(w)
 		return
 	}
@@ -547,7 +581,7 @@ func (p *Pool) freeSlotLocked(s *slot) {
 		next := p.waiters[0]
 		p.waiters = p.waiters[1:]
 		w.Requests++
-		next.ch <- s
+		next.ch <- grant{slot: s}
 		return
 	}
 	w.returnSlotLocked(s)
@@ -579,7 +613,7 @@ func (p *Pool) serveWaitersLocked() {
 		}
 		next := p.waiters[0]
 		p.waiters = p.waiters[1:]
-		next.ch <- s
+		next.ch <- grant{slot: s}
 	}
 }
 
@@ -669,7 +703,7 @@ func (p *Pool) close() {
 	defer p.mu.Unlock()
 	p.closed = true
 	for _, w := range p.waiters {
-		w.ch <- nil
+		w.ch <- grant{}
 	}
 	p.waiters = nil
 }
