@@ -140,7 +140,14 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, vars []protoco
 	defer packetPool.Put(bufp)
 	// The NUL-joined form is what the worker decodes fastest (in C: a split, not a Python
 	// loop); a request with a NUL in a var (a %00 in its path) takes the classic form.
-	packet, ok, err := protocol.AppendPacketNUL((*bufp)[:0], vars)
+	// The limit is the classic form's, whichever form goes: a request fits a worker or not
+	// whatever its bytes are.
+	_, err := protocol.VarsSize(vars)
+	var packet []byte
+	ok := true
+	if err == nil {
+		packet, ok, err = protocol.AppendPacketNUL((*bufp)[:0], vars)
+	}
 	if err == nil && !ok {
 		packet, err = protocol.AppendPacket((*bufp)[:0], protocol.ModifierKeepAlive, vars)
 	}

@@ -95,7 +95,6 @@ type slot struct {
 	// poisoned: a follower's request may lie half-written in the connection: it cannot
 	// carry another request once the leader is done.
 	poisoned bool
-
 }
 
 // CurrentRequest is what a busy slot is doing, as the front end described it.
