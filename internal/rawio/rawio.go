@@ -287,3 +287,40 @@ func (c *Conn) PeerClosed() bool {
 	})
 	return closed
 }
+
+// SendFile sends up to n bytes of the file behind src, from its current offset, with
+// sendfile(2), waiting for room as needed; it returns how many went (fewer at the file's
+// end). The file's offset moves by as much, as a read would move it.
+func (c *Conn) SendFile(src syscall.RawConn, n int64) (int64, error) {
+	var sent int64
+	var opErr error
+	cerr := src.Control(func(sfd uintptr) {
+		werr := c.rc.Write(func(dfd uintptr) bool {
+			for sent < n {
+				chunk := min(n-sent, 1<<30)
+				r, _, e := syscall.RawSyscall6(syscall.SYS_SENDFILE, dfd, sfd, 0, uintptr(chunk), 0, 0)
+				switch e {
+				case 0:
+					if r == 0 {
+						return true // the file ended
+					}
+					sent += int64(r)
+				case syscall.EINTR:
+				case syscall.EAGAIN:
+					return false
+				default:
+					opErr = wrap("sendfile", e)
+					return true
+				}
+			}
+			return true
+		})
+		if opErr == nil {
+			opErr = werr
+		}
+	})
+	if opErr == nil {
+		opErr = cerr
+	}
+	return sent, opErr
+}

@@ -114,3 +114,37 @@ func TestDeadlinesHold(t *testing.T) {
 		t.Fatalf("%v", err)
 	}
 }
+
+func TestSendFile(t *testing.T) {
+	raw, peer := pair(t)
+	path := filepath.Join(t.TempDir(), "f")
+	data := bytes.Repeat([]byte("0123456789abcdef"), 1<<18) // 4 MiB: more than a socket takes at once
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.Seek(16, io.SeekStart); err != nil {
+		t.Fatal(err)
+	}
+	rc, err := f.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan []byte, 1)
+	go func() {
+		b, _ := io.ReadAll(io.LimitReader(peer, int64(len(data))))
+		got <- b
+	}()
+	n, err := raw.SendFile(rc, int64(len(data))) // asks for more than is left: stops at the end
+	if err != nil || n != int64(len(data)-16) {
+		t.Fatalf("sent %d: %v", n, err)
+	}
+	raw.Close()
+	if b := <-got; !bytes.Equal(b, data[16:]) {
+		t.Fatalf("peer got %d bytes, not the file from offset 16", len(b))
+	}
+}

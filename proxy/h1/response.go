@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -192,7 +193,27 @@ func (w *response) ReadFrom(src io.Reader) (int64, error) {
 	if w.err != nil {
 		return 0, w.err
 	}
-	n, err := rf.ReadFrom(io.LimitReader(src, w.declared-w.written))
+	// One LimitedReader around the file, not two: net's sendfile looks through one only.
+	limit := w.declared - w.written
+	outer, _ := src.(*io.LimitedReader)
+	if outer != nil {
+		src, limit = outer.R, min(limit, outer.N)
+	}
+	var n int64
+	var err error
+	if sc, ok := src.(syscall.Conn); ok && w.c.raw != nil {
+		// sendfile on the raw connection, as the rest of the exchange: no entersyscall,
+		// so no sysmon woken (see internal/rawio).
+		var rc syscall.RawConn
+		if rc, err = sc.SyscallConn(); err == nil {
+			n, err = w.c.raw.SendFile(rc, limit)
+		}
+	} else {
+		n, err = rf.ReadFrom(&io.LimitedReader{R: src, N: limit})
+	}
+	if outer != nil {
+		outer.N -= n
+	}
 	w.written += n
 	if err != nil {
 		w.err, w.closeAfter = err, true
