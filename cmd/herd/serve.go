@@ -250,9 +250,11 @@ func serve(ctx context.Context, cfg *config.Config) error {
 		Limits:        h1.Limits{RequestLine: cfg.LimitRequestLine, Fields: cfg.LimitRequestFields, FieldSize: cfg.LimitRequestFieldSize},
 		HeaderTimeout: cfg.HeaderTimeout,
 		IdleTimeout:   cfg.KeepAlive,
-		Log:           log.With().Str("component", "http").Logger(),
-		ConnState:     conns.connState,
-		OnRefused:     refusedLogger(onDone),
+		// As the uwsgi front end: a body that stops coming for a minute is given up.
+		BodyIdleTimeout: uwsgiBodyIdleTimeout,
+		Log:             log.With().Str("component", "http").Logger(),
+		ConnState:       conns.connState,
+		OnRefused:       refusedLogger(onDone),
 	}
 	h2conns := newConnQueue()
 	if certs != nil {
@@ -537,8 +539,8 @@ func chainOnDone(hooks ...func(*proxy.Record)) func(*proxy.Record) {
 	}
 }
 
-// How long a uwsgi client may take to send its request head, and to send each next part of
-// its body: nginx sends the head at once with the connection.
+// How long a uwsgi client may take to send its request head (nginx sends the head at once
+// with the connection), and how long any client, HTTP or uwsgi, may pause in its body.
 const (
 	uwsgiHeadTimeout     = 10 * time.Second
 	uwsgiBodyIdleTimeout = 60 * time.Second

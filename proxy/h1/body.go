@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"strconv"
+	"time"
 )
 
 // Bounds of a chunked body's framing, as herd's head checker had them: a chunk-size line
@@ -93,6 +94,9 @@ func (b *body) readData(p []byte, chunk bool) (int, error) {
 		c.r += n
 	} else {
 		var err error
+		if t := c.srv.BodyIdleTimeout; t > 0 {
+			_ = c.nc.SetReadDeadline(time.Now().Add(t))
+		}
 		n, err = c.rw.Read(p)
 		if n == 0 {
 			if err == nil || err == io.EOF {

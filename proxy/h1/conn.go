@@ -222,6 +222,9 @@ func (c *conn) readLine(max int) ([]byte, error) {
 			c.w = copy(c.buf, c.buf[c.r:c.w])
 			c.r = 0
 		}
+		if t := c.srv.BodyIdleTimeout; t > 0 {
+			_ = c.nc.SetReadDeadline(time.Now().Add(t))
+		}
 		if err := c.fill(); err != nil {
 			return nil, err
 		}
@@ -265,7 +268,7 @@ func (c *conn) serveRequest() bool {
 		c.body.reset(c, hd.contentLength, hd.chunked, hd.expectContinue && hd.minor == 1)
 		r.Body = &c.body
 		if c.srv.HeaderTimeout > 0 || c.srv.IdleTimeout > 0 {
-			_ = c.nc.SetReadDeadline(time.Time{}) // a body may take its time
+			_ = c.nc.SetReadDeadline(time.Time{}) // the body's reads set their own
 		}
 	} else {
 		c.body.reset(c, 0, false, false)

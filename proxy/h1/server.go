@@ -44,7 +44,11 @@ type Server struct {
 	// IdleTimeout closes a keep-alive connection that sends no new request for this long;
 	// 0 means none.
 	IdleTimeout time.Duration
-	Log         zerolog.Logger
+	// BodyIdleTimeout bounds each wait for more of a request body: a client that stops
+	// sending its body mid-way is dropped (the handler sees a read error), one that sends
+	// slowly but steadily is not. 0 means none.
+	BodyIdleTimeout time.Duration
+	Log             zerolog.Logger
 	// ConnState, when set, hears StateNew and StateClosed of each connection.
 	ConnState func(net.Conn, http.ConnState)
 	// OnRefused, when set, hears every head refused with an error status, for the access log

@@ -527,3 +527,46 @@ func TestRequestFields(t *testing.T) {
 		t.Fatalf("absolute-form: host %q url %+v", r.Host, r.URL)
 	}
 }
+
+// A client that stops sending its body is dropped after BodyIdleTimeout; one that sends
+// slowly but steadily gets its body through.
+func TestBodyIdleTimeout(t *testing.T) {
+	got := make(chan string, 2)
+	_, addr := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, err := io.ReadAll(r.Body)
+		got <- fmt.Sprintf("%d %v", len(b), err != nil)
+	}), func(s *Server) { s.BodyIdleTimeout = 300 * time.Millisecond })
+	for _, chunked := range []bool{false, true} {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if chunked {
+			_, _ = io.WriteString(c, "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n")
+		} else {
+			_, _ = io.WriteString(c, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+		}
+		select {
+		case g := <-got:
+			if !strings.HasSuffix(g, " true") {
+				t.Fatalf("chunked=%v: a stalled body read as %q", chunked, g)
+			}
+		case <-time.After(3 * time.Second):
+			t.Fatalf("chunked=%v: a stalled body was not dropped", chunked)
+		}
+		c.Close()
+	}
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_, _ = io.WriteString(c, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n")
+	for _, b := range "hello" {
+		time.Sleep(150 * time.Millisecond) // each part within the timeout, the whole beyond it
+		_, _ = c.Write([]byte{byte(b)})
+	}
+	if g := <-got; g != "5 false" {
+		t.Fatalf("a slow but steady body: %q", g)
+	}
+}
