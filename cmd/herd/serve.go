@@ -86,6 +86,7 @@ func serve(ctx context.Context, cfg *config.Config) error {
 		}
 	}
 	log.Debug().Int("procs", setMasterProcs(cfg.MasterProcs, os.Getenv("GOMAXPROCS") != "")).Msg("master schedulers")
+	setMasterGC(os.Getenv("GOGC") != "")
 	cred, err := workerCredential(cfg.UID, cfg.GID)
 	if err != nil {
 		return err
