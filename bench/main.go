@@ -333,9 +333,9 @@ func measureOne(ctx context.Context, e *env, p plan, s server, a app, round int,
 		}
 		smp.startup = inst.startup
 		res.samples[cell{a.name, c, s.key}] = append(res.samples[cell{a.name, c, s.key}], smp)
-		p.log("bench: round %d %-7s c%-4d %-18s %9.0f req/s  p50 %-9v p99 %-9v RSS %5.1f MiB  CPU %v/req  errors %v",
+		p.log("bench: round %d %-7s c%-4d %-18s %9.0f req/s  p50 %-9v p99 %-9v RSS %5.1f MiB  CPU %v/req  start %v  errors %v",
 			round+1, a.name, c, s.key, smp.rps(), smp.p50, smp.p99, mib(smp.rssTotal),
-			smp.cpuPerReq.Round(100*time.Nanosecond), smp.errs)
+			smp.cpuPerReq.Round(100*time.Nanosecond), smp.startup.Round(time.Millisecond), smp.errs)
 	}
 	return nil
 }
