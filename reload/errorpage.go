@@ -4,16 +4,17 @@ import (
 	"html/template"
 	"net/http"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 )
 
 // ErrorPage answers every request with an HTML page showing why the code does not load,
 // while State holds a failure; otherwise it passes requests to next. Development only: the
-// page shows source paths and code to whoever asks. The traceback's frames in workerScript
+// page shows source paths and code to whoever asks. The traceback's frames in workerFiles
 // (herd's worker) and in importlib are left out of the page: they sit above every import
 // error and say nothing about the app (the log keeps them).
-func ErrorPage(next http.Handler, st *State, workerScript string) http.Handler {
+func ErrorPage(next http.Handler, st *State, workerFiles ...string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		select {
 		case <-st.Settled():
@@ -26,7 +27,7 @@ func ErrorPage(next http.Handler, st *State, workerScript string) http.Handler {
 			return
 		}
 		p := pageData(f)
-		p.Traceback = trimTraceback(p.Traceback, workerScript)
+		p.Traceback = trimTraceback(p.Traceback, workerFiles)
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		w.Header().Set("Cache-Control", "no-store")
 		w.WriteHeader(http.StatusInternalServerError)
@@ -36,12 +37,12 @@ func ErrorPage(next http.Handler, st *State, workerScript string) http.Handler {
 
 // trimTraceback drops the frames of the worker script and of the import machinery. A frame
 // is its `  File "..."` line and the more indented source and caret lines under it.
-func trimTraceback(traceback, workerScript string) string {
+func trimTraceback(traceback string, workerFiles []string) string {
 	var out []string
 	dropping := false
 	for _, line := range strings.SplitAfter(traceback, "\n") {
 		if m := frameLine.FindStringSubmatch(line); m != nil {
-			dropping = m[1] == workerScript || strings.HasPrefix(m[1], "<frozen importlib") ||
+			dropping = slices.Contains(workerFiles, m[1]) || strings.HasPrefix(m[1], "<frozen importlib") ||
 				strings.HasSuffix(m[1], "/importlib/__init__.py")
 		} else if !strings.HasPrefix(line, "    ") {
 			dropping = false // the exception line, or a chained traceback's header

@@ -15,7 +15,7 @@ import (
 
 // What CPython 3.11 prints for a module that does not compile, quoting markup from it.
 const syntaxErrorTrace = `Traceback (most recent call last):
-  File "/tmp/herd-1/worker.py", line 906, in load_app
+  File "/root/.cache/herd/worker/herd_worker_0123456789abcdef.py", line 906, in load_app
     obj = importlib.import_module(module)
           ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^
   File "/usr/lib/python3.11/importlib/__init__.py", line 126, in import_module
@@ -30,7 +30,9 @@ SyntaxError: invalid syntax
 func TestErrorPage(t *testing.T) {
 	next := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "app") })
 	st := &State{}
-	h := ErrorPage(next, st, "/tmp/herd-1/worker.py")
+	// The worker's code runs from herd's cache, or from the copy in the runtime directory.
+	h := ErrorPage(next, st, "/root/.cache/herd/worker/herd_worker_0123456789abcdef.py",
+		"/tmp/herd-1/herd_worker_0123456789abcdef.py", "/tmp/herd-1/worker.py")
 
 	if body := serve(t, h, http.StatusOK); body != "app" {
 		t.Fatalf("no failure: got %q, want the app", body)
@@ -50,7 +52,7 @@ func TestErrorPage(t *testing.T) {
 	if strings.Contains(body, "<script>") {
 		t.Fatalf("the traceback's markup reached the page unescaped:\n%s", body)
 	}
-	for _, internal := range []string{"worker.py", "importlib", "_gcd_import"} {
+	for _, internal := range []string{"herd_worker", "importlib", "_gcd_import"} {
 		if strings.Contains(body, internal) {
 			t.Errorf("page shows herd's own frames (%s):\n%s", internal, body)
 		}

@@ -1,7 +1,8 @@
 """herd worker: serves one WSGI app over the uwsgi protocol for the herd master.
 
 The Go master embeds this file and runs it as `PYTHON worker.py [options]` (or
-`PYTHON -c <source> [options]`), never through a shell. It is stdlib only and runs on
+`PYTHON -c <source> [options]`, or a start-up file that imports it and calls run(), which
+keeps its bytecode cached), never through a shell. It is stdlib only and runs on
 CPython >= 3.8. Everything below is a contract with the Go side (supervisor/, proxy/):
 change both together.
 
@@ -1214,8 +1215,15 @@ def _exit(code):
     _hard_exit(code)
 
 
-if __name__ == '__main__':
+def run():
+    """Run the worker and leave the process: what `python worker.py` does, and what the
+    master's start-up file calls after importing this code as a module (an imported module's
+    bytecode is kept between starts, a script's is compiled at every start)."""
     try:
         _exit(main())
     except SystemExit as e:
         _exit(e.code)
+
+
+if __name__ == '__main__':
+    run()

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -15,7 +14,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/herd-server/herd/config"
-	"github.com/herd-server/herd/scripts"
 	"github.com/herd-server/herd/supervisor"
 )
 
@@ -104,9 +102,9 @@ func importApp(cfg *config.Config, log zerolog.Logger, cred *syscall.Credential)
 		return "", fmt.Errorf("create runtime directory: %w", err)
 	}
 	defer os.RemoveAll(runDir)
-	workerScript := filepath.Join(runDir, "worker.py")
-	if err := os.WriteFile(workerScript, scripts.WorkerPy, 0o600); err != nil {
-		return "", fmt.Errorf("write worker script: %w", err)
+	worker, err := installWorker(runDir, log)
+	if err != nil {
+		return "", err
 	}
 	sup := supervisor.New(supervisor.Options{
 		Workers:         1,
@@ -114,7 +112,7 @@ func importApp(cfg *config.Config, log zerolog.Logger, cred *syscall.Credential)
 		BootTimeout:     cfg.BootTimeout,
 		GracefulTimeout: 5 * time.Second,
 		RunDir:          runDir,
-		Spawner:         withCredential(newSpawner(cfg, workerScript), cred),
+		Spawner:         withCredential(newSpawner(cfg, worker.Script), cred),
 		Log:             log, // the worker's output and traceback, as serve would show them
 	}, supervisor.NewPool(0, time.Second))
 	done := make(chan error, 1)

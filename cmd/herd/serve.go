@@ -12,7 +12,6 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -26,7 +25,6 @@ import (
 	"github.com/herd-server/herd/proxy"
 	"github.com/herd-server/herd/proxy/h1"
 	"github.com/herd-server/herd/reload"
-	"github.com/herd-server/herd/scripts"
 	"github.com/herd-server/herd/supervisor"
 )
 
@@ -144,10 +142,10 @@ func serve(ctx context.Context, cfg *config.Config) error {
 		return fmt.Errorf("create runtime directory: %w", err)
 	}
 	defer os.RemoveAll(runDir)
-	workerScript := filepath.Join(runDir, "worker.py")
-	if err := os.WriteFile(workerScript, scripts.WorkerPy, 0o600); err != nil {
+	worker, err := installWorker(runDir, log)
+	if err != nil {
 		closeAll(append(listeners, adminLn))
-		return fmt.Errorf("write worker script: %w", err)
+		return err
 	}
 
 	onDone := accessLog
@@ -163,7 +161,7 @@ func serve(ctx context.Context, cfg *config.Config) error {
 	if adminLn != nil {
 		adminSrv = admin.NewServer(metrics, statsInfo, log.With().Str("component", "admin").Logger())
 	}
-	execSpawner := withCredential(newSpawner(cfg, workerScript), cred)
+	execSpawner := withCredential(newSpawner(cfg, worker.Script), cred)
 	var spawner supervisor.Spawner = execSpawner
 	if cfg.Reload {
 		// Development mode: a reload hands the new worker to an interpreter started ahead,
@@ -225,7 +223,7 @@ func serve(ctx context.Context, cfg *config.Config) error {
 	front := metrics.Track(app)
 	if devState != nil {
 		reloadLoop.AwaitFirstBoot(sup.FirstBoot())
-		front = reload.ErrorPage(front, devState, workerScript)
+		front = reload.ErrorPage(front, devState, worker.Code...)
 	}
 	conns := &connTracker{}
 	srv := &http.Server{

@@ -1,0 +1,175 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/herd-server/herd/internal/herdtest"
+	"github.com/herd-server/herd/scripts"
+)
+
+// runWorker runs a worker installed in runDir on an app of scripts/testapps that fails to
+// import, and returns its exit code and stderr: the traceback names the file the worker's
+// code ran from.
+func runWorker(t *testing.T, python, script string, env ...string) (int, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, python, script, "--app", "broken:app",
+		"--bind", "unix:"+filepath.Join(filepath.Dir(script), "w.sock"))
+	cmd.Dir = filepath.Join(herdtest.RepoRoot(t), "scripts", "testapps")
+	cmd.Env = append(os.Environ(), env...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	err := cmd.Run()
+	if cmd.ProcessState == nil {
+		t.Fatalf("run the worker: %v", err)
+	}
+	return cmd.ProcessState.ExitCode(), stderr.String()
+}
+
+// TestInstallWorkerCached: the worker's code runs as a module from herd's cache, where
+// Python keeps its bytecode (even when the app's is not wanted), and from the copy in the
+// runtime directory when the cache was emptied under a running herd.
+func TestInstallWorkerCached(t *testing.T) {
+	python := realPython(t)
+	cacheHome := t.TempDir()
+	t.Setenv("XDG_CACHE_HOME", cacheHome)
+	cacheDir := filepath.Join(cacheHome, "herd", "worker")
+	runDir := t.TempDir()
+	files, err := installWorker(runDir, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cached, _ := filepath.Glob(filepath.Join(cacheDir, "herd_worker_*.py"))
+	if files.Script != filepath.Join(runDir, "worker.py") || len(cached) != 1 || len(files.Code) != 3 || files.Code[0] != cached[0] {
+		t.Fatalf("installed %+v, cached %v", files, cached)
+	}
+	if b, err := os.ReadFile(cached[0]); err != nil || !bytes.Equal(b, scripts.WorkerPy) {
+		t.Fatalf("cached copy differs from worker.py: %v", err)
+	}
+
+	code, stderr := runWorker(t, python, files.Script, "PYTHONDONTWRITEBYTECODE=1")
+	if code != 4 || !strings.Contains(stderr, "broken on purpose") || !strings.Contains(stderr, `File "`+cached[0]+`"`) {
+		t.Fatalf("exit %d, want 4 with a traceback through %s:\n%s", code, cached[0], stderr)
+	}
+	pycs, _ := filepath.Glob(filepath.Join(cacheDir, "__pycache__", "herd_worker_*.pyc"))
+	if len(pycs) != 1 {
+		t.Fatalf("bytecode in the cache: %v", pycs)
+	}
+	before, err := os.Stat(pycs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// The next start finds both as they were: nothing is written or compiled again.
+	if _, err := installWorker(t.TempDir(), zerolog.Nop()); err != nil {
+		t.Fatal(err)
+	}
+	if code, _ := runWorker(t, python, files.Script); code != 4 {
+		t.Fatalf("second start: exit %d", code)
+	}
+	if after, err := os.Stat(pycs[0]); err != nil || !after.ModTime().Equal(before.ModTime()) {
+		t.Fatalf("bytecode rewritten: %v", err)
+	}
+
+	// The cache emptied: the workers started after that run the runtime directory's copy.
+	if err := os.RemoveAll(filepath.Join(cacheHome, "herd")); err != nil {
+		t.Fatal(err)
+	}
+	code, stderr = runWorker(t, python, files.Script)
+	if code != 4 || !strings.Contains(stderr, `File "`+files.Code[1]+`"`) {
+		t.Fatalf("without the cache: exit %d, want 4 through %s:\n%s", code, files.Code[1], stderr)
+	}
+}
+
+// TestInstallWorkerRepairsCache: a cached copy that is not worker.py's code is rewritten,
+// and the bytecode compiled from it is thrown away.
+func TestInstallWorkerRepairsCache(t *testing.T) {
+	python := realPython(t)
+	cacheHome := t.TempDir()
+	t.Setenv("XDG_CACHE_HOME", cacheHome)
+	files, err := installWorker(t.TempDir(), zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cached := files.Code[0]
+	module := strings.TrimSuffix(filepath.Base(cached), ".py")
+	pyc := filepath.Join(filepath.Dir(cached), "__pycache__", module+".cpython-399.pyc")
+	if err := os.MkdirAll(filepath.Dir(pyc), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for path, content := range map[string]string{cached: "raise SystemExit(9)\n", pyc: "stale"} {
+		if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if files, err = installWorker(t.TempDir(), zerolog.Nop()); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(cached); err != nil || !bytes.Equal(b, scripts.WorkerPy) {
+		t.Fatalf("cached copy not repaired: %v", err)
+	}
+	if _, err := os.Stat(pyc); !os.IsNotExist(err) {
+		t.Fatalf("stale bytecode kept: %v", err)
+	}
+	if code, stderr := runWorker(t, python, files.Script); code != 4 {
+		t.Fatalf("exit %d:\n%s", code, stderr)
+	}
+}
+
+// TestInstallWorkerWithoutCache: a cache directory another user could write into is not
+// used; worker.py is then the worker itself, as it always was.
+func TestInstallWorkerWithoutCache(t *testing.T) {
+	python := realPython(t)
+	open := filepath.Join(t.TempDir(), "open")
+	if err := os.Mkdir(open, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(open, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("XDG_CACHE_HOME", open)
+	runDir := t.TempDir()
+	files, err := installWorker(runDir, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	script := filepath.Join(runDir, "worker.py")
+	if b, err := os.ReadFile(script); err != nil || !bytes.Equal(b, scripts.WorkerPy) || len(files.Code) != 1 || files.Code[0] != script {
+		t.Fatalf("installed %+v (%v)", files, err)
+	}
+	if _, err := os.Stat(filepath.Join(open, "herd", "worker")); err != nil {
+		t.Fatalf("the cache directory should exist, unused: %v", err)
+	}
+	if entries, _ := os.ReadDir(filepath.Join(open, "herd", "worker")); len(entries) != 0 {
+		t.Fatalf("written into an unsafe cache: %v", entries)
+	}
+	if code, stderr := runWorker(t, python, script); code != 4 || !strings.Contains(stderr, `File "`+script+`"`) {
+		t.Fatalf("exit %d:\n%s", code, stderr)
+	}
+}
+
+// TestWorkerStartupNotAsModule: multiprocessing's spawn start method imports the main module
+// of the parent in its children under another name: the start-up file must not start a
+// worker there.
+func TestWorkerStartupNotAsModule(t *testing.T) {
+	python := realPython(t)
+	t.Setenv("XDG_CACHE_HOME", t.TempDir())
+	files, err := installWorker(t.TempDir(), zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(python, "-c", "import runpy, sys; runpy.run_path(sys.argv[1], run_name='__mp_main__')", files.Script).CombinedOutput()
+	if err != nil || len(out) != 0 {
+		t.Fatalf("imported as __mp_main__: %v\n%s", err, out)
+	}
+}
