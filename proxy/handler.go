@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -381,8 +380,8 @@ func (h *Handler) copyResponse(w http.ResponseWriter, head *ResponseHead, br *bu
 		return h.sendBuffered(w, head, body, br, lease)
 	}
 	if !streaming && !head.NoBody && head.ContentLength <= h.ResponseSpool {
-		if f, err := os.CreateTemp(h.TempDir, "response-*"); err == nil {
-			return h.sendSpooled(w, head, body, br, lease, f)
+		if in, out, err := openSpool(h.TempDir); err == nil {
+			return h.sendSpooled(w, head, body, br, lease, in, out)
 		} else {
 			h.Log.Warn().Err(err).Msg("cannot spool a large response: it goes through as the client reads")
 		}
@@ -443,33 +442,126 @@ func (h *Handler) sendBuffered(w http.ResponseWriter, head *ResponseHead, src io
 	return reusable, int64(nw), nil
 }
 
-// sendSpooled copies the whole body from the worker into f (a new temporary file, unlinked
-// here), gives the worker back, then sends the file to the client (sendfile through the
-// ResponseWriter's ReadFrom).
-func (h *Handler) sendSpooled(w http.ResponseWriter, head *ResponseHead, src io.Reader, br *bufio.Reader, lease Lease, f *os.File) (bool, int64, error) {
-	_ = os.Remove(f.Name())
-	defer f.Close()
-	bufp := copyBufPool.Get().(*[]byte)
-	_, err := io.CopyBuffer(writerOnly{f}, io.LimitReader(src, head.ContentLength), *bufp)
-	copyBufPool.Put(bufp)
+// openSpool makes an unlinked temporary file in dir, open twice: in to write the worker's
+// bytes, out to send them, each with its own offset.
+func openSpool(dir string) (in, out *os.File, err error) {
+	in, err = os.CreateTemp(dir, "response-*")
 	if err != nil {
-		var pe *fs.PathError
-		if errors.As(err, &pe) { // the file, not the worker: the disk is full, say
-			return false, 0, fmt.Errorf("%w: spool the response: %w", errBodyBeforeHead, err)
-		}
-		return false, 0, fmt.Errorf("%w: %w", errBodyBeforeHead, err)
+		return nil, nil, err
 	}
-	if st, err := f.Stat(); err != nil || st.Size() != head.ContentLength {
-		return false, 0, fmt.Errorf("%w: %w", errBodyBeforeHead, io.ErrUnexpectedEOF)
+	out, err = os.Open(in.Name())
+	_ = os.Remove(in.Name())
+	if err != nil {
+		in.Close()
+		return nil, nil, err
+	}
+	return in, out, nil
+}
+
+// sendSpooled sends a response too large to hold in memory through a temporary file, as
+// nginx's proxy temp files do: the handler writes the worker's bytes into it (in) as fast as
+// the worker sends them, while a goroutine of its own sends them from it (out) as fast as
+// the client reads, by sendfile where the connection allows. So the client gets the answer
+// from its first bytes on, and the worker is given back once its whole body is in the file,
+// however slowly the client reads. A client that leaves stops the copy; the worker
+// connection is then not reused (the worker's next write fails and it stops producing).
+func (h *Handler) sendSpooled(w http.ResponseWriter, head *ResponseHead, src io.Reader, br *bufio.Reader, lease Lease, in, out *os.File) (bool, int64, error) {
+	defer out.Close()
+	defer in.Close()
+	sp := &spool{}
+	sp.cond.L = &sp.mu
+	w.WriteHeader(head.StatusCode)
+	sent := make(chan int64, 1)
+	go func() { sent <- sp.send(w, out) }() // waited for below, on every return
+
+	bufp := copyBufPool.Get().(*[]byte)
+	defer copyBufPool.Put(bufp)
+	buf := *bufp
+	var copied int64
+	var err error
+	for copied < head.ContentLength && !sp.clientGone() {
+		nr, rerr := src.Read(buf[:min(int64(len(buf)), head.ContentLength-copied)])
+		if nr > 0 {
+			if _, werr := in.Write(buf[:nr]); werr != nil { // the disk is full, say
+				err = fmt.Errorf("spool the response: %w", werr)
+				break
+			}
+			copied += int64(nr)
+			sp.advance(copied)
+		}
+		if rerr == io.EOF && copied < head.ContentLength {
+			rerr = io.ErrUnexpectedEOF
+		}
+		if rerr != nil && rerr != io.EOF {
+			err = fmt.Errorf("read worker response: %w", rerr)
+			break
+		}
+	}
+	if err != nil || copied < head.ContentLength { // a failure, or the client left
+		sp.end(true)
+		return false, <-sent, err
 	}
 	reusable := !head.Close && (br.Buffered() == 0 || followed(lease))
 	lease.Release(reusable)
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		return reusable, 0, fmt.Errorf("rewind the spooled response: %w", err)
+	sp.end(false)
+	return reusable, <-sent, nil
+}
+
+// spool is what the handler and the sender of a spooled response tell each other.
+type spool struct {
+	mu      sync.Mutex
+	cond    sync.Cond
+	written int64 // bytes of the body in the file so far
+	ended   bool  // no more will be written
+	failed  bool  // and the client must not get what is there: the body is cut
+	gone    bool  // the client stopped reading (its connection failed)
+}
+
+func (sp *spool) advance(written int64) {
+	sp.mu.Lock()
+	sp.written = written
+	sp.mu.Unlock()
+	sp.cond.Signal()
+}
+
+func (sp *spool) end(failed bool) {
+	sp.mu.Lock()
+	sp.ended, sp.failed = true, failed
+	sp.mu.Unlock()
+	sp.cond.Signal()
+}
+
+func (sp *spool) clientGone() bool {
+	sp.mu.Lock()
+	defer sp.mu.Unlock()
+	return sp.gone
+}
+
+// send copies the body from out to the client as it is written, and returns how many bytes
+// the client got.
+func (sp *spool) send(w io.Writer, out *os.File) int64 {
+	var sent int64
+	for {
+		sp.mu.Lock()
+		for sp.written == sent && !sp.ended {
+			sp.cond.Wait()
+		}
+		written, ended, failed := sp.written, sp.ended, sp.failed
+		sp.mu.Unlock()
+		if failed || written == sent && ended {
+			return sent
+		}
+		// One LimitedReader around the file: the connection's ReadFrom sends it by sendfile.
+		want := written - sent
+		n, err := io.Copy(w, &io.LimitedReader{R: out, N: want})
+		sent += n
+		if err != nil || n < want {
+			sp.mu.Lock()
+			sp.gone = true
+			sp.mu.Unlock()
+			return sent
+		}
 	}
-	w.WriteHeader(head.StatusCode)
-	n, _ := io.Copy(w, f) // a client that left is no error of the worker's
-	return reusable, n, nil
 }
 
 // writerOnly hides ReadFrom, so that a copy into it reads into the buffer it is given.

@@ -59,3 +59,63 @@ func TestSlowReaderOfALargeAnswerHoldsNoWorker(t *testing.T) {
 		})
 	}
 }
+
+// A spooled answer reaches the client as the worker writes it, not once it is whole: an app
+// that yields 4 MiB a megabyte at a time, 0.4 s apart, has its first megabyte read by the
+// client long before its last is written.
+func TestSpooledAnswerStartsAtOnce(t *testing.T) {
+	h := herdtest.Start(t, herdtest.Options{Dir: testAppsDir(t), Args: []string{"fixture:app", "--workers", "1",
+		"--response-buffer", "1MiB"}})
+	h.WaitReady(1, 20*time.Second)
+	const part, parts, pause = 1 << 20, 4, 400 * time.Millisecond
+	start := time.Now()
+	resp, err := herdtest.Client().Get(fmt.Sprintf("%s/bigpaced?n=%d&size=%d&pause=%g", h.URL, parts, part, pause.Seconds()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.ContentLength != parts*part {
+		t.Fatalf("Content-Length %d, want %d", resp.ContentLength, parts*part)
+	}
+	if _, err := io.ReadFull(resp.Body, make([]byte, part)); err != nil {
+		t.Fatal(err)
+	}
+	first := time.Since(start)
+	n, err := io.Copy(io.Discard, resp.Body)
+	whole := time.Since(start)
+	if err != nil || n != (parts-1)*part {
+		t.Fatalf("after the first part: %d bytes, %v", n, err)
+	}
+	// The app takes 3 pauses (1.2 s) to write it all; the first part is there after about
+	// a Python start's worth of nothing.
+	if whole < (parts-1)*pause {
+		t.Fatalf("whole answer in %v: the app cannot have paused, the test cannot tell", whole)
+	}
+	if first > whole-pause {
+		t.Fatalf("first megabyte after %v, the whole answer after %v: the client waited for the spool to fill", first, whole)
+	}
+}
+
+// A worker that dies in the middle of a spooled answer cuts the client's connection (the
+// head went out already, as it does from nginx), and the next request is served.
+func TestWorkerDyingMidSpoolCutsTheAnswer(t *testing.T) {
+	h := herdtest.Start(t, herdtest.Options{Dir: testAppsDir(t), Args: []string{"fixture:app", "--workers", "1",
+		"--response-buffer", "1MiB"}})
+	h.WaitReady(1, 20*time.Second)
+	client := herdtest.Client()
+	resp, err := client.Get(h.URL + "/bigpaced?n=4&pause=0.1&die=2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if err == nil || n >= 4<<20 {
+		t.Fatalf("the answer of a worker that died after 2 of 4 MiB: %d bytes, err %v; want a cut", n, err)
+	}
+	h.WaitReady(1, 20*time.Second)
+	resp, err = client.Get(h.URL + "/hello")
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("next request: %v %v", resp, err)
+	}
+	resp.Body.Close()
+}

@@ -173,6 +173,22 @@ def app(environ, start_response):
     if route == 'big':     # n bytes in one piece: the worker adds Content-Length
         return _text(start_response, b'x' * int(q.get('n', '65536')))
 
+    if route == 'bigpaced':  # n parts of size bytes a pause apart, all under one Content-Length;
+        # die=K: the worker dies before part K
+        n, size = int(q.get('n', '4')), int(q.get('size', str(1 << 20)))
+        pause, die = float(q.get('pause', '0.3')), int(q.get('die', '-1'))
+        start_response('200 OK', [('Content-Type', 'application/octet-stream'),
+                                  ('Content-Length', str(n * size))])
+
+        def bigpaced():
+            for i in range(n):
+                if i == die:
+                    os._exit(9)
+                if i:
+                    time.sleep(pause)
+                yield b'x' * size
+        return bigpaced()
+
     if route == 'paced':   # parts a pause apart; mode=sse|cl|accel picks how it is framed
         n, pause, mode = int(q.get('n', '3')), float(q.get('pause', '0.5')), q.get('mode', 'sse')
         hdrs = [('Content-Type', 'text/event-stream' if mode == 'sse' else 'text/plain')]
