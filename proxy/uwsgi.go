@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/herd-server/herd/internal/rawio"
 	"github.com/herd-server/herd/protocol"
 )
 
@@ -186,7 +187,13 @@ func (s *UwsgiServer) serveConn(c net.Conn) {
 	defer c.Close()
 	h := s.Handler
 	start := time.Now()
-	br := bufio.NewReaderSize(c, 4096)
+	// Reads and writes go through rawio (no entersyscall per call, so the runtime's sysmon
+	// is not kept awake; see internal/rawio) where c has a descriptor; deadlines still hold.
+	var rw io.ReadWriter = c
+	if raw, ok := rawio.New(c); ok {
+		rw = raw
+	}
+	br := bufio.NewReaderSize(rw, 4096)
 	_ = c.SetReadDeadline(start.Add(s.HeadTimeout))
 	head, err := readHead(br)
 	if err != nil {
@@ -207,7 +214,7 @@ func (s *UwsgiServer) serveConn(c net.Conn) {
 			h.OnDone(&rec)
 		}()
 	}
-	w := newRawResponseWriter(c)
+	w := newRawResponseWriter(c, rw)
 	defer w.finish()
 	if err != nil {
 		rec.Status = h.fail(w, r, err)
@@ -434,8 +441,9 @@ type rawResponseWriter struct {
 	wrote  bool
 }
 
-func newRawResponseWriter(c net.Conn) *rawResponseWriter {
-	return &rawResponseWriter{conn: c, bw: bufio.NewWriterSize(c, 4096), header: http.Header{}}
+// newRawResponseWriter writes the response to out, the connection c or its raw form.
+func newRawResponseWriter(c net.Conn, out io.Writer) *rawResponseWriter {
+	return &rawResponseWriter{conn: c, bw: bufio.NewWriterSize(out, 4096), header: http.Header{}}
 }
 
 func (w *rawResponseWriter) Header() http.Header { return w.header }

@@ -166,6 +166,11 @@ func (d *deployment) httpsListeners(cfg *config.Config) ([]net.Listener, error) 
 	return lns, nil
 }
 
+// uwsgiListenConfig turns TCP keepalive off on uwsgi sockets: nginx opens a connection per
+// request and closes it after the answer, so probes would never fire, and turning them on
+// costs four setsockopt calls per request.
+var uwsgiListenConfig = net.ListenConfig{KeepAlive: -1}
+
 // listenUwsgi opens the --uwsgi-socket addresses; a Unix socket file gets
 // --uwsgi-socket-mode, so that nginx's user (in the socket's group) may connect.
 func listenUwsgi(cfg *config.Config) ([]net.Listener, error) {
@@ -175,7 +180,7 @@ func listenUwsgi(cfg *config.Config) ([]net.Listener, error) {
 	}
 	var out []net.Listener
 	for _, a := range cfg.UwsgiSocket {
-		ln, err := listen(a)
+		ln, err := listenWith(uwsgiListenConfig, a)
 		if err == nil {
 			if path, ok := strings.CutPrefix(a, "unix:"); ok {
 				err = os.Chmod(path, mode)

@@ -458,9 +458,13 @@ func listenAll(addrs []string) ([]net.Listener, error) {
 // listen opens HOST:PORT, or unix:PATH as gunicorn's -b unix:PATH does: a socket file left
 // by a master that died is replaced; the file is removed when the listener closes.
 func listen(addr string) (net.Listener, error) {
+	return listenWith(net.ListenConfig{}, addr)
+}
+
+func listenWith(lc net.ListenConfig, addr string) (net.Listener, error) {
 	path, ok := strings.CutPrefix(addr, "unix:")
 	if !ok {
-		return net.Listen("tcp", addr)
+		return lc.Listen(context.Background(), "tcp", addr)
 	}
 	if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSocket != 0 {
 		if c, err := net.Dial("unix", path); err == nil {
@@ -469,7 +473,7 @@ func listen(addr string) (net.Listener, error) {
 		}
 		_ = os.Remove(path)
 	}
-	return net.Listen("unix", path)
+	return lc.Listen(context.Background(), "unix", path)
 }
 
 func closeAll(lns []net.Listener) {
