@@ -78,7 +78,8 @@ const (
 func detectUwsgiSocket(herd string) uwsgiSocketForm {
 	out, _ := exec.Command(herd, "serve", "--help").CombinedOutput()
 	for _, line := range strings.Split(string(out), "\n") {
-		if strings.Contains(line, "--uwsgi-socket") {
+		// The flag's own line, not another flag's help that names it (--static's does).
+		if strings.HasPrefix(strings.TrimSpace(line), "--uwsgi-socket ") {
 			if strings.Contains(line, "unix:") {
 				return uwsgiSocketUnix
 			}
