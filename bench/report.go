@@ -84,9 +84,12 @@ func renderGoBench(b *strings.Builder, res *results, p plan) {
 	fmt.Fprintf(b, "\n### The master's and the worker's CPU per request\n\n`%s` (proxy/bench_test.go), "+
 		"on the hello app with real workers: WorkerDirect is a uwsgi request written on a worker "+
 		"connection and its answer read (no HTTP), Handler adds proxy.Handler.ServeHTTP on an "+
-		"in-memory request, HTTP adds net/http on loopback with 8 keep-alive Go clients in the "+
-		"same process (their CPU counts as the master's there). master-us/op is this process's "+
-		"CPU per request, worker-us/op the Python workers'.\n\n```\n%s\n```\n",
+		"in-memory request, HTTP adds the HTTP server on loopback (h1: herd's own, as on --http; "+
+		"net-http: Go's, as with --h2c) with 8 keep-alive Go clients in the same process (their "+
+		"CPU counts as the master's there); WorkerLink is one standalone worker asked over a "+
+		"connection per request (as nginx's uwsgi_pass does) and over a kept one (as herd's "+
+		"master does). master-us/op is this process's CPU per request, worker-us/op the Python "+
+		"workers'.\n\n```\n%s\n```\n",
 		strings.Join(goBenchArgs(p.gobench), " "), strings.Join(res.gobench, "\n"))
 }
 

@@ -21,6 +21,7 @@ import (
 	"github.com/herd-server/herd/internal/herdtest"
 	"github.com/herd-server/herd/protocol"
 	"github.com/herd-server/herd/proxy"
+	"github.com/herd-server/herd/proxy/h1"
 	"github.com/herd-server/herd/scripts"
 	"github.com/herd-server/herd/supervisor"
 )
@@ -32,7 +33,8 @@ import (
 // BenchmarkWorkerDirect is the floor: a fixed uwsgi request written on a leased worker
 // connection and its answer read back, no HTTP. BenchmarkHandler adds the proxy:
 // proxy.Handler.ServeHTTP on an in-memory request (vars, packet, dispatch, response copy).
-// BenchmarkHTTP adds net/http on loopback with a keep-alive Go client in the same process.
+// BenchmarkHTTP adds the HTTP server (herd's h1, and Go's net/http beside it) on loopback
+// with keep-alive Go clients in the same process.
 // Each reports master-us/op (CPU of this test process, the client's too in BenchmarkHTTP)
 // and worker-us/op (CPU of the worker processes): the master's share is what herd's Go side
 // costs per request, the worker's what the Python side does.
@@ -245,18 +247,31 @@ func BenchmarkHandler(b *testing.B) {
 	cpu.report(b)
 }
 
-// BenchmarkHTTP is the whole master on loopback: net/http server, proxy, 2 workers, with
-// 8 concurrent keep-alive clients in this process.
+// BenchmarkHTTP is the whole master on loopback: the HTTP server (h1, herd's own, as on
+// --http; net-http, Go's, as with --h2c), proxy, 2 workers, with 8 concurrent keep-alive
+// clients in this process.
 func BenchmarkHTTP(b *testing.B) {
+	for _, front := range []string{"h1", "net-http"} {
+		b.Run(front, func(b *testing.B) { benchHTTP(b, front) })
+	}
+}
+
+func benchHTTP(b *testing.B, front string) {
 	pool := workers(b, 2)
 	h := &proxy.Handler{Backend: backend{pool}, Log: zerolog.Nop(), BodyBuffer: 1 << 20, TempDir: b.TempDir()}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
 	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = srv.Serve(ln) }()
-	b.Cleanup(func() { _ = srv.Close() })
+	if front == "h1" {
+		srv := &h1.Server{Handler: h, HeaderTimeout: 10 * time.Second}
+		go func() { _ = srv.Serve(ln) }()
+		b.Cleanup(func() { _ = srv.Close() })
+	} else {
+		srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+		go func() { _ = srv.Serve(ln) }()
+		b.Cleanup(func() { _ = srv.Close() })
+	}
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}, Timeout: 30 * time.Second}
 	b.Cleanup(client.CloseIdleConnections)
 	url := "http://" + ln.Addr().String() + "/"
