@@ -10,8 +10,6 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -121,22 +119,11 @@ func selfCPU() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// workerCPU sums utime + stime of the live workers from /proc (USER_HZ = 100).
+// workerCPU sums the CPU time of the live workers.
 func workerCPU(pool *supervisor.Pool) time.Duration {
 	var total time.Duration
 	for _, w := range pool.Workers() {
-		raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", w.Pid))
-		if err != nil {
-			continue
-		}
-		s := string(raw)
-		f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-		if len(f) < 13 {
-			continue
-		}
-		ut, _ := strconv.ParseInt(f[11], 10, 64)
-		st, _ := strconv.ParseInt(f[12], 10, 64)
-		total += time.Duration(ut+st) * 10 * time.Millisecond
+		total += pidCPU(w.Pid)
 	}
 	return total
 }

@@ -105,7 +105,8 @@ func BenchmarkWorkerLink(b *testing.B) {
 	})
 }
 
-// pidCPU is the user + system time of one process, from /proc (USER_HZ = 100).
+// pidCPU is the user + system time of one process, from /proc (USER_HZ = 100); 0 when it
+// is gone.
 func pidCPU(pid int) time.Duration {
 	raw, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
@@ -113,6 +114,9 @@ func pidCPU(pid int) time.Duration {
 	}
 	s := string(raw)
 	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(f) < 13 {
+		return 0
+	}
 	ut, _ := strconv.ParseInt(f[11], 10, 64)
 	st, _ := strconv.ParseInt(f[12], 10, 64)
 	return time.Duration(ut+st) * 10 * time.Millisecond
