@@ -14,14 +14,20 @@ import (
 // one could not take it. Small bodies stay in memory; larger ones spill to a temporary file
 // that is unlinked at once, so it is deleted whatever happens to the process.
 type body struct {
-	mem  []byte
-	file *os.File
-	size int64
+	mem   []byte
+	class int // mem's buffer class (see getBuf); 0 when mem is not pooled
+	file  *os.File
+	size  int64
 }
 
+// Close releases the body: nothing may use it after.
 func (b *body) Close() {
 	if b.file != nil {
 		_ = b.file.Close()
+	}
+	if b.class > 0 {
+		putBuf(b.mem, b.class)
+		b.mem, b.class = nil, 0
 	}
 }
 
@@ -45,6 +51,20 @@ func readBodyFrom(src io.Reader, length, memLimit, maxSize int64, tempDir string
 	}
 	if maxSize > 0 {
 		src = http.MaxBytesReader(nil, io.NopCloser(src), maxSize)
+	}
+	if length > 0 && length <= memLimit {
+		// The length is known and fits: one pooled buffer of that size. (Through a
+		// bytes.Buffer, the read that finds the end needs room past a full buffer, and the
+		// buffer doubled: 3 MiB allocated and cleared per 1 MiB upload.)
+		mem, class := getBuf(int(length))
+		if n, err := io.ReadFull(src, mem); err != nil {
+			putBuf(mem, class)
+			if err == io.ErrUnexpectedEOF || err == io.EOF {
+				return nil, fmt.Errorf("%w: %d of %d bytes", errBadBody, n, length)
+			}
+			return nil, bodyError(err)
+		}
+		return &body{mem: mem, class: max(class, 0), size: length}, nil
 	}
 	var mem bytes.Buffer
 	if length > 0 {

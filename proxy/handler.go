@@ -428,7 +428,11 @@ func (h *Handler) sendBuffered(w http.ResponseWriter, head *ResponseHead, src io
 	case head.ContentLength <= int64(len(*bufp)):
 		body = (*bufp)[:head.ContentLength]
 	default:
-		body = make([]byte, head.ContentLength)
+		// Free again once w.Write returns: every ResponseWriter here has sent or copied
+		// the bytes by then (herd's h1 writes a large body at once, not held back).
+		var class int
+		body, class = getBuf(int(head.ContentLength))
+		defer putBuf(body, class)
 	}
 	if _, err := io.ReadFull(src, body); err != nil {
 		return false, 0, fmt.Errorf("%w: %w", errBodyBeforeHead, err)
