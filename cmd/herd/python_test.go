@@ -2,23 +2,18 @@ package main
 
 import (
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/herd-server/herd/internal/herdtest"
 )
 
-// realPython is an ELF Python binary of this machine (Debian's, under /usr/bin).
+// realPython is Debian's interpreter: an ELF binary, not pyenv's shim script.
 func realPython(t *testing.T) string {
 	t.Helper()
-	for _, p := range []string{"/usr/bin/python3", "/usr/local/bin/python3"} {
-		if _, err := os.Stat(p); err == nil {
-			return p
-		}
-	}
-	t.Skip("no python3 in /usr/bin or /usr/local/bin")
-	return ""
+	return herdtest.RequireTool(t, "/usr/bin/python3", "python3")
 }
 
 // TestResolvePythonRemembers: a real interpreter's check is made once and noted in the cache;
@@ -58,11 +53,7 @@ func TestResolvePythonRemembers(t *testing.T) {
 // binary that is no Python at all: asked, it would fail the check.
 func TestResolvePythonNoteSkipsTheCheck(t *testing.T) {
 	t.Setenv("XDG_CACHE_HOME", t.TempDir())
-	truePath, err := exec.LookPath("true")
-	if err != nil {
-		t.Skip("no true(1)")
-	}
-	b, err := os.ReadFile(truePath)
+	b, err := os.ReadFile(herdtest.RequireTool(t, "true", "coreutils"))
 	if err != nil {
 		t.Fatal(err)
 	}
