@@ -318,19 +318,7 @@ func isTokenByte(c byte) bool {
 	return c < 0x80 && tokenTable[c]
 }
 
-var tokenTable = func() (t [128]bool) {
-	for c := '0'; c <= '9'; c++ {
-		t[c] = true
-	}
-	for c := 'a'; c <= 'z'; c++ {
-		t[c] = true
-		t[c-'a'+'A'] = true
-	}
-	for _, c := range "!#$%&'*+-.^_`|~" {
-		t[c] = true
-	}
-	return t
-}()
+var tokenTable = alnumAnd("!#$%&'*+-.^_`|~")
 
 // validHost is net/http's check of a Host value (httpguts.ValidHostHeader): the bytes a
 // host, a port, an IPv6 literal or a registered name may hold.
@@ -344,7 +332,10 @@ func validHost(h string) bool {
 	return true
 }
 
-var hostTable = func() (t [128]bool) {
+var hostTable = alnumAnd("!$&'()*+,-.:;=[]_~%")
+
+// alnumAnd is the ASCII table of letters, digits and the bytes of extra.
+func alnumAnd(extra string) (t [128]bool) {
 	for c := '0'; c <= '9'; c++ {
 		t[c] = true
 	}
@@ -352,8 +343,8 @@ var hostTable = func() (t [128]bool) {
 		t[c] = true
 		t[c-'a'+'A'] = true
 	}
-	for _, c := range "!$&'()*+,-.:;=[]_~%" {
+	for _, c := range extra {
 		t[c] = true
 	}
 	return t
-}()
+}
