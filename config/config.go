@@ -91,6 +91,7 @@ type Config struct {
 	// Static files (issue 8) adds its options here.
 	Static               []string `key:"static" list:"whole" help:"/PREFIX=DIR: the master serves GET and HEAD of the files under DIR at /PREFIX/... itself (sendfile, ETag, Range, precompressed .br/.gz siblings); a path that is not a file there goes to the app, as uWSGI's static-map; a relative DIR is taken from --chdir (repeatable; HTTP and HTTPS front ends, not --uwsgi-socket)"`
 	StaticFollowSymlinks bool     `key:"static-follow-symlinks" default:"false" help:"serve symlinks under a --static DIR that resolve outside it (refused with 404 by default)"`
+	StaticCache          Size     `key:"static-cache" default:"8MiB" help:"files up to 64 KiB under each --static DIR are kept in memory up to this total, and served while a stat of their path shows them unchanged (inode, size, modification and change times); 0 reads every file from disk"`
 
 	// Reliability and security (issue 9) adds its options here.
 	MaxConnections int           `key:"max-connections" alias:"worker-connections" default:"10000" help:"most client connections the master holds open at once, over every HTTP, HTTPS and uwsgi listener together; more wait in the kernel's listen backlog until one closes. Lowered at start to what the open-file limit allows ((RLIMIT_NOFILE - 256) / 2); 0 means no limit but that"`

@@ -34,6 +34,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Dir is one --static mount: URL paths under Prefix map to files under Path. When Path is a
@@ -85,6 +87,9 @@ type Options struct {
 	// Refused, when set, hears why a path was refused (400, or 404 for an escape), for a
 	// debug log line.
 	Refused func(r *http.Request, why error)
+	// CacheBytes is each mount's budget for files kept in memory (see cache.go); 0 keeps
+	// none.
+	CacheBytes int64
 }
 
 // Handler serves the mounted files and passes every other request to Next.
@@ -98,7 +103,7 @@ type Handler struct {
 func New(dirs []Dir, opts Options, next http.Handler) (*Handler, error) {
 	h := &Handler{next: next, opts: opts}
 	for _, d := range dirs {
-		m, err := newMount(d, opts.FollowSymlinks)
+		m, err := newMount(d, opts.FollowSymlinks, opts.CacheBytes)
 		if err != nil {
 			_ = h.Close()
 			return nil, err
@@ -137,7 +142,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.refuse(w, r, start, http.StatusBadRequest, why)
 		return
 	}
-	f, st, err := m.open(rel)
+	src, err := m.get(rel)
 	switch {
 	case err == nil:
 	case errors.Is(err, fs.ErrNotExist), errors.Is(err, syscall.ENOTDIR), errors.Is(err, errIsDir):
@@ -151,7 +156,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.refuse(w, r, start, http.StatusNotFound, err)
 		return
 	}
-	defer f.Close()
+	defer src.close()
 	rec := w
 	var counted *recorder
 	if h.opts.OnServed != nil {
@@ -159,7 +164,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		defer putRecorder(counted)
 		rec = counted
 	}
-	h.serveFile(rec, r, m, rel, f, st)
+	h.serveFile(rec, r, m, rel, src)
 	if counted != nil {
 		h.opts.OnServed(r, start, counted.status, counted.bytes)
 	}
@@ -215,42 +220,77 @@ func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, start time.Time
 	}
 }
 
-// serveFile answers with f (or a precompressed sibling) through http.ServeContent, which
-// implements the conditional requests, Range (multipart for several ranges) and HEAD; its
-// full-file copy is io.CopyN into the ResponseWriter, which net/http turns into sendfile.
-func (h *Handler) serveFile(w http.ResponseWriter, r *http.Request, m *mount, rel string, f *os.File, st fs.FileInfo) {
+// serveFile answers with src (or a precompressed sibling). A kept file with no condition or
+// range asked goes out here; everything else through http.ServeContent, which implements the
+// conditional requests, Range (multipart for several ranges) and HEAD; its full-file copy is
+// io.CopyN into the ResponseWriter, which net/http turns into sendfile.
+func (h *Handler) serveFile(w http.ResponseWriter, r *http.Request, m *mount, rel string, src source) {
 	hdr := w.Header()
-	ctype := contentType(rel)
+	variant := false
 	if accepted := acceptedEncodings(r.Header.Get("Accept-Encoding")); len(accepted) > 0 {
 		// A client that accepts no coding gets the file without Vary, and no probe for
 		// siblings is made for it (as nginx's gzip_static): caching that answer for every
 		// client is harmless, since every client takes the identity coding.
-		if e, vf, vst, ok := m.openVariant(rel, accepted); ok {
-			defer vf.Close()
+		if e, vsrc, ok := m.openVariant(rel, accepted); ok {
+			defer vsrc.close()
 			hdr.Set("Content-Encoding", e.name)
-			if ctype == "" {
-				ctype = "application/octet-stream" // sniffing would read the compressed bytes
-			}
-			f, st = vf, vst
+			src, variant = vsrc, true
 			hdr.Set("Vary", "Accept-Encoding")
 		} else if m.hasVariant(rel, accepted) {
 			hdr.Set("Vary", "Accept-Encoding") // other clients get a sibling this one refused
 		}
 	}
-	if ctype != "" {
+	ctype := contentType(rel)
+	switch {
+	case ctype == "" && variant:
+		hdr.Set("Content-Type", "application/octet-stream") // sniffing would read the compressed bytes
+	case ctype != "":
 		hdr.Set("Content-Type", ctype)
 	}
-	hdr.Set("ETag", etag(st))
 	if rng := r.Header.Get("Range"); rng != "" && !strings.HasPrefix(rng, "bytes=") {
 		// A range unit other than bytes must be ignored (RFC 9110 14.2); ServeContent
 		// would answer 416.
 		r.Header.Del("Range")
 	}
+	if kf := src.kept; kf != nil {
+		hdr["Etag"] = kf.etag
+		if !conditional(r.Header) {
+			// What ServeContent answers to a plain GET or HEAD, without its parsing.
+			if ctype == "" && !variant {
+				hdr["Content-Type"] = kf.contentType // sniffed when it was kept
+			}
+			hdr["Accept-Ranges"] = acceptRangesBytes
+			hdr["Content-Length"] = kf.contentLength
+			hdr["Last-Modified"] = kf.lastModified
+			w.WriteHeader(http.StatusOK)
+			if r.Method != http.MethodHead {
+				_, _ = w.Write(kf.body)
+			}
+			return
+		}
+		http.ServeContent(writeOnlyResponse{w}, r, rel, kf.modTime, bytes.NewReader(kf.body))
+		return
+	}
+	f, st := src.f, src.st
+	hdr.Set("ETag", etag(st))
 	if st.Size() <= smallFile {
 		serveSmall(w, r, rel, f, st)
 		return
 	}
 	http.ServeContent(w, r, rel, st.ModTime(), &seekSaver{File: f, size: st.Size()})
+}
+
+var acceptRangesBytes = []string{"bytes"}
+
+// conditional says whether the request asks for a range or a condition: the headers
+// ServeContent acts on.
+func conditional(h http.Header) bool {
+	for _, k := range [...]string{"Range", "If-None-Match", "If-Modified-Since", "If-Match", "If-Unmodified-Since"} {
+		if _, ok := h[k]; ok {
+			return true
+		}
+	}
+	return false
 }
 
 // smallFile: files up to this size are read into memory with one read and go out with the
@@ -336,21 +376,27 @@ type mount struct {
 	file   string // for a file mount: the file's name, else ""
 	follow bool
 
-	root      atomic.Pointer[rootHandle]
-	nextCheck atomic.Int64 // unix nanoseconds
-	renewing  sync.Mutex
+	cacheBytes int64
+	root       atomic.Pointer[rootHandle]
+	nextCheck  atomic.Int64 // unix nanoseconds
+	renewing   sync.Mutex
 }
 
-// rootHandle is an open directory and what it was opened as.
+// rootHandle is an open directory and what it was opened as, with the files kept from it.
+// Under FollowSymlinks it has no root, only the cache.
 type rootHandle struct {
 	root *os.Root
 	st   fs.FileInfo
+
+	cache *fileCache // nil: none kept
+	mu    sync.RWMutex
+	dirFD int // the directory again, for the cache's stat (os.Root shows no descriptor); -1 once closed
 }
 
 const rootCheckInterval = time.Second
 
-func newMount(d Dir, follow bool) (*mount, error) {
-	m := &mount{prefix: d.Prefix, dir: d.Path, follow: follow}
+func newMount(d Dir, follow bool, cacheBytes int64) (*mount, error) {
+	m := &mount{prefix: d.Prefix, dir: d.Path, follow: follow, cacheBytes: cacheBytes}
 	st, err := os.Stat(d.Path)
 	if err != nil {
 		return nil, fmt.Errorf("static %s: %w", d.Prefix, err)
@@ -358,18 +404,20 @@ func newMount(d Dir, follow bool) (*mount, error) {
 	if !st.IsDir() {
 		m.dir, m.file = filepath.Dir(d.Path), filepath.Base(d.Path)
 	}
-	if !follow {
-		rh, err := openRoot(m.dir)
-		if err != nil {
-			return nil, fmt.Errorf("static %s: %w", d.Prefix, err)
-		}
-		m.root.Store(rh)
-		m.nextCheck.Store(time.Now().Add(rootCheckInterval).UnixNano())
+	if follow {
+		m.root.Store(&rootHandle{cache: newFileCache(cacheBytes), dirFD: -1})
+		return m, nil
 	}
+	rh, err := openRoot(m.dir, cacheBytes)
+	if err != nil {
+		return nil, fmt.Errorf("static %s: %w", d.Prefix, err)
+	}
+	m.root.Store(rh)
+	m.nextCheck.Store(time.Now().Add(rootCheckInterval).UnixNano())
 	return m, nil
 }
 
-func openRoot(dir string) (*rootHandle, error) {
+func openRoot(dir string, cacheBytes int64) (*rootHandle, error) {
 	root, err := os.OpenRoot(dir)
 	if err != nil {
 		return nil, err
@@ -379,12 +427,42 @@ func openRoot(dir string) (*rootHandle, error) {
 		_ = root.Close()
 		return nil, err
 	}
-	return &rootHandle{root: root, st: st}, nil
+	rh := &rootHandle{root: root, st: st, dirFD: -1}
+	if cacheBytes > 0 {
+		// The cache's stat needs a descriptor of the same directory: if dir was flipped
+		// between the two opens, this handle keeps nothing.
+		fd, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		var fst unix.Stat_t
+		if err == nil && unix.Fstat(fd, &fst) == nil && sameDir(st, &fst) {
+			rh.dirFD, rh.cache = fd, newFileCache(cacheBytes)
+		} else if err == nil {
+			_ = unix.Close(fd)
+		}
+	}
+	return rh, nil
+}
+
+func sameDir(info fs.FileInfo, st *unix.Stat_t) bool {
+	sys, ok := info.Sys().(*syscall.Stat_t)
+	return ok && sys.Dev == st.Dev && sys.Ino == st.Ino
+}
+
+func (rh *rootHandle) close() error {
+	rh.mu.Lock()
+	if rh.dirFD >= 0 {
+		_ = unix.Close(rh.dirFD)
+		rh.dirFD = -1
+	}
+	rh.mu.Unlock()
+	if rh.root == nil {
+		return nil
+	}
+	return rh.root.Close()
 }
 
 func (m *mount) close() error {
 	if rh := m.root.Swap(nil); rh != nil {
-		return rh.root.Close()
+		return rh.close()
 	}
 	return nil
 }
@@ -392,6 +470,9 @@ func (m *mount) close() error {
 // currentRoot is the directory handle, renewed if the path now names another directory.
 func (m *mount) currentRoot() *rootHandle {
 	rh := m.root.Load()
+	if m.follow {
+		return rh
+	}
 	now := time.Now().UnixNano()
 	if now < m.nextCheck.Load() || !m.renewing.TryLock() {
 		return rh
@@ -402,14 +483,14 @@ func (m *mount) currentRoot() *rootHandle {
 	if err != nil || rh == nil || os.SameFile(st, rh.st) {
 		return rh
 	}
-	fresh, err := openRoot(m.dir)
+	fresh, err := openRoot(m.dir, m.cacheBytes)
 	if err != nil {
 		return rh
 	}
 	m.root.Store(fresh)
 	// Requests that took the old handle and open after this Close get ErrClosed, and retry
-	// with the new one (open).
-	_ = rh.root.Close()
+	// with the new one (open); its kept files go with it.
+	_ = rh.close()
 	return fresh
 }
 
@@ -417,8 +498,39 @@ func (m *mount) currentRoot() *rootHandle {
 // not regular right after); it changes nothing for regular files.
 const openFlags = os.O_RDONLY | syscall.O_NONBLOCK
 
-// open opens rel under the mount: a regular file, with its FileInfo.
-func (m *mount) open(rel string) (*os.File, fs.FileInfo, error) {
+// source is a file to answer with: kept in memory, or open.
+type source struct {
+	kept *cachedFile
+	f    *os.File
+	st   fs.FileInfo
+}
+
+func (s source) close() {
+	if s.f != nil {
+		_ = s.f.Close()
+	}
+}
+
+// get finds rel under the mount: a kept file, or the open file (kept now if it can be).
+func (m *mount) get(rel string) (source, error) {
+	rh := m.currentRoot()
+	if kf := m.cached(rh, rel); kf != nil {
+		return source{kept: kf}, nil
+	}
+	f, st, err := m.open(rh, rel)
+	if err != nil {
+		return source{}, err
+	}
+	if kf := m.keep(rh, rel, f, st); kf != nil {
+		_ = f.Close()
+		return source{kept: kf}, nil
+	}
+	return source{f: f, st: st}, nil
+}
+
+// open opens rel under the mount (rh is its current handle): a regular file, with its
+// FileInfo.
+func (m *mount) open(rh *rootHandle, rel string) (*os.File, fs.FileInfo, error) {
 	if rel == "" {
 		rel = "." // the prefix itself names the directory
 	}
@@ -427,7 +539,6 @@ func (m *mount) open(rel string) (*os.File, fs.FileInfo, error) {
 	if m.follow {
 		f, err = os.OpenFile(filepath.Join(m.dir, filepath.FromSlash(rel)), openFlags, 0)
 	} else {
-		rh := m.currentRoot()
 		if rh == nil {
 			return nil, nil, os.ErrClosed
 		}
@@ -466,14 +577,14 @@ func isEscape(err error) bool {
 		!errors.Is(err, syscall.ENOTDIR) && !errors.Is(err, syscall.ELOOP) && !errors.Is(err, os.ErrClosed)
 }
 
-// openVariant opens the first precompressed sibling of rel in the client's order of preference.
-func (m *mount) openVariant(rel string, accepted []encoding) (encoding, *os.File, fs.FileInfo, bool) {
+// openVariant finds the first precompressed sibling of rel in the client's order of preference.
+func (m *mount) openVariant(rel string, accepted []encoding) (encoding, source, bool) {
 	for _, e := range accepted {
-		if f, st, err := m.open(rel + e.suffix); err == nil {
-			return e, f, st, true
+		if src, err := m.get(rel + e.suffix); err == nil {
+			return e, src, true
 		}
 	}
-	return encoding{}, nil, nil, false
+	return encoding{}, source{}, false
 }
 
 // hasVariant says whether rel has a precompressed sibling in a coding not in tried.
@@ -482,8 +593,8 @@ func (m *mount) hasVariant(rel string, tried []encoding) bool {
 		if slices.Contains(tried, e) {
 			continue
 		}
-		if f, _, err := m.open(rel + e.suffix); err == nil {
-			_ = f.Close()
+		if src, err := m.get(rel + e.suffix); err == nil {
+			src.close()
 			return true
 		}
 	}

@@ -128,6 +128,12 @@ func TestMatch(t *testing.T) {
 // TestDirectorySwap: a deployment that flips a "current" symlink to a new release is
 // served from the new one within a second or so, without a restart.
 func TestDirectorySwap(t *testing.T) {
+	for _, cache := range []int64{0, 1 << 20} {
+		t.Run(fmt.Sprintf("cache %d", cache), func(t *testing.T) { testDirectorySwap(t, cache) })
+	}
+}
+
+func testDirectorySwap(t *testing.T, cacheBytes int64) {
 	base := t.TempDir()
 	for _, rel := range []string{"r1", "r2"} {
 		if err := os.MkdirAll(filepath.Join(base, rel), 0o755); err != nil {
@@ -141,7 +147,8 @@ func TestDirectorySwap(t *testing.T) {
 	if err := os.Symlink("r1", current); err != nil {
 		t.Fatal(err)
 	}
-	h, err := New([]Dir{{Prefix: "/s", Path: current}}, Options{}, http.NotFoundHandler())
+	settle(t) // kept from the first request on, when there is a cache
+	h, err := New([]Dir{{Prefix: "/s", Path: current}}, Options{CacheBytes: cacheBytes}, http.NotFoundHandler())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,8 +158,13 @@ func TestDirectorySwap(t *testing.T) {
 		h.ServeHTTP(w, httptest.NewRequest("GET", "/s/v.txt", nil))
 		return w.Body.String()
 	}
-	if got := get(); got != "r1" {
-		t.Fatalf("before the flip: %q", got)
+	for range 2 {
+		if got := get(); got != "r1" {
+			t.Fatalf("before the flip: %q", got)
+		}
+	}
+	if files, _ := h.Kept(); (files == 1) != (cacheBytes > 0) {
+		t.Fatalf("%d files kept with a cache of %d bytes", files, cacheBytes)
 	}
 	// Flip atomically, as deploy tools do: a new link renamed over the old.
 	if err := os.Symlink("r2", current+".new"); err != nil {
@@ -182,16 +194,25 @@ func benchFiles(b *testing.B) string {
 }
 
 // BenchmarkServeHTTP is the handler alone (open, stat, headers, copy into a recorder): the
-// master's cost per file before the network.
+// master's cost per file before the network, read from disk and kept in memory.
 func BenchmarkServeHTTP(b *testing.B) {
 	dir := benchFiles(b)
-	h, err := New([]Dir{{Prefix: "/static", Path: dir}}, Options{}, http.NotFoundHandler())
-	if err != nil {
-		b.Fatal(err)
+	old := racyWindow
+	racyWindow = 0 // the files do not change: kept from the first request
+	defer func() { racyWindow = old }()
+	for _, cache := range []int64{0, DefaultCacheBytes} {
+		h, err := New([]Dir{{Prefix: "/static", Path: dir}}, Options{CacheBytes: cache}, http.NotFoundHandler())
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer h.Close()
+		benchServeHTTP(b, h, map[bool]string{false: "disk", true: "kept"}[cache > 0])
 	}
-	defer h.Close()
+}
+
+func benchServeHTTP(b *testing.B, h *Handler, how string) {
 	for _, name := range []string{"1k.txt", "64k.txt"} {
-		b.Run(name, func(b *testing.B) {
+		b.Run(how+"/"+name, func(b *testing.B) {
 			req := httptest.NewRequest("GET", "/static/"+name, nil)
 			b.ReportAllocs()
 			for b.Loop() {

@@ -214,7 +214,7 @@ func serve(ctx context.Context, cfg *config.Config) error {
 		closeAll(append(listeners, adminLn))
 		return err
 	}
-	app, closeStatic, err := withStatic(cfg, handler, onDone, log)
+	app, closeStatic, err := withStatic(cfg, handler, onDone, metrics.Registry(), log)
 	if err != nil {
 		closeAll(append(listeners, adminLn))
 		return err

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/herd-server/herd/config"
@@ -16,7 +17,7 @@ import (
 // behind nginx (the uwsgi front end) nginx serves the static files. The files it serves go
 // to the access log and the metrics like the app's requests, with no worker. The func returned releases
 // the directories; it is a no-op without --static.
-func withStatic(cfg *config.Config, app http.Handler, onDone func(*proxy.Record), log zerolog.Logger) (http.Handler, func() error, error) {
+func withStatic(cfg *config.Config, app http.Handler, onDone func(*proxy.Record), reg prometheus.Registerer, log zerolog.Logger) (http.Handler, func() error, error) {
 	if len(cfg.Static) == 0 {
 		return app, func() error { return nil }, nil
 	}
@@ -31,6 +32,7 @@ func withStatic(cfg *config.Config, app http.Handler, onDone func(*proxy.Record)
 	staticLog := log.With().Str("component", "static").Logger()
 	opts := static.Options{
 		FollowSymlinks: cfg.StaticFollowSymlinks,
+		CacheBytes:     int64(cfg.StaticCache),
 		Refused: func(r *http.Request, why error) {
 			staticLog.Debug().Err(why).Str("path", r.URL.Path).Str("remote", r.RemoteAddr).Msg("static path refused")
 		},
@@ -44,6 +46,11 @@ func withStatic(cfg *config.Config, app http.Handler, onDone func(*proxy.Record)
 	if err != nil {
 		return nil, nil, err
 	}
+	reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "herd_static_kept_files", Help: "Small --static files kept in memory (--static-cache)."},
+			func() float64 { files, _ := sh.Kept(); return float64(files) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "herd_static_kept_bytes", Help: "Bytes of the --static files kept in memory (--static-cache)."},
+			func() float64 { _, bytes := sh.Kept(); return float64(bytes) }))
 	for _, d := range dirs {
 		staticLog.Info().Str("prefix", d.Prefix).Str("dir", d.Path).Msg("serving static files")
 	}

@@ -132,12 +132,28 @@ func rawStatic(t *testing.T, addr, target string) (int, string) {
 }
 
 // TestStaticFiles: --static served by the master, every behaviour through a real herd and
-// real HTTP clients.
+// real HTTP clients, once with every file read from disk and once with the small ones kept
+// in memory (the default, once a file has not changed for two seconds).
 func TestStaticFiles(t *testing.T) {
-	st := makeStaticTree(t, t.TempDir())
+	t.Run("from disk", func(t *testing.T) {
+		t.Parallel()
+		testStaticFiles(t, makeStaticTree(t, t.TempDir()), false, "--static-cache", "0")
+	})
+	t.Run("kept in memory", func(t *testing.T) {
+		t.Parallel()
+		st := makeStaticTree(t, t.TempDir())
+		// A file changed within two seconds is not kept (a write in the same clock tick
+		// would not show in its times): every request below must find its file settled.
+		time.Sleep(2100 * time.Millisecond)
+		testStaticFiles(t, st, true)
+	})
+}
+
+func testStaticFiles(t *testing.T, st staticTree, kept bool, extra ...string) {
 	// Debian's interpreter by path: pyenv's python3 shim alone takes seconds on a busy machine.
-	h := herdtest.Start(t, herdtest.Options{Args: []string{"app:app", "--workers", "1", "--python", "/usr/bin/python3",
-		"--static", "/static=" + st.pub, "--static", "/static/deep=" + filepath.Join(st.root, "media")}})
+	args := []string{"app:app", "--workers", "1", "--python", "/usr/bin/python3",
+		"--static", "/static=" + st.pub, "--static", "/static/deep=" + filepath.Join(st.root, "media")}
+	h := herdtest.Start(t, herdtest.Options{Admin: true, Args: append(args, extra...)})
 	h.WaitReady(1, 60*time.Second)
 	c := staticClient()
 	u := h.URL + "/static/"
@@ -404,6 +420,16 @@ func TestStaticFiles(t *testing.T) {
 			t.Fatal("no access line for a static file")
 		}
 	})
+
+	// The answers above are the same either way; the metrics say which path gave them.
+	files, bytes := adminCounter(t, h.AdminURL, "herd_static_kept_files"), adminCounter(t, h.AdminURL, "herd_static_kept_bytes")
+	t.Logf("kept: %.0f files, %.0f bytes", files, bytes)
+	if kept && (files < 5 || bytes < 64<<10) {
+		t.Errorf("%.0f files (%.0f bytes) kept in memory after serving 64k.bin and a dozen small files", files, bytes)
+	}
+	if !kept && files != 0 {
+		t.Errorf("--static-cache 0 kept %.0f files", files)
+	}
 }
 
 // TestStaticUWSGIIni: a uWSGI .ini's static-map (relative to its chdir, and a single file)
