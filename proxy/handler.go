@@ -23,6 +23,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/herd-server/herd/protocol"
+	"github.com/herd-server/herd/proxy/h1"
 )
 
 // Backend hands out worker connections. *supervisor.Pool is the real one; the proxy needs
@@ -97,12 +98,17 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.refuse(w, r, why)
 		return
 	}
-	rec := Record{Request: r, Start: time.Now(), Worker: -1}
+	// The record is pooled: the OnDone hooks (metrics, access log) use it before they return,
+	// and nothing of the exchange outlives ServeHTTP (the spool's sender is waited for).
+	rec := recordPool.Get().(*Record)
+	*rec = Record{Request: r, Start: time.Now(), Worker: -1}
 	defer func() {
 		if h.OnDone != nil {
 			rec.Duration = time.Since(rec.Start)
-			h.OnDone(&rec)
+			h.OnDone(rec)
 		}
+		*rec = Record{}
+		recordPool.Put(rec)
 	}()
 
 	body, err := readBody(r, h.BodyBuffer, h.MaxBodySize, h.TempDir)
@@ -113,7 +119,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer body.Close()
 
 	info := ConnInfo{RemoteAddr: r.RemoteAddr, HTTPS: h.HTTPS || r.TLS != nil, Trusted: h.TrustedProxies}
-	if la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
+	if s, ok := h1.LocalAddrString(r.Context()); ok {
+		info.LocalAddr = s
+	} else if la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
 		info.LocalAddr = la.String()
 	}
 	var varsArr [48]protocol.Var
@@ -123,7 +131,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		rec.Status = h.fail(w, r, errNotMounted)
 		return
 	}
-	if err := h.forward(w, r, vars, body, &rec); errors.Is(err, errAborted) {
+	if err := h.forward(w, r, vars, body, rec); errors.Is(err, errAborted) {
 		// The status line is out already: abort the client connection rather than
 		// pretend the truncated body is whole.
 		panic(http.ErrAbortHandler)
@@ -265,7 +273,7 @@ func clientGone(w http.ResponseWriter) func() bool {
 // and that may be sent behind another request on the same worker connection (the
 // supervisor's: see Lease.Queue and its neighbours there).
 type pipelinedLease interface {
-	Queue(bufs ...[]byte) bool
+	Queue(packet, body []byte) bool
 	BeginWrite()
 	Written()
 	WaitTurn() error

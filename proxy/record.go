@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -36,3 +37,5 @@ func LogAccess(log zerolog.Logger) func(*Record) {
 		ev.Send()
 	}
 }
+
+var recordPool = sync.Pool{New: func() any { return new(Record) }}

@@ -113,9 +113,37 @@ func cgiHeaderKey(name string) (string, bool) {
 		// master has read the whole body and frames it by length.
 		return "", false
 	}
+	if key, ok := commonHeaderKeys[name]; ok {
+		return key, true
+	}
 	if strings.IndexByte(name, '_') >= 0 {
 		return "", false
 	}
+	return makeCGIHeaderKey(name), true
+}
+
+// commonHeaderKeys holds the variables of the headers browsers and proxies send, made once:
+// the rest are made per request.
+var commonHeaderKeys = func() map[string]string {
+	names := []string{
+		"Accept", "Accept-Charset", "Accept-Encoding", "Accept-Language", "Authorization",
+		"Cache-Control", "Connection", "Cookie", "Dnt", "Forwarded", "If-Match",
+		"If-Modified-Since", "If-None-Match", "If-Range", "If-Unmodified-Since", "Origin",
+		"Pragma", "Priority", "Range", "Referer", "Sec-Ch-Ua", "Sec-Ch-Ua-Mobile",
+		"Sec-Ch-Ua-Platform", "Sec-Fetch-Dest", "Sec-Fetch-Mode", "Sec-Fetch-Site",
+		"Sec-Fetch-User", "Te", "Upgrade", "Upgrade-Insecure-Requests", "User-Agent", "Via",
+		"X-Csrftoken", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Port",
+		"X-Forwarded-Proto", "X-Real-Ip", "X-Request-Id", "X-Requested-With",
+	}
+	m := make(map[string]string, len(names))
+	for _, n := range names {
+		m[n] = makeCGIHeaderKey(n)
+	}
+	return m
+}()
+
+// makeCGIHeaderKey is HTTP_ and the name in upper case with - as _.
+func makeCGIHeaderKey(name string) string {
 	b := make([]byte, 0, len(name)+5)
 	b = append(b, "HTTP_"...)
 	for i := 0; i < len(name); i++ {
@@ -128,7 +156,7 @@ func cgiHeaderKey(name string) (string, bool) {
 		}
 		b = append(b, c)
 	}
-	return string(b), true
+	return string(b)
 }
 
 func splitHostPort(addr string) (host, port string) {

@@ -45,7 +45,7 @@ type Pool struct {
 
 	mu      sync.Mutex
 	workers []*Worker // every worker that is not dead, in spawn order
-	waiters []*waiter // FIFO of requests waiting for a slot
+	waiters waitQueue // requests waiting for a slot
 	closed  bool
 	// nextPick is where the next scan of workers starts, just past the last one picked:
 	// equally loaded workers take turns instead of the first in spawn order taking all.
@@ -62,10 +62,6 @@ type Pool struct {
 	pipelining bool
 	// pipelined counts the requests sent that way.
 	pipelined atomic.Uint64
-}
-
-type waiter struct {
-	ch chan grant // buffered: a hand-over never blocks the releaser
 }
 
 // grant is what a waiting request is given: a free slot to connect, or a place behind the
@@ -95,6 +91,20 @@ type slot struct {
 	// poisoned: a follower's request may lie half-written in the connection: it cannot
 	// carry another request once the leader is done.
 	poisoned bool
+
+	// queuedBy is the lease whose request waits in raw's pending bytes (Queue). It is set
+	// and cleared by that lease's goroutine, which does the I/O that sends them, and read
+	// in afterPending, called from that I/O: no lock.
+	queuedBy *Lease
+}
+
+// afterPending is raw's AfterPending, bound once per connection (a bound method per
+// request was an allocation): the queued request is out, the one behind may go.
+func (s *slot) afterPending() {
+	if l := s.queuedBy; l != nil {
+		s.queuedBy = nil
+		l.Written()
+	}
 }
 
 // CurrentRequest is what a busy slot is doing, as the front end described it.
@@ -173,24 +183,25 @@ func (l *Lease) Conn() net.Conn { return l.conn }
 // buffered belong to the connection, not to one response.
 func (l *Lease) Reader() *bufio.Reader { return l.reader }
 
-// Queue makes bufs (the request) go out with the first read of the answer, in the same
-// poll (see internal/rawio): one system call less per request than a write, then a read
-// that finds nothing yet. A request pipelined behind another is written at once instead,
+// Queue makes the request (its uwsgi packet and body) go out with the first read of the
+// answer, in the same poll (see internal/rawio): one system call less per request than a
+// write, then a read that finds nothing yet. A request pipelined behind another is written at once instead,
 // after its leader's. False when the connection cannot: write it then, between
 // BeginWrite and Written.
-func (l *Lease) Queue(bufs ...[]byte) bool {
+func (l *Lease) Queue(packet, body []byte) bool {
 	if l.raw == nil {
 		return false
 	}
 	if l.behind == nil {
-		l.raw.SetPending(bufs...)
+		l.slot.queuedBy = l
+		l.raw.SetPending(packet, body)
 		return true
 	}
 	l.BeginWrite()
 	if l.pool.isLost(l) {
 		l.sendErr = ErrBehindLost
 	} else {
-		l.sendErr = l.raw.Writev(bufs...)
+		l.sendErr = l.raw.Writev(packet, body)
 	}
 	l.Written()
 	return true
@@ -273,6 +284,9 @@ func (l *Lease) Release(reusable bool) {
 		return
 	}
 	l.released = true
+	if l.slot.queuedBy == l {
+		l.slot.queuedBy = nil // its request never went: nothing may call it out later
+	}
 	l.Written()
 	overran := !reusable && !l.deadline.IsZero() && !time.Now().Before(l.deadline)
 	l.pool.releaseLease(l, reusable, overran)
@@ -295,19 +309,18 @@ func (p *Pool) Acquire(ctx context.Context) (*Lease, error) {
 		p.mu.Unlock()
 		return l, nil
 	}
-	if len(p.waiters) >= p.queueSize {
+	if p.waiters.len() >= p.queueSize {
 		p.mu.Unlock()
 		return nil, ErrQueueFull
 	}
-	w := &waiter{ch: make(chan grant, 1)}
-	p.waiters = append(p.waiters, w)
+	w := getWaiter(p.queueTimeout)
+	p.waiters.push(w)
 	p.mu.Unlock()
 
-	timer := time.NewTimer(p.queueTimeout)
-	defer timer.Stop()
 	var err error
 	select {
 	case g := <-w.ch:
+		putWaiter(w)
 		switch {
 		case g.follower != nil:
 			return g.follower, nil
@@ -317,17 +330,20 @@ func (p *Pool) Acquire(ctx context.Context) (*Lease, error) {
 		return p.connect(g.slot)
 	case <-ctx.Done():
 		err = ctx.Err()
-	case <-timer.C:
+	case <-w.timer.C:
 		err = ErrQueueTimeout
 	}
 	p.mu.Lock()
-	if p.removeWaiterLocked(w) {
+	if p.waiters.remove(w) {
 		p.mu.Unlock()
+		putWaiter(w)
 		return nil, err
 	}
 	p.mu.Unlock()
 	// A slot was handed over while we gave up: give it back.
-	switch g := <-w.ch; {
+	g := <-w.ch
+	putWaiter(w)
+	switch {
 	case g.slot != nil:
 		p.giveBack(g.slot)
 	case g.follower != nil:
@@ -362,6 +378,10 @@ func (p *Pool) connect(s *slot) (*Lease, error) {
 		if ok {
 			src = raw
 		}
+		if raw != nil {
+			// The request is out once the pending bytes went (see Queue): a follower may go.
+			raw.AfterPending = s.afterPending
+		}
 		p.mu.Lock()
 		s.conn, s.raw, s.reader = c, raw, bufio.NewReaderSize(src, 16<<10)
 		p.mu.Unlock()
@@ -369,10 +389,6 @@ func (p *Pool) connect(s *slot) (*Lease, error) {
 	p.mu.Lock()
 	lease.conn, lease.raw, lease.reader = s.conn, s.raw, s.reader
 	p.mu.Unlock()
-	if lease.raw != nil {
-		// The request is out once the pending bytes went (see Queue): a follower may go.
-		lease.raw.AfterPending = lease.Written
-	}
 	if p.requestTimeout > 0 {
 		// The deadline makes a stuck worker's read fail in the proxy, which answers 504;
 		// reads and writes both count, so a worker that stops reading the body is caught too.
@@ -554,11 +570,10 @@ func (p *Pool) releaseLease(l *Lease, reusable, overran bool) {
 		}
 		s.leader = f
 		close(f.behind)
-		if f.promoted && len(p.waiters) > 0 && p.pipelining && p.canFollowLocked(w) {
+		if f.promoted && p.waiters.len() > 0 && p.pipelining && p.canFollowLocked(w) {
 			// Keep the worker's next request waiting on its connection while requests queue:
 			// the oldest waiter goes behind the one just promoted.
-			next := p.waiters[0]
-			p.waiters = p.waiters[1:]
+			next := p.waiters.pop()
 			next.ch <- grant{follower: p.followBehindLocked(s)}
 		}
 		p.afterReleaseLocked(w)
@@ -575,10 +590,9 @@ func (p *Pool) freeSlotLocked(s *slot) {
 	w := s.worker
 	s.leader = nil
 	s.poisoned = false
-	if w.takesRequestsLocked() && len(p.waiters) > 0 {
+	if w.takesRequestsLocked() && p.waiters.len() > 0 {
 		// Hand the slot straight to the oldest waiter: it stays in use, the counts stay.
-		next := p.waiters[0]
-		p.waiters = p.waiters[1:]
+		next := p.waiters.pop()
 		w.Requests++
 		next.ch <- grant{slot: s}
 		return
@@ -593,25 +607,14 @@ func (p *Pool) afterReleaseLocked(w *Worker) {
 	}
 }
 
-func (p *Pool) removeWaiterLocked(w *waiter) bool {
-	for i, x := range p.waiters {
-		if x == w {
-			p.waiters = append(p.waiters[:i], p.waiters[i+1:]...)
-			return true
-		}
-	}
-	return false
-}
-
 // serveWaitersLocked hands free slots to waiting requests, after a worker became ready.
 func (p *Pool) serveWaitersLocked() {
-	for len(p.waiters) > 0 {
+	for p.waiters.len() > 0 {
 		s := p.takeLocked()
 		if s == nil {
 			return
 		}
-		next := p.waiters[0]
-		p.waiters = p.waiters[1:]
+		next := p.waiters.pop()
 		next.ch <- grant{slot: s}
 	}
 }
@@ -701,10 +704,9 @@ func (p *Pool) close() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.closed = true
-	for _, w := range p.waiters {
-		w.ch <- grant{}
+	for p.waiters.len() > 0 {
+		p.waiters.pop().ch <- grant{}
 	}
-	p.waiters = nil
 }
 
 // Snapshot describes the workers for status output and tests.
@@ -743,7 +745,7 @@ func (p *Pool) Pipelined() uint64 { return p.pipelined.Load() }
 func (p *Pool) QueueLen() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return len(p.waiters)
+	return p.waiters.len()
 }
 
 func (s *slot) closeConn() {

@@ -45,6 +45,7 @@ type conn struct {
 	reqBase     http.Request // carries the connection's context into req
 	url         url.URL
 	header      http.Header
+	values      []string // the backing of header's values, reused as header is
 	body        body
 	resp        response
 	handlerDone bool
@@ -73,10 +74,20 @@ func newConn(srv *Server, nc net.Conn) *conn {
 	}
 	base := srv.baseContext()
 	base = context.WithValue(base, http.LocalAddrContextKey, nc.LocalAddr())
+	base = context.WithValue(base, localAddrStringKey{}, nc.LocalAddr().String())
 	c.ctx, c.cancel = context.WithCancel(base)
 	c.reqBase = *(&http.Request{}).WithContext(c.ctx)
 	c.resp.header = http.Header{}
 	return c
+}
+
+type localAddrStringKey struct{}
+
+// LocalAddrString is the string form of the address a request's connection was accepted
+// on, made once per connection: the proxy's SERVER_NAME and SERVER_PORT come from it.
+func LocalAddrString(ctx context.Context) (string, bool) {
+	s, ok := ctx.Value(localAddrStringKey{}).(string)
+	return s, ok
 }
 
 // serve reads and answers requests until the connection ends.
@@ -243,9 +254,20 @@ func (c *conn) serveRequest() bool {
 		c.refuse(errBadTarget)
 		return false
 	}
+	// The header map and its values are the connection's, as the Request is: a handler
+	// must not keep them past its return.
 	clear(c.header)
-	for _, f := range hd.fields {
-		c.header[f.name] = append(c.header[f.name], f.value)
+	if cap(c.values) < len(hd.fields) {
+		c.values = make([]string, 0, max(len(hd.fields), 16))
+	}
+	vals := c.values[:len(hd.fields)]
+	for i, f := range hd.fields {
+		if old, ok := c.header[f.name]; ok {
+			c.header[f.name] = append(old, f.value) // a repeated field: its own array
+			continue
+		}
+		vals[i] = f.value
+		c.header[f.name] = vals[i : i+1 : i+1]
 	}
 	r.Method = hd.method
 	r.URL = &c.url

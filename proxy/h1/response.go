@@ -34,10 +34,11 @@ type response struct {
 	closeAfter  bool // the connection ends with this response
 	isHead      bool
 
-	out  []byte   // committed bytes not sent yet
-	big  [][]byte // large writes to send after out, not copied (see joinLimit)
-	hold []byte   // body bytes written before the commit
-	err  error    // a write to the client failed: the rest is dropped
+	out  []byte    // committed bytes not sent yet
+	big  [][]byte  // large writes to send after out, not copied (see joinLimit)
+	one  [1][]byte // pending's answer when big is empty
+	hold []byte    // body bytes written before the commit
+	err  error     // a write to the client failed: the rest is dropped
 
 	// outBuf and holdBuf are the connection's buffers, kept from one response to the next
 	// while they stay small: an idle connection should not pin a large one.
@@ -320,7 +321,8 @@ func (w *response) pending() [][]byte {
 	if len(w.out) == 0 {
 		return nil
 	}
-	return append(w.big, w.out)
+	w.one[0] = w.out
+	return w.one[:]
 }
 
 func appendStatusLine(b []byte, code int) []byte {
