@@ -119,14 +119,28 @@ func AppendPacket(dst []byte, modifier2 uint8, vars []Var) ([]byte, error) {
 }
 
 // DecodeVars parses a vars block (exactly the DataSize bytes after the header). The returned
-// strings are copies: b may be reused by the caller.
+// strings are copies: b may be reused by the caller. They all share one copy of the block
+// (one allocation, not two per var), so any of them keeps the whole block alive. The slice
+// has room for a few vars more.
 func DecodeVars(b []byte) ([]Var, error) {
-	var vars []Var
-	err := WalkVars(b, func(k, v []byte) error {
-		vars = append(vars, Var{Key: string(k), Value: string(v)})
-		return nil
-	})
-	return vars, err
+	n := 0
+	if err := WalkVars(b, func(_, _ []byte) error { n++; return nil }); err != nil {
+		return nil, err
+	}
+	if n == 0 {
+		return nil, nil
+	}
+	s := string(b)
+	vars := make([]Var, 0, n+4)
+	for len(s) > 0 {
+		kn := int(s[0]) | int(s[1])<<8
+		key := s[2 : 2+kn]
+		s = s[2+kn:]
+		vn := int(s[0]) | int(s[1])<<8
+		vars = append(vars, Var{Key: key, Value: s[2 : 2+vn]})
+		s = s[2+vn:]
+	}
+	return vars, nil
 }
 
 // WalkVars calls fn for each key/value of a vars block without copying; k and v alias b and

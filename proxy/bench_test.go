@@ -2,6 +2,7 @@ package proxy_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -277,6 +278,66 @@ func benchHTTP(b *testing.B, front string) {
 			resp.Body.Close()
 			if resp.StatusCode != 200 {
 				b.Errorf("status %d", resp.StatusCode)
+				return
+			}
+		}
+	})
+	b.StopTimer()
+	cpu.report(b)
+}
+
+// BenchmarkUwsgiFront is the uwsgi front end as nginx uses it (uwsgi_pass): a new Unix
+// connection per request, nginx's vars, the answer read to the connection's end; 2 workers.
+func BenchmarkUwsgiFront(b *testing.B) {
+	pool := workers(b, 2)
+	h := &proxy.Handler{Backend: backend{pool}, Log: zerolog.Nop(), BodyBuffer: 1 << 20, TempDir: b.TempDir()}
+	sock := filepath.Join(b.TempDir(), "front.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := &proxy.UwsgiServer{Handler: h, HeadTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	b.Cleanup(func() { _ = srv.Close() })
+	packet, err := protocol.AppendPacket(nil, 0, []protocol.Var{
+		{Key: "QUERY_STRING", Value: ""}, {Key: "REQUEST_METHOD", Value: "GET"},
+		{Key: "CONTENT_TYPE", Value: ""}, {Key: "CONTENT_LENGTH", Value: ""},
+		{Key: "REQUEST_URI", Value: "/"}, {Key: "PATH_INFO", Value: "/"},
+		{Key: "DOCUMENT_ROOT", Value: "/usr/share/nginx/html"}, {Key: "SERVER_PROTOCOL", Value: "HTTP/1.1"},
+		{Key: "REQUEST_SCHEME", Value: "http"}, {Key: "REMOTE_ADDR", Value: "127.0.0.1"},
+		{Key: "REMOTE_PORT", Value: "40000"}, {Key: "SERVER_PORT", Value: "8080"},
+		{Key: "SERVER_NAME", Value: ""}, {Key: "HTTP_HOST", Value: "127.0.0.1:8080"},
+		{Key: "HTTP_USER_AGENT", Value: "wrk"},
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.SetParallelism(4)
+	b.ResetTimer()
+	cpu := startCPU(pool)
+	b.RunParallel(func(pb *testing.PB) {
+		buf := make([]byte, 4096)
+		for pb.Next() {
+			c, err := net.Dial("unix", sock)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			if _, err := c.Write(packet); err != nil {
+				b.Error(err)
+			}
+			n := 0
+			for {
+				m, err := c.Read(buf[n:])
+				n += m
+				if err != nil {
+					break
+				}
+			}
+			c.Close()
+			if !bytes.HasPrefix(buf[:n], []byte("HTTP/1.1 200 OK")) {
+				b.Errorf("answer %q", buf[:n])
 				return
 			}
 		}

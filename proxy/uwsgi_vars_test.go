@@ -2,7 +2,10 @@ package proxy
 
 import (
 	"errors"
+	"fmt"
+	"math/rand/v2"
 	"reflect"
+	"slices"
 	"testing"
 
 	"github.com/herd-server/herd/protocol"
@@ -136,5 +139,63 @@ func TestMountVars(t *testing.T) {
 				t.Errorf("got %v %v, want %v %v", got, ok, tt.want, tt.accepted)
 			}
 		})
+	}
+}
+
+// TestVarSetAgainstMap: the in-place set (a scan for few vars, a map for many) keeps the
+// same vars in the same order as a plain map-and-list model, for random sets, drops and
+// returns of keys on both sides of scanLimit.
+func TestVarSetAgainstMap(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	for round := range 2000 {
+		n := rng.IntN(2 * scanLimit)
+		keys := 1 + rng.IntN(n+1)
+		in := make([]protocol.Var, n)
+		for i := range in {
+			in[i] = protocol.Var{Key: fmt.Sprintf("K%d", rng.IntN(keys)), Value: fmt.Sprint(i)}
+		}
+		drops := map[int]bool{} // positions whose var is a drop of its key instead
+		for i := range in {
+			if rng.IntN(5) == 0 {
+				drops[i] = true
+			}
+		}
+		// The model: a list of places, a map from key to place.
+		var model []protocol.Var
+		place := map[string]int{}
+		for i, v := range in {
+			if drops[i] {
+				if p, ok := place[v.Key]; ok {
+					model[p].Key = ""
+					delete(place, v.Key)
+				}
+				continue
+			}
+			if p, ok := place[v.Key]; ok {
+				model[p].Value = v.Value
+				continue
+			}
+			place[v.Key] = len(model)
+			model = append(model, v)
+		}
+		want := []protocol.Var{}
+		for _, v := range model {
+			if v.Key != "" {
+				want = append(want, v)
+			}
+		}
+		// As frontEndVars does: the set writes into the very slice being walked.
+		walked := slices.Clone(in)
+		set := newVarSet(walked)
+		for i, v := range walked {
+			if drops[i] {
+				set.drop(v.Key)
+			} else {
+				set.set(v)
+			}
+		}
+		if got := append([]protocol.Var{}, set.vars()...); !reflect.DeepEqual(got, want) {
+			t.Fatalf("round %d (%d vars, %d keys):\n got %v\nwant %v", round, n, keys, got, want)
+		}
 	}
 }

@@ -24,6 +24,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync"
 	"syscall"
 	"unsafe"
 )
@@ -68,6 +69,37 @@ func New(c net.Conn) (*Conn, bool) {
 	conn := &Conn{Conn: c, rc: rc}
 	conn.readCB, conn.pendingCB, conn.writeCB = conn.readStep, conn.pendingStep, conn.writeStep
 	return conn, true
+}
+
+// conns keeps Conns for Get: a connection per request (nginx's uwsgi_pass) made a Conn and
+// bound its three callbacks every time.
+var conns = sync.Pool{New: func() any {
+	conn := &Conn{}
+	conn.readCB, conn.pendingCB, conn.writeCB = conn.readStep, conn.pendingStep, conn.writeStep
+	return conn
+}}
+
+// Get is New with a Conn from a pool; Put gives it back once c is closed and no goroutine
+// uses it any more.
+func Get(c net.Conn) (*Conn, bool) {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return nil, false
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return nil, false
+	}
+	conn := conns.Get().(*Conn)
+	conn.Conn, conn.rc = c, rc
+	return conn, true
+}
+
+// Put returns a Conn from Get to the pool.
+func Put(c *Conn) {
+	readCB, pendingCB, writeCB := c.readCB, c.pendingCB, c.writeCB
+	*c = Conn{readCB: readCB, pendingCB: pendingCB, writeCB: writeCB}
+	conns.Put(c)
 }
 
 // SetPending queues bufs to be written by the next Read, before it waits for the peer's
