@@ -39,6 +39,7 @@ type Config struct {
 	GracefulTimeout time.Duration `key:"graceful-timeout" default:"30s" help:"on stop, how long requests in flight may take before workers are killed"`
 
 	BodyBuffer  Size `key:"body-buffer" default:"1MiB" help:"request bodies up to this size are held in memory; larger ones spill to a temporary file"`
+	BodyMemory  Size `key:"body-memory" default:"64MiB" help:"request bodies held in memory at once, across all requests: past it a body spills to a temporary file even under --body-buffer, so many concurrent uploads cannot grow the master without bound; 0 means no bound"`
 	MaxBodySize Size `key:"max-body-size" default:"0" help:"larger request bodies are refused with 413; 0 means no limit"`
 
 	// Conformance and front ends (issue 3) add their options here.
@@ -218,7 +219,7 @@ func (c *Config) Validate() error {
 	if c.MasterProcs < 0 {
 		add("master-procs", "must not be negative")
 	}
-	if c.BodyBuffer < 0 || c.MaxBodySize < 0 || c.ResponseBuffer < 0 {
+	if c.BodyBuffer < 0 || c.MaxBodySize < 0 || c.ResponseBuffer < 0 || c.BodyMemory < 0 {
 		add("body-buffer", "sizes must not be negative")
 	}
 	for i, spec := range c.Static {

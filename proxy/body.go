@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"sync/atomic"
 )
 
 // body is a request body the master has read in full before choosing a worker, so a slow
@@ -18,6 +19,9 @@ type body struct {
 	class int // mem's buffer class (see getBuf); 0 when mem is not pooled
 	file  *os.File
 	size  int64
+
+	budget   *budget // what reserved is given back to
+	reserved int64
 }
 
 // Close releases the body: nothing may use it after.
@@ -29,20 +33,74 @@ func (b *body) Close() {
 		putBuf(b.mem, b.class)
 		b.mem, b.class = nil, 0
 	}
+	if b.reserved > 0 {
+		b.budget.give(b.reserved)
+		b.reserved = 0
+	}
 }
+
+// budget is the room left for request bodies in memory (Handler.BodyMemory).
+type budget struct {
+	used atomic.Int64
+}
+
+// take reserves n bytes of limit (0: no limit); false when they are not left.
+func (b *budget) take(n, limit int64) bool {
+	if limit <= 0 {
+		return true
+	}
+	if b.used.Add(n) > limit {
+		b.used.Add(-n)
+		return false
+	}
+	return true
+}
+
+func (b *budget) give(n int64) { b.used.Add(-n) }
 
 var emptyBody = &body{}
 
-func readBody(r *http.Request, memLimit, maxSize int64, tempDir string) (*body, error) {
+func (h *Handler) readBody(r *http.Request) (*body, error) {
 	if r.ContentLength == 0 || r.Body == nil || r.Body == http.NoBody {
 		return emptyBody, nil
 	}
-	return readBodyFrom(r.Body, r.ContentLength, memLimit, maxSize, tempDir)
+	return h.readBodyFrom(r.Body, r.ContentLength)
 }
 
 // readBodyFrom reads a body of length bytes from src, or up to EOF when length is -1. A
 // body shorter than its length is an error: the client left or lied.
-func readBodyFrom(src io.Reader, length, memLimit, maxSize int64, tempDir string) (*body, error) {
+func (h *Handler) readBodyFrom(src io.Reader, length int64) (*body, error) {
+	memLimit, maxSize, tempDir := h.BodyBuffer, h.MaxBodySize, h.TempDir
+	// Room in memory is reserved before the read: the body's length, or for one of unknown
+	// length (chunked) the most it may hold in memory. Without room, it goes to a file.
+	reserve := min(length, memLimit)
+	if length < 0 {
+		reserve = memLimit
+	}
+	switch {
+	case h.BodyMemory <= 0:
+		reserve = 0 // no bound: nothing counted
+	case reserve > 0 && !h.bodyMemory.take(reserve, h.BodyMemory):
+		memLimit, reserve = 0, 0
+	}
+	b, err := readBodyWithin(src, length, memLimit, maxSize, tempDir)
+	switch {
+	case err != nil:
+		h.bodyMemory.give(reserve)
+	case b.file != nil || b == emptyBody:
+		h.bodyMemory.give(reserve) // spilled: nothing of it stays in memory
+	default:
+		if b.size < reserve { // a chunked body shorter than the most it may hold
+			h.bodyMemory.give(reserve - b.size)
+			reserve = b.size
+		}
+		b.budget, b.reserved = &h.bodyMemory, reserve
+	}
+	return b, err
+}
+
+// readBodyWithin reads the body, holding up to memLimit bytes of it in memory.
+func readBodyWithin(src io.Reader, length, memLimit, maxSize int64, tempDir string) (*body, error) {
 	if length == 0 {
 		return emptyBody, nil
 	}
@@ -65,6 +123,15 @@ func readBodyFrom(src io.Reader, length, memLimit, maxSize int64, tempDir string
 			return nil, bodyError(err)
 		}
 		return &body{mem: mem, class: max(class, 0), size: length}, nil
+	}
+	if memLimit == 0 {
+		// No room in memory at all: straight to a file.
+		b, err := spill(nil, src, tempDir)
+		if err == nil && length > 0 && b.size != length {
+			b.Close()
+			return nil, fmt.Errorf("%w: %d of %d bytes", errBadBody, b.size, length)
+		}
+		return b, err
 	}
 	var mem bytes.Buffer
 	if length > 0 {
@@ -99,7 +166,12 @@ func spill(head []byte, rest io.Reader, tempDir string) (*body, error) {
 		_ = f.Close()
 		return nil, fmt.Errorf("spill request body: %w", err)
 	}
-	n, err := io.Copy(f, rest)
+	// Through a pooled 256 KiB buffer: io.Copy into a file made a 32 KiB buffer per body and
+	// wrote 32 KiB at a time (os.File's ReadFrom falls back to that for a reader that is not
+	// a socket, as the HTTP server's body reader is not).
+	buf, class := getBuf(256 << 10)
+	n, err := io.CopyBuffer(writerOnly{f}, rest, buf)
+	putBuf(buf, class)
 	if err != nil {
 		_ = f.Close()
 		return nil, bodyError(err)

@@ -58,6 +58,11 @@ type Handler struct {
 	// BodyBuffer is how much of a request body is held in memory; the rest spills to an
 	// unlinked temporary file in TempDir.
 	BodyBuffer int64
+	// BodyMemory bounds the bodies held in memory at once, across requests: past it a body
+	// spills to a temporary file however small (256 uploads of 1 MiB at once made the
+	// master 290 MiB). 0: no bound.
+	BodyMemory int64
+	bodyMemory budget
 	// MaxBodySize refuses larger bodies with 413; 0 means no limit.
 	MaxBodySize int64
 	TempDir     string
@@ -111,7 +116,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		recordPool.Put(rec)
 	}()
 
-	body, err := readBody(r, h.BodyBuffer, h.MaxBodySize, h.TempDir)
+	body, err := h.readBody(r)
 	if err != nil {
 		rec.Status = h.fail(w, r, err)
 		return

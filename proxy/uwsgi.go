@@ -267,7 +267,7 @@ func (s *UwsgiServer) serveConn(c net.Conn) {
 	}
 	x.idle = idleDeadlineReader{conn: c, r: br, idle: s.BodyIdleTimeout}
 	x.body = io.LimitedReader{R: &x.idle, N: front.contentLength}
-	body, err := readBodyFrom(&x.body, front.contentLength, h.BodyBuffer, h.MaxBodySize, h.TempDir)
+	body, err := h.readBodyFrom(&x.body, front.contentLength)
 	if err != nil {
 		rec.Status = h.fail(w, r, err)
 		return

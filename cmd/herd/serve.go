@@ -198,6 +198,7 @@ func serve(ctx context.Context, cfg *config.Config) error {
 		Log:            log.With().Str("component", "proxy").Logger(),
 		OnDone:         onDone,
 		BodyBuffer:     int64(cfg.BodyBuffer),
+		BodyMemory:     int64(cfg.BodyMemory),
 		MaxBodySize:    int64(cfg.MaxBodySize),
 		ResponseBuffer: int64(cfg.ResponseBuffer),
 		ResponseSpool:  int64(cfg.ResponseSpool),
