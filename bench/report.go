@@ -314,6 +314,10 @@ func renderCommands(b *strings.Builder, e *env, p plan) {
 	b.WriteString("\nTMP/report.lua prints wrk's summary as one line (exact counts, percentiles in microseconds):\n\n```lua\n" + wrkReport + "```\n")
 	b.WriteString("\nnginx runs with this configuration (DIR inside TMP, PASS the backend's socket):\n\n```nginx\n" +
 		strings.NewReplacer("{{DIR}}", "DIR", "{{LISTEN}}", "127.0.0.1:PORT", "{{PASS}}", "PASS").Replace(nginxConf) + "```\n")
+	if _, ok := e.commands["nginx-herd-http/nginx"]; ok {
+		b.WriteString("\nnginx in front of herd's HTTP socket (nginx -> herd (HTTP keep-alive)) runs with this one:\n\n```nginx\n" +
+			strings.NewReplacer("{{DIR}}", "DIR", "{{LISTEN}}", "127.0.0.1:PORT", "{{PASS}}", "PASS").Replace(nginxHTTPConf) + "```\n")
+	}
 	if _, ok := e.commands["nginx-static/nginx"]; ok {
 		b.WriteString("\nnginx serving the static files runs with this configuration (STATIC: the directory herd's --static serves too):\n\n```nginx\n" +
 			strings.NewReplacer("{{DIR}}", "DIR", "{{LISTEN}}", "127.0.0.1:PORT", "{{STATIC}}", "STATIC").Replace(nginxStaticConf) + "```\n")

@@ -108,6 +108,7 @@ func (n notAvailable) Error() string { return "n/a: " + string(n) }
 var allServers = []server{
 	{key: "herd", label: "herd", launch: launchHerd},
 	{key: "nginx-herd", label: "nginx -> herd (uwsgi)", launch: launchNginxHerd},
+	{key: "nginx-herd-http", label: "nginx -> herd (HTTP keep-alive)", launch: launchNginxHerdHTTP},
 	{key: "uwsgi-http-socket", label: "uwsgi --http-socket", launch: launchUwsgiHTTPSocket},
 	{key: "uwsgi-http", label: "uwsgi --http (router)", launch: launchUwsgiRouter},
 	{key: "nginx-uwsgi", label: "nginx -> uwsgi --socket", launch: launchNginxUwsgi},
@@ -245,6 +246,16 @@ func launchNginxHerd(e *env, a app) (*instance, error) {
 	return e.behindNginx("nginx-herd", a, "herd", herdArgs, pass)
 }
 
+// launchNginxHerdHTTP is nginx in front of herd's HTTP socket with keep-alive upstream
+// connections (proxy_pass), as docs/deploy.md advises: nginx's uwsgi_pass opens a connection
+// per request, and accepting and closing them costs herd's master more than the request.
+func launchNginxHerdHTTP(e *env, a app) (*instance, error) {
+	sock := filepath.Join(e.tmp, "herd-http.sock")
+	_ = os.Remove(sock)
+	herdArgs := e.herdArgs(a, "unix:"+sock)
+	return e.behindNginxConf("nginx-herd-http", a, "herd", herdArgs, "unix:"+sock, nginxHTTPConf)
+}
+
 func (e *env) uwsgiArgs(a app) []string {
 	return []string{"uwsgi", "--plugin", "python3", "--master", "--processes", fmt.Sprint(e.workers),
 		"--chdir", e.appDir(), "--module", a.module, "--disable-logging", "--need-app", "--die-on-term",
@@ -325,8 +336,44 @@ http {
 }
 `
 
+// nginxHTTPConf is nginxConf with an HTTP/1.1 upstream whose connections nginx keeps.
+const nginxHTTPConf = `user root;
+worker_processes auto;
+pid {{DIR}}/nginx.pid;
+error_log {{DIR}}/nginx-error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path {{DIR}}/client_body;
+    proxy_temp_path {{DIR}}/proxy;
+    fastcgi_temp_path {{DIR}}/fastcgi;
+    uwsgi_temp_path {{DIR}}/uwsgi;
+    scgi_temp_path {{DIR}}/scgi;
+    upstream app {
+        server {{PASS}};
+        keepalive 32;
+    }
+    server {
+        listen {{LISTEN}};
+        location / {
+            proxy_pass http://app;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+        }
+    }
+}
+`
+
 // behindNginx starts a uwsgi-protocol backend, then nginx in front of it with uwsgi_pass.
 func (e *env) behindNginx(key string, a app, backend string, backendArgs []string, pass string) (*instance, error) {
+	return e.behindNginxConf(key, a, backend, backendArgs, pass, nginxConf)
+}
+
+// behindNginxConf starts a backend, then nginx in front of it with conf (a template).
+func (e *env) behindNginxConf(key string, a app, backend string, backendArgs []string, pass, template string) (*instance, error) {
 	listen, err := freePort()
 	if err != nil {
 		return nil, err
@@ -335,7 +382,7 @@ func (e *env) behindNginx(key string, a app, backend string, backendArgs []strin
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("nginx dir: %w", err)
 	}
-	conf := strings.NewReplacer("{{DIR}}", dir, "{{LISTEN}}", listen, "{{PASS}}", pass).Replace(nginxConf)
+	conf := strings.NewReplacer("{{DIR}}", dir, "{{LISTEN}}", listen, "{{PASS}}", pass).Replace(template)
 	confPath := filepath.Join(dir, "nginx.conf")
 	if err := os.WriteFile(confPath, []byte(conf), 0o600); err != nil {
 		return nil, fmt.Errorf("nginx config: %w", err)
