@@ -39,7 +39,7 @@ type Config struct {
 	GracefulTimeout time.Duration `key:"graceful-timeout" default:"30s" help:"on stop, how long requests in flight may take before workers are killed"`
 
 	BodyBuffer  Size `key:"body-buffer" default:"1MiB" help:"request bodies up to this size are held in memory; larger ones spill to a temporary file"`
-	BodyMemory  Size `key:"body-memory" default:"64MiB" help:"request bodies held in memory at once, across all requests: past it a body spills to a temporary file even under --body-buffer, so many concurrent uploads cannot grow the master without bound; 0 means no bound"`
+	BodyMemory  Size `key:"body-memory" default:"128MiB" help:"request bodies, and answers over 64 KiB read whole (--response-buffer), held in memory at once across all requests: past it a request body spills to a temporary file even under --body-buffer and an answer goes through a spool file, so many concurrent uploads or large answers cannot grow the master without bound; 0 means no bound"`
 	MaxBodySize Size `key:"max-body-size" default:"0" help:"larger request bodies are refused with 413; 0 means no limit"`
 
 	// Conformance and front ends (issue 3) add their options here.

@@ -166,12 +166,13 @@ func spill(head []byte, rest io.Reader, tempDir string) (*body, error) {
 		_ = f.Close()
 		return nil, fmt.Errorf("spill request body: %w", err)
 	}
-	// Through a pooled 256 KiB buffer: io.Copy into a file made a 32 KiB buffer per body and
-	// wrote 32 KiB at a time (os.File's ReadFrom falls back to that for a reader that is not
-	// a socket, as the HTTP server's body reader is not).
-	buf, class := getBuf(256 << 10)
-	n, err := io.CopyBuffer(writerOnly{f}, rest, buf)
-	putBuf(buf, class)
+	// Through a pooled 64 KiB buffer: io.Copy into a file made a 32 KiB buffer per body (os.File's
+	// ReadFrom falls back to that for a reader that is not a socket, as the HTTP server's body
+	// reader is not). Not larger: many bodies spill at once when --body-memory is full, and
+	// 256 of them held 64 MiB of 256 KiB buffers.
+	bufp := copyBufPool.Get().(*[]byte)
+	n, err := io.CopyBuffer(writerOnly{f}, rest, *bufp)
+	copyBufPool.Put(bufp)
 	if err != nil {
 		_ = f.Close()
 		return nil, bodyError(err)

@@ -3,6 +3,8 @@ package proxy
 import (
 	"net/http"
 	"testing"
+
+	"github.com/herd-server/herd/protocol"
 )
 
 func TestForwardedClient(t *testing.T) {
@@ -43,6 +45,50 @@ func TestForwardedClient(t *testing.T) {
 	for _, bad := range []string{"10.0.0.300", "nonsense", "10.0.0.0/40"} {
 		if _, err := ParseTrustList([]string{bad}); err == nil {
 			t.Errorf("ParseTrustList(%q) accepted it", bad)
+		}
+	}
+}
+
+// TestUnixSocketPeerIsLocal: a peer on a Unix socket (nginx's proxy_pass to unix:PATH) is
+// trusted as 127.0.0.1 is; a TCP peer is judged by its address, as before.
+func TestUnixSocketPeerIsLocal(t *testing.T) {
+	local, err := ParseTrustList([]string{"127.0.0.1", "::1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	remoteOnly, err := ParseTrustList([]string{"10.0.0.0/8"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	get := func(vars []protocol.Var, key string) string {
+		for _, v := range vars {
+			if v.Key == key {
+				return v.Value
+			}
+		}
+		return ""
+	}
+	cases := []struct {
+		name         string
+		remote, addr string
+		trust        *TrustList
+		wantRemote   string
+		wantScheme   string
+	}{
+		{"unix socket, local trusted", "@", "/run/herd/http.sock", local, "203.0.113.9", "https"},
+		{"unix socket with a relative path", "", "app.sock", local, "203.0.113.9", "https"},
+		{"unix socket, only a remote network trusted", "@", "/run/herd/http.sock", remoteOnly, "@", "http"},
+		{"tcp peer not trusted", "192.0.2.7:5000", "127.0.0.1:8000", local, "192.0.2.7", "http"},
+		{"tcp loopback peer", "127.0.0.1:5000", "127.0.0.1:8000", local, "203.0.113.9", "https"},
+	}
+	for _, c := range cases {
+		r, _ := http.NewRequest("GET", "http://example.com/", nil)
+		r.RemoteAddr = c.remote
+		r.Header.Set("X-Forwarded-For", "203.0.113.9")
+		r.Header.Set("X-Forwarded-Proto", "https")
+		vars := RequestVars(nil, r, ConnInfo{RemoteAddr: c.remote, LocalAddr: c.addr, Trusted: c.trust}, 0)
+		if got, scheme := get(vars, "REMOTE_ADDR"), get(vars, "UWSGI_SCHEME"); got != c.wantRemote || scheme != c.wantScheme {
+			t.Errorf("%s: REMOTE_ADDR %q scheme %q, want %q %q", c.name, got, scheme, c.wantRemote, c.wantScheme)
 		}
 	}
 }

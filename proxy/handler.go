@@ -58,9 +58,10 @@ type Handler struct {
 	// BodyBuffer is how much of a request body is held in memory; the rest spills to an
 	// unlinked temporary file in TempDir.
 	BodyBuffer int64
-	// BodyMemory bounds the bodies held in memory at once, across requests: past it a body
-	// spills to a temporary file however small (256 uploads of 1 MiB at once made the
-	// master 290 MiB). 0: no bound.
+	// BodyMemory bounds the request bodies, and the answers over 64 KiB read whole
+	// (ResponseBuffer), held in memory at once across requests: past it a request body
+	// spills to a temporary file however small, and an answer goes through a spool file
+	// (256 uploads of 1 MiB at once made the master 290 MiB). 0: no bound.
 	BodyMemory int64
 	bodyMemory budget
 	// MaxBodySize refuses larger bodies with 413; 0 means no limit.
@@ -96,7 +97,9 @@ var packetPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return 
 // copyBufPool holds the buffers a response body passes through: 64 KiB, so that a body up to
 // that size is read whole without allocating (a 64 KiB make per response cost the master a
 // quarter of its CPU in the allocator and the GC).
-var copyBufPool = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }}
+var copyBufPool = sync.Pool{New: func() any { b := make([]byte, copyBufSize); return &b }}
+
+const copyBufSize = 64 << 10
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if why, ok := parseRejection(r.Method, r.URL.Path); ok {
@@ -390,7 +393,16 @@ func (h *Handler) copyResponse(w http.ResponseWriter, head *ResponseHead, br *bu
 	}
 	body := head.Body(br)
 	if !streaming && head.ContentLength <= h.ResponseBuffer {
-		return h.sendBuffered(w, head, body, br, lease)
+		// A body past the 64 KiB copy buffer takes room from --body-memory while it is held:
+		// without room it goes through a spool file below, as a larger one does.
+		held := int64(0)
+		if !head.NoBody && head.ContentLength > copyBufSize && h.BodyMemory > 0 {
+			held = head.ContentLength
+		}
+		if held == 0 || h.bodyMemory.take(held, h.BodyMemory) {
+			defer h.bodyMemory.give(held)
+			return h.sendBuffered(w, head, body, br, lease)
+		}
 	}
 	if !streaming && !head.NoBody && head.ContentLength <= h.ResponseSpool {
 		if in, out, err := openSpool(h.TempDir); err == nil {

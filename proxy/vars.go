@@ -50,6 +50,12 @@ func RequestVars(dst []protocol.Var, r *http.Request, info ConnInfo, bodyLength 
 		scheme = "https"
 	}
 	peer, _ := netip.ParseAddr(remoteHost)
+	if !peer.IsValid() && isUnixSocket(info.LocalAddr) {
+		// A peer on a Unix socket is a process of this host (the socket's mode chose
+		// which): it is trusted as the local host is, nginx's proxy_pass to unix:PATH
+		// included. gunicorn trusts such peers whatever its list says.
+		peer = netip.AddrFrom4([4]byte{127, 0, 0, 1})
+	}
 	trusted := info.Trusted.Trusts(peer)
 	if trusted {
 		client, fwdScheme := forwardedClient(r.Header, info.Trusted)
@@ -157,6 +163,17 @@ func makeCGIHeaderKey(name string) string {
 		b = append(b, c)
 	}
 	return string(b)
+}
+
+// isUnixSocket says whether a listener's address is a Unix socket's (a path or an abstract
+// name): a TCP listener's is always IP:PORT.
+func isUnixSocket(local string) bool {
+	if local == "" {
+		return false // not known
+	}
+	host, _ := splitHostPort(local)
+	_, err := netip.ParseAddr(host)
+	return err != nil
 }
 
 func splitHostPort(addr string) (host, port string) {

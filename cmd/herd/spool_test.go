@@ -119,3 +119,43 @@ func TestWorkerDyingMidSpoolCutsTheAnswer(t *testing.T) {
 	}
 	resp.Body.Close()
 }
+
+// TestBodyMemoryBoundsBufferedAnswers: an answer under --response-buffer is read whole
+// before the client gets a byte, unless --body-memory has no room for it: it then goes
+// through a spool file, and its first part reaches the client while the app still writes.
+// The control, with no bound, shows the whole answer waited for.
+func TestBodyMemoryBoundsBufferedAnswers(t *testing.T) {
+	for _, c := range []struct {
+		bodyMemory string
+		spooled    bool
+	}{{"1MiB", true}, {"0", false}} {
+		t.Run("body-memory "+c.bodyMemory, func(t *testing.T) {
+			t.Parallel()
+			h := herdtest.Start(t, herdtest.Options{Dir: testAppsDir(t), Args: []string{"fixture:app", "--workers", "1",
+				"--response-buffer", "4MiB", "--body-memory", c.bodyMemory}})
+			h.WaitReady(1, 20*time.Second)
+			const part, parts, pause = 512 << 10, 4, 400 * time.Millisecond
+			start := time.Now()
+			resp, err := herdtest.Client().Get(fmt.Sprintf("%s/bigpaced?n=%d&size=%d&pause=%g", h.URL, parts, part, pause.Seconds()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			if _, err := io.ReadFull(resp.Body, make([]byte, part)); err != nil {
+				t.Fatal(err)
+			}
+			first := time.Since(start)
+			n, err := io.Copy(io.Discard, resp.Body)
+			whole := time.Since(start)
+			if err != nil || n != (parts-1)*part {
+				t.Fatalf("after the first part: %d bytes, %v", n, err)
+			}
+			if whole < (parts-1)*pause {
+				t.Fatalf("whole answer in %v: the app cannot have paused, the test cannot tell", whole)
+			}
+			if early := first < whole-pause; early != c.spooled {
+				t.Fatalf("first part after %v, whole after %v: spooled %v, want %v", first, whole, early, c.spooled)
+			}
+		})
+	}
+}
