@@ -68,8 +68,31 @@ var forwardedHeaders = map[string]bool{
 // isForwardingHeader: one of forwardedHeaders, or any other X-Forwarded-* (X-Forwarded-Prefix,
 // -Server, ...): apps and middleware such as werkzeug's ProxyFix read some of those too, so
 // from an untrusted peer none of them passes.
+//
+// The names are compared without regard to case: Go's HTTP server leaves a name it cannot
+// canonicalize (one holding a space, say "X-ForwArded-For ") as the client wrote it, and its
+// variable would still begin with HTTP_X_FORWARDED_ (FuzzRequestVars found it; herd's own
+// HTTP/1.1 parser refuses such names, the --h2c path through net/http took them).
 func isForwardingHeader(name string) bool {
-	return forwardedHeaders[name] || strings.HasPrefix(name, "X-Forwarded-")
+	if forwardedHeaders[name] {
+		return true
+	}
+	if name == "" {
+		return false
+	}
+	const prefix = "X-Forwarded-"
+	if len(name) >= len(prefix) && strings.EqualFold(name[:len(prefix)], prefix) {
+		return true
+	}
+	switch name[0] { // the rest only for names that could be one in another case
+	case 'x', 'X', 'f', 'F':
+		for k := range forwardedHeaders {
+			if strings.EqualFold(name, k) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // forwardedClient returns the client address and scheme a trusted proxy reports, or ""

@@ -185,9 +185,9 @@ func (l *Lease) Reader() *bufio.Reader { return l.reader }
 
 // Queue makes the request (its uwsgi packet and body) go out with the first read of the
 // answer, in the same poll (see internal/rawio): one system call less per request than a
-// write, then a read that finds nothing yet. A request pipelined behind another is written at once instead,
-// after its leader's. False when the connection cannot: write it then, between
-// BeginWrite and Written.
+// write, then a read that finds nothing yet. A request pipelined behind another is written
+// at once instead, after its leader's. False when the connection cannot: write it then,
+// between BeginWrite and Written.
 func (l *Lease) Queue(packet, body []byte) bool {
 	if l.raw == nil {
 		return false
