@@ -206,8 +206,40 @@ func TestExpectContinue(t *testing.T) {
 	// A handler that never reads: no 100, and the connection closes after the answer.
 	_, addr2 := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { http.Error(w, "no", 413) }))
 	got := exchange(t, addr2, "POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n", 2*time.Second)
-	if strings.Contains(got, "100 Continue") || !strings.HasPrefix(got, "HTTP/1.1 413") {
+	if strings.Contains(got, "100 Continue") || !strings.HasPrefix(got, "HTTP/1.1 413") || !strings.Contains(got, "Connection: close\r\n") {
 		t.Fatalf("got:\n%s", got)
+	}
+}
+
+// TestUnreadBodySaysClose: a handler that answers without reading a body too long to
+// discard (a 413) gets "Connection: close" in its head, so that no client sends its next
+// request on a connection about to close; a short unread body is discarded and the
+// connection kept, without that header.
+func TestUnreadBodySaysClose(t *testing.T) {
+	_, addr := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { http.Error(w, "too large", 413) }))
+	for _, c := range []struct {
+		length int
+		closes bool
+	}{{maxDiscard + 1, true}, {2 << 20, true}, {1000, false}} {
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The whole body goes, as a client that does not wait for the answer sends it.
+		go func() {
+			_, _ = fmt.Fprintf(conn, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n", c.length)
+			_, _ = conn.Write(make([]byte, c.length))
+		}()
+		_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			t.Fatalf("%d bytes: %v", c.length, err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		if resp.StatusCode != 413 || resp.Close != c.closes {
+			t.Errorf("%d-byte body unread: %d, Connection: close %v, want %v", c.length, resp.StatusCode, resp.Close, c.closes)
+		}
+		conn.Close()
 	}
 }
 
