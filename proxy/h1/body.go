@@ -178,14 +178,14 @@ func (b *body) Close() error { return nil }
 // connection for the next request, as net/http does; past it the connection closes.
 const maxDiscard = 256 << 10
 
-// tooLongToDiscard says, before any discarding, that the body's unread rest is known to be
-// longer than maxDiscard (or the client still waits for 100 Continue): the connection will
-// close after the response.
+// tooLongToDiscard says that the body's unread rest is not one discard will read: longer
+// than maxDiscard, of unknown length (chunked), or not coming (the client waits for 100
+// Continue). The connection then closes after the response.
 func (b *body) tooLongToDiscard() bool {
 	if b.done() || b.failed() {
 		return false
 	}
-	return b.expectContinue || !b.chunked && b.left > maxDiscard
+	return b.expectContinue || b.chunked || b.left > maxDiscard
 }
 
 // discard reads the rest of the body up to maxDiscard; false when the connection cannot

@@ -303,12 +303,6 @@ func (c *conn) serveRequest() bool {
 	if aborted {
 		return false
 	}
-	if !w.committed && c.body.tooLongToDiscard() {
-		// The body will not be read to its end (a 413, say): the head must say the
-		// connection closes, or a client may send its next request on it (net/http does
-		// the same past its 256 KiB).
-		w.closeAfter = true
-	}
 	w.finish()
 	keep := !w.closeAfter && !c.body.failed()
 	if keep && !c.body.done() {

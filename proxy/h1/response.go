@@ -229,6 +229,15 @@ type writerOnly struct{ io.Writer }
 func (w *response) commit() {
 	w.committed = true
 	c := w.c
+	if c.body.tooLongToDiscard() {
+		// A head going out means the handler is done with the request body (herd's read
+		// theirs whole before answering, or refuse it unread: a 413). A rest longer than
+		// what is discarded after the answer, or of unknown length, means the connection
+		// closes: the head says so, or a client could send its next request on it (net/http
+		// does the same past its 256 KiB). Nothing is read here: a client that stopped
+		// sending still gets its answer at once.
+		w.closeAfter = true
+	}
 	if w.declared < 0 && !w.noBody {
 		switch {
 		case c.handlerDone:
