@@ -312,21 +312,28 @@ func launchGoHello(e *env, a app) (*instance, error) {
 	return e.launchAll("go-hello", a, "http://"+addr, map[string][]string{"go-hello": args}, []string{"go-hello"})
 }
 
-// nginxConf is the configuration nginx runs with: everything it writes stays in dir, and it
-// runs as root because the benchmark does (its workers must reach the sockets in dir).
-const nginxConf = `user root;
+// nginxHead and nginxTempPaths begin every nginx configuration of the benchmark: everything
+// nginx writes stays in dir, and it runs as root because the benchmark does (its workers
+// must reach the sockets in dir).
+const (
+	nginxHead = `user root;
 worker_processes auto;
 pid {{DIR}}/nginx.pid;
 error_log {{DIR}}/nginx-error.log warn;
 events { worker_connections 4096; }
 http {
     access_log off;
-    client_body_temp_path {{DIR}}/client_body;
+`
+	nginxTempPaths = `    client_body_temp_path {{DIR}}/client_body;
     proxy_temp_path {{DIR}}/proxy;
     fastcgi_temp_path {{DIR}}/fastcgi;
     uwsgi_temp_path {{DIR}}/uwsgi;
     scgi_temp_path {{DIR}}/scgi;
-    server {
+`
+)
+
+// nginxConf is the configuration nginx runs with in front of a uwsgi backend.
+const nginxConf = nginxHead + nginxTempPaths + `    server {
         listen {{LISTEN}};
         location / {
             include /etc/nginx/uwsgi_params;
@@ -337,19 +344,7 @@ http {
 `
 
 // nginxHTTPConf is nginxConf with an HTTP/1.1 upstream whose connections nginx keeps.
-const nginxHTTPConf = `user root;
-worker_processes auto;
-pid {{DIR}}/nginx.pid;
-error_log {{DIR}}/nginx-error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    client_body_temp_path {{DIR}}/client_body;
-    proxy_temp_path {{DIR}}/proxy;
-    fastcgi_temp_path {{DIR}}/fastcgi;
-    uwsgi_temp_path {{DIR}}/uwsgi;
-    scgi_temp_path {{DIR}}/scgi;
-    upstream app {
+const nginxHTTPConf = nginxHead + nginxTempPaths + `    upstream app {
         server {{PASS}};
         keepalive 32;
     }

@@ -60,23 +60,11 @@ func (e *env) staticArgs(a app) ([]string, error) {
 // nginx.conf turns on for files (sendfile, tcp_nopush); ETag and Last-Modified are nginx's
 // defaults. keepalive_requests is raised so that nginx, like herd, never closes a
 // keep-alive connection after a count (its default of 1000 would make wrk reconnect).
-const nginxStaticConf = `user root;
-worker_processes auto;
-pid {{DIR}}/nginx.pid;
-error_log {{DIR}}/nginx-error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    sendfile on;
+const nginxStaticConf = nginxHead + `    sendfile on;
     tcp_nopush on;
     keepalive_requests 1000000;
     types { text/plain txt; }
-    client_body_temp_path {{DIR}}/client_body;
-    proxy_temp_path {{DIR}}/proxy;
-    fastcgi_temp_path {{DIR}}/fastcgi;
-    uwsgi_temp_path {{DIR}}/uwsgi;
-    scgi_temp_path {{DIR}}/scgi;
-    server {
+` + nginxTempPaths + `    server {
         listen {{LISTEN}};
         location /static/ {
             alias {{STATIC}}/;

@@ -68,29 +68,9 @@ func TestSpooledAnswerStartsAtOnce(t *testing.T) {
 		"--response-buffer", "1MiB"}})
 	h.WaitReady(1, 20*time.Second)
 	const part, parts, pause = 1 << 20, 4, 400 * time.Millisecond
-	start := time.Now()
-	resp, err := herdtest.Client().Get(fmt.Sprintf("%s/bigpaced?n=%d&size=%d&pause=%g", h.URL, parts, part, pause.Seconds()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	if resp.ContentLength != parts*part {
-		t.Fatalf("Content-Length %d, want %d", resp.ContentLength, parts*part)
-	}
-	if _, err := io.ReadFull(resp.Body, make([]byte, part)); err != nil {
-		t.Fatal(err)
-	}
-	first := time.Since(start)
-	n, err := io.Copy(io.Discard, resp.Body)
-	whole := time.Since(start)
-	if err != nil || n != (parts-1)*part {
-		t.Fatalf("after the first part: %d bytes, %v", n, err)
-	}
 	// The app takes 3 pauses (1.2 s) to write it all; the first part is there after about
 	// a Python start's worth of nothing.
-	if whole < (parts-1)*pause {
-		t.Fatalf("whole answer in %v: the app cannot have paused, the test cannot tell", whole)
-	}
+	first, whole := timePacedAnswer(t, h.URL, part, parts, pause)
 	if first > whole-pause {
 		t.Fatalf("first megabyte after %v, the whole answer after %v: the client waited for the spool to fill", first, whole)
 	}
@@ -135,27 +115,39 @@ func TestBodyMemoryBoundsBufferedAnswers(t *testing.T) {
 				"--response-buffer", "4MiB", "--body-memory", c.bodyMemory}})
 			h.WaitReady(1, 20*time.Second)
 			const part, parts, pause = 512 << 10, 4, 400 * time.Millisecond
-			start := time.Now()
-			resp, err := herdtest.Client().Get(fmt.Sprintf("%s/bigpaced?n=%d&size=%d&pause=%g", h.URL, parts, part, pause.Seconds()))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer resp.Body.Close()
-			if _, err := io.ReadFull(resp.Body, make([]byte, part)); err != nil {
-				t.Fatal(err)
-			}
-			first := time.Since(start)
-			n, err := io.Copy(io.Discard, resp.Body)
-			whole := time.Since(start)
-			if err != nil || n != (parts-1)*part {
-				t.Fatalf("after the first part: %d bytes, %v", n, err)
-			}
-			if whole < (parts-1)*pause {
-				t.Fatalf("whole answer in %v: the app cannot have paused, the test cannot tell", whole)
-			}
+			first, whole := timePacedAnswer(t, h.URL, part, parts, pause)
 			if early := first < whole-pause; early != c.spooled {
 				t.Fatalf("first part after %v, whole after %v: spooled %v, want %v", first, whole, early, c.spooled)
 			}
 		})
 	}
+}
+
+// timePacedAnswer asks the fixture app for parts parts of part bytes with pause between
+// them, and returns when the first part and the whole answer arrived. It fails the test
+// when the answer is short, or came too fast for the app to have paused.
+func timePacedAnswer(t *testing.T, url string, part, parts int, pause time.Duration) (first, whole time.Duration) {
+	t.Helper()
+	start := time.Now()
+	resp, err := herdtest.Client().Get(fmt.Sprintf("%s/bigpaced?n=%d&size=%d&pause=%g", url, parts, part, pause.Seconds()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.ContentLength != int64(parts*part) {
+		t.Fatalf("Content-Length %d, want %d", resp.ContentLength, parts*part)
+	}
+	if _, err := io.ReadFull(resp.Body, make([]byte, part)); err != nil {
+		t.Fatal(err)
+	}
+	first = time.Since(start)
+	n, err := io.Copy(io.Discard, resp.Body)
+	whole = time.Since(start)
+	if err != nil || n != int64((parts-1)*part) {
+		t.Fatalf("after the first part: %d bytes, %v", n, err)
+	}
+	if whole < time.Duration(parts-1)*pause {
+		t.Fatalf("whole answer in %v: the app cannot have paused, the test cannot tell", whole)
+	}
+	return first, whole
 }

@@ -58,30 +58,27 @@ type Conn struct {
 // New wraps c; ok is false when c has no file descriptor to use (a TLS connection, a pipe):
 // then plain c.Read and c.Write are the way.
 func New(c net.Conn) (*Conn, bool) {
-	sc, ok := c.(syscall.Conn)
-	if !ok {
-		return nil, false
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return nil, false
-	}
-	conn := &Conn{Conn: c, rc: rc}
+	return fromConn(c, newConn)
+}
+
+// newConn is a Conn with its callbacks bound, for a connection still to be set.
+func newConn() *Conn {
+	conn := &Conn{}
 	conn.readCB, conn.pendingCB, conn.writeCB = conn.readStep, conn.pendingStep, conn.writeStep
-	return conn, true
+	return conn
 }
 
 // conns keeps Conns for Get: a connection per request (nginx's uwsgi_pass) made a Conn and
 // bound its three callbacks every time.
-var conns = sync.Pool{New: func() any {
-	conn := &Conn{}
-	conn.readCB, conn.pendingCB, conn.writeCB = conn.readStep, conn.pendingStep, conn.writeStep
-	return conn
-}}
+var conns = sync.Pool{New: func() any { return newConn() }}
 
 // Get is New with a Conn from a pool; Put gives it back once c is closed and no goroutine
 // uses it any more.
 func Get(c net.Conn) (*Conn, bool) {
+	return fromConn(c, func() *Conn { return conns.Get().(*Conn) })
+}
+
+func fromConn(c net.Conn, alloc func() *Conn) (*Conn, bool) {
 	sc, ok := c.(syscall.Conn)
 	if !ok {
 		return nil, false
@@ -90,7 +87,7 @@ func Get(c net.Conn) (*Conn, bool) {
 	if err != nil {
 		return nil, false
 	}
-	conn := conns.Get().(*Conn)
+	conn := alloc()
 	conn.Conn, conn.rc = c, rc
 	return conn, true
 }
