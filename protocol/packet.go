@@ -132,14 +132,14 @@ func DecodeVars(b []byte) ([]Var, error) {
 	}
 	s := string(b)
 	vars := make([]Var, 0, n+4)
-	for len(s) > 0 {
-		kn := int(s[0]) | int(s[1])<<8
-		key := s[2 : 2+kn]
-		s = s[2+kn:]
-		vn := int(s[0]) | int(s[1])<<8
-		vars = append(vars, Var{Key: key, Value: s[2 : 2+vn]})
-		s = s[2+vn:]
-	}
+	off := 0                                  // where the next key's length prefix is, in b and s alike
+	_ = WalkVars(b, func(k, v []byte) error { // valid: walked above
+		key := off + 2
+		val := key + len(k) + 2
+		vars = append(vars, Var{Key: s[key : key+len(k)], Value: s[val : val+len(v)]})
+		off = val + len(v)
+		return nil
+	})
 	return vars, nil
 }
 

@@ -39,24 +39,26 @@ func (b *body) Close() {
 	}
 }
 
-// budget is the room left for request bodies in memory (Handler.BodyMemory).
+// budget counts the bytes of bodies held in memory (Handler.BodyMemory).
 type budget struct {
 	used atomic.Int64
 }
 
-// take reserves n bytes of limit (0: no limit); false when they are not left.
-func (b *budget) take(n, limit int64) bool {
-	if limit <= 0 {
-		return true
-	}
-	if b.used.Add(n) > limit {
-		b.used.Add(-n)
-		return false
-	}
-	return true
-}
-
 func (b *budget) give(n int64) { b.used.Add(-n) }
+
+// holdMemory reserves n bytes of --body-memory for a body about to be held. It returns what
+// it counted, to give back later (0 when there is no bound), and false when the room is not
+// there.
+func (h *Handler) holdMemory(n int64) (int64, bool) {
+	if h.BodyMemory <= 0 || n <= 0 {
+		return 0, true
+	}
+	if h.bodyMemory.used.Add(n) > h.BodyMemory {
+		h.bodyMemory.give(n)
+		return 0, false
+	}
+	return n, true
+}
 
 var emptyBody = &body{}
 
@@ -73,15 +75,13 @@ func (h *Handler) readBodyFrom(src io.Reader, length int64) (*body, error) {
 	memLimit, maxSize, tempDir := h.BodyBuffer, h.MaxBodySize, h.TempDir
 	// Room in memory is reserved before the read: the body's length, or for one of unknown
 	// length (chunked) the most it may hold in memory. Without room, it goes to a file.
-	reserve := min(length, memLimit)
+	want := min(length, memLimit)
 	if length < 0 {
-		reserve = memLimit
+		want = memLimit
 	}
-	switch {
-	case h.BodyMemory <= 0:
-		reserve = 0 // no bound: nothing counted
-	case reserve > 0 && !h.bodyMemory.take(reserve, h.BodyMemory):
-		memLimit, reserve = 0, 0
+	reserve, ok := h.holdMemory(want)
+	if !ok {
+		memLimit = 0
 	}
 	b, err := readBodyWithin(src, length, memLimit, maxSize, tempDir)
 	switch {
@@ -123,15 +123,6 @@ func readBodyWithin(src io.Reader, length, memLimit, maxSize int64, tempDir stri
 			return nil, bodyError(err)
 		}
 		return &body{mem: mem, class: max(class, 0), size: length}, nil
-	}
-	if memLimit == 0 {
-		// No room in memory at all: straight to a file.
-		b, err := spill(nil, src, tempDir)
-		if err == nil && length > 0 && b.size != length {
-			b.Close()
-			return nil, fmt.Errorf("%w: %d of %d bytes", errBadBody, b.size, length)
-		}
-		return b, err
 	}
 	var mem bytes.Buffer
 	if length > 0 {

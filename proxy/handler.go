@@ -396,11 +396,11 @@ func (h *Handler) copyResponse(w http.ResponseWriter, head *ResponseHead, br *bu
 		// A body past the 64 KiB copy buffer takes room from --body-memory while it is held:
 		// without room it goes through a spool file below, as a larger one does.
 		held := int64(0)
-		if !head.NoBody && head.ContentLength > copyBufSize && h.BodyMemory > 0 {
+		if !head.NoBody && head.ContentLength > copyBufSize {
 			held = head.ContentLength
 		}
-		if held == 0 || h.bodyMemory.take(held, h.BodyMemory) {
-			defer h.bodyMemory.give(held)
+		if counted, ok := h.holdMemory(held); ok {
+			defer h.bodyMemory.give(counted)
 			return h.sendBuffered(w, head, body, br, lease)
 		}
 	}

@@ -335,8 +335,9 @@ type frontRequest struct {
 func frontEndVars(in []protocol.Var, modifier1 uint8) (frontRequest, error) {
 	var out frontRequest
 	scheme, https := "", false
-	// A packet holds up to 16000 vars: the keys are looked up in a map, not by a scan of
-	// what is kept so far (7000 vars cost the master 200 ms of CPU that way).
+	// A packet holds up to 16000 vars: past a few dozen the keys are looked up in a map,
+	// not by a scan of what is kept so far (7000 vars cost the master 200 ms of CPU that
+	// way); see varSet.
 	set := newVarSet(in)
 	for _, v := range in {
 		switch {

@@ -176,7 +176,7 @@ func (m *mount) keep(rh *rootHandle, rel string, f *os.File, info fs.FileInfo) *
 	if after, err := f.Stat(); err != nil || !sameID(after, st) {
 		return nil // changed while read
 	}
-	cf := newCachedFile(rel, body, idFromSyscall(st), info.ModTime(), info)
+	cf := newCachedFile(rel, body, idFromSyscall(st), info)
 	rh.cache.put(rel, cf)
 	return cf
 }
@@ -192,7 +192,8 @@ func idFromSyscall(st *syscall.Stat_t) fileID {
 		ctime: unix.Timespec{Sec: st.Ctim.Sec, Nsec: st.Ctim.Nsec}}
 }
 
-func newCachedFile(rel string, body []byte, id fileID, modTime time.Time, info fs.FileInfo) *cachedFile {
+func newCachedFile(rel string, body []byte, id fileID, info fs.FileInfo) *cachedFile {
+	modTime := info.ModTime()
 	ctype := contentType(rel)
 	if ctype == "" {
 		ctype = http.DetectContentType(body[:min(len(body), 512)]) // as ServeContent sniffs

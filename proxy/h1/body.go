@@ -194,9 +194,10 @@ func (b *body) discard() bool {
 	if b.done() {
 		return true
 	}
-	if b.failed() || b.expectContinue {
-		// The client still waits for "100 Continue" and will send no body: another
-		// request could follow, but the body's bytes may come anyway. Close, as net/http.
+	if b.failed() || b.tooLongToDiscard() {
+		// Past what is read to keep the connection; or the client still waits for "100
+		// Continue" and will send no body, though its bytes may come anyway: close, as
+		// net/http does.
 		return false
 	}
 	n, err := io.CopyN(io.Discard, b, maxDiscard+1)
