@@ -11,7 +11,7 @@ import (
 
 	"github.com/herd-server/herd/accesslog"
 	"github.com/herd-server/herd/config"
-	"github.com/herd-server/herd/logfile"
+	"github.com/herd-server/herd/internal/logfile"
 	"github.com/herd-server/herd/proxy"
 )
 
