@@ -11,14 +11,13 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/herd-server/herd/static"
 )
 
 // Config is every setting of `herd serve`.
@@ -293,6 +292,57 @@ func (c *Config) MountPrefix() string {
 	return strings.TrimRight(strings.TrimSpace(prefix), "/")
 }
 
+// StaticMap is one --static mount: URL paths under Prefix map to files under Path. When Path
+// is a regular file (uWSGI's `static-map = /favicon.ico=/srv/favicon.ico`), Prefix names
+// exactly that file.
+type StaticMap struct {
+	Prefix string // begins with "/", no trailing "/" (except the root "/" itself)
+	Path   string // absolute
+}
+
+// ParseStaticMap reads one --static "/PREFIX=DIR". DIR must exist; it is made absolute.
+func ParseStaticMap(spec string) (StaticMap, error) {
+	prefix, dir, ok := strings.Cut(spec, "=")
+	prefix, dir = strings.TrimSpace(prefix), strings.TrimSpace(dir)
+	if !ok || prefix == "" || dir == "" {
+		return StaticMap{}, fmt.Errorf("%q is not /PREFIX=DIR", spec)
+	}
+	if !strings.HasPrefix(prefix, "/") {
+		return StaticMap{}, fmt.Errorf("%q: the prefix must begin with /", spec)
+	}
+	if strings.ContainsRune(prefix, 0) || slices.Contains(strings.Split(prefix, "/"), "..") {
+		return StaticMap{}, fmt.Errorf("%q: the prefix must not contain .. or NUL", spec)
+	}
+	if prefix = path.Clean(prefix); prefix != "/" {
+		prefix = strings.TrimSuffix(prefix, "/")
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return StaticMap{}, fmt.Errorf("%q: %w", spec, err)
+	}
+	st, err := os.Stat(abs)
+	if err != nil {
+		return StaticMap{}, fmt.Errorf("%q: %w", spec, err)
+	}
+	if !st.IsDir() && !st.Mode().IsRegular() {
+		return StaticMap{}, fmt.Errorf("%q: %s is neither a directory nor a regular file", spec, dir)
+	}
+	return StaticMap{Prefix: prefix, Path: abs}, nil
+}
+
+// StaticMaps are the --static mounts, checked (Validate has resolved them already).
+func (c *Config) StaticMaps() ([]StaticMap, error) {
+	out := make([]StaticMap, 0, len(c.Static))
+	for _, spec := range c.Static {
+		d, err := ParseStaticMap(spec)
+		if err != nil {
+			return nil, fmt.Errorf("static: %w", err)
+		}
+		out = append(out, d)
+	}
+	return out, nil
+}
+
 // resolveStatic checks one --static /PREFIX=DIR and makes DIR absolute: a relative DIR is
 // under --chdir, as in uWSGI, whose static-map paths are relative to the directory it
 // changed to.
@@ -300,7 +350,7 @@ func (c *Config) resolveStatic(spec string) (string, error) {
 	if prefix, dir, ok := strings.Cut(spec, "="); ok && c.Chdir != "" && !filepath.IsAbs(strings.TrimSpace(dir)) {
 		spec = prefix + "=" + filepath.Join(c.Chdir, strings.TrimSpace(dir))
 	}
-	d, err := static.ParseDir(spec)
+	d, err := ParseStaticMap(spec)
 	if err != nil {
 		return "", err
 	}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"fmt"
 	"net/http"
 	"time"
 
@@ -10,7 +9,7 @@ import (
 
 	"github.com/herd-server/herd/config"
 	"github.com/herd-server/herd/proxy"
-	"github.com/herd-server/herd/static"
+	"github.com/herd-server/herd/proxy/static"
 )
 
 // withStatic puts the --static file server in front of app, on the HTTP and HTTPS front ends:
@@ -21,13 +20,13 @@ func withStatic(cfg *config.Config, app http.Handler, onDone func(*proxy.Record)
 	if len(cfg.Static) == 0 {
 		return app, func() error { return nil }, nil
 	}
-	dirs := make([]static.Dir, 0, len(cfg.Static))
-	for _, spec := range cfg.Static {
-		d, err := static.ParseDir(spec)
-		if err != nil {
-			return nil, nil, fmt.Errorf("static: %w", err)
-		}
-		dirs = append(dirs, d)
+	maps, err := cfg.StaticMaps()
+	if err != nil {
+		return nil, nil, err
+	}
+	dirs := make([]static.Dir, 0, len(maps))
+	for _, m := range maps {
+		dirs = append(dirs, static.Dir{Prefix: m.Prefix, Path: m.Path})
 	}
 	staticLog := log.With().Str("component", "static").Logger()
 	opts := static.Options{

@@ -26,7 +26,6 @@ import (
 	"io/fs"
 	"net/http"
 	"os"
-	"path"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -44,36 +43,6 @@ import (
 type Dir struct {
 	Prefix string // begins with "/", no trailing "/" (except the root "/" itself)
 	Path   string // absolute
-}
-
-// ParseDir reads "/PREFIX=DIR". DIR must exist; it is made absolute.
-func ParseDir(spec string) (Dir, error) {
-	prefix, dir, ok := strings.Cut(spec, "=")
-	prefix, dir = strings.TrimSpace(prefix), strings.TrimSpace(dir)
-	if !ok || prefix == "" || dir == "" {
-		return Dir{}, fmt.Errorf("%q is not /PREFIX=DIR", spec)
-	}
-	if !strings.HasPrefix(prefix, "/") {
-		return Dir{}, fmt.Errorf("%q: the prefix must begin with /", spec)
-	}
-	if strings.ContainsRune(prefix, 0) || slices.Contains(strings.Split(prefix, "/"), "..") {
-		return Dir{}, fmt.Errorf("%q: the prefix must not contain .. or NUL", spec)
-	}
-	if prefix = path.Clean(prefix); prefix != "/" {
-		prefix = strings.TrimSuffix(prefix, "/")
-	}
-	abs, err := filepath.Abs(dir)
-	if err != nil {
-		return Dir{}, fmt.Errorf("%q: %w", spec, err)
-	}
-	st, err := os.Stat(abs)
-	if err != nil {
-		return Dir{}, fmt.Errorf("%q: %w", spec, err)
-	}
-	if !st.IsDir() && !st.Mode().IsRegular() {
-		return Dir{}, fmt.Errorf("%q: %s is neither a directory nor a regular file", spec, dir)
-	}
-	return Dir{Prefix: prefix, Path: abs}, nil
 }
 
 // Options tune a Handler.
