@@ -9,7 +9,7 @@ import (
 	"github.com/mattn/go-isatty"
 	"github.com/rs/zerolog"
 
-	"github.com/herd-server/herd/accesslog"
+	"github.com/herd-server/herd/proxy/accesslog"
 	"github.com/herd-server/herd/config"
 	"github.com/herd-server/herd/internal/logfile"
 	"github.com/herd-server/herd/proxy"
