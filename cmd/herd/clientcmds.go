@@ -9,7 +9,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
-	"github.com/herd-server/herd/control"
+	"github.com/herd-server/herd/admin/control"
 )
 
 // targetFlags choose the master a client command talks to.
