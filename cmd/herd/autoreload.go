@@ -7,42 +7,41 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/herd-server/herd/config"
-	"github.com/herd-server/herd/reload"
-	"github.com/herd-server/herd/watch"
+	"github.com/herd-server/herd/supervisor/autoreload"
 )
 
 // touchPollInterval: --touch-reload is for deploys, where a second is quick enough, and
 // polling one file works on every file system (network and container mounts included).
 const touchPollInterval = time.Second
 
-// newReloadLoop sets up --reload and --touch-reload. It returns a nil Loop when neither is
+// newReloadLoop sets up --reload and --touch-autoreload. It returns a nil Loop when neither is
 // on, and a State only in development mode (--reload), where it feeds the error page.
-func newReloadLoop(cfg *config.Config, log zerolog.Logger, r reload.Reloader) (*reload.Loop, *reload.State, error) {
-	loop := &reload.Loop{Reloader: r, Log: log}
+func newReloadLoop(cfg *config.Config, log zerolog.Logger, r autoreload.Reloader) (*autoreload.Loop, *autoreload.State, error) {
+	loop := &autoreload.Loop{Reloader: r, Log: log}
 	if cfg.Reload {
 		roots, err := sourceRoots(cfg)
 		if err != nil {
 			return nil, nil, err
 		}
-		w, err := watch.New(watch.Options{Roots: roots, Engine: watch.Engine(cfg.ReloadEngine), Log: log})
+		w, err := autoreload.NewWatcher(autoreload.WatchOptions{Roots: roots, Engine: autoreload.Engine(cfg.ReloadEngine), Log: log})
 		if err != nil {
 			return nil, nil, fmt.Errorf("reload: %w", err)
 		}
-		loop.Sources = append(loop.Sources, reload.Source{Reason: "files changed", Watcher: w})
-		loop.State = &reload.State{}
+		loop.Sources = append(loop.Sources, autoreload.Source{Reason: "files changed", Watcher: w})
+		loop.State = &autoreload.State{}
 	}
 	if cfg.TouchReload != "" {
-		root, err := watch.File(cfg.TouchReload)
+		root, err := autoreload.File(cfg.TouchReload)
 		if err != nil {
 			closeSources(loop.Sources)
 			return nil, nil, fmt.Errorf("touch-reload: %w", err)
 		}
-		w, err := watch.New(watch.Options{Roots: []watch.Root{root}, Engine: watch.Poll, PollInterval: touchPollInterval, Quiet: time.Millisecond, Log: log})
+		w, err := autoreload.NewWatcher(autoreload.WatchOptions{Roots: []autoreload.Root{root}, Engine: autoreload.Poll, PollInterval: touchPollInterval, Quiet: time.Millisecond, Log: log})
 		if err != nil {
 			closeSources(loop.Sources)
 			return nil, nil, fmt.Errorf("touch-reload: %w", err)
 		}
-		loop.Sources = append(loop.Sources, reload.Source{Reason: "touch-reload", Watcher: w})
+		loop.Sources = append(loop.Sources, autoreload.Source{Reason: "touch-reload", Watcher: w})
 	}
 	if len(loop.Sources) == 0 {
 		return nil, nil, nil
@@ -52,21 +51,21 @@ func newReloadLoop(cfg *config.Config, log zerolog.Logger, r reload.Reloader) (*
 
 // sourceRoots is what --reload watches: the .py files of the app's directory and of every
 // --pythonpath, and whatever --reload-extra names.
-func sourceRoots(cfg *config.Config) ([]watch.Root, error) {
+func sourceRoots(cfg *config.Config) ([]autoreload.Root, error) {
 	dirs := append([]string{cfg.Chdir}, cfg.PythonPath...)
 	if dirs[0] == "" {
 		dirs[0] = "."
 	}
-	var roots []watch.Root
+	var roots []autoreload.Root
 	for _, d := range dirs {
-		r, err := watch.PythonSource(d)
+		r, err := autoreload.PythonSource(d)
 		if err != nil {
 			return nil, fmt.Errorf("reload: %w", err)
 		}
 		roots = append(roots, r)
 	}
 	for _, spec := range cfg.ReloadExtra {
-		r, err := watch.Extra(spec)
+		r, err := autoreload.Extra(spec)
 		if err != nil {
 			return nil, fmt.Errorf("reload-extra: %w", err)
 		}
@@ -75,7 +74,7 @@ func sourceRoots(cfg *config.Config) ([]watch.Root, error) {
 	return roots, nil
 }
 
-func closeSources(sources []reload.Source) {
+func closeSources(sources []autoreload.Source) {
 	for _, s := range sources {
 		_ = s.Watcher.Close()
 	}

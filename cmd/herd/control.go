@@ -12,8 +12,8 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/herd-server/herd/config"
 	"github.com/herd-server/herd/admin/control"
+	"github.com/herd-server/herd/config"
 	"github.com/herd-server/herd/supervisor"
 )
 

@@ -9,10 +9,10 @@ import (
 	"github.com/mattn/go-isatty"
 	"github.com/rs/zerolog"
 
-	"github.com/herd-server/herd/proxy/accesslog"
 	"github.com/herd-server/herd/config"
 	"github.com/herd-server/herd/internal/logfile"
 	"github.com/herd-server/herd/proxy"
+	"github.com/herd-server/herd/proxy/accesslog"
 )
 
 // newLogger is the root logger: readable console lines on a terminal, JSON otherwise. It

@@ -24,7 +24,6 @@ import (
 	"github.com/herd-server/herd/config"
 	"github.com/herd-server/herd/proxy"
 	"github.com/herd-server/herd/proxy/h1"
-	"github.com/herd-server/herd/reload"
 	"github.com/herd-server/herd/supervisor"
 )
 
@@ -224,7 +223,7 @@ func serve(ctx context.Context, cfg *config.Config) error {
 	front := metrics.Track(app)
 	if devState != nil {
 		reloadLoop.AwaitFirstBoot(sup.FirstBoot())
-		front = reload.ErrorPage(front, devState, worker.Code...)
+		front = errorPage(front, devState, worker.Code...)
 	}
 	conns := &connTracker{}
 	srv := &http.Server{

@@ -1,10 +1,4 @@
-// Package watch tells when files change: it watches directory trees (with inotify through
-// fsnotify, or by polling), drops the changes that are not the app's (bytecode, editor swap
-// files, virtualenvs, .git ...), and folds each burst of changes into one Batch.
-//
-// It owns its inotify descriptor and its one goroutine (Run) and nothing else: it knows
-// nothing of workers or reloads, and never acts on a change itself.
-package watch
+package autoreload
 
 import (
 	"context"
@@ -29,7 +23,7 @@ const (
 	Poll Engine = "poll"
 )
 
-// Defaults of the Options durations.
+// Defaults of the WatchOptions durations.
 const (
 	DefaultQuiet        = 50 * time.Millisecond
 	DefaultBurstQuiet   = 200 * time.Millisecond
@@ -40,8 +34,8 @@ const (
 // burstSize is how many distinct changed paths make a burst rather than a save.
 const burstSize = 16
 
-// Options configure a Watcher.
-type Options struct {
+// WatchOptions configure a Watcher.
+type WatchOptions struct {
 	Roots  []Root
 	Engine Engine // default Auto
 	// Quiet is how long no change must follow the last one before a batch is delivered. An
@@ -76,7 +70,7 @@ const maxBatchPaths = 8
 
 // Watcher watches its roots and delivers batches of changes.
 type Watcher struct {
-	opts   Options
+	opts   WatchOptions
 	log    zerolog.Logger
 	out    chan Batch
 	notify *notifier // nil when polling
@@ -86,7 +80,7 @@ type Watcher struct {
 
 // New sets the watches up (so that a bad path or the watch limit shows before anything
 // else starts) and returns the Watcher; Run then delivers batches. Call Run or Close.
-func New(opts Options) (*Watcher, error) {
+func NewWatcher(opts WatchOptions) (*Watcher, error) {
 	opts = withDefaults(opts)
 	if len(opts.Roots) == 0 {
 		return nil, errors.New("watch: nothing to watch")
@@ -117,7 +111,7 @@ func New(opts Options) (*Watcher, error) {
 	return w, nil
 }
 
-func withDefaults(o Options) Options {
+func withDefaults(o WatchOptions) WatchOptions {
 	if o.Engine == "" {
 		o.Engine = Auto
 	}
@@ -210,10 +204,10 @@ func (w *Watcher) Run(ctx context.Context) error {
 	}
 }
 
-// debounce is the Options the batcher uses. When polling, a burst is still being written
+// debounce is the WatchOptions the batcher uses. When polling, a burst is still being written
 // if the next scan finds more of it: a batch settles only after a scan found nothing new,
 // so the quiet periods are counted on top of a poll interval.
-func (w *Watcher) debounce() Options {
+func (w *Watcher) debounce() WatchOptions {
 	o := w.opts
 	if w.poll != nil {
 		interval := w.poll.interval(o.PollInterval)
@@ -281,7 +275,7 @@ type batcher struct {
 }
 
 // add records changed paths and returns how long until the batch may settle.
-func (b *batcher) add(paths []string, o Options, now time.Time) time.Duration {
+func (b *batcher) add(paths []string, o WatchOptions, now time.Time) time.Duration {
 	if b.seen == nil {
 		b.seen = make(map[string]bool)
 		b.first = now
@@ -301,7 +295,7 @@ func (b *batcher) add(paths []string, o Options, now time.Time) time.Duration {
 
 // due is when the batch settles: after a quiet period since the last change, but no later
 // than MaxWait after the first.
-func (b *batcher) due(o Options) time.Time {
+func (b *batcher) due(o WatchOptions) time.Time {
 	quiet := o.Quiet
 	if len(b.seen) >= burstSize {
 		quiet = o.BurstQuiet
@@ -310,7 +304,7 @@ func (b *batcher) due(o Options) time.Time {
 }
 
 // settle marks the batch ready when its time has come, else re-arms the timer.
-func (b *batcher) settle(o Options, now time.Time, timer *time.Timer) {
+func (b *batcher) settle(o WatchOptions, now time.Time, timer *time.Timer) {
 	if b.seen == nil {
 		return
 	}

@@ -1,4 +1,4 @@
-package watch
+package autoreload
 
 import (
 	"bytes"
@@ -39,11 +39,11 @@ type running struct {
 }
 
 // start runs a watcher until the test ends.
-func start(t *testing.T, opts Options) running {
+func start(t *testing.T, opts WatchOptions) running {
 	t.Helper()
 	logs := &syncBuffer{}
 	opts.Log = zerolog.New(logs)
-	w, err := New(opts)
+	w, err := NewWatcher(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,7 +109,7 @@ func TestSaveIsOneBatch(t *testing.T) {
 		t.Run(string(engine), func(t *testing.T) {
 			dir := t.TempDir()
 			write(t, filepath.Join(dir, "app.py"), "v = 1\n")
-			r := start(t, Options{Roots: []Root{sourceRoot(t, dir)}, Engine: engine, PollInterval: 50 * time.Millisecond})
+			r := start(t, WatchOptions{Roots: []Root{sourceRoot(t, dir)}, Engine: engine, PollInterval: 50 * time.Millisecond})
 			saved := time.Now()
 			write(t, filepath.Join(dir, "app.py"), "v = 2\n")
 			b := r.next(t, 5*time.Second)
@@ -128,7 +128,7 @@ func TestEditorSaveIsOneBatch(t *testing.T) {
 	dir := t.TempDir()
 	app := filepath.Join(dir, "app.py")
 	write(t, app, "v = 1\n")
-	r := start(t, Options{Roots: []Root{sourceRoot(t, dir)}})
+	r := start(t, WatchOptions{Roots: []Root{sourceRoot(t, dir)}})
 	write(t, filepath.Join(dir, ".app.py.swp"), "swap")
 	write(t, filepath.Join(dir, "4913"), "")
 	if err := os.Remove(filepath.Join(dir, "4913")); err != nil {
@@ -159,7 +159,7 @@ func TestBurstOf500IsOneBatch(t *testing.T) {
 			for i := range 500 {
 				write(t, filepath.Join(dir, fmt.Sprintf("pkg%d", i%10), fmt.Sprintf("m%d.py", i)), "x = 1\n")
 			}
-			r := start(t, Options{Roots: []Root{sourceRoot(t, dir)}, Engine: engine})
+			r := start(t, WatchOptions{Roots: []Root{sourceRoot(t, dir)}, Engine: engine})
 			began := time.Now()
 			for i := range 500 {
 				write(t, filepath.Join(dir, fmt.Sprintf("pkg%d", i%10), fmt.Sprintf("m%d.py", i)), "x = 2\n")
@@ -179,7 +179,7 @@ func TestNewSubdirectoryIsWatched(t *testing.T) {
 	for _, engine := range engines {
 		t.Run(string(engine), func(t *testing.T) {
 			dir := t.TempDir()
-			r := start(t, Options{Roots: []Root{sourceRoot(t, dir)}, Engine: engine, PollInterval: 50 * time.Millisecond})
+			r := start(t, WatchOptions{Roots: []Root{sourceRoot(t, dir)}, Engine: engine, PollInterval: 50 * time.Millisecond})
 			// mkdir -p and a write at once: the file may exist before the watch does.
 			first := filepath.Join(dir, "a", "b", "views.py")
 			write(t, first, "x = 1\n")
@@ -203,7 +203,7 @@ func TestIgnoredChanges(t *testing.T) {
 			write(t, filepath.Join(dir, "venv", "pyvenv.cfg"), "home = /usr/bin\n")
 			write(t, filepath.Join(dir, "venv", "lib", "site.py"), "")
 			write(t, filepath.Join(dir, ".git", "HEAD"), "")
-			r := start(t, Options{Roots: []Root{sourceRoot(t, dir)}, Engine: engine, PollInterval: 50 * time.Millisecond})
+			r := start(t, WatchOptions{Roots: []Root{sourceRoot(t, dir)}, Engine: engine, PollInterval: 50 * time.Millisecond})
 			for _, name := range []string{
 				"__pycache__/app.cpython-311.pyc", "app.pyc", ".git/objects/ab/cdef.py", ".git/HEAD",
 				"venv/lib/site.py", "venv/lib/python3.11/site-packages/flask/app.py", ".app.py.swp", "app.py~",
@@ -233,7 +233,7 @@ func TestReloadExtra(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := start(t, Options{Roots: []Root{glob, env}})
+	r := start(t, WatchOptions{Roots: []Root{glob, env}})
 	write(t, filepath.Join(dir, "templates", "notes.txt"), "no")
 	write(t, filepath.Join(dir, ".envrc"), "no")
 	r.none(t, 300*time.Millisecond)
@@ -251,7 +251,7 @@ func TestWatchLimitFallsBackToPolling(t *testing.T) {
 		for i := range 10 {
 			write(t, filepath.Join(dir, fmt.Sprintf("pkg%d", i), "__init__.py"), "")
 		}
-		r := start(t, Options{Roots: []Root{sourceRoot(t, dir)}, WatchLimit: 4, PollInterval: 50 * time.Millisecond})
+		r := start(t, WatchOptions{Roots: []Root{sourceRoot(t, dir)}, WatchLimit: 4, PollInterval: 50 * time.Millisecond})
 		if r.w.Engine() != Poll {
 			t.Fatalf("engine %s, want poll after the watch limit", r.w.Engine())
 		}
@@ -263,7 +263,7 @@ func TestWatchLimitFallsBackToPolling(t *testing.T) {
 	})
 	t.Run("while running", func(t *testing.T) {
 		dir := t.TempDir()
-		r := start(t, Options{Roots: []Root{sourceRoot(t, dir)}, WatchLimit: 2, PollInterval: 50 * time.Millisecond})
+		r := start(t, WatchOptions{Roots: []Root{sourceRoot(t, dir)}, WatchLimit: 2, PollInterval: 50 * time.Millisecond})
 		write(t, filepath.Join(dir, "one", "a.py"), "")
 		r.next(t, 5*time.Second)
 		write(t, filepath.Join(dir, "two", "b.py"), "")
@@ -277,7 +277,7 @@ func TestWatchLimitFallsBackToPolling(t *testing.T) {
 	t.Run("inotify forced", func(t *testing.T) {
 		dir := t.TempDir()
 		write(t, filepath.Join(dir, "a", "b", "c.py"), "")
-		_, err := New(Options{Roots: []Root{sourceRoot(t, dir)}, Engine: Inotify, WatchLimit: 2})
+		_, err := NewWatcher(WatchOptions{Roots: []Root{sourceRoot(t, dir)}, Engine: Inotify, WatchLimit: 2})
 		if err == nil || !strings.Contains(err.Error(), "fs.inotify.max_user_watches") {
 			t.Fatalf("New: %v, want the watch limit explained", err)
 		}
@@ -310,7 +310,7 @@ func TestTenThousandFiles(t *testing.T) {
 	for _, engine := range engines {
 		t.Run(string(engine), func(t *testing.T) {
 			began := time.Now()
-			r := start(t, Options{Roots: []Root{sourceRoot(t, dir)}, Engine: engine})
+			r := start(t, WatchOptions{Roots: []Root{sourceRoot(t, dir)}, Engine: engine})
 			setup := time.Since(began)
 			if engine == Poll && !strings.Contains(r.log.String(), `"files":10000,`) {
 				t.Fatalf("not polling 10000 files: %s", r.log.String())
@@ -337,7 +337,7 @@ func TestTouchFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := start(t, Options{Roots: []Root{root}, Engine: Poll, PollInterval: 50 * time.Millisecond})
+	r := start(t, WatchOptions{Roots: []Root{root}, Engine: Poll, PollInterval: 50 * time.Millisecond})
 	write(t, filepath.Join(dir, "other.txt"), "")
 	r.none(t, 300*time.Millisecond)
 	write(t, touch, "") // created: counts
@@ -383,7 +383,7 @@ func TestMatchSegments(t *testing.T) {
 }
 
 func TestBatcherSettles(t *testing.T) {
-	o := withDefaults(Options{})
+	o := withDefaults(WatchOptions{})
 	t0 := time.Unix(1000, 0)
 	var b batcher
 	if d := b.add([]string{"a"}, o, t0); d != o.Quiet {

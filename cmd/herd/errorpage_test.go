@@ -1,4 +1,4 @@
-package reload
+package main
 
 import (
 	"context"
@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/herd-server/herd/supervisor"
+	"github.com/herd-server/herd/supervisor/autoreload"
 )
 
 // What CPython 3.11 prints for a module that does not compile, quoting markup from it.
@@ -29,17 +30,17 @@ SyntaxError: invalid syntax
 
 func TestErrorPage(t *testing.T) {
 	next := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "app") })
-	st := &State{}
+	st := &autoreload.State{}
 	// The worker's code runs from herd's cache, or from the copy in the runtime directory.
-	h := ErrorPage(next, st, "/root/.cache/herd/worker/herd_worker_0123456789abcdef.py",
+	h := errorPage(next, st, "/root/.cache/herd/worker/herd_worker_0123456789abcdef.py",
 		"/tmp/herd-1/herd_worker_0123456789abcdef.py", "/tmp/herd-1/worker.py")
 
-	if body := serve(t, h, http.StatusOK); body != "app" {
+	if body := servePage(t, h, http.StatusOK); body != "app" {
 		t.Fatalf("no failure: got %q, want the app", body)
 	}
 
-	st.set(&supervisor.BootError{WorkerID: 3, Message: "SyntaxError: invalid syntax", Traceback: syntaxErrorTrace}, []string{"/tmp/app/views.py"})
-	body := serve(t, h, http.StatusInternalServerError)
+	st.Fail(&supervisor.BootError{WorkerID: 3, Message: "SyntaxError: invalid syntax", Traceback: syntaxErrorTrace}, []string{"/tmp/app/views.py"})
+	body := servePage(t, h, http.StatusInternalServerError)
 	for _, want := range []string{
 		`/tmp/app/views.py, line 2`,
 		`&lt;script&gt;alert(1)&lt;/script&gt;`,
@@ -58,13 +59,13 @@ func TestErrorPage(t *testing.T) {
 		}
 	}
 
-	st.clear()
-	if body := serve(t, h, http.StatusOK); body != "app" {
+	st.Clear()
+	if body := servePage(t, h, http.StatusOK); body != "app" {
 		t.Fatalf("after the fix: got %q, want the app", body)
 	}
 }
 
-func serve(t *testing.T, h http.Handler, wantStatus int) string {
+func servePage(t *testing.T, h http.Handler, wantStatus int) string {
 	t.Helper()
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, httptest.NewRequest("GET", "/", nil))
@@ -89,8 +90,8 @@ func TestLastFrame(t *testing.T) {
 			t.Errorf("lastFrame = %s:%d, want %s:%d", file, line, tc.file, tc.line)
 		}
 	}
-	var nilState *State
-	nilState.set(errors.New("x"), nil) // production: records nothing
+	var nilState *autoreload.State
+	nilState.Fail(errors.New("x"), nil) // production: records nothing
 	if nilState.Current() != nil {
 		t.Fatal("a nil State has a failure")
 	}
@@ -100,11 +101,11 @@ func TestLastFrame(t *testing.T) {
 // workers boot waits for their outcome, then gets the error page, which says so.
 func TestErrorPageAtStart(t *testing.T) {
 	next := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "app") })
-	st := &State{}
-	loop := &Loop{State: st}
+	st := &autoreload.State{}
+	loop := &autoreload.Loop{State: st}
 	outcome := make(chan error, 1)
 	loop.AwaitFirstBoot(outcome)
-	h := ErrorPage(next, st, "/tmp/herd-1/worker.py")
+	h := errorPage(next, st, "/tmp/herd-1/worker.py")
 
 	got := make(chan *httptest.ResponseRecorder, 1)
 	go func() {
@@ -132,8 +133,8 @@ func TestErrorPageAtStart(t *testing.T) {
 			t.Errorf("page lacks %q:\n%s", want, body)
 		}
 	}
-	st.clear() // a reload with the fix
-	if body := serve(t, h, http.StatusOK); body != "app" {
+	st.Clear() // a reload with the fix
+	if body := servePage(t, h, http.StatusOK); body != "app" {
 		t.Fatalf("after the fix: got %q, want the app", body)
 	}
 }

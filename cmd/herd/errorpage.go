@@ -1,4 +1,4 @@
-package reload
+package main
 
 import (
 	"html/template"
@@ -7,14 +7,16 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/herd-server/herd/supervisor/autoreload"
 )
 
-// ErrorPage answers every request with an HTML page showing why the code does not load,
+// errorPage answers every request with an HTML page showing why the code does not load,
 // while State holds a failure; otherwise it passes requests to next. Development only: the
 // page shows source paths and code to whoever asks. The traceback's frames in workerFiles
 // (herd's worker) and in importlib are left out of the page: they sit above every import
 // error and say nothing about the app (the log keeps them).
-func ErrorPage(next http.Handler, st *State, workerFiles ...string) http.Handler {
+func errorPage(next http.Handler, st *autoreload.State, workerFiles ...string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		select {
 		case <-st.Settled():
@@ -31,7 +33,7 @@ func ErrorPage(next http.Handler, st *State, workerFiles ...string) http.Handler
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		w.Header().Set("Cache-Control", "no-store")
 		w.WriteHeader(http.StatusInternalServerError)
-		_ = errorPage.Execute(w, p)
+		_ = errorPageTemplate.Execute(w, p)
 	})
 }
 
@@ -63,7 +65,7 @@ type page struct {
 	At        string
 }
 
-func pageData(f *Failure) page {
+func pageData(f *autoreload.Failure) page {
 	p := page{Error: f.Err.Error(), Traceback: f.Traceback, Changed: f.Changed, At: f.At.Format("15:04:05")}
 	p.File, p.Line = lastFrame(f.Traceback)
 	return p
@@ -85,7 +87,7 @@ func lastFrame(traceback string) (string, int) {
 }
 
 // html/template escapes every value: a traceback quotes source code, which may hold markup.
-var errorPage = template.Must(template.New("error").Parse(`<!DOCTYPE html>
+var errorPageTemplate = template.Must(template.New("error").Parse(`<!DOCTYPE html>
 <html lang="en">
 <head>
 <meta charset="utf-8">

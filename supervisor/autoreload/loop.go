@@ -1,11 +1,14 @@
-// Package reload turns file changes into graceful reloads: it runs the watchers (the app's
-// source tree in development, a --touch-reload file in production), asks the supervisor for
-// one reload per settled batch of changes, and remembers whether the code now on disk
-// failed to load, for the development error page.
+// Package autoreload turns file changes into graceful reloads. A Watcher watches directory
+// trees (with inotify through fsnotify, or by polling), drops the changes that are not the
+// app's (bytecode, editor swap files, virtualenvs, .git ...), and folds each burst of changes
+// into one Batch; the Loop runs the watchers (the app's source tree in development, a
+// --touch-reload file in production), asks for one reload per settled batch, and remembers
+// whether the code now on disk failed to load, for the development error page.
 //
-// It never starts or stops a worker itself: the Reloader does, through the same generation
-// path as SIGHUP.
-package reload
+// It never starts or stops a worker itself: the Reloader does, through the same door as
+// SIGHUP and `herd reload`. A Watcher owns its inotify descriptor and its one goroutine (Run)
+// and never acts on a change itself.
+package autoreload
 
 import (
 	"context"
@@ -16,7 +19,6 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/herd-server/herd/supervisor"
-	"github.com/herd-server/herd/watch"
 )
 
 // Reloader starts a graceful reload to a new generation. The channel gives its outcome: nil
@@ -29,7 +31,7 @@ type Reloader interface {
 // Source is a watcher and the reason its batches give for a reload.
 type Source struct {
 	Reason  string // "files changed", "touch-reload"
-	Watcher *watch.Watcher
+	Watcher *Watcher
 }
 
 // Loop reloads on every batch its sources deliver, one reload at a time: changes made while
@@ -58,7 +60,7 @@ func (l *Loop) AwaitFirstBoot(outcome <-chan error) {
 
 type trigger struct {
 	reason string
-	batch  watch.Batch
+	batch  Batch
 }
 
 // Run runs the watchers and reloads until ctx is done, then returns once the watchers have
@@ -102,7 +104,7 @@ func (l *Loop) firstBoot(log zerolog.Logger, err error) {
 		l.State.settle()
 		return
 	}
-	l.State.set(err, nil)
+	l.State.Fail(err, nil)
 	log.Error().Err(err).Msg("the app does not load: requests get the error page until a fix is saved")
 }
 
@@ -130,7 +132,7 @@ func (l *Loop) reload(ctx context.Context, log zerolog.Logger, tr trigger) {
 	took := time.Since(start)
 	if err == nil {
 		wasBroken := l.State != nil && l.State.Current() != nil
-		l.State.clear()
+		l.State.Clear()
 		ev := log.Info().Dur("took", took)
 		if wasBroken {
 			ev.Msg("reloaded: the code loads again and the new generation serves")
@@ -143,7 +145,7 @@ func (l *Loop) reload(ctx context.Context, log zerolog.Logger, tr trigger) {
 		log.Error().Err(err).Dur("took", took).Msg("reload failed: the old generation keeps serving")
 		return
 	}
-	l.State.set(err, tr.batch.Paths)
+	l.State.Fail(err, tr.batch.Paths)
 	// A BootError's traceback is in the log already, once, from the supervisor.
 	log.Error().Err(err).Dur("took", took).Msg("reload failed: requests get the error page until a fix is saved")
 }
@@ -202,8 +204,8 @@ func (s *State) Current() *Failure {
 	return s.failure
 }
 
-// set records a failure to load the code.
-func (s *State) set(err error, changed []string) {
+// Fail records a failure to load the code.
+func (s *State) Fail(err error, changed []string) {
 	if s == nil {
 		return
 	}
@@ -218,7 +220,8 @@ func (s *State) set(err error, changed []string) {
 	s.settle()
 }
 
-func (s *State) clear() {
+// Clear records that the code loaded.
+func (s *State) Clear() {
 	if s == nil {
 		return
 	}
