@@ -16,6 +16,7 @@ import (
 
 	"github.com/herd-server/herd/proxy"
 	"github.com/herd-server/herd/supervisor"
+	"github.com/herd-server/herd/supervisor/spawn"
 )
 
 // PoolView is what the admin side reads of the worker pool (*supervisor.Pool).
@@ -207,7 +208,7 @@ func (m *Metrics) WorkerReady(_ supervisor.WorkerInfo, boot time.Duration) {
 	m.bootSeconds.Observe(boot.Seconds())
 }
 
-func (m *Metrics) WorkerExited(_ supervisor.WorkerInfo, _ supervisor.ExitStatus, cause supervisor.ExitCause) {
+func (m *Metrics) WorkerExited(_ supervisor.WorkerInfo, _ spawn.ExitStatus, cause supervisor.ExitCause) {
 	m.exits.WithLabelValues(string(cause)).Inc()
 	m.mu.Lock()
 	m.exitCounts[cause]++

@@ -23,6 +23,7 @@ import (
 	"github.com/herd-server/herd/proxy/h1"
 	"github.com/herd-server/herd/scripts"
 	"github.com/herd-server/herd/supervisor"
+	"github.com/herd-server/herd/supervisor/spawn"
 )
 
 // The proxy's per-request cost against real Python workers serving bench/apps/hello.py:
@@ -55,7 +56,7 @@ func workers(b *testing.B, n int) *supervisor.Pool {
 		BootTimeout:     30 * time.Second,
 		GracefulTimeout: 5 * time.Second,
 		RunDir:          dir,
-		Spawner: &supervisor.ExecSpawner{Python: python, WorkerScript: script,
+		Spawner: &spawn.Exec{Python: python, WorkerScript: script,
 			Args: []string{"--app", "hello:app", "--threads", "1", "--chdir", apps}, Dir: apps},
 		Log: zerolog.Nop(),
 	}, pool)

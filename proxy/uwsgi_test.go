@@ -19,6 +19,7 @@ import (
 	"github.com/herd-server/herd/internal/herdtest"
 	"github.com/herd-server/herd/protocol"
 	"github.com/herd-server/herd/supervisor"
+	"github.com/herd-server/herd/supervisor/spawn"
 )
 
 // frontEnd is a real UwsgiServer on a Unix socket, dispatching to a real pool of one
@@ -57,7 +58,7 @@ func startFrontEnd(t testing.TB) *frontEnd {
 	sup := supervisor.New(supervisor.Options{
 		Workers: 1, Threads: 1, BootTimeout: 30 * time.Second, GracefulTimeout: 5 * time.Second,
 		RunDir: runDir, Log: zerolog.Nop(),
-		Spawner: &supervisor.ExecSpawner{
+		Spawner: &spawn.Exec{
 			Python:       "python3",
 			WorkerScript: filepath.Join(herdtest.RepoRoot(t), "scripts", "worker.py"),
 			Args:         []string{"--app", "frontapp:app", "--threads", "1", "--chdir", testdata},

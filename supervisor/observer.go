@@ -1,6 +1,10 @@
 package supervisor
 
-import "time"
+import (
+	"time"
+
+	"github.com/herd-server/herd/supervisor/spawn"
+)
 
 // ExitCause says why a worker left, for metrics and logs.
 type ExitCause string
@@ -26,7 +30,7 @@ const (
 type Observer interface {
 	WorkerStarted(w WorkerInfo)
 	WorkerReady(w WorkerInfo, boot time.Duration)
-	WorkerExited(w WorkerInfo, st ExitStatus, cause ExitCause)
+	WorkerExited(w WorkerInfo, st spawn.ExitStatus, cause ExitCause)
 	// Reloaded reports the end of a reload to generation gen: err is nil when the new
 	// generation took over, else why it did not (the old one keeps serving).
 	Reloaded(gen int, err error)
@@ -35,10 +39,10 @@ type Observer interface {
 // NopObserver ignores everything.
 type NopObserver struct{}
 
-func (NopObserver) WorkerStarted(WorkerInfo)                       {}
-func (NopObserver) WorkerReady(WorkerInfo, time.Duration)          {}
-func (NopObserver) WorkerExited(WorkerInfo, ExitStatus, ExitCause) {}
-func (NopObserver) Reloaded(int, error)                            {}
+func (NopObserver) WorkerStarted(WorkerInfo)                             {}
+func (NopObserver) WorkerReady(WorkerInfo, time.Duration)                {}
+func (NopObserver) WorkerExited(WorkerInfo, spawn.ExitStatus, ExitCause) {}
+func (NopObserver) Reloaded(int, error)                                  {}
 
 func (w *Worker) info() WorkerInfo {
 	info := WorkerInfo{ID: w.ID, Pid: w.Pid, Generation: w.Generation, State: w.shownState(), InFlight: w.inflight,
@@ -70,7 +74,7 @@ func (obs Observers) WorkerReady(w WorkerInfo, boot time.Duration) {
 	}
 }
 
-func (obs Observers) WorkerExited(w WorkerInfo, st ExitStatus, cause ExitCause) {
+func (obs Observers) WorkerExited(w WorkerInfo, st spawn.ExitStatus, cause ExitCause) {
 	for _, o := range obs {
 		o.WorkerExited(w, st, cause)
 	}

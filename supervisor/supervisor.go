@@ -18,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/herd-server/herd/supervisor/spawn"
 	"github.com/rs/zerolog"
 )
 
@@ -28,7 +29,7 @@ type Options struct {
 	BootTimeout     time.Duration // a worker not ready by then is killed
 	GracefulTimeout time.Duration // how long a stopping worker may take before SIGKILL
 	RunDir          string        // private 0700 directory for the worker sockets
-	Spawner         Spawner
+	Spawner         spawn.Spawner
 	Log             zerolog.Logger
 	Observer        Observer // nil: NopObserver
 
@@ -114,7 +115,7 @@ type event struct {
 	kind   eventKind
 	worker *Worker
 	pid    int
-	status ExitStatus
+	status spawn.ExitStatus
 	boot   *BootError
 }
 
@@ -263,7 +264,7 @@ func (s *Supervisor) logBootError(w *Worker, boot *BootError) {
 }
 
 // reap forgets a dead worker and decides what its death means.
-func (s *Supervisor) reap(w *Worker, st ExitStatus) {
+func (s *Supervisor) reap(w *Worker, st spawn.ExitStatus) {
 	now := time.Now()
 	state := s.pool.stateOf(w)
 	if s.inReload(w) && w.readyAt.IsZero() && w.cause == "" && !s.stopping {
@@ -451,13 +452,13 @@ func (s *Supervisor) spawn(now time.Time) error {
 	}
 	defer child.Close()
 	wlog := s.opts.Log.With().Str("component", "worker").Int("worker", id).Logger()
-	proc, err := s.opts.Spawner.Spawn(WorkerSpec{
+	proc, err := s.opts.Spawner.Spawn(spawn.Spec{
 		ID:         id,
 		Generation: s.generation,
 		Listen:     listenFile,
 		Control:    child,
-		Stdout:     newLineLogger(wlog, "stdout"),
-		Stderr:     newLineLogger(wlog, "stderr"),
+		Stdout:     spawn.NewLineLogger(wlog, "stdout"),
+		Stderr:     spawn.NewLineLogger(wlog, "stderr"),
 	})
 	if err != nil {
 		_ = master.Close()

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net"
 	"time"
+
+	"github.com/herd-server/herd/supervisor/spawn"
 )
 
 // Worker is one worker process as the master sees it. Its identity fields are set before it
@@ -39,7 +41,7 @@ type Worker struct {
 	serviceAvg time.Duration
 
 	// Owned by the supervisor loop.
-	proc    Process
+	proc    spawn.Process
 	control net.Conn
 	// controlDone is closed when the control reader has reported all the worker said.
 	controlDone chan struct{}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/herd-server/herd/config"
 	"github.com/herd-server/herd/supervisor"
+	"github.com/herd-server/herd/supervisor/spawn"
 )
 
 func newCheckCmd() *cobra.Command {
@@ -43,7 +44,7 @@ cannot be imported (the traceback is printed).`,
 			if err != nil {
 				return err
 			}
-			cred, err := workerCredential(l.Config.UID, l.Config.GID)
+			cred, err := spawn.Credential(l.Config.UID, l.Config.GID)
 			if err != nil {
 				return err
 			}
@@ -92,7 +93,7 @@ func printEffective(w io.Writer, l *config.Loaded) {
 // user) and waits for it to load the app or fail, then stops it. It returns the interpreter
 // used.
 func importApp(cfg *config.Config, log zerolog.Logger, cred *syscall.Credential) (string, error) {
-	python, err := resolvePython(cfg.Python)
+	python, err := spawn.ResolvePython(cfg.Python)
 	if err != nil {
 		return "", err
 	}
@@ -102,7 +103,7 @@ func importApp(cfg *config.Config, log zerolog.Logger, cred *syscall.Credential)
 		return "", fmt.Errorf("create runtime directory: %w", err)
 	}
 	defer os.RemoveAll(runDir)
-	worker, err := installWorker(runDir, log)
+	worker, err := spawn.InstallWorker(runDir, log)
 	if err != nil {
 		return "", err
 	}
@@ -112,7 +113,7 @@ func importApp(cfg *config.Config, log zerolog.Logger, cred *syscall.Credential)
 		BootTimeout:     cfg.BootTimeout,
 		GracefulTimeout: 5 * time.Second,
 		RunDir:          runDir,
-		Spawner:         withCredential(newSpawner(cfg, worker.Script), cred),
+		Spawner:         newSpawner(cfg, worker.Script).WithCredential(cred),
 		Log:             log, // the worker's output and traceback, as serve would show them
 	}, supervisor.NewPool(0, time.Second))
 	done := make(chan error, 1)

@@ -42,7 +42,7 @@ func openTempDir(t *testing.T) string {
 // TestCheckUidGid: herd check validates --uid and --gid as serve does, and as root imports
 // the app as that user; as another user it says it cannot switch, after checking the names.
 func TestCheckUidGid(t *testing.T) {
-	requireRoot(t, "--uid/--gid switch users only as root")
+	herdtest.RequireRoot(t, "--uid/--gid switch users only as root")
 	dir := openTempDir(t)
 	if err := os.WriteFile(filepath.Join(dir, "uidapp.py"), []byte(uidApp), 0o644); err != nil {
 		t.Fatal(err)

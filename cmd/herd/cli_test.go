@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/herd-server/herd/internal/herdtest"
+	"github.com/herd-server/herd/supervisor/spawn"
 )
 
 // TestHelpHasExamples: every command's --help shows examples.
@@ -89,7 +90,7 @@ func TestBadInputShownExactly(t *testing.T) {
 	if err := os.Mkdir(filepath.Join(dir, "dir.yaml"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	python, err := resolvePython("python3")
+	python, err := spawn.ResolvePython("python3")
 	if err != nil {
 		t.Fatal(err)
 	}

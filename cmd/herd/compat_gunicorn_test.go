@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/herd-server/herd/internal/herdtest"
+	"github.com/herd-server/herd/supervisor/spawn"
 )
 
 // gunicornConfFile is a gunicorn.conf.py for envApp: computed values, an import, a hook.
@@ -47,7 +48,7 @@ func TestGunicornConfServes(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "gunicorn.conf.py"), []byte(gunicornConfFile(addr, sock)), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	python, err := resolvePython("python3") // once: a pyenv shim costs seconds on a loaded machine
+	python, err := spawn.ResolvePython("python3") // once: a pyenv shim costs seconds on a loaded machine
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/herd-server/herd/internal/herdtest"
+	"github.com/herd-server/herd/supervisor/spawn"
 )
 
 // iniApp tells the test what the worker is: its pid, interpreter, a variable from env =,
@@ -70,7 +71,7 @@ func TestUWSGIIniEveryMappedOption(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	python, err := resolvePython("python3")
+	python, err := spawn.ResolvePython("python3")
 	if err != nil {
 		t.Fatal(err)
 	}

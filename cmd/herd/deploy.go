@@ -20,6 +20,7 @@ import (
 	"github.com/herd-server/herd/internal/listener"
 	"github.com/herd-server/herd/internal/sdnotify"
 	"github.com/herd-server/herd/supervisor"
+	"github.com/herd-server/herd/supervisor/spawn"
 )
 
 // proxyHeaderTimeout bounds how long a connection on a --proxy-protocol listener may take
@@ -364,7 +365,7 @@ func (d *deployment) WorkerReady(w supervisor.WorkerInfo, _ time.Duration) {
 	d.updateStatus()
 }
 
-func (d *deployment) WorkerExited(w supervisor.WorkerInfo, _ supervisor.ExitStatus, _ supervisor.ExitCause) {
+func (d *deployment) WorkerExited(w supervisor.WorkerInfo, _ spawn.ExitStatus, _ supervisor.ExitCause) {
 	d.mu.Lock()
 	wasReady := d.ready[w.ID]
 	delete(d.ready, w.ID)

@@ -66,7 +66,7 @@ func startNginx(t *testing.T, upstreamA, upstreamB string) string {
 func runNginx(t *testing.T, conf func(dir, listen string) string) string {
 	t.Helper()
 	bin := herdtest.RequireTool(t, "nginx", "nginx")
-	requireRoot(t, "nginx runs with user root and binds as root here")
+	herdtest.RequireRoot(t, "nginx runs with user root and binds as root here")
 	dir := t.TempDir()
 	addr := herdtest.FreeAddr(t)
 	confPath := filepath.Join(dir, "nginx.conf")

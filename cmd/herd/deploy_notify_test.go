@@ -11,6 +11,7 @@ import (
 	"github.com/herd-server/herd/config"
 	"github.com/herd-server/herd/internal/sdnotify"
 	"github.com/herd-server/herd/supervisor"
+	"github.com/herd-server/herd/supervisor/spawn"
 )
 
 // TestDeploymentNotifiesAroundReload drives the deployment's observer side as the
@@ -33,7 +34,7 @@ func TestDeploymentNotifiesAroundReload(t *testing.T) {
 		t.Errorf("READY: %v", m)
 	}
 	// A crashed worker replaced in the same generation is no reload.
-	d.WorkerExited(gen1[0], supervisor.ExitStatus{Code: 1}, supervisor.CauseCrash)
+	d.WorkerExited(gen1[0], spawn.ExitStatus{Code: 1}, supervisor.CauseCrash)
 	d.WorkerStarted(supervisor.WorkerInfo{ID: 3, Generation: 1})
 
 	d.WorkerStarted(supervisor.WorkerInfo{ID: 4, Generation: 2})

@@ -43,23 +43,11 @@ func onlyChild(t *testing.T, pid int, what string) int {
 	}
 }
 
-func requireRoot(t *testing.T, why string) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	msg := "needs root: " + why
-	if os.Getenv("HERD_REQUIRE_ALL") == "1" {
-		t.Fatal(msg + " [HERD_REQUIRE_ALL=1: skips are failures]")
-	}
-	t.Skip(msg)
-}
-
 // TestPID1ReapsOrphansAndForwardsTerm runs herd as the first process of a new PID namespace,
 // as in a container: orphans the app leaves behind are re-parented to it and must be reaped,
 // and the TERM a container runtime sends to PID 1 must stop herd gracefully.
 func TestPID1ReapsOrphansAndForwardsTerm(t *testing.T) {
-	requireRoot(t, "unshare --pid creates a PID namespace")
+	herdtest.RequireRoot(t, "unshare --pid creates a PID namespace")
 	unshare := herdtest.RequireTool(t, "unshare", "util-linux")
 	h := herdtest.Start(t, herdtest.Options{
 		// --mount-proc: a container's /proc shows its own PID namespace, which herd as PID 1

@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/herd-server/herd/internal/herdtest"
-	"github.com/herd-server/herd/supervisor"
+	"github.com/herd-server/herd/supervisor/spawn"
 )
 
 const (
@@ -104,7 +104,7 @@ func TestDevSaveServesNewCodeFast(t *testing.T) {
 		// A developer saves seconds apart: the standby interpreter for this reload has been
 		// started by then (just after the previous reload's worker was ready).
 		var ok bool
-		if _, standbyFrom, ok = h.WaitEvent(standbyFrom, 10*time.Second, herdtest.IsMsg(supervisor.MsgStandbyStarted)); !ok {
+		if _, standbyFrom, ok = h.WaitEvent(standbyFrom, 10*time.Second, herdtest.IsMsg(spawn.MsgStandbyStarted)); !ok {
 			t.Fatalf("no standby interpreter started before save %d", i)
 		}
 		saved := time.Now()
@@ -139,7 +139,7 @@ func TestDevSaveServesNewCodeFast(t *testing.T) {
 	// Every reload's worker was an interpreter started ahead, whose pid the new worker has.
 	standbys := map[int]bool{}
 	for _, e := range h.Events() {
-		if e.Msg() == supervisor.MsgStandbyStarted {
+		if e.Msg() == spawn.MsgStandbyStarted {
 			standbys[e.Int("pid")] = true
 		}
 	}
@@ -148,18 +148,18 @@ func TestDevSaveServesNewCodeFast(t *testing.T) {
 			t.Errorf("generation %d's worker (pid %d) was not a standby interpreter", e.Int("generation"), e.Int("pid"))
 		}
 	}
-	if n := h.Count(herdtest.IsMsg(supervisor.MsgHandedOver)); n != 20 {
+	if n := h.Count(herdtest.IsMsg(spawn.MsgHandedOver)); n != 20 {
 		t.Errorf("%d hand-overs to a standby for 20 reloads", n)
 	}
 
 	t.Run("a standby that died is replaced by a fresh start", func(t *testing.T) {
 		lastHandOver := 0
 		for i, e := range h.Events() {
-			if e.Msg() == supervisor.MsgHandedOver {
+			if e.Msg() == spawn.MsgHandedOver {
 				lastHandOver = i
 			}
 		}
-		ev, _, ok := h.WaitEvent(lastHandOver, 10*time.Second, herdtest.IsMsg(supervisor.MsgStandbyStarted))
+		ev, _, ok := h.WaitEvent(lastHandOver, 10*time.Second, herdtest.IsMsg(spawn.MsgStandbyStarted))
 		if !ok {
 			t.Fatal("no standby interpreter after the last reload")
 		}
@@ -174,7 +174,7 @@ func TestDevSaveServesNewCodeFast(t *testing.T) {
 		}
 		setGreeting(t, dir, "Hello without a standby!")
 		waitForBody(t, c, h.URL+"/", "Hello without a standby!\n", 20*time.Second, false)
-		if n := h.Count(herdtest.IsMsg(supervisor.MsgHandedOver)); n != 20 {
+		if n := h.Count(herdtest.IsMsg(spawn.MsgHandedOver)); n != 20 {
 			t.Errorf("%d hand-overs, want still 20: there was no standby to hand to", n)
 		}
 	})
@@ -208,7 +208,7 @@ func TestDevSaveServesNewCodeFast(t *testing.T) {
 			t.Fatalf("exit status %d", code)
 		}
 		for _, e := range h.Events() {
-			if e.Msg() == supervisor.MsgStandbyStarted && herdtest.Alive(e.Int("pid")) {
+			if e.Msg() == spawn.MsgStandbyStarted && herdtest.Alive(e.Int("pid")) {
 				t.Errorf("standby interpreter %d outlived herd", e.Int("pid"))
 			}
 		}

@@ -25,6 +25,7 @@ import (
 	"github.com/herd-server/herd/proxy"
 	"github.com/herd-server/herd/proxy/h1"
 	"github.com/herd-server/herd/supervisor"
+	"github.com/herd-server/herd/supervisor/spawn"
 )
 
 func newServeCmd() *cobra.Command {
@@ -84,7 +85,7 @@ func serve(ctx context.Context, cfg *config.Config) error {
 	}
 	log.Debug().Int("procs", setMasterProcs(cfg.MasterProcs, os.Getenv("GOMAXPROCS") != "")).Msg("master schedulers")
 	setMasterGC(os.Getenv("GOGC") != "")
-	cred, err := workerCredential(cfg.UID, cfg.GID)
+	cred, err := spawn.Credential(cfg.UID, cfg.GID)
 	if err != nil {
 		return err
 	}
@@ -97,7 +98,7 @@ func serve(ctx context.Context, cfg *config.Config) error {
 		return err
 	}
 
-	python, err := resolvePython(cfg.Python)
+	python, err := spawn.ResolvePython(cfg.Python)
 	if err != nil {
 		return err
 	}
@@ -141,7 +142,7 @@ func serve(ctx context.Context, cfg *config.Config) error {
 		return fmt.Errorf("create runtime directory: %w", err)
 	}
 	defer os.RemoveAll(runDir)
-	worker, err := installWorker(runDir, log)
+	worker, err := spawn.InstallWorker(runDir, log)
 	if err != nil {
 		closeAll(append(listeners, adminLn))
 		return err
@@ -160,15 +161,15 @@ func serve(ctx context.Context, cfg *config.Config) error {
 	if adminLn != nil {
 		adminSrv = admin.NewServer(metrics, statsInfo, log.With().Str("component", "admin").Logger())
 	}
-	execSpawner := withCredential(newSpawner(cfg, worker.Script), cred)
-	var spawner supervisor.Spawner = execSpawner
+	execSpawner := newSpawner(cfg, worker.Script).WithCredential(cred)
+	var spawner spawn.Spawner = execSpawner
 	if cfg.Reload {
 		// Development mode: a reload hands the new worker to an interpreter started ahead,
 		// so a save waits for the app's import, not for Python to start.
-		standby := &supervisor.StandbySpawner{Exec: execSpawner, Log: log}
+		standby := &spawn.Standby{Exec: execSpawner, Log: log}
 		defer standby.Close() // after the supervisor's Run returned (waitForStop waits for it)
 		spawner = standby
-		observers = append(observers, standby)
+		observers = append(observers, standbyRefill{sb: standby})
 	}
 	sup := supervisor.New(supervisor.Options{
 		Workers:         cfg.Workers,
@@ -492,7 +493,7 @@ func addrs(lns []net.Listener) []string {
 	return out
 }
 
-func newSpawner(cfg *config.Config, workerScript string) *supervisor.ExecSpawner {
+func newSpawner(cfg *config.Config, workerScript string) *spawn.Exec {
 	args := []string{"--app", cfg.App, "--threads", fmt.Sprint(cfg.Threads)}
 	if cfg.Chdir != "" {
 		args = append(args, "--chdir", cfg.Chdir)
@@ -512,7 +513,7 @@ func newSpawner(cfg *config.Config, workerScript string) *supervisor.ExecSpawner
 		env = append(env, "PYTHONDONTWRITEBYTECODE=1")
 	}
 	env = append(env, cfg.Env...) // later entries win: -e overrides the master's environment
-	return &supervisor.ExecSpawner{
+	return &spawn.Exec{
 		Python:       cfg.Python,
 		WorkerScript: workerScript,
 		Args:         args,
@@ -638,4 +639,21 @@ var _ io.Writer = stdLogWriter{}
 
 func newStdLogger(log zerolog.Logger) *stdlog.Logger {
 	return stdlog.New(stdLogWriter{log}, "", 0)
+}
+
+// standbyRefill tells the development mode's standby spawner when to start the next
+// interpreter: after a boot (the CPU is free again), and after a worker failed to boot or
+// crashed (a reload or restart will want one). Not after a stop or a replacement on purpose.
+type standbyRefill struct {
+	supervisor.NopObserver
+	sb *spawn.Standby
+}
+
+func (r standbyRefill) WorkerReady(supervisor.WorkerInfo, time.Duration) { r.sb.Refill() }
+
+func (r standbyRefill) WorkerExited(_ supervisor.WorkerInfo, _ spawn.ExitStatus, cause supervisor.ExitCause) {
+	switch cause {
+	case supervisor.CauseBootError, supervisor.CauseBootTimeout, supervisor.CauseCrash:
+		r.sb.Refill()
+	}
 }

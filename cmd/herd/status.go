@@ -13,6 +13,7 @@ import (
 	"github.com/herd-server/herd/admin"
 	"github.com/herd-server/herd/config"
 	"github.com/herd-server/herd/supervisor"
+	"github.com/herd-server/herd/supervisor/spawn"
 )
 
 // Status is the answer to the control command status, and what `herd status --json` prints.
@@ -130,7 +131,7 @@ func (c *exitCounter) Reloaded(gen int, err error) {
 	c.lastReload.Store(r)
 }
 
-func (c *exitCounter) WorkerExited(_ supervisor.WorkerInfo, _ supervisor.ExitStatus, cause supervisor.ExitCause) {
+func (c *exitCounter) WorkerExited(_ supervisor.WorkerInfo, _ spawn.ExitStatus, cause supervisor.ExitCause) {
 	switch cause {
 	case supervisor.CauseStop, supervisor.CauseScaleDown, supervisor.CauseReload:
 	default:

@@ -70,7 +70,7 @@ def app(environ, start_response):
 // a streamed response; the UWSGI_* vars nginx sends are not obeyed.
 func TestNginxUwsgiPass(t *testing.T) {
 	herdtest.RequireTool(t, "nginx", "nginx")
-	requireRoot(t, "nginx runs with user root and binds as root here")
+	herdtest.RequireRoot(t, "nginx runs with user root and binds as root here")
 	dir := t.TempDir()
 	evilDir := filepath.Join(dir, "evil")
 	if err := os.Mkdir(evilDir, 0o755); err != nil {

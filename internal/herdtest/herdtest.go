@@ -421,6 +421,20 @@ func RequireTool(t testing.TB, command, debianPackage string) string {
 	return ""
 }
 
+// RequireRoot skips the test when herd's tests do not run as root (as CI does, and as
+// `make test` must to install packages), unless HERD_REQUIRE_ALL=1, where it fails.
+func RequireRoot(t testing.TB, why string) {
+	t.Helper()
+	if os.Geteuid() == 0 {
+		return
+	}
+	msg := "needs root: " + why
+	if os.Getenv("HERD_REQUIRE_ALL") == "1" {
+		t.Fatal(msg + " [HERD_REQUIRE_ALL=1: skips are failures]")
+	}
+	t.Skip(msg)
+}
+
 // RequirePythonModule is RequireTool for a module importable by a given interpreter, e.g.
 // flask under /usr/bin/python3.
 func RequirePythonModule(t testing.TB, python, module, debianPackage string) {

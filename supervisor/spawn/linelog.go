@@ -1,7 +1,8 @@
-package supervisor
+package spawn
 
 import (
 	"bytes"
+	"io"
 	"sync"
 
 	"github.com/rs/zerolog"
@@ -20,7 +21,8 @@ type lineLogger struct {
 	buf    []byte
 }
 
-func newLineLogger(log zerolog.Logger, stream string) *lineLogger {
+// NewLineLogger makes one log event of each line a worker writes on stream.
+func NewLineLogger(log zerolog.Logger, stream string) io.Writer {
 	return &lineLogger{log: log, stream: stream}
 }
 

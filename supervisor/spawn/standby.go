@@ -1,4 +1,4 @@
-package supervisor
+package spawn
 
 import (
 	"encoding/json"
@@ -15,18 +15,18 @@ import (
 	"github.com/rs/zerolog"
 )
 
-// StandbySpawner keeps one worker interpreter started ahead of need (development mode):
+// Standby keeps one worker interpreter started ahead of need (development mode):
 // Python is up, worker.py is loaded, and it waits on a socket of its own (worker.py's
 // --standby-fd). Spawn hands it the worker's sockets and id; it imports the app only then,
 // from the code on disk at that moment. A reload thus pays for importing the app, not for
 // starting Python, which is most of the time from a save to the new response.
 //
-// A new standby is started when the supervisor, through the Observer methods, reports a
-// worker ready or gone: not while a generation boots, whose CPU it would take. Without a
+// A new standby is started when the master calls Refill, after a worker is ready or gone:
+// not while a generation boots, whose CPU it would take. Without a
 // standby, Spawn starts a worker as Exec does. Close kills the standby; call it once the
 // supervisor's Run has returned.
-type StandbySpawner struct {
-	Exec *ExecSpawner
+type Standby struct {
+	Exec *Exec
 	Log  zerolog.Logger
 
 	mu       sync.Mutex
@@ -37,8 +37,6 @@ type StandbySpawner struct {
 	// process handed over keeps its waiter until it exits).
 	wg sync.WaitGroup
 }
-
-var _ Observer = (*StandbySpawner)(nil)
 
 // standby is an interpreter waiting for its hand-over.
 type standby struct {
@@ -58,7 +56,7 @@ const (
 const handOverTimeout = time.Second
 
 // Spawn implements Spawner.
-func (s *StandbySpawner) Spawn(spec WorkerSpec) (Process, error) {
+func (s *Standby) Spawn(spec Spec) (Process, error) {
 	s.mu.Lock()
 	sb := s.standby
 	s.standby = nil
@@ -75,27 +73,15 @@ func (s *StandbySpawner) Spawn(spec WorkerSpec) (Process, error) {
 	return s.Exec.Spawn(spec)
 }
 
-// WorkerStarted implements Observer.
-func (s *StandbySpawner) WorkerStarted(WorkerInfo) {}
-
-// WorkerReady implements Observer: a boot is over, the CPU is free for the next standby.
-func (s *StandbySpawner) WorkerReady(WorkerInfo, time.Duration) { s.refill() }
-
-// WorkerExited implements Observer: a worker that failed to boot, or crashed, is to be
-// replaced by the next reload or restart. A worker stopped or replaced on purpose is not:
-// at shutdown a new standby would only delay the exit.
-func (s *StandbySpawner) WorkerExited(_ WorkerInfo, _ ExitStatus, cause ExitCause) {
-	switch cause {
-	case CauseBootError, CauseBootTimeout, CauseCrash:
-		s.refill()
-	}
-}
-
-// Reloaded implements Observer.
-func (s *StandbySpawner) Reloaded(int, error) {}
+// Refill starts a standby interpreter in the background unless there is one, or one is
+// starting. Call it when a boot is over (the CPU is free for the next standby) and when a
+// worker failed to boot or crashed (the next reload or restart wants one); not when a worker
+// was stopped or replaced on purpose: at shutdown a new standby would only delay the exit.
+// It never waits for a fork and exec, so the supervisor's loop may call it.
+func (s *Standby) Refill() { s.refill() }
 
 // Close kills the standby and waits for every process it started to be reaped.
-func (s *StandbySpawner) Close() {
+func (s *Standby) Close() {
 	s.mu.Lock()
 	s.closed = true
 	sb := s.standby
@@ -109,7 +95,7 @@ func (s *StandbySpawner) Close() {
 
 // refill starts a standby in the background unless there is one, or one is starting. It
 // is called from the supervisor's loop, which must not wait for a fork and exec.
-func (s *StandbySpawner) refill() {
+func (s *Standby) refill() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed || s.standby != nil || s.starting {
@@ -137,7 +123,7 @@ func (s *StandbySpawner) refill() {
 }
 
 // start starts an interpreter in standby and the goroutine that reaps it.
-func (s *StandbySpawner) start() (*standby, error) {
+func (s *Standby) start() (*standby, error) {
 	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("standby socketpair: %w", err)
@@ -153,8 +139,8 @@ func (s *StandbySpawner) start() (*standby, error) {
 	log := s.Log.With().Str("component", "worker").Bool("standby", true).Logger()
 	sb := &standby{
 		conn:   conn.(*net.UnixConn),
-		stdout: &switchWriter{w: newLineLogger(log, "stdout")},
-		stderr: &switchWriter{w: newLineLogger(log, "stderr")},
+		stdout: &switchWriter{w: NewLineLogger(log, "stdout")},
+		stderr: &switchWriter{w: NewLineLogger(log, "stderr")},
 	}
 	cmd := s.Exec.command([]string{"--standby-fd", "3"}, []*os.File{child}, sb.stdout, sb.stderr)
 	if err := cmd.Start(); err != nil {
@@ -174,7 +160,7 @@ func (s *StandbySpawner) start() (*standby, error) {
 }
 
 // forget drops a standby that exited before it was handed over.
-func (s *StandbySpawner) forget(sb *standby) {
+func (s *Standby) forget(sb *standby) {
 	s.mu.Lock()
 	lost := s.standby == sb
 	if lost {
@@ -191,14 +177,14 @@ func (s *StandbySpawner) forget(sb *standby) {
 // letGo ends a standby that will not be handed over. It holds no app and no request, so
 // SIGKILL loses nothing, and does not wait for an interpreter still starting to read the
 // EOF of its socket. Its reaper goroutine reaps it.
-func (s *StandbySpawner) letGo(sb *standby) {
+func (s *Standby) letGo(sb *standby) {
 	_ = sb.conn.Close()
 	_ = sb.proc.Signal(syscall.SIGKILL)
 }
 
 // handOver sends the standby its worker id and its two sockets (worker.py's hand-over
 // message). From then on its output is the worker's.
-func (sb *standby) handOver(spec WorkerSpec) error {
+func (sb *standby) handOver(spec Spec) error {
 	msg, err := json.Marshal(struct {
 		Argv []string `json:"argv"`
 	}{[]string{"--worker-id", strconv.Itoa(spec.ID)}})

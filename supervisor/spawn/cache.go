@@ -1,4 +1,4 @@
-package main
+package spawn
 
 import (
 	"errors"
@@ -12,7 +12,7 @@ import (
 )
 
 // herd keeps what saves time at the next start in <user cache dir>/herd ($XDG_CACHE_HOME/herd
-// or ~/.cache/herd): a note for each interpreter that passed resolvePython's check, and the
+// or ~/.cache/herd): a note for each interpreter that passed ResolvePython's check, and the
 // worker's code with the bytecode Python compiles from it. Nothing there is needed: without a
 // usable cache directory herd does the work again at every start.
 

@@ -1,10 +1,12 @@
-package main
+package spawn
 
 import (
 	"errors"
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/herd-server/herd/internal/herdtest"
 )
 
 // TestPrivateDir: a cache directory is used only when no other user can change what its path
@@ -69,7 +71,7 @@ func TestPrivateDir(t *testing.T) {
 // TestPrivateDirOtherOwner: a directory on the way that belongs to another user (root's herd
 // with HOME left at a user's home by sudo) keeps the cache out of it.
 func TestPrivateDirOtherOwner(t *testing.T) {
-	requireRoot(t, "only root can give a directory to another user")
+	herdtest.RequireRoot(t, "only root can give a directory to another user")
 	home := filepath.Join(t.TempDir(), "home")
 	if err := os.MkdirAll(filepath.Join(home, ".cache"), 0o755); err != nil {
 		t.Fatal(err)

@@ -1,4 +1,4 @@
-package supervisor
+package spawn
 
 import (
 	"errors"
@@ -11,10 +11,10 @@ import (
 	"time"
 )
 
-// WorkerSpec is everything a spawner needs to start one worker. The listening socket and the
+// Spec is everything a spawner needs to start one worker. The listening socket and the
 // worker's end of the control channel are handed over as inherited descriptors; the spawner
 // must not keep them open after Spawn returns.
-type WorkerSpec struct {
+type Spec struct {
 	ID         int
 	Generation int
 	Listen     *os.File // a listening AF_UNIX socket, becomes fd 3 in the worker
@@ -35,7 +35,7 @@ type Process interface {
 
 // Spawner starts worker processes.
 type Spawner interface {
-	Spawn(spec WorkerSpec) (Process, error)
+	Spawn(spec Spec) (Process, error)
 }
 
 // ExitStatus is how a worker ended.
@@ -75,8 +75,8 @@ func meaningOfExitCode(code int) string {
 	return ""
 }
 
-// ExecSpawner starts each worker as `Python WorkerScript args...` with exec, never a shell.
-type ExecSpawner struct {
+// Exec starts each worker as `Python WorkerScript args...` with exec, never a shell.
+type Exec struct {
 	Python       string   // interpreter path or name on PATH
 	WorkerScript string   // path of the worker.py copy the master wrote
 	Args         []string // worker arguments shared by every worker (--app, --threads ...)
@@ -90,7 +90,7 @@ type ExecSpawner struct {
 }
 
 // Spawn implements Spawner.
-func (s *ExecSpawner) Spawn(spec WorkerSpec) (Process, error) {
+func (s *Exec) Spawn(spec Spec) (Process, error) {
 	cmd := s.command([]string{"--listen-fd", "3", "--control-fd", "4", "--worker-id", strconv.Itoa(spec.ID)},
 		[]*os.File{spec.Listen, spec.Control}, spec.Stdout, spec.Stderr)
 	if err := cmd.Start(); err != nil {
@@ -100,7 +100,7 @@ func (s *ExecSpawner) Spawn(spec WorkerSpec) (Process, error) {
 }
 
 // command is the worker's command line with extra arguments, files inherited from fd 3 on.
-func (s *ExecSpawner) command(extra []string, files []*os.File, stdout, stderr io.Writer) *exec.Cmd {
+func (s *Exec) command(extra []string, files []*os.File, stdout, stderr io.Writer) *exec.Cmd {
 	args := append([]string{s.WorkerScript}, s.Args...)
 	if s.Credential != nil {
 		args = append([]string{"-c", s.ScriptSource}, s.Args...)

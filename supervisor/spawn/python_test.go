@@ -1,4 +1,4 @@
-package main
+package spawn
 
 import (
 	"os"
@@ -28,9 +28,9 @@ func TestResolvePythonRemembers(t *testing.T) {
 	if _, err := os.Stat(note); err == nil {
 		t.Fatal("noted before any check")
 	}
-	got, err := resolvePython(python)
+	got, err := ResolvePython(python)
 	if err != nil || got != python {
-		t.Fatalf("resolvePython: %q, %v", got, err)
+		t.Fatalf("ResolvePython: %q, %v", got, err)
 	}
 	if b, err := os.ReadFile(note); err != nil || !strings.Contains(string(b), "Python 3.") {
 		t.Fatalf("note after the check: %q, %v", b, err)
@@ -44,8 +44,8 @@ func TestResolvePythonRemembers(t *testing.T) {
 	if _, note := knownPython(shim); note != "" {
 		t.Fatalf("a shim has a note: %s", note)
 	}
-	if got, err := resolvePython(shim); err != nil || got != python {
-		t.Fatalf("resolvePython(shim): %q, %v", got, err)
+	if got, err := ResolvePython(shim); err != nil || got != python {
+		t.Fatalf("ResolvePython(shim): %q, %v", got, err)
 	}
 }
 
@@ -61,7 +61,7 @@ func TestResolvePythonNoteSkipsTheCheck(t *testing.T) {
 	if err := os.WriteFile(fake, b, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := resolvePython(fake); err == nil {
+	if _, err := ResolvePython(fake); err == nil {
 		t.Fatal("true(1) passed as a Python")
 	}
 	path, note := knownPython(fake)
@@ -71,7 +71,7 @@ func TestResolvePythonNoteSkipsTheCheck(t *testing.T) {
 	if err := os.WriteFile(note, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if got, err := resolvePython(fake); err != nil || got != path {
+	if got, err := ResolvePython(fake); err != nil || got != path {
 		t.Fatalf("with a note: %q, %v; want %q without asking", got, err, path)
 	}
 	// The same path with another binary behind it (an upgrade) has another note.
@@ -79,7 +79,7 @@ func TestResolvePythonNoteSkipsTheCheck(t *testing.T) {
 	if err := os.Chtimes(fake, later, later); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := resolvePython(fake); err == nil {
+	if _, err := ResolvePython(fake); err == nil {
 		t.Fatal("a changed binary was not checked again")
 	}
 }

@@ -1,4 +1,4 @@
-package main
+package spawn
 
 import (
 	"bytes"
@@ -15,13 +15,13 @@ import (
 	"time"
 )
 
-// resolvePython asks the configured interpreter for its real path and version, once. Every
+// ResolvePython asks the configured interpreter for its real path and version, once. Every
 // worker then execs the real binary: a pyenv or asdf shim costs a few hundred milliseconds
 // per start, which would be paid again on every respawn.
 //
 // Asking costs a Python start (about 25 ms here, before any worker can start), so the answer
 // of a real interpreter is remembered in herd's cache: see knownPython.
-func resolvePython(python string) (string, error) {
+func ResolvePython(python string) (string, error) {
 	path, note := knownPython(python)
 	if note != "" {
 		if _, err := os.Stat(note); err == nil {
@@ -57,7 +57,7 @@ func resolvePython(python string) (string, error) {
 }
 
 // knownPython returns the absolute path exec would run for python, and the file in herd's
-// cache whose presence says that this very binary passed resolvePython's check with that
+// cache whose presence says that this very binary passed ResolvePython's check with that
 // path as its answer: "" when its answer cannot be remembered. That is so only for an ELF
 // executable (a shim is a script, whose answer depends on the directory and environment);
 // the note is named by the binary's path, inode, size and times, so an upgrade replacing it

@@ -1,4 +1,4 @@
-package main
+package spawn
 
 import (
 	"bytes"
@@ -15,15 +15,15 @@ import (
 	"github.com/herd-server/herd/scripts"
 )
 
-// workerFiles are the files a run's workers are started from.
-type workerFiles struct {
+// WorkerFiles are the files a run's workers are started from.
+type WorkerFiles struct {
 	// Script is what the interpreter runs: runDir/worker.py.
 	Script string
 	// Code are the files worker.py's code may run from, as its tracebacks name them.
 	Code []string
 }
 
-// installWorker writes the worker's code where this run's workers start it from.
+// InstallWorker writes the worker's code where this run's workers start it from.
 //
 // Python compiles a script at every start (about 10 ms for worker.py here, in every worker,
 // before it can import the app), but keeps an imported module's bytecode in __pycache__
@@ -32,7 +32,7 @@ type workerFiles struct {
 // its content: its bytecode is compiled once per version of herd and Python. A copy in
 // runDir is found next when the cache was emptied under a running herd. Without a cache,
 // runDir/worker.py is the worker itself, compiled at every start.
-func installWorker(runDir string, log zerolog.Logger) (workerFiles, error) {
+func InstallWorker(runDir string, log zerolog.Logger) (WorkerFiles, error) {
 	script := filepath.Join(runDir, "worker.py")
 	sum := sha256.Sum256(scripts.WorkerPy)
 	module := "herd_worker_" + hex.EncodeToString(sum[:8])
@@ -40,18 +40,18 @@ func installWorker(runDir string, log zerolog.Logger) (workerFiles, error) {
 	if err != nil {
 		log.Debug().Err(err).Msg("worker code not cached: it is compiled at every start")
 		if err := os.WriteFile(script, scripts.WorkerPy, 0o600); err != nil {
-			return workerFiles{}, fmt.Errorf("write worker script: %w", err)
+			return WorkerFiles{}, fmt.Errorf("write worker script: %w", err)
 		}
-		return workerFiles{Script: script, Code: []string{script}}, nil
+		return WorkerFiles{Script: script, Code: []string{script}}, nil
 	}
 	fallback := filepath.Join(runDir, module+".py")
 	if err := os.WriteFile(fallback, scripts.WorkerPy, 0o600); err != nil {
-		return workerFiles{}, fmt.Errorf("write worker script: %w", err)
+		return WorkerFiles{}, fmt.Errorf("write worker script: %w", err)
 	}
 	if err := os.WriteFile(script, workerStartup(filepath.Dir(cache), module), 0o600); err != nil {
-		return workerFiles{}, fmt.Errorf("write worker script: %w", err)
+		return WorkerFiles{}, fmt.Errorf("write worker script: %w", err)
 	}
-	return workerFiles{Script: script, Code: []string{cache, fallback, script}}, nil
+	return WorkerFiles{Script: script, Code: []string{cache, fallback, script}}, nil
 }
 
 // cachedWorker makes sure herd's cache holds the worker's code as module.py, and returns

@@ -1,4 +1,4 @@
-package main
+package spawn
 
 import (
 	"bytes"
@@ -45,7 +45,7 @@ func TestInstallWorkerCached(t *testing.T) {
 	t.Setenv("XDG_CACHE_HOME", cacheHome)
 	cacheDir := filepath.Join(cacheHome, "herd", "worker")
 	runDir := t.TempDir()
-	files, err := installWorker(runDir, zerolog.Nop())
+	files, err := InstallWorker(runDir, zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,7 +71,7 @@ func TestInstallWorkerCached(t *testing.T) {
 	}
 
 	// The next start finds both as they were: nothing is written or compiled again.
-	if _, err := installWorker(t.TempDir(), zerolog.Nop()); err != nil {
+	if _, err := InstallWorker(t.TempDir(), zerolog.Nop()); err != nil {
 		t.Fatal(err)
 	}
 	if code, _ := runWorker(t, python, files.Script); code != 4 {
@@ -97,7 +97,7 @@ func TestInstallWorkerRepairsCache(t *testing.T) {
 	python := realPython(t)
 	cacheHome := t.TempDir()
 	t.Setenv("XDG_CACHE_HOME", cacheHome)
-	files, err := installWorker(t.TempDir(), zerolog.Nop())
+	files, err := InstallWorker(t.TempDir(), zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,7 +112,7 @@ func TestInstallWorkerRepairsCache(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if files, err = installWorker(t.TempDir(), zerolog.Nop()); err != nil {
+	if files, err = InstallWorker(t.TempDir(), zerolog.Nop()); err != nil {
 		t.Fatal(err)
 	}
 	if b, err := os.ReadFile(cached); err != nil || !bytes.Equal(b, scripts.WorkerPy) {
@@ -139,7 +139,7 @@ func TestInstallWorkerWithoutCache(t *testing.T) {
 	}
 	t.Setenv("XDG_CACHE_HOME", open)
 	runDir := t.TempDir()
-	files, err := installWorker(runDir, zerolog.Nop())
+	files, err := InstallWorker(runDir, zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -164,7 +164,7 @@ func TestInstallWorkerWithoutCache(t *testing.T) {
 func TestWorkerStartupNotAsModule(t *testing.T) {
 	python := realPython(t)
 	t.Setenv("XDG_CACHE_HOME", t.TempDir())
-	files, err := installWorker(t.TempDir(), zerolog.Nop())
+	files, err := InstallWorker(t.TempDir(), zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}
