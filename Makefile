@@ -45,7 +45,7 @@ test-go:
 # connections, 200 slow readers, a flood of 3 x 1800 connections, 2000 samples per p99, and
 # how long a new client waits in the flood. Prints the table of docs/RELIABILITY.md.
 hostile: build
-	HERD_HOSTILE_LONG=1 HERD_TEST_BINARY=$(CURDIR)/$(BIN) $(GO) test ./cmd/herd -run '^TestHostileClients$$' -count=1 -v -timeout 20m
+	HERD_HOSTILE_LONG=1 HERD_TEST_BINARY=$(CURDIR)/$(BIN) $(GO) test ./server -run '^TestHostileClients$$' -count=1 -v -timeout 20m
 
 # Fuzzing (docs/RELIABILITY.md). Each target's seed corpus (testdata/fuzz/<Target>/) runs in
 # every `go test`; these run the fuzzer itself. fuzz-short is part of `make test`: a fixed
@@ -108,27 +108,27 @@ bench-static: build
 
 # Save to new response, herd dev against gunicorn --reload: median of 20 saves each.
 bench-reload:
-	$(GO) test ./cmd/herd -run '^$$' -bench SaveToNewResponse -benchtime 1x
+	$(GO) test ./server -run '^$$' -bench SaveToNewResponse -benchtime 1x
 
 # HTTPS/1.1, HTTP/2 and h2c beside plain HTTP/1.1: req/s and CPU per request (docs/tls.md).
 bench-tls: build
 	./bench/tls.sh
 
-# The chaos suite (chaos/, docs/RELIABILITY.md): under steady load, 30 s of each fault
+# The chaos suite (server/chaos/, docs/RELIABILITY.md): under steady load, 30 s of each fault
 # (SIGKILL, SIGSTOP past --timeout, SIGHUP, --reload-on-rss, os._exit mid-response); prints
 # every failed request with its worker and rewrites the chaos section of the report. Say what
 # else ran on the machine in CHAOS_NOTE. `make test` runs a short form (chaos.TestChaos).
 CHAOS_TIME ?= 30s
 CHAOS_NOTE ?=
 chaos:
-	$(GO) test ./chaos -run '^TestChaos$$' -count=1 -v -timeout 30m -args -chaos.time $(CHAOS_TIME) -chaos.report docs/RELIABILITY.md -chaos.note "$(CHAOS_NOTE)"
+	$(GO) test ./server/chaos -run '^TestChaos$$' -count=1 -v -timeout 30m -args -chaos.time $(CHAOS_TIME) -chaos.report docs/RELIABILITY.md -chaos.note "$(CHAOS_NOTE)"
 
 # The soak: SOAK (30m) of mixed load with reloads and kills; the master's RSS, fds and
 # goroutines every 10 s must stay flat. Rewrites the soak section of docs/RELIABILITY.md.
 SOAK      ?= 30m
 SOAK_NOTE ?=
 soak:
-	$(GO) test ./chaos -run '^$$' -bench '^BenchmarkSoak$$' -benchtime 1x -count=1 -timeout 0 -args -soak.duration $(SOAK) -soak.report docs/RELIABILITY.md -soak.note "$(SOAK_NOTE)"
+	$(GO) test ./server/chaos -run '^$$' -bench '^BenchmarkSoak$$' -benchtime 1x -count=1 -timeout 0 -args -soak.duration $(SOAK) -soak.report docs/RELIABILITY.md -soak.note "$(SOAK_NOTE)"
 
 clean:
 	rm -rf bin

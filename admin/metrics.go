@@ -81,6 +81,7 @@ type Metrics struct {
 type ReloadInfo struct {
 	Generation int       `json:"generation"`
 	At         time.Time `json:"at"`
+	OK         bool      `json:"ok"`
 	Error      string    `json:"error,omitempty"`
 }
 
@@ -216,7 +217,7 @@ func (m *Metrics) WorkerExited(_ supervisor.WorkerInfo, _ spawn.ExitStatus, caus
 }
 
 func (m *Metrics) Reloaded(gen int, err error) {
-	info := &ReloadInfo{Generation: gen, At: time.Now()}
+	info := &ReloadInfo{Generation: gen, At: time.Now(), OK: err == nil}
 	if err != nil {
 		m.failedReloads.Inc()
 		info.Error = err.Error()

@@ -9,8 +9,12 @@ import (
 
 // Stats is the /stats document, in the spirit of uWSGI's stats server: the master, its
 // listeners, the traffic, and each worker with what it is doing now.
+//
+// It is the one status shape: /stats, the dashboard, `herd status` (and its --json) and
+// `herd top` all show it.
 type Stats struct {
 	Version    string                          `json:"version"`
+	App        string                          `json:"app"`
 	Pid        int                             `json:"pid"`
 	Started    time.Time                       `json:"started"`
 	UptimeS    float64                         `json:"uptime_s"`
@@ -24,9 +28,11 @@ type Stats struct {
 	Last10s    Summary                         `json:"last_10s"`
 	Last60s    Summary                         `json:"last_60s"`
 	Exits      map[supervisor.ExitCause]uint64 `json:"exits"`
-	Restarts   uint64                          `json:"restarts"` // exits that were followed by a restart
-	LastReload *ReloadInfo                     `json:"last_reload,omitempty"`
-	Workers    []WorkerStats                   `json:"workers"`
+	// Restarts counts the workers that left without being asked to (crash, timeout,
+	// recycling) and were replaced; a reload, a stop or a scale-down is no restart.
+	Restarts   uint64        `json:"restarts"`
+	LastReload *ReloadInfo   `json:"last_reload,omitempty"`
+	Workers    []WorkerStats `json:"workers"`
 }
 
 // WorkerStats is one worker process in Stats.
@@ -52,6 +58,7 @@ type CurrentRequest struct {
 // Info is what the admin side is told about the master at start.
 type Info struct {
 	Version   string
+	App       string
 	Listeners []string
 }
 
@@ -60,6 +67,7 @@ type Info struct {
 func (m *Metrics) Stats(now time.Time, info Info) Stats {
 	st := Stats{
 		Version:    info.Version,
+		App:        info.App,
 		Pid:        os.Getpid(),
 		Started:    m.started,
 		UptimeS:    now.Sub(m.started).Seconds(),
@@ -79,7 +87,7 @@ func (m *Metrics) Stats(now time.Time, info Info) Stats {
 	st.LastReload = m.lastReload
 	for c, n := range m.exitCounts {
 		st.Exits[c] = n
-		if c != supervisor.CauseStop && c != supervisor.CauseScaleDown {
+		if c != supervisor.CauseStop && c != supervisor.CauseScaleDown && c != supervisor.CauseReload {
 			st.Restarts += n
 		}
 	}

@@ -1,20 +1,16 @@
 package main
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
-	"syscall"
 	"text/tabwriter"
 	"time"
 
-	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
 
 	"github.com/herd-server/herd/config"
-	"github.com/herd-server/herd/supervisor"
+	"github.com/herd-server/herd/server"
 	"github.com/herd-server/herd/supervisor/spawn"
 )
 
@@ -48,18 +44,15 @@ cannot be imported (the traceback is printed).`,
 			if err != nil {
 				return err
 			}
-			log, err := newLogger(&l.Config, os.Stderr)
+			log, err := server.NewLogger(&l.Config, os.Stderr)
 			if err != nil {
 				return err
 			}
-			if len(l.Config.HTTPS) > 0 {
-				// As serve does before it listens: the pair must load and match.
-				if _, err := newCertStore(l.Config.Cert, l.Config.Key, log); err != nil {
-					return err
-				}
+			if err := server.CheckCertificate(&l.Config, log); err != nil {
+				return err
 			}
 			start := time.Now()
-			python, err := importApp(&l.Config, log, cred)
+			python, err := server.ImportApp(&l.Config, log, cred)
 			if err != nil {
 				// The worker's traceback is in the log (stderr) already.
 				return &exitCodeError{code: exitAppBoot, err: fmt.Errorf("check failed: the app %q could not be imported: %w", l.Config.App, err)}
@@ -86,46 +79,5 @@ func printEffective(w io.Writer, l *config.Loaded) {
 	_ = tw.Flush()
 	for _, warning := range l.Warnings {
 		fmt.Fprintf(w, "\nwarning: %s\n", warning)
-	}
-}
-
-// importApp starts one worker the way serve does (same interpreter, environment, path and
-// user) and waits for it to load the app or fail, then stops it. It returns the interpreter
-// used.
-func importApp(cfg *config.Config, log zerolog.Logger, cred *syscall.Credential) (string, error) {
-	python, err := spawn.ResolvePython(cfg.Python)
-	if err != nil {
-		return "", err
-	}
-	cfg.Python = python
-	runDir, err := os.MkdirTemp("", "herd-check-")
-	if err != nil {
-		return "", fmt.Errorf("create runtime directory: %w", err)
-	}
-	defer os.RemoveAll(runDir)
-	worker, err := spawn.InstallWorker(runDir, log)
-	if err != nil {
-		return "", err
-	}
-	sup := supervisor.New(supervisor.Options{
-		Workers:         1,
-		Threads:         cfg.Threads,
-		BootTimeout:     cfg.BootTimeout,
-		GracefulTimeout: 5 * time.Second,
-		RunDir:          runDir,
-		Spawner:         newSpawner(cfg, worker.Script).WithCredential(cred),
-		Log:             log, // the worker's output and traceback, as serve would show them
-	}, supervisor.NewPool(0, time.Second))
-	done := make(chan error, 1)
-	go func() { done <- sup.Run(context.Background()) }()
-	select {
-	case <-sup.Ready():
-		sup.Stop(false)
-		return python, <-done
-	case err := <-done:
-		if err == nil {
-			err = errors.New("the worker stopped before loading the app")
-		}
-		return python, err
 	}
 }

@@ -24,26 +24,11 @@ def app(environ, start_response):
     return [b""]
 `
 
-// openTempDir is a temporary directory that nobody (65534) may enter and read: t.TempDir's
-// parent is closed to other users.
-func openTempDir(t *testing.T) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "herd-open-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	return dir
-}
-
 // TestCheckUidGid: herd check validates --uid and --gid as serve does, and as root imports
 // the app as that user; as another user it says it cannot switch, after checking the names.
 func TestCheckUidGid(t *testing.T) {
 	herdtest.RequireRoot(t, "--uid/--gid switch users only as root")
-	dir := openTempDir(t)
+	dir := herdtest.OpenTempDir(t)
 	if err := os.WriteFile(filepath.Join(dir, "uidapp.py"), []byte(uidApp), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -75,7 +60,7 @@ func TestCheckUidGid(t *testing.T) {
 	})
 	t.Run("not root", func(t *testing.T) {
 		// herd check as nobody: a copy of the binary nobody may run.
-		bin := filepath.Join(openTempDir(t), "herd")
+		bin := filepath.Join(herdtest.OpenTempDir(t), "herd")
 		copyFile(t, herdtest.Binary(t), bin, 0o755)
 		for _, c := range []struct {
 			args []string

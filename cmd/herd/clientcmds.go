@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/herd-server/herd/admin"
 	"github.com/herd-server/herd/admin/control"
 )
 
@@ -52,7 +53,7 @@ func newStatusCmd() *cobra.Command {
   herd status --json --pid 1234`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var st Status
+			var st admin.Stats
 			if asJSON {
 				var raw json.RawMessage
 				if err := target.call("status", nil, &raw); err != nil {

@@ -39,7 +39,7 @@ The error page shows source code to whoever asks: serve on loopback only.`,
 			if err := logWarnings(&l); err != nil {
 				return err
 			}
-			return serve(cmd.Context(), &l.Config)
+			return runServer(cmd.Context(), &l.Config)
 		},
 	}
 	files.register(cmd)

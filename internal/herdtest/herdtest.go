@@ -421,6 +421,21 @@ func RequireTool(t testing.TB, command, debianPackage string) string {
 	return ""
 }
 
+// OpenTempDir is a temporary directory that nobody (65534) may enter and read: t.TempDir's
+// parent is closed to other users.
+func OpenTempDir(t testing.TB) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "herd-open-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
 // RequireRoot skips the test when herd's tests do not run as root (as CI does, and as
 // `make test` must to install packages), unless HERD_REQUIRE_ALL=1, where it fails.
 func RequireRoot(t testing.TB, why string) {

@@ -1,0 +1,176 @@
+package server
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/herd-server/herd/internal/herdtest"
+)
+
+// Pipelining sends a request to a busy worker behind the one it serves. Under load with the
+// workers SIGKILLed again and again, every request must still get its own answer, and none
+// may run twice: a request behind a killed one is sent elsewhere only because it provably
+// never started.
+func TestPipelinedRequestsRunOnce(t *testing.T) {
+	logPath := filepath.Join(t.TempDir(), "ran")
+	h := herdtest.Start(t, herdtest.Options{Dir: testdataDir(t), Admin: true,
+		Env:  []string{"PIPE_LOG=" + logPath},
+		Args: []string{"pipeapp:app", "--workers", "2", "--access-log", "off"}})
+	h.WaitReady(2, 20*time.Second)
+
+	var (
+		next, kills atomic.Int64
+		lastPid     atomic.Int64
+		mu          sync.Mutex
+		answered    = map[string]bool{}
+		failed      []string
+	)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	c := herdtest.Client()
+	for range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				id := strconv.FormatInt(next.Add(1), 10)
+				req, _ := http.NewRequest("POST", h.URL+"/do", strings.NewReader("body of "+id))
+				req.Header.Set("X-Id", id)
+				resp, err := c.Do(req)
+				if err != nil {
+					mu.Lock()
+					failed = append(failed, id+": "+err.Error())
+					mu.Unlock()
+					continue
+				}
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				gotID, pid, _ := strings.Cut(string(b), " ")
+				mu.Lock()
+				switch {
+				case resp.StatusCode == 200 && gotID == id:
+					answered[id] = true
+					if n, err := strconv.Atoi(pid); err == nil {
+						lastPid.Store(int64(n))
+					}
+				case resp.StatusCode == 200:
+					t.Errorf("request %s got the answer of request %s", id, gotID)
+				default:
+					failed = append(failed, fmt.Sprintf("%s: status %d", id, resp.StatusCode))
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	for range 8 {
+		time.Sleep(400 * time.Millisecond)
+		if pid := int(lastPid.Load()); pid > 0 && syscall.Kill(pid, syscall.SIGKILL) == nil {
+			kills.Add(1)
+		}
+	}
+	time.Sleep(300 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+
+	raw, err := os.ReadFile(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runs := map[string]int{}
+	for _, id := range strings.Fields(string(raw)) {
+		runs[id]++
+	}
+	for id, n := range runs {
+		if n > 1 {
+			t.Errorf("request %s ran %d times", id, n)
+		}
+	}
+	for id := range answered {
+		if runs[id] != 1 {
+			t.Errorf("request %s answered 200 but ran %d times", id, runs[id])
+		}
+	}
+	pipelined := adminCounter(t, h.AdminURL, "herd_requests_pipelined_total")
+	t.Logf("%d requests answered, %d failed, %d kills, %.0f pipelined", len(answered), len(failed), kills.Load(), pipelined)
+	if pipelined == 0 {
+		t.Error("no request was pipelined under 16 clients on 2 workers")
+	}
+	// Each kill fails what the worker was running (its request behind is sent elsewhere).
+	if int64(len(failed)) > 2*kills.Load() {
+		t.Errorf("%d failures for %d kills: %v", len(failed), kills.Load(), failed[:min(len(failed), 10)])
+	}
+}
+
+// adminCounter reads one counter of the admin server's /metrics.
+func adminCounter(t *testing.T, adminURL, name string) float64 {
+	t.Helper()
+	resp, err := http.Get(adminURL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil {
+				t.Fatalf("%s: %v", line, err)
+			}
+			return f
+		}
+	}
+	t.Fatalf("no %s in /metrics", name)
+	return 0
+}
+
+// A client that leaves while its request waits for a worker is not served: when a worker
+// frees up, the master looks at the client's socket first (one peek) and drops the request.
+func TestClientGoneWhileQueuedIsNotServed(t *testing.T) {
+	h := herdtest.Start(t, herdtest.Options{Dir: testAppsDir(t), Args: []string{"fixture:app", "--workers", "1"}})
+	h.WaitReady(1, 20*time.Second)
+	mark := filepath.Join(t.TempDir(), "reached")
+	busy := make(chan error, 1)
+	go func() {
+		resp, err := herdtest.Client().Get(h.URL + "/slow?t=1")
+		if err == nil {
+			resp.Body.Close()
+		}
+		busy <- err
+	}()
+	time.Sleep(200 * time.Millisecond) // the worker is taken
+	c, err := net.Dial("tcp", h.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(c, "GET /slow?t=0&mark=%s HTTP/1.1\r\nHost: x\r\n\r\n", mark)
+	time.Sleep(200 * time.Millisecond)
+	c.Close() // gone while queued
+	if err := <-busy; err != nil {
+		t.Fatal(err)
+	}
+	// A request after it is served (the worker is free again), and the left one was not.
+	resp, err := herdtest.Client().Get(h.URL + "/hello")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if _, err := os.Stat(mark); err == nil {
+		t.Fatal("the request of a client that left while it waited reached the app")
+	}
+}
