@@ -243,8 +243,9 @@ var (
 	reqDesc     = prometheus.NewDesc("herd_worker_requests_total", "Requests each worker process has taken.", []string{"worker"}, nil)
 )
 
-// liveStates are the states a worker in the pool can be in (dead ones have left it).
-var liveStates = []supervisor.State{supervisor.Starting, supervisor.Ready, supervisor.Busy, supervisor.Draining, supervisor.Stopping}
+// liveStates are the states a worker in the pool is shown in (dead ones have left it): its
+// lifecycle state, with "busy" for a ready one whose slots all carry a request.
+var liveStates = []string{"starting", "ready", "busy", "draining", "stopping"}
 
 func (c workerCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- workersDesc
@@ -254,9 +255,9 @@ func (c workerCollector) Describe(ch chan<- *prometheus.Desc) {
 
 func (c workerCollector) Collect(ch chan<- prometheus.Metric) {
 	ws := c.pool.Workers()
-	byState := make(map[supervisor.State]int)
+	byState := make(map[string]int)
 	for _, w := range ws {
-		byState[w.State]++
+		byState[w.Shown()]++
 		id := strconv.Itoa(w.ID)
 		if rss, err := ProcessRSS(w.Pid); err == nil {
 			ch <- prometheus.MustNewConstMetric(rssDesc, prometheus.GaugeValue, float64(rss), id)
@@ -264,6 +265,6 @@ func (c workerCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(reqDesc, prometheus.CounterValue, float64(w.Requests), id)
 	}
 	for _, s := range liveStates {
-		ch <- prometheus.MustNewConstMetric(workersDesc, prometheus.GaugeValue, float64(byState[s]), s.String())
+		ch <- prometheus.MustNewConstMetric(workersDesc, prometheus.GaugeValue, float64(byState[s]), s)
 	}
 }

@@ -84,8 +84,8 @@ func anyAccepting(p PoolView) bool {
 	return false
 }
 
-// accepting: the worker takes requests (ready, or busy with every slot taken).
-func accepting(s supervisor.State) bool { return s == supervisor.Ready || s == supervisor.Busy }
+// accepting: the worker takes requests (ready, whether or not a slot is free).
+func accepting(s supervisor.State) bool { return s == supervisor.Ready }
 
 // Serve serves on ln until Shutdown.
 func (s *Server) Serve(ln net.Listener) {

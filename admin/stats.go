@@ -94,7 +94,7 @@ func (m *Metrics) Stats(now time.Time, info Info) Stats {
 	m.mu.Unlock()
 	for _, w := range m.pool.Workers() {
 		ws := WorkerStats{
-			ID: w.ID, Pid: w.Pid, Generation: w.Generation, State: w.State.String(),
+			ID: w.ID, Pid: w.Pid, Generation: w.Generation, State: w.Shown(),
 			Requests: w.Requests, InFlight: w.InFlight, UptimeS: now.Sub(w.Started).Seconds(),
 			Current: []CurrentRequest{},
 		}

@@ -91,7 +91,7 @@ func workers(b *testing.B, n int) *supervisor.Pool {
 func readyWorkers(pool *supervisor.Pool) int {
 	n := 0
 	for _, w := range pool.Workers() {
-		if w.State == supervisor.Ready || w.State == supervisor.Busy {
+		if w.State == supervisor.Ready {
 			n++
 		}
 	}
@@ -180,7 +180,7 @@ func benchWorkerDirect(b *testing.B, packet []byte) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		if _, err := lease.Conn().Write(packet); err != nil {
+		if err := lease.Send(packet, nil, nil); err != nil {
 			b.Fatal(err)
 		}
 		if err := readHello(lease.Reader(), req); err != nil {

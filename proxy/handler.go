@@ -26,26 +26,37 @@ import (
 	"github.com/herd-server/herd/proxy/h1"
 )
 
-// Backend hands out worker connections. *supervisor.Pool is the real one; the proxy needs
-// no more than this.
+// Backend hands out worker slots. The supervisor's pool is the real one (the master adapts
+// it); the proxy needs no more than this.
 type Backend interface {
 	Acquire(ctx context.Context) (Lease, error)
 }
 
-// Lease is one worker connection held for one request.
+// Lease is one worker slot held by one request, from its dispatch until the worker's answer
+// has been read: every capability the request path uses of a worker is here.
 type Lease interface {
-	Conn() net.Conn
-	Reader() *bufio.Reader
+	// WorkerID names the worker, for logs and the access log.
 	WorkerID() int
-	// Release gives the connection back; reusable=false when it may not carry another
-	// request (the response was not read to its end, or the connection failed).
-	Release(reusable bool)
-}
-
-// describer is a Lease that can show which request it carries on status pages (the
-// supervisor's does).
-type describer interface {
+	// Describe shows which request the slot carries on status pages; since is when the
+	// request arrived.
 	Describe(method, uri string, since time.Time)
+	// Send sends the request (its uwsgi packet, then its body from mem or, when not nil,
+	// from file) and returns once the worker's answer to it is next on the connection. An
+	// error that says Retry() (see retryable), EPIPE or ECONNRESET means the request never
+	// reached the worker.
+	Send(packet, mem []byte, file io.Reader) error
+	// Reader reads the worker's answers. It outlives the request: bytes it buffered belong
+	// to the connection, not to one answer.
+	Reader() *bufio.Reader
+	// Followed reports whether another request was sent behind this one on the same
+	// connection: the bytes after its answer are that request's, not the worker's excess.
+	Followed() bool
+	// ConnBroke says the connection failed under the request (EOF, a reset, its
+	// deadline), as opposed to the proxy giving it up; call it before Release(false).
+	ConnBroke()
+	// Release gives the slot back; reusable=false when the connection may not carry
+	// another request (the answer was not read to its end, or the connection failed).
+	Release(reusable bool)
 }
 
 // Handler serves HTTP requests through the workers.
@@ -229,11 +240,9 @@ func (h *Handler) dispatch(ctx context.Context, packet []byte, b *body, rec *Rec
 		// Set now, not on success only: a request that times out or breaks on this
 		// worker is logged with it.
 		rec.Worker = lease.WorkerID()
-		if d, ok := lease.(describer); ok {
-			d.Describe(rec.Request.Method, rec.Request.RequestURI, rec.Start)
-		}
+		lease.Describe(rec.Request.Method, rec.Request.RequestURI, rec.Start)
 		turn := time.Now()
-		err = writeRequest(lease, packet, b)
+		err = sendRequest(lease, packet, b)
 		rec.QueueWait += time.Since(turn) // a request sent behind another waits here
 		if err == nil {
 			// Wait for the first byte of the answer (a queued request goes out first). On
@@ -245,7 +254,7 @@ func (h *Handler) dispatch(ctx context.Context, packet []byte, b *body, rec *Rec
 			if err == nil {
 				return lease, nil
 			}
-			if errors.Is(err, syscall.ECONNRESET) && followed(lease) {
+			if errors.Is(err, syscall.ECONNRESET) && lease.Followed() {
 				// Not this request's bytes: the reset may come from one pipelined behind
 				// it, unread, while this one ran. It must not run twice.
 				err = fmt.Errorf("%w (a request was sent behind it)", err)
@@ -277,35 +286,16 @@ func clientGone(w http.ResponseWriter) func() bool {
 	return nil
 }
 
-// pipelinedLease is a Lease that can send the request with the first read of its answer,
-// and that may be sent behind another request on the same worker connection (the
-// supervisor's: see Lease.Queue and its neighbours there).
-type pipelinedLease interface {
-	Queue(packet, body []byte) bool
-	BeginWrite()
-	Written()
-	WaitTurn() error
-	ConnBroke()
-	Followed() bool
-}
-
-// writeRequest sends the request on the lease's connection (or queues it to go with the
-// first read), then waits until the worker's answer to it is next on the connection.
-func writeRequest(lease Lease, packet []byte, b *body) error {
-	pl, ok := lease.(pipelinedLease)
-	if !ok {
-		return writeOn(lease.Conn(), packet, b)
+// sendRequest sends the request and its body on the lease, a file body from its start (a
+// retry sends it again).
+func sendRequest(lease Lease, packet []byte, b *body) error {
+	if b.file == nil {
+		return lease.Send(packet, b.mem, nil)
 	}
-	if b.file == nil && pl.Queue(packet, b.mem) {
-		return pl.WaitTurn()
+	if _, err := b.file.Seek(0, io.SeekStart); err != nil {
+		return fmt.Errorf("rewind request body: %w", err)
 	}
-	pl.BeginWrite()
-	err := writeOn(lease.Conn(), packet, b)
-	pl.Written()
-	if err != nil {
-		return err
-	}
-	return pl.WaitTurn()
+	return lease.Send(packet, nil, b.file)
 }
 
 // retryable reports whether err says the request never reached a worker (the pool's
@@ -316,47 +306,14 @@ func retryable(err error) bool {
 }
 
 // noteConnBroke tells the pool that the worker connection failed under the request (a
-// read or write error), as opposed to the proxy giving it up: see ConnBroke.
+// read or write error), as opposed to the proxy giving it up: see Lease.ConnBroke.
 func noteConnBroke(lease Lease, err error) {
 	if err == nil {
 		return
 	}
 	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) ||
 		errors.Is(err, syscall.EPIPE) || errors.Is(err, os.ErrDeadlineExceeded) {
-		if pl, ok := lease.(pipelinedLease); ok {
-			pl.ConnBroke()
-		}
-	}
-}
-
-// followed reports whether a request was sent behind this one on its connection: bytes
-// after the answer are then that request's answer.
-func followed(lease Lease) bool {
-	if o, ok := lease.(*onceLease); ok {
-		lease = o.Lease
-	}
-	pl, ok := lease.(pipelinedLease)
-	return ok && pl.Followed()
-}
-
-func writeOn(conn net.Conn, packet []byte, b *body) error {
-	switch {
-	case b.file != nil:
-		if _, err := b.file.Seek(0, io.SeekStart); err != nil {
-			return fmt.Errorf("rewind request body: %w", err)
-		}
-		if _, err := conn.Write(packet); err != nil {
-			return err
-		}
-		_, err := io.Copy(conn, b.file)
-		return err
-	case len(b.mem) > 0:
-		bufs := net.Buffers{packet, b.mem}
-		_, err := bufs.WriteTo(conn)
-		return err
-	default:
-		_, err := conn.Write(packet)
-		return err
+		lease.ConnBroke()
 	}
 }
 
@@ -434,7 +391,7 @@ func (h *Handler) copyResponse(w http.ResponseWriter, head *ResponseHead, br *bu
 			}
 		}
 		if rerr == io.EOF {
-			return !head.Close && (br.Buffered() == 0 || followed(lease)), n, nil
+			return !head.Close && (br.Buffered() == 0 || lease.Followed()), n, nil
 		}
 		if rerr != nil {
 			return false, n, fmt.Errorf("read worker response: %w", rerr)
@@ -464,7 +421,7 @@ func (h *Handler) sendBuffered(w http.ResponseWriter, head *ResponseHead, src io
 	}
 	// Bytes already waiting after the body mean the worker wrote more than its
 	// Content-Length: they would be taken for the next answer, so the connection goes.
-	reusable := !head.Close && (br.Buffered() == 0 || followed(lease))
+	reusable := !head.Close && (br.Buffered() == 0 || lease.Followed())
 	lease.Release(reusable)
 	w.WriteHeader(head.StatusCode)
 	nw, _ := w.Write(body) // a client that left is no error of the worker's
@@ -530,7 +487,7 @@ func (h *Handler) sendSpooled(w http.ResponseWriter, head *ResponseHead, src io.
 		sp.end(true)
 		return false, <-sent, err
 	}
-	reusable := !head.Close && (br.Buffered() == 0 || followed(lease))
+	reusable := !head.Close && (br.Buffered() == 0 || lease.Followed())
 	lease.Release(reusable)
 	sp.end(false)
 	return reusable, <-sent, nil

@@ -67,9 +67,21 @@ type rawLease struct {
 	released chan bool
 }
 
-func (l *rawLease) Conn() net.Conn        { return l.conn }
-func (l *rawLease) Reader() *bufio.Reader { return l.br }
-func (l *rawLease) WorkerID() int         { return 0 }
+func (l *rawLease) Reader() *bufio.Reader              { return l.br }
+func (l *rawLease) WorkerID() int                      { return 0 }
+func (l *rawLease) Describe(string, string, time.Time) {}
+func (l *rawLease) Followed() bool                     { return false }
+func (l *rawLease) ConnBroke()                         {}
+func (l *rawLease) Send(packet, mem []byte, file io.Reader) error {
+	if _, err := l.conn.Write(append(append([]byte{}, packet...), mem...)); err != nil {
+		return err
+	}
+	if file != nil {
+		_, err := io.Copy(l.conn, file)
+		return err
+	}
+	return nil
+}
 func (l *rawLease) Release(reusable bool) {
 	l.conn.Close()
 	select {

@@ -134,7 +134,7 @@ func (s *Supervisor) startReload(waiters []chan error, now time.Time) {
 	s.failures = 0
 	s.nextSpawn = time.Time{}
 	for _, w := range s.workers {
-		if st := s.pool.stateOf(w); w.cause == "" && (st == Starting || st.accepting()) {
+		if st := w.State(); w.cause == "" && (st == Starting || st.accepting()) {
 			s.retire(w, CauseReload)
 		}
 	}
@@ -170,7 +170,7 @@ func (s *Supervisor) checkReload(now time.Time) {
 	}
 	ready := 0
 	for _, w := range s.workers {
-		if s.inReload(w) && w.cause == "" && s.pool.stateOf(w).accepting() {
+		if s.inReload(w) && w.cause == "" && w.State().accepting() {
 			ready++
 		}
 	}
@@ -201,7 +201,7 @@ func (s *Supervisor) abortReload(cause error) {
 		if w.Generation != r.gen || w.cause != "" {
 			continue
 		}
-		switch st := s.pool.stateOf(w); {
+		switch st := w.State(); {
 		case st == Starting:
 			w.cause = CauseStop
 			s.stopWorker(w)
@@ -215,9 +215,9 @@ func (s *Supervisor) abortReload(cause error) {
 		if keep <= 0 {
 			break
 		}
-		if w.cause == CauseReload && s.pool.stateOf(w).accepting() {
+		if w.cause == CauseReload && w.State().accepting() {
 			w.cause = ""
-			s.pool.setLeaving(w, false)
+			s.pool.setLeaving(w.member, false)
 			keep--
 		}
 	}
@@ -254,7 +254,7 @@ func (s *Supervisor) failReloads(err error) {
 // retire marks w to be replaced for cause. It keeps serving until rotate drains it.
 func (s *Supervisor) retire(w *Worker, cause ExitCause) {
 	w.cause = cause
-	s.pool.setLeaving(w, true)
+	s.pool.setLeaving(w.member, true)
 }
 
 // census counts the workers by what they mean for capacity.
@@ -268,7 +268,7 @@ type census struct {
 func (s *Supervisor) census() census {
 	var c census
 	for _, w := range s.workers {
-		st := s.pool.stateOf(w)
+		st := w.State()
 		c.alive++
 		if w.cause != "" {
 			continue
@@ -308,7 +308,7 @@ func (s *Supervisor) retireSurplus(n int) {
 			if n == 0 {
 				return
 			}
-			if st := s.pool.stateOf(w); w.cause == "" && (st == Starting) == starting && (starting || st.accepting()) {
+			if st := w.State(); w.cause == "" && (st == Starting) == starting && (starting || st.accepting()) {
 				s.retire(w, CauseScaleDown)
 				n--
 			}
@@ -330,7 +330,7 @@ func (s *Supervisor) rotate() {
 		if w.cause == "" || w.cause == CauseTimeout {
 			continue
 		}
-		switch st := s.pool.stateOf(w); {
+		switch st := w.State(); {
 		case st == Starting:
 			s.stopWorker(w)
 		case st.accepting():
@@ -346,18 +346,20 @@ func (s *Supervisor) rotate() {
 	}
 }
 
-// setRecycleLimits gives a new worker its own request limit and lifetime: the jitter keeps
-// workers started together from all leaving together.
-func (s *Supervisor) setRecycleLimits(w *Worker, now time.Time) {
+// recycleLimits gives a new worker its own lifetime, and returns its request limit (0:
+// none): the jitter keeps workers started together from all leaving together.
+func (s *Supervisor) recycleLimits(w *Worker, now time.Time) uint64 {
+	var limit uint64
 	if s.opts.MaxRequests > 0 {
-		w.requestLimit = uint64(s.opts.MaxRequests)
+		limit = uint64(s.opts.MaxRequests)
 		if s.opts.MaxRequestsJitter > 0 {
-			w.requestLimit += uint64(rand.IntN(s.opts.MaxRequestsJitter + 1))
+			limit += uint64(rand.IntN(s.opts.MaxRequestsJitter + 1))
 		}
 	}
 	if s.opts.MaxLifetime > 0 {
 		w.retireAt = now.Add(s.opts.MaxLifetime + rand.N(s.opts.MaxLifetime/10+1))
 	}
+	return limit
 }
 
 // recycle retires the workers that reached --max-requests, --max-lifetime or
@@ -371,12 +373,12 @@ func (s *Supervisor) recycle(now time.Time) {
 		s.nextRSSCheck = now.Add(rssCheckEvery)
 	}
 	for _, w := range s.sortedWorkers(false) {
-		if w.cause != "" || !s.pool.stateOf(w).accepting() {
+		if w.cause != "" || !w.State().accepting() {
 			continue
 		}
 		log := s.log.Info().Int("worker", w.ID).Int("pid", w.Pid)
 		switch {
-		case s.pool.requestLimitReached(w):
+		case s.pool.requestLimitReached(w.member):
 			log.Msg("worker reached --max-requests: replacing it")
 			s.retire(w, CauseMaxRequests)
 		case !w.retireAt.IsZero() && !now.Before(w.retireAt):
@@ -423,8 +425,8 @@ func (s *Supervisor) killOverran(w *Worker, now time.Time) {
 		w.stopAt = now
 	}
 	w.killAt = now.Add(timeoutKillGrace)
-	if st := s.pool.stateOf(w); st != Stopping {
-		_ = s.pool.setState(w, Stopping)
+	if st := w.State(); st != Stopping {
+		_ = s.transition(w, Stopping)
 	}
 	s.log.Error().Int("worker", w.ID).Int("pid", w.Pid).Dur("timeout", s.opts.RequestTimeout).
 		Msg("request timed out: the worker's stacks follow, then it is killed and replaced")

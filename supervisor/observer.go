@@ -44,20 +44,6 @@ func (NopObserver) WorkerReady(WorkerInfo, time.Duration)                {}
 func (NopObserver) WorkerExited(WorkerInfo, spawn.ExitStatus, ExitCause) {}
 func (NopObserver) Reloaded(int, error)                                  {}
 
-func (w *Worker) info() WorkerInfo {
-	info := WorkerInfo{ID: w.ID, Pid: w.Pid, Generation: w.Generation, State: w.shownState(), InFlight: w.inflight,
-		Requests: w.Requests, Started: w.startedAt}
-	for _, s := range w.slots {
-		if cur := s.current.Load(); cur != nil {
-			info.Current = append(info.Current, *cur)
-		}
-		if next := s.next.Load(); next != nil {
-			info.Current = append(info.Current, *next)
-		}
-	}
-	return info
-}
-
 // Observers fans every event out to several observers (metrics, a service manager's
 // notifier ...), in order.
 type Observers []Observer

@@ -36,15 +36,19 @@ var (
 // response is read. The pool picks the least-loaded accepting worker, and when every slot is
 // busy the request waits in a bounded FIFO queue.
 //
-// Every field below mu is guarded by it. Exported methods lock; their unexported twins
-// (suffix Locked) assume the lock is held.
+// The pool owns the slots and what they carry; the supervisor owns the processes and their
+// lifecycle, and tells the pool of each worker through add and remove (and, by the
+// worker's State, whether it takes requests).
+//
+// Every field below mu is guarded by it, and so is every member. Exported methods lock;
+// their unexported twins (suffix Locked) assume the lock is held.
 type Pool struct {
 	queueSize    int
 	queueTimeout time.Duration
 	dialTimeout  time.Duration
 
 	mu      sync.Mutex
-	workers []*Worker // every worker that is not dead, in spawn order
+	members []*member // every worker not reaped yet, in spawn order
 	waiters waitQueue // requests waiting for a slot
 	closed  bool
 	// nextPick is where the next scan of workers starts, just past the last one picked:
@@ -64,6 +68,68 @@ type Pool struct {
 	pipelined atomic.Uint64
 }
 
+// member is the pool's record of one worker: its slots and what the request path counts of
+// it. Guarded by Pool.mu.
+type member struct {
+	w     *Worker // identity and state; the pool never writes it
+	slots []*slot // all of them, free or not
+	free  []*slot
+	// inflight counts the requests it holds (a request sent behind another included);
+	// requests counts every request it was given.
+	inflight int
+	requests uint64
+	// unreachable: a connect was refused, so the process is gone though not reaped yet.
+	unreachable bool
+	// stuck: a request on it overran --timeout. It takes no more requests: the supervisor
+	// kills it, and until then anything sent its way would hang as that request did.
+	stuck bool
+	// served counts the responses it gave in full; a worker that served is no crash loop.
+	served uint64
+	// leaving: it is to be replaced (reload, recycling, scale-down) and serves only
+	// when no other worker can.
+	leaving bool
+	// requestLimit is its --max-requests (with jitter), 0 for none; limitNoted says the
+	// supervisor was told it reached it.
+	requestLimit uint64
+	limitNoted   bool
+	// serviceAvg is a moving average of how long its requests take (see followLocked).
+	serviceAvg time.Duration
+}
+
+// newMember makes the pool's record of a worker with n slots.
+func newMember(w *Worker, n int, requestLimit uint64) *member {
+	m := &member{w: w, requestLimit: requestLimit}
+	for range n {
+		m.slots = append(m.slots, &slot{member: m})
+	}
+	m.free = append(m.free, m.slots...)
+	return m
+}
+
+// takesRequestsLocked reports whether the worker may be handed a request now.
+func (m *member) takesRequestsLocked() bool {
+	return m.w.State().accepting() && !m.unreachable && !m.stuck
+}
+
+// leavingLocked reports whether the worker should get requests only as a last resort.
+func (m *member) leavingLocked() bool {
+	return m.leaving || m.requestLimit > 0 && m.requests >= m.requestLimit
+}
+
+func (m *member) takeSlotLocked() *slot {
+	n := len(m.free)
+	s := m.free[n-1]
+	m.free = m.free[:n-1]
+	m.inflight++
+	m.requests++
+	return s
+}
+
+func (m *member) returnSlotLocked(s *slot) {
+	m.free = append(m.free, s)
+	m.inflight--
+}
+
 // grant is what a waiting request is given: a free slot to connect, or a place behind the
 // request a worker serves (follower). Both zero: the pool closed.
 type grant struct {
@@ -75,7 +141,7 @@ type grant struct {
 // request that takes the slot dials it (outside the lock). conn, raw and reader are written
 // under Pool.mu only, and each lease keeps its own copy of them.
 type slot struct {
-	worker *Worker
+	member *member
 	conn   net.Conn
 	raw    *rawio.Conn // conn's raw form (see internal/rawio); nil if it has none
 	reader *bufio.Reader
@@ -92,9 +158,9 @@ type slot struct {
 	// carry another request once the leader is done.
 	poisoned bool
 
-	// queuedBy is the lease whose request waits in raw's pending bytes (Queue). It is set
-	// and cleared by that lease's goroutine, which does the I/O that sends them, and read
-	// in afterPending, called from that I/O: no lock.
+	// queuedBy is the lease whose request waits in raw's pending bytes (see Lease.Send). It
+	// is set and cleared by that lease's goroutine, which does the I/O that sends them, and
+	// read in afterPending, called from that I/O: no lock.
 	queuedBy *Lease
 }
 
@@ -103,7 +169,16 @@ type slot struct {
 func (s *slot) afterPending() {
 	if l := s.queuedBy; l != nil {
 		s.queuedBy = nil
-		l.Written()
+		l.written()
+	}
+}
+
+func (s *slot) closeConn() {
+	if s.conn != nil {
+		_ = s.conn.Close()
+		s.conn = nil
+		s.raw = nil
+		s.reader = nil
 	}
 }
 
@@ -117,179 +192,6 @@ type CurrentRequest struct {
 // NewPool returns an empty pool.
 func NewPool(queueSize int, queueTimeout time.Duration) *Pool {
 	return &Pool{queueSize: queueSize, queueTimeout: queueTimeout, dialTimeout: 2 * time.Second}
-}
-
-// Lease is a slot held by one request. Release must be called exactly once.
-type Lease struct {
-	pool     *Pool
-	slot     *slot
-	deadline time.Time // zero without --timeout
-	released bool
-	start    time.Time // when the worker was given this request (a follower: its turn)
-
-	// The connection as it was when the lease got it.
-	conn   net.Conn
-	raw    *rawio.Conn
-	reader *bufio.Reader
-
-	// sent is closed once this request is out (or will never be): the request behind it
-	// waits for that before writing, prev being the sent of the request ahead of it. So
-	// requests go into the connection in the order they were given places on it.
-	sent       chan struct{}
-	prev       chan struct{}
-	sentClosed bool
-	// A follower is sent behind another request on the same connection: behind is closed
-	// when that request is done with the connection, lost (under Pool.mu) when the
-	// connection did not survive it, so this request never reached the worker.
-	behind   chan struct{}
-	lost     bool // the worker never started it: it may go elsewhere
-	orphaned bool // the connection was given up with it maybe started: it fails
-	promoted bool
-	began    bool // a follower started writing its request
-	sendErr  error
-	// connBroke: the connection failed under this request (EOF, reset, timeout), as
-	// opposed to the proxy giving it up (a client gone, a malformed answer).
-	connBroke bool
-}
-
-// ErrBehindLost: a request pipelined behind another never reached its worker, because the
-// request ahead of it broke the connection. It is safe to send it elsewhere.
-var ErrBehindLost = behindLostError{}
-
-type behindLostError struct{}
-
-func (behindLostError) Error() string {
-	return "the request ahead on the worker connection failed; this one never reached the worker"
-}
-
-// Retry says the request can go to another worker.
-func (behindLostError) Retry() bool { return true }
-
-// ErrBehindOrphaned: a request pipelined behind another may have reached its worker, but
-// the connection was given up before its answer (the request ahead was abandoned, not
-// failed by the worker): it must not run twice, so it fails.
-var ErrBehindOrphaned = errors.New("the request ahead on the worker connection was abandoned; this one's answer is lost")
-
-// ConnBroke says the worker connection failed under the request (it read EOF, a reset or
-// its deadline), before Release(false): a request pipelined behind it then provably never
-// started (a worker serves its connection's requests in order) and is sent elsewhere.
-// Without it, a request behind an abandoned one fails rather than risk running twice.
-func (l *Lease) ConnBroke() { l.connBroke = true }
-
-// Conn is the connection to the worker.
-func (l *Lease) Conn() net.Conn { return l.conn }
-
-// Reader reads the worker's responses on this connection. It outlives the request: bytes it
-// buffered belong to the connection, not to one response.
-func (l *Lease) Reader() *bufio.Reader { return l.reader }
-
-// Queue makes the request (its uwsgi packet and body) go out with the first read of the
-// answer, in the same poll (see internal/rawio): one system call less per request than a
-// write, then a read that finds nothing yet. A request pipelined behind another is written
-// at once instead, after its leader's. False when the connection cannot: write it then,
-// between BeginWrite and Written.
-func (l *Lease) Queue(packet, body []byte) bool {
-	if l.raw == nil {
-		return false
-	}
-	if l.behind == nil {
-		l.slot.queuedBy = l
-		l.raw.SetPending(packet, body)
-		return true
-	}
-	l.BeginWrite()
-	if l.pool.isLost(l) {
-		l.sendErr = ErrBehindLost
-	} else {
-		l.sendErr = l.raw.Writev(packet, body)
-	}
-	l.Written()
-	return true
-}
-
-// BeginWrite waits until the request may be written on the connection: at once for a
-// request that has the connection to itself, after the request ahead for a follower.
-func (l *Lease) BeginWrite() {
-	if l.behind != nil && !l.began {
-		<-l.prev
-		l.pool.mu.Lock()
-		l.began = true
-		l.pool.mu.Unlock()
-	}
-}
-
-// Written says the request is out (or failed to go): the one behind may write its own.
-func (l *Lease) Written() {
-	if !l.sentClosed {
-		l.sentClosed = true
-		close(l.sent)
-	}
-}
-
-// WaitTurn waits until the worker's answer to this request is next on the connection: at
-// once for a request that had the connection to itself; for a follower, once the request
-// ahead of it is done. ErrBehindLost means it never reached the worker.
-func (l *Lease) WaitTurn() error {
-	if l.sendErr != nil {
-		return l.sendErr
-	}
-	if l.behind == nil {
-		return nil
-	}
-	<-l.behind
-	l.pool.mu.Lock()
-	defer l.pool.mu.Unlock()
-	switch {
-	case l.lost:
-		return ErrBehindLost
-	case l.orphaned:
-		return ErrBehindOrphaned
-	}
-	return nil
-}
-
-// Followed reports whether a request was sent (or half-sent) behind this one: the bytes
-// after its answer are that request's, not a worker's excess, and a reset of the
-// connection may be due to that request's unread bytes rather than this one's.
-func (l *Lease) Followed() bool {
-	l.pool.mu.Lock()
-	defer l.pool.mu.Unlock()
-	return l.slot.leader == l && (l.slot.follower != nil || l.slot.poisoned)
-}
-
-// WorkerID names the worker that serves the request, for logs.
-func (l *Lease) WorkerID() int { return l.slot.worker.ID }
-
-// WorkerPid is the worker's process id, for logs.
-func (l *Lease) WorkerPid() int { return l.slot.worker.Pid }
-
-// Describe tells the pool which request the slot carries, for status pages; since is when
-// the request arrived.
-func (l *Lease) Describe(method, uri string, since time.Time) {
-	cur := &CurrentRequest{Method: method, URI: uri, Since: since}
-	if l.behind != nil && !l.pool.isPromoted(l) {
-		l.slot.next.Store(cur)
-		return
-	}
-	l.slot.current.Store(cur)
-}
-
-// Release returns the slot. reusable=false closes the connection: the next request on this
-// slot dials a new one. Pass false whenever the response was not read to its end.
-//
-// A lease given back unreusable after its deadline means the worker overran --timeout (the
-// proxy's read failed with os.ErrDeadlineExceeded): the supervisor then kills that worker.
-func (l *Lease) Release(reusable bool) {
-	if l.released {
-		return
-	}
-	l.released = true
-	if l.slot.queuedBy == l {
-		l.slot.queuedBy = nil // its request never went: nothing may call it out later
-	}
-	l.Written()
-	overran := !reusable && !l.deadline.IsZero() && !time.Now().Before(l.deadline)
-	l.pool.releaseLease(l, reusable, overran)
 }
 
 // Acquire waits for a free slot of an accepting worker and connects it. It fails with
@@ -361,17 +263,17 @@ func (p *Pool) connect(s *slot) (*Lease, error) {
 	conn := s.conn
 	p.mu.Unlock()
 	if conn == nil {
-		c, err := net.DialTimeout("unix", s.worker.SocketPath, p.dialTimeout)
+		c, err := net.DialTimeout("unix", s.member.w.SocketPath, p.dialTimeout)
 		if err != nil {
 			if errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ENOENT) {
 				// Its listening socket is gone: the process is dead or dying, and its
 				// reaping is a moment away. Until then, send nothing more its way.
 				p.mu.Lock()
-				s.worker.unreachable = true
+				s.member.unreachable = true
 				p.mu.Unlock()
 			}
 			lease.Release(false)
-			return nil, fmt.Errorf("connect to worker %d: %w", s.worker.ID, err)
+			return nil, fmt.Errorf("connect to worker %d: %w", s.member.w.ID, err)
 		}
 		var src io.Reader = c
 		raw, ok := rawio.New(c)
@@ -379,7 +281,8 @@ func (p *Pool) connect(s *slot) (*Lease, error) {
 			src = raw
 		}
 		if raw != nil {
-			// The request is out once the pending bytes went (see Queue): a follower may go.
+			// The request is out once the pending bytes went (see Lease.Send): a follower
+			// may go.
 			raw.AfterPending = s.afterPending
 		}
 		p.mu.Lock()
@@ -398,96 +301,31 @@ func (p *Pool) connect(s *slot) (*Lease, error) {
 	return lease, nil
 }
 
-// Pipelining: when every slot is busy, a request may be sent behind the one a worker is
-// serving, on the same connection, instead of waiting in the master's queue. The worker
-// then finds it the moment it answers, without sleeping in recv and being woken again:
-// on the 2-core machine that was a quarter more hello requests per second. The risk is a
-// request stuck behind a slow one while another worker frees up, so a request goes only
-// behind one that started less than pipelineMaxAge ago, on a worker whose recent requests
-// took less than pipelineMaxService on average (a Django view's tens of microseconds,
-// not a report's seconds).
-const (
-	pipelineMaxAge     = time.Millisecond
-	pipelineMaxService = time.Millisecond
-)
-
-// followLocked sends the request behind a young one of a fast accepting worker, or
-// returns nil.
-func (p *Pool) followLocked(now time.Time) *Lease {
-	if !p.pipelining {
-		return nil
-	}
-	for i := range p.workers {
-		w := p.workers[(p.nextPick+i)%len(p.workers)]
-		if !p.canFollowLocked(w) {
-			continue
-		}
-		for _, s := range w.slots {
-			l := s.leader
-			if l == nil || l.behind != nil && !l.promoted || s.follower != nil || s.poisoned || s.raw == nil ||
-				now.Sub(l.start) > pipelineMaxAge {
-				continue
-			}
-			return p.followBehindLocked(s)
-		}
-	}
-	return nil
-}
-
-// canFollowLocked says whether w may be sent a request behind the one it serves.
-func (p *Pool) canFollowLocked(w *Worker) bool {
-	return w.takesRequestsLocked() && !w.leavingLocked() && w.served > 0 && w.serviceAvg <= pipelineMaxService
-}
-
-// followBehindLocked makes the lease of a request sent behind s's leader.
-func (p *Pool) followBehindLocked(s *slot) *Lease {
-	w := s.worker
-	f := &Lease{pool: p, slot: s, behind: make(chan struct{}), conn: s.conn, raw: s.raw, reader: s.reader,
-		sent: make(chan struct{}), prev: s.leader.sent}
-	s.follower = f
-	w.inflight++
-	w.Requests++
-	p.pipelined.Add(1)
-	return f
-}
-
-func (p *Pool) isLost(l *Lease) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return l.lost
-}
-
-func (p *Pool) isPromoted(l *Lease) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return l.promoted
-}
-
 // takeLocked picks a free slot of the least-loaded accepting worker, or nil. A worker on
 // its way out (retiring, or past its request limit) serves only when no other one can: it
 // is kept accepting only so that capacity does not drop before its replacement is ready.
 // Among equally good workers the turn goes round (see pick).
 func (p *Pool) takeLocked() *slot {
-	at := pick(p.workers, p.nextPick)
+	at := pick(p.members, p.nextPick)
 	if at < 0 {
 		return nil
 	}
 	p.nextPick = at + 1
-	return p.workers[at].takeSlotLocked()
+	return p.members[at].takeSlotLocked()
 }
 
 // pick returns the index of the worker that should get the next request, scanning from
 // start round the list so that ties go to the first one at or after start; -1 when none
 // can take it.
-func pick(workers []*Worker, start int) int {
+func pick(members []*member, start int) int {
 	best := -1
-	for i := range workers {
-		at := (start + i) % len(workers)
-		w := workers[at]
-		if !w.takesRequestsLocked() || len(w.free) == 0 {
+	for i := range members {
+		at := (start + i) % len(members)
+		m := members[at]
+		if !m.takesRequestsLocked() || len(m.free) == 0 {
 			continue
 		}
-		if best < 0 || better(w, workers[best]) {
+		if best < 0 || better(m, members[best]) {
 			best = at
 		}
 	}
@@ -495,7 +333,7 @@ func pick(workers []*Worker, start int) int {
 }
 
 // better reports whether a should get the next request rather than b.
-func better(a, b *Worker) bool {
+func better(a, b *member) bool {
 	if a.leavingLocked() != b.leavingLocked() {
 		return !a.leavingLocked()
 	}
@@ -506,109 +344,36 @@ func better(a, b *Worker) bool {
 func (p *Pool) giveBack(s *slot) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	s.worker.Requests--
-	p.freeSlotLocked(s)
-}
-
-// releaseLease ends a lease: a leader gives the connection to its follower or frees the
-// slot; a follower that never got its turn leaves.
-func (p *Pool) releaseLease(l *Lease, reusable, overran bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	s := l.slot
-	w := s.worker
-	if overran {
-		// Before the slot can go to a waiting request: the worker is hung.
-		w.stuck = true
-		if p.onOverrun != nil {
-			p.onOverrun(w)
-		}
-	}
-	if s.leader != l {
-		// A follower leaving before its turn: its request may lie half-sent in the
-		// connection, which then serves no request after the leader.
-		if s.follower == l {
-			s.follower = nil
-			s.poisoned = s.poisoned || l.began // bytes of it may be in the connection
-			s.next.Store(nil)
-		}
-		w.inflight--
-		p.afterReleaseLocked(w)
-		return
-	}
-	l.slot.current.Store(nil)
-	if reusable {
-		w.served++
-		// A moving average of the time the worker takes per request, for pipelining.
-		w.serviceAvg += (time.Since(l.start) - w.serviceAvg) / 8
-	}
-	if w.requestLimit > 0 && w.Requests >= w.requestLimit && !w.limitNoted && p.notify != nil {
-		w.limitNoted = true
-		p.notify()
-	}
-	if f := s.follower; f != nil {
-		s.follower = nil
-		w.inflight--
-		if !reusable || s.poisoned {
-			// The slot is the follower's until it releases too. Its request never
-			// started when the worker broke the connection or hung under the leader (it
-			// serves in order); otherwise the worker may have begun it.
-			s.closeConn()
-			if l.connBroke || overran {
-				f.lost = true
-			} else {
-				f.orphaned = true
-			}
-		} else {
-			f.promoted = true
-			f.start = time.Now()
-			if p.requestTimeout > 0 {
-				f.deadline = f.start.Add(p.requestTimeout)
-				_ = f.conn.SetDeadline(f.deadline)
-			}
-			s.current.Store(s.next.Swap(nil))
-		}
-		s.leader = f
-		close(f.behind)
-		if f.promoted && p.waiters.len() > 0 && p.pipelining && p.canFollowLocked(w) {
-			// Keep the worker's next request waiting on its connection while requests queue:
-			// the oldest waiter goes behind the one just promoted.
-			next := p.waiters.pop()
-			next.ch <- grant{follower: p.followBehindLocked(s)}
-		}
-		p.afterReleaseLocked(w)
-		return
-	}
-	if !reusable || s.poisoned || !w.state.accepting() && w.state != Draining {
-		s.closeConn()
-	}
+	s.member.requests--
 	p.freeSlotLocked(s)
 }
 
 // freeSlotLocked hands a slot no request holds to the oldest waiter, or frees it.
 func (p *Pool) freeSlotLocked(s *slot) {
-	w := s.worker
+	m := s.member
 	s.leader = nil
 	s.poisoned = false
-	if w.takesRequestsLocked() && p.waiters.len() > 0 {
+	if m.takesRequestsLocked() && p.waiters.len() > 0 {
 		// Hand the slot straight to the oldest waiter: it stays in use, the counts stay.
 		next := p.waiters.pop()
-		w.Requests++
+		m.requests++
 		next.ch <- grant{slot: s}
 		return
 	}
-	w.returnSlotLocked(s)
-	p.afterReleaseLocked(w)
+	m.returnSlotLocked(s)
+	p.afterReleaseLocked(m)
 }
 
-func (p *Pool) afterReleaseLocked(w *Worker) {
-	if w.state == Draining && w.inflight == 0 && p.notify != nil {
+func (p *Pool) afterReleaseLocked(m *member) {
+	if m.w.State() == Draining && m.inflight == 0 && p.notify != nil {
 		p.notify()
 	}
 }
 
-// serveWaitersLocked hands free slots to waiting requests, after a worker became ready.
-func (p *Pool) serveWaitersLocked() {
+// serveWaiters hands free slots to waiting requests, after a worker became ready.
+func (p *Pool) serveWaiters() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	for p.waiters.len() > 0 {
 		s := p.takeLocked()
 		if s == nil {
@@ -619,81 +384,24 @@ func (p *Pool) serveWaitersLocked() {
 	}
 }
 
-// add puts a new (starting) worker in the pool.
-func (p *Pool) add(w *Worker) {
+// add puts a new (starting) worker's record in the pool.
+func (p *Pool) add(m *member) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.workers = append(p.workers, w)
+	p.members = append(p.members, m)
 }
 
-// markReady makes a starting worker take requests.
-func (p *Pool) markReady(w *Worker) error {
+// remove drops a reaped worker's record. Requests still holding its slots fail on their own
+// (the connection is dead) and their release closes what is left.
+func (p *Pool) remove(m *member) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if err := w.transition(Ready); err != nil {
-		return err
-	}
-	p.serveWaitersLocked()
-	return nil
-}
-
-// setState moves a worker to a state outside the request path (draining, stopping).
-func (p *Pool) setState(w *Worker, to State) error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return w.transition(to)
-}
-
-// stateOf reads a worker's state: request goroutines move it between ready and busy.
-func (p *Pool) stateOf(w *Worker) State {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return w.state
-}
-
-// setLeaving marks a worker as on its way out (or back in, after a failed reload): it then
-// gets requests only when no other worker can take them.
-func (p *Pool) setLeaving(w *Worker, leaving bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	w.leaving = leaving
-}
-
-// requestLimitReached reports whether a worker served its --max-requests.
-func (p *Pool) requestLimitReached(w *Worker) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return w.requestLimit > 0 && w.Requests >= w.requestLimit
-}
-
-// servedAny reports whether the worker gave at least one response in full.
-func (p *Pool) servedAny(w *Worker) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return w.served > 0
-}
-
-// idle reports whether the worker holds no request.
-func (p *Pool) idle(w *Worker) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return w.inflight == 0
-}
-
-// remove drops a reaped worker. Requests still holding its slots fail on their own (the
-// connection is dead) and their release closes what is left.
-func (p *Pool) remove(w *Worker) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if w.state != Dead {
-		_ = w.transition(Dead)
-	}
-	for _, s := range w.free {
+	for _, s := range m.free {
 		s.closeConn()
 	}
-	for i, x := range p.workers {
-		if x == w {
-			p.workers = append(p.workers[:i], p.workers[i+1:]...)
+	for i, x := range p.members {
+		if x == m {
+			p.members = append(p.members[:i], p.members[i+1:]...)
 			break
 		}
 	}
@@ -709,33 +417,88 @@ func (p *Pool) close() {
 	}
 }
 
-// Snapshot describes the workers for status output and tests.
+// setLeaving marks a worker as on its way out (or back in, after a failed reload): it then
+// gets requests only when no other worker can.
+func (p *Pool) setLeaving(m *member, leaving bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	m.leaving = leaving
+}
+
+// requestLimitReached reports whether a worker served its --max-requests.
+func (p *Pool) requestLimitReached(m *member) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return m.requestLimit > 0 && m.requests >= m.requestLimit
+}
+
+// servedAny reports whether the worker gave at least one response in full.
+func (p *Pool) servedAny(m *member) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return m.served > 0
+}
+
+// idle reports whether the worker holds no request.
+func (p *Pool) idle(m *member) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return m.inflight == 0
+}
+
+// WorkerInfo describes a worker for status pages, metrics and observers.
 type WorkerInfo struct {
 	ID         int
 	Pid        int
 	Generation int
 	State      State
-	InFlight   int
-	Requests   uint64
-	Started    time.Time        // when the process was spawned
-	Current    []CurrentRequest // the requests it serves now, one per busy slot
+	// Busy: ready, but every slot carries a request (shown as "busy").
+	Busy     bool
+	InFlight int
+	Requests uint64
+	Started  time.Time        // when the process was spawned
+	Current  []CurrentRequest // the requests it serves now, one per busy slot
+}
+
+// Shown is the state as status pages name it: "busy" for a ready worker with no free slot.
+func (i WorkerInfo) Shown() string {
+	if i.Busy {
+		return "busy"
+	}
+	return i.State.String()
+}
+
+func (m *member) infoLocked() WorkerInfo {
+	w := m.w
+	st := w.State()
+	info := WorkerInfo{ID: w.ID, Pid: w.Pid, Generation: w.Generation, State: st, Busy: st == Ready && len(m.free) == 0,
+		InFlight: m.inflight, Requests: m.requests, Started: w.startedAt}
+	for _, s := range m.slots {
+		if cur := s.current.Load(); cur != nil {
+			info.Current = append(info.Current, *cur)
+		}
+		if next := s.next.Load(); next != nil {
+			info.Current = append(info.Current, *next)
+		}
+	}
+	return info
 }
 
 // Workers returns a snapshot of the pool's workers.
 func (p *Pool) Workers() []WorkerInfo {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	out := make([]WorkerInfo, 0, len(p.workers))
-	for _, w := range p.workers {
-		out = append(out, w.info())
+	out := make([]WorkerInfo, 0, len(p.members))
+	for _, m := range p.members {
+		out = append(out, m.infoLocked())
 	}
 	return out
 }
 
-func (p *Pool) info(w *Worker) WorkerInfo {
+func (p *Pool) info(m *member) WorkerInfo {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return w.info()
+	return m.infoLocked()
 }
 
 // Pipelined is how many requests were sent behind another on a worker connection.
@@ -746,13 +509,4 @@ func (p *Pool) QueueLen() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.waiters.len()
-}
-
-func (s *slot) closeConn() {
-	if s.conn != nil {
-		_ = s.conn.Close()
-		s.conn = nil
-		s.raw = nil
-		s.reader = nil
-	}
 }

@@ -2,18 +2,16 @@ package supervisor
 
 import "fmt"
 
-// State is where a worker is in its life. It changes only through Worker.transition, which
-// refuses illegal moves, so every path a worker can take is in the table below.
+// State is where a worker is in its life. It changes only through Supervisor.transition,
+// which refuses illegal moves, so every path a worker can take is in the table below.
 type State int
 
 const (
 	// Starting: the process runs but has not said ready yet; it takes no requests.
 	Starting State = iota
-	// Ready: it takes requests and has at least one free slot.
+	// Ready: it takes requests (whether a slot is free is the pool's to know: a ready
+	// worker whose slots all carry a request is shown "busy", see WorkerInfo).
 	Ready
-	// Busy: ready, but every slot carries a request. Only reported (see shownState):
-	// the request path does not write the state, so the loop may read it without a lock.
-	Busy
 	// Draining: it takes no new requests and finishes what it holds (reload, recycle, stop).
 	Draining
 	// Stopping: told to exit (control channel closed, then signals); nothing is sent to it.
@@ -22,7 +20,7 @@ const (
 	Dead
 )
 
-var stateNames = [...]string{"starting", "ready", "busy", "draining", "stopping", "dead"}
+var stateNames = [...]string{"starting", "ready", "draining", "stopping", "dead"}
 
 func (s State) String() string {
 	if int(s) < len(stateNames) {
@@ -35,8 +33,7 @@ func (s State) String() string {
 // state may die: a process can be killed at any moment.
 var legalTransitions = map[State][]State{
 	Starting: {Ready, Stopping, Dead},
-	Ready:    {Busy, Draining, Stopping, Dead},
-	Busy:     {Ready, Draining, Stopping, Dead},
+	Ready:    {Draining, Stopping, Dead},
 	Draining: {Stopping, Dead},
 	Stopping: {Dead},
 	Dead:     nil,
@@ -52,7 +49,7 @@ func canTransition(from, to State) bool {
 }
 
 // accepting reports whether a worker in state s may be handed new requests.
-func (s State) accepting() bool { return s == Ready || s == Busy }
+func (s State) accepting() bool { return s == Ready }
 
 // alive reports whether the process has not been reaped yet.
 func (s State) alive() bool { return s != Dead }

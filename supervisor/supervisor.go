@@ -213,17 +213,17 @@ func (s *Supervisor) handle(ev event) {
 	w := ev.worker
 	switch ev.kind {
 	case evReady:
-		if s.pool.stateOf(w) != Starting {
+		if w.State() != Starting {
 			return // told to stop before it was ready
 		}
 		w.readyAt = time.Now()
-		if err := s.pool.markReady(w); err != nil {
+		if err := s.transition(w, Ready); err != nil {
 			s.log.Error().Err(err).Msg("mark worker ready")
 			return
 		}
 		s.log.Info().Int("worker", w.ID).Int("pid", w.Pid).Int("generation", w.Generation).
 			Dur("boot", w.readyAt.Sub(w.startedAt)).Msg("worker ready")
-		s.opts.Observer.WorkerReady(s.pool.info(w), w.readyAt.Sub(w.startedAt))
+		s.opts.Observer.WorkerReady(s.pool.info(w.member), w.readyAt.Sub(w.startedAt))
 		if !s.everReady {
 			s.everReady = true
 			s.awaitingFix = false // a sibling of a worker that failed made it after all
@@ -266,7 +266,7 @@ func (s *Supervisor) logBootError(w *Worker, boot *BootError) {
 // reap forgets a dead worker and decides what its death means.
 func (s *Supervisor) reap(w *Worker, st spawn.ExitStatus) {
 	now := time.Now()
-	state := s.pool.stateOf(w)
+	state := w.State()
 	if s.inReload(w) && w.readyAt.IsZero() && w.cause == "" && !s.stopping {
 		// A worker of the new generation died before it was ready: the reload failed.
 		w.cause = bootFailureCause(w)
@@ -282,8 +282,10 @@ func (s *Supervisor) reap(w *Worker, st spawn.ExitStatus) {
 	default:
 		cause = bootFailureCause(w)
 	}
-	info := s.pool.info(w)
-	s.pool.remove(w)
+	info := s.pool.info(w.member)
+	if state != Dead {
+		_ = s.transition(w, Dead)
+	}
 	s.opts.Observer.WorkerExited(info, st, cause)
 	_ = w.control.Close()
 	_ = os.Remove(w.SocketPath)
@@ -306,7 +308,7 @@ func (s *Supervisor) reap(w *Worker, st spawn.ExitStatus) {
 	if !w.readyAt.IsZero() {
 		readyFor = now.Sub(w.readyAt)
 	}
-	s.failures = deathsInARow(s.failures, readyFor, s.pool.servedAny(w))
+	s.failures = deathsInARow(s.failures, readyFor, s.pool.servedAny(w.member))
 	delay := restartDelay(s.failures)
 	s.nextSpawn = now.Add(delay)
 	ev := log.Warn()
@@ -436,10 +438,10 @@ func (s *Supervisor) spawn(now time.Time) error {
 		ID:         id,
 		Generation: s.generation,
 		SocketPath: filepath.Join(s.opts.RunDir, fmt.Sprintf("worker-%d.sock", id)),
-		state:      Starting,
 		startedAt:  now,
 	}
-	s.setRecycleLimits(w, now)
+	w.state.Store(int32(Starting))
+	requestLimit := s.recycleLimits(w, now)
 	listenFile, err := listenUnix(w.SocketPath)
 	if err != nil {
 		return fmt.Errorf("spawn worker %d: %w", id, err)
@@ -469,14 +471,11 @@ func (s *Supervisor) spawn(now time.Time) error {
 	w.Pid = proc.Pid()
 	w.control = master
 	w.controlDone = make(chan struct{})
-	for range s.opts.Threads {
-		w.slots = append(w.slots, &slot{worker: w})
-	}
-	w.free = append(w.free, w.slots...)
+	w.member = newMember(w, s.opts.Threads, requestLimit)
 	s.workers[id] = w
-	s.pool.add(w)
+	s.pool.add(w.member)
 	s.log.Debug().Int("worker", id).Int("pid", w.Pid).Msg("worker spawned")
-	s.opts.Observer.WorkerStarted(s.pool.info(w))
+	s.opts.Observer.WorkerStarted(s.pool.info(w.member))
 	s.wg.Add(2)
 	go s.readControl(w)
 	go s.waitExit(w)
@@ -546,7 +545,7 @@ func (s *Supervisor) beginStop(graceful bool) {
 		s.failReloads(ErrStopping)
 	}
 	for _, w := range s.workers {
-		if graceful && s.pool.stateOf(w).accepting() && !s.pool.idle(w) {
+		if graceful && w.State().accepting() && !s.pool.idle(w.member) {
 			s.drain(w)
 			continue
 		}
@@ -555,11 +554,11 @@ func (s *Supervisor) beginStop(graceful bool) {
 }
 
 func (s *Supervisor) drain(w *Worker) {
-	if err := s.pool.setState(w, Draining); err != nil {
+	if err := s.transition(w, Draining); err != nil {
 		return
 	}
 	w.stopAt = time.Now()
-	if s.pool.idle(w) { // its last request ended between the two calls
+	if s.pool.idle(w.member) { // its last request ended between the two calls
 		s.stopWorker(w)
 	}
 }
@@ -567,10 +566,10 @@ func (s *Supervisor) drain(w *Worker) {
 // stopWorker closes the control channel, which makes the worker exit; SIGKILL follows at
 // the graceful deadline if it has not.
 func (s *Supervisor) stopWorker(w *Worker) {
-	if st := s.pool.stateOf(w); st == Stopping || st == Dead {
+	if st := w.State(); st == Stopping || st == Dead {
 		return
 	}
-	if err := s.pool.setState(w, Stopping); err != nil {
+	if err := s.transition(w, Stopping); err != nil {
 		s.log.Error().Err(err).Msg("stop worker")
 		return
 	}
@@ -582,7 +581,7 @@ func (s *Supervisor) stopWorker(w *Worker) {
 
 func (s *Supervisor) stopIdleDrained() {
 	for _, w := range s.workers {
-		if s.pool.stateOf(w) == Draining && s.pool.idle(w) {
+		if w.State() == Draining && s.pool.idle(w.member) {
 			s.stopWorker(w)
 		}
 	}
@@ -591,7 +590,7 @@ func (s *Supervisor) stopIdleDrained() {
 // enforceDeadlines kills workers that overran their boot or stop deadline.
 func (s *Supervisor) enforceDeadlines(now time.Time) {
 	for _, w := range s.workers {
-		state := s.pool.stateOf(w)
+		state := w.State()
 		switch {
 		case w.killed:
 		case state == Starting && now.Sub(w.startedAt) >= s.opts.BootTimeout:
@@ -629,7 +628,7 @@ func (s *Supervisor) nextWake(now time.Time) time.Duration {
 		earlier(s.nextRSSCheck)
 	}
 	for _, w := range s.workers {
-		state := s.pool.stateOf(w)
+		state := w.State()
 		switch {
 		case w.killed:
 		case state == Starting:

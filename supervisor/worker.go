@@ -3,49 +3,35 @@ package supervisor
 import (
 	"fmt"
 	"net"
+	"sync/atomic"
 	"time"
 
 	"github.com/herd-server/herd/supervisor/spawn"
 )
 
-// Worker is one worker process as the master sees it. Its identity fields are set before it
-// joins the pool and never change; state, slots and counters are guarded by the pool's lock;
-// the process fields belong to the supervisor loop.
+// Worker is one worker process as the supervisor sees it: its identity, its lifecycle state
+// and its process. The supervisor's loop owns it; what the request path needs to know of the
+// worker (its slots, what they carry, its counters) is the pool's, in the member the
+// supervisor registered for it.
 type Worker struct {
+	// Identity: set at spawn, never changed.
 	ID         int
 	Generation int
 	Pid        int
 	SocketPath string
+	startedAt  time.Time
 
-	// Guarded by Pool.mu.
-	state    State
-	slots    []*slot // all of them, free or not; set at spawn
-	free     []*slot
-	inflight int
-	Requests uint64
-	// unreachable: a connect was refused, so the process is gone though not reaped yet.
-	unreachable bool
-	// stuck: a request on it overran --timeout. It takes no more requests: the supervisor
-	// kills it, and until then anything sent its way would hang as that request did.
-	stuck bool
-	// served counts the responses it gave in full; a worker that served is no crash loop.
-	served uint64
-	// leaving: it is to be replaced (reload, recycling, scale-down) and serves only
-	// when no other worker can.
-	leaving bool
-	// requestLimit is its --max-requests (with jitter), 0 for none; limitNoted says the
-	// supervisor was told it reached it.
-	requestLimit uint64
-	limitNoted   bool
-	// serviceAvg is a moving average of how long its requests take (see followLocked).
-	serviceAvg time.Duration
+	// state is written only by Supervisor.transition (in the loop) and read anywhere: the
+	// pool reads it under its lock to decide whether the worker takes requests.
+	state atomic.Int32
+	// member is the pool's record of this worker.
+	member *member
 
 	// Owned by the supervisor loop.
 	proc    spawn.Process
 	control net.Conn
 	// controlDone is closed when the control reader has reported all the worker said.
 	controlDone chan struct{}
-	startedAt   time.Time
 	readyAt     time.Time
 	stopAt      time.Time // when stopping started; the SIGKILL deadline counts from it
 	killed      bool
@@ -60,47 +46,26 @@ type Worker struct {
 	killAt time.Time
 }
 
-// takesRequestsLocked reports whether the worker may be handed a request now.
-func (w *Worker) takesRequestsLocked() bool {
-	return w.state.accepting() && !w.unreachable && !w.stuck
-}
+// State is where the worker is in its life.
+func (w *Worker) State() State { return State(w.state.Load()) }
 
-// leavingLocked reports whether the worker should get requests only as a last resort.
-func (w *Worker) leavingLocked() bool {
-	return w.leaving || w.requestLimit > 0 && w.Requests >= w.requestLimit
-}
-
-// transition moves the worker to state to, or refuses an illegal move and changes nothing.
-func (w *Worker) transition(to State) error {
-	if !canTransition(w.state, to) {
-		return fmt.Errorf("worker %d: illegal state change %s -> %s", w.ID, w.state, to)
+// transition is the one place a worker's state changes. It refuses an illegal move and then
+// changes nothing; a legal one also does what the move means for the pool: a worker that
+// became ready serves the requests waiting for a slot, a dead one leaves the pool.
+// The loop alone calls it.
+func (s *Supervisor) transition(w *Worker, to State) error {
+	from := w.State()
+	if !canTransition(from, to) {
+		return fmt.Errorf("worker %d: illegal state change %s -> %s", w.ID, from, to)
 	}
-	w.state = to
+	w.state.Store(int32(to))
+	switch to {
+	case Ready:
+		s.pool.serveWaiters()
+	case Dead:
+		s.pool.remove(w.member)
+	}
 	return nil
-}
-
-func (w *Worker) takeSlotLocked() *slot {
-	n := len(w.free)
-	s := w.free[n-1]
-	w.free = w.free[:n-1]
-	w.inflight++
-	w.Requests++
-	return s
-}
-
-func (w *Worker) returnSlotLocked(s *slot) {
-	w.free = append(w.free, s)
-	w.inflight--
-}
-
-// shownState is the state reported to the outside: Busy is derived (every slot taken)
-// rather than stored, so the request path never writes the lifecycle state, which only
-// the supervisor loop changes.
-func (w *Worker) shownState() State {
-	if w.state == Ready && len(w.free) == 0 {
-		return Busy
-	}
-	return w.state
 }
 
 // BootError is what a worker reported when it could not import the app.
