@@ -352,7 +352,7 @@ func eventTime(ev herdtest.Event, fallback time.Time) time.Time {
 func chaosReportText(out, startNote, endNote, commit string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "## Chaos\n\n")
-	fmt.Fprintf(&b, "Run %s UTC with `make chaos CHAOS_TIME=%s` (`go test ./chaos -run '^TestChaos$' -v -args -chaos.time %s -chaos.report docs/RELIABILITY.md`), herd at %s.\n\n",
+	fmt.Fprintf(&b, "Run %s UTC with `make chaos CHAOS_TIME=%s` (`go test ./server/chaos -run '^TestChaos$' -v -args -chaos.time %s -chaos.report docs/RELIABILITY.md`), herd at %s.\n\n",
 		time.Now().UTC().Format("2006-01-02 15:04"), *chaosTime, *chaosTime, commit)
 	fmt.Fprintf(&b, "Load: 5 keep-alive Go clients on loopback sending without pause (3 x GET hello, 1 x GET that sleeps 50 ms, 1 x POST of 64 KiB echoed back), each answer checked whole; "+
 		"every request's path carries its own id, so herd's access log names the worker that had it, failed or not. "+

@@ -8,7 +8,7 @@
 // Everything lives in the package's tests, so that the suite uses the same harness as every
 // other end-to-end test (internal/herdtest):
 //
-//	go test ./chaos                       short form, part of make test (a few seconds per scenario)
+//	go test ./server/chaos                       short form, part of make test (a few seconds per scenario)
 //	make chaos                            30 s per scenario, prints the table, rewrites docs/RELIABILITY.md's chaos section
 //	make soak                             30 minutes of soak (SOAK=10m for another length), rewrites its section
 package chaos

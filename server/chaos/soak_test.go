@@ -183,7 +183,7 @@ func soakReportText(samples []soakSample, sent, failed int, failures []outcome, 
 		"the master sampled every %s (%d samples; RSS and fds from /proc/PID, goroutines from /metrics go_goroutines).\n\n",
 		time.Now().UTC().Format("2006-01-02 15:04"), total.Round(time.Second), workers, *soakReloadEvery, *soakKillEvery,
 		*soakSampleEvery, len(samples))
-	fmt.Fprintf(&b, "Command: `make soak SOAK=%s` (`go test ./chaos -run '^$' -bench '^BenchmarkSoak$' -benchtime 1x -timeout 0 -args -soak.duration %s -soak.report docs/RELIABILITY.md`).\n\n",
+	fmt.Fprintf(&b, "Command: `make soak SOAK=%s` (`go test ./server/chaos -run '^$' -bench '^BenchmarkSoak$' -benchtime 1x -timeout 0 -args -soak.duration %s -soak.report docs/RELIABILITY.md`).\n\n",
 		*soakDuration, *soakDuration)
 	fmt.Fprintf(&b, "Machine: %s at the start, %s at the end.", startNote, endNote)
 	if *soakNote != "" {
