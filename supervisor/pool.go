@@ -391,13 +391,22 @@ func (p *Pool) add(m *member) {
 	p.members = append(p.members, m)
 }
 
-// remove drops a reaped worker's record. Requests still holding its slots fail on their own
-// (the connection is dead) and their release closes what is left.
+// remove drops a reaped worker's record. Its free connections close; the busy ones are shut
+// down, so that the requests still holding them read EOF at once and fail (or, never
+// started behind one that broke, go elsewhere), and their release closes what is left. A
+// child the worker forked may hold the worker's end of every connection: the master cannot
+// wait for EOF from the other side.
 func (p *Pool) remove(m *member) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, s := range m.free {
 		s.closeConn()
+	}
+	for _, s := range m.slots {
+		if c, ok := s.conn.(*net.UnixConn); ok && s.leader != nil {
+			_ = c.CloseRead()
+			_ = c.CloseWrite()
+		}
 	}
 	for i, x := range p.members {
 		if x == m {

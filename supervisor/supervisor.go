@@ -482,16 +482,19 @@ func (s *Supervisor) spawn(now time.Time) error {
 	return nil
 }
 
+// controlDrain bounds how long, once a worker has exited, its control channel is still read.
+const controlDrain = 50 * time.Millisecond
+
 // waitExit is the one goroutine that waits for the worker's process.
 func (s *Supervisor) waitExit(w *Worker) {
 	defer s.wg.Done()
 	st := w.proc.Wait()
 	// Report the exit only after everything the worker said: a boot_error written just
-	// before it exited must be known when its death is judged.
-	select {
-	case <-w.controlDone:
-	case <-time.After(time.Second): // a grandchild holds the channel open: judge without it
-	}
+	// before it exited must be known when its death is judged. What it wrote is in the
+	// socket already; a child it forked may hold the socket open for ever, so the reader
+	// gets a moment to take what is there, not until EOF.
+	_ = w.control.SetReadDeadline(time.Now().Add(controlDrain))
+	<-w.controlDone
 	s.send(event{kind: evExited, worker: w, status: st})
 }
 

@@ -369,14 +369,15 @@ func ChildPids(pid int) []int {
 		if _, err := fmt.Sscanf(e.Name(), "%d", &child); err != nil {
 			continue
 		}
-		if ppid, ok := parentOf(child); ok && ppid == pid {
+		if ppid, ok := ParentOf(child); ok && ppid == pid {
 			out = append(out, child)
 		}
 	}
 	return out
 }
 
-func parentOf(pid int) (int, bool) {
+// ParentOf is the parent of a live process; false when it is gone or a zombie.
+func ParentOf(pid int) (int, bool) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		return 0, false

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -92,34 +93,87 @@ type Exec struct {
 // Spawn implements Spawner.
 func (s *Exec) Spawn(spec Spec) (Process, error) {
 	cmd := s.command([]string{"--listen-fd", "3", "--control-fd", "4", "--worker-id", strconv.Itoa(spec.ID)},
-		[]*os.File{spec.Listen, spec.Control}, spec.Stdout, spec.Stderr)
-	if err := cmd.Start(); err != nil {
+		[]*os.File{spec.Listen, spec.Control})
+	p, err := startProcess(cmd, spec.Stdout, spec.Stderr)
+	if err != nil {
 		return nil, fmt.Errorf("start %s: %w", s.Python, err)
 	}
-	return &execProcess{cmd: cmd}, nil
+	return p, nil
 }
 
 // command is the worker's command line with extra arguments, files inherited from fd 3 on.
-func (s *Exec) command(extra []string, files []*os.File, stdout, stderr io.Writer) *exec.Cmd {
+func (s *Exec) command(extra []string, files []*os.File) *exec.Cmd {
 	args := append([]string{s.WorkerScript}, s.Args...)
 	if s.Credential != nil {
 		args = append([]string{"-c", s.ScriptSource}, s.Args...)
 	}
 	cmd := exec.Command(s.Python, append(args, extra...)...)
 	cmd.ExtraFiles = files
-	cmd.Stdout = stdout
-	cmd.Stderr = stderr
 	cmd.Env = s.Env
 	cmd.Dir = s.Dir
 	// Its own process group: a Ctrl-C in the terminal reaches the master only, which then
 	// stops the workers in order instead of having them die mid-request.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: s.Credential}
-	// A grandchild that keeps the worker's stdout open must not block Wait forever.
-	cmd.WaitDelay = 2 * time.Second
 	return cmd
 }
 
-type execProcess struct{ cmd *exec.Cmd }
+// outputDrain bounds how long, once a worker has exited, its output is still read: what it
+// wrote before it died is in the pipe already, and a child it forked (an app's background
+// process) may hold the pipe open for ever.
+const outputDrain = 50 * time.Millisecond
+
+// execProcess is a started worker: its exit is learnt from the kernel (os.Process.Wait,
+// which waits on a pidfd), never from its output pipes closing, so a grandchild holding
+// them does not hide the worker's death.
+type execProcess struct {
+	cmd *exec.Cmd
+	// out are the read ends of the worker's stdout and stderr; copying is the goroutines
+	// that log them, done when both have ended.
+	out     []*os.File
+	copying sync.WaitGroup
+}
+
+// startProcess starts cmd with its stdout and stderr going to the two writers through pipes
+// of its own (exec's would make cmd.Wait wait for every holder of the pipes to close them).
+func startProcess(cmd *exec.Cmd, stdout, stderr io.Writer) (*execProcess, error) {
+	p := &execProcess{cmd: cmd}
+	var childEnds []*os.File
+	defer func() {
+		for _, f := range childEnds {
+			_ = f.Close() // the child has its copies
+		}
+	}()
+	for _, dst := range []io.Writer{stdout, stderr} {
+		r, w, err := os.Pipe()
+		if err != nil {
+			p.closeOutput()
+			return nil, fmt.Errorf("output pipe: %w", err)
+		}
+		p.out = append(p.out, r)
+		childEnds = append(childEnds, w)
+		if dst == nil {
+			dst = io.Discard
+		}
+		p.copying.Add(1)
+		go func() {
+			defer p.copying.Done()
+			_, _ = io.Copy(dst, r) // ends at EOF, or when closeOutput closes r
+		}()
+	}
+	cmd.Stdout, cmd.Stderr = childEnds[0], childEnds[1]
+	if err := cmd.Start(); err != nil {
+		p.closeOutput()
+		p.copying.Wait()
+		return nil, err
+	}
+	return p, nil
+}
+
+func (p *execProcess) closeOutput() {
+	for _, f := range p.out {
+		_ = f.Close()
+	}
+}
 
 func (p *execProcess) Pid() int { return p.cmd.Process.Pid }
 
@@ -131,16 +185,22 @@ func (p *execProcess) Signal(sig os.Signal) error {
 	return err
 }
 
+// Wait reaps the process, then logs what is left of its output (at most outputDrain more)
+// and closes its pipes.
 func (p *execProcess) Wait() ExitStatus {
-	err := p.cmd.Wait()
-	// With WaitDelay, Wait may report ErrWaitDelay for a process that did exit: the
-	// ProcessState, when there is one, is the truth.
-	if p.cmd.ProcessState == nil {
+	state, err := p.cmd.Process.Wait()
+	deadline := time.Now().Add(outputDrain)
+	for _, f := range p.out {
+		_ = f.SetReadDeadline(deadline)
+	}
+	p.copying.Wait()
+	p.closeOutput()
+	if state == nil {
 		return ExitStatus{Code: -1, Err: err}
 	}
-	st, ok := p.cmd.ProcessState.Sys().(syscall.WaitStatus)
+	st, ok := state.Sys().(syscall.WaitStatus)
 	if !ok {
-		return ExitStatus{Code: p.cmd.ProcessState.ExitCode()}
+		return ExitStatus{Code: state.ExitCode()}
 	}
 	if st.Signaled() {
 		return ExitStatus{Code: -1, Signal: st.Signal()}

@@ -142,12 +142,13 @@ func (s *Standby) start() (*standby, error) {
 		stdout: &switchWriter{w: NewLineLogger(log, "stdout")},
 		stderr: &switchWriter{w: NewLineLogger(log, "stderr")},
 	}
-	cmd := s.Exec.command([]string{"--standby-fd", "3"}, []*os.File{child}, sb.stdout, sb.stderr)
-	if err := cmd.Start(); err != nil {
+	cmd := s.Exec.command([]string{"--standby-fd", "3"}, []*os.File{child})
+	p, err := startProcess(cmd, sb.stdout, sb.stderr)
+	if err != nil {
 		_ = conn.Close()
 		return nil, fmt.Errorf("start standby %s: %w", s.Exec.Python, err)
 	}
-	sb.proc = &standbyProcess{execProcess: execProcess{cmd: cmd}, done: make(chan struct{})}
+	sb.proc = &standbyProcess{execProcess: p, done: make(chan struct{})}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
@@ -209,7 +210,7 @@ func (sb *standby) handOver(spec Spec) error {
 // standbyProcess is a standby's process: its reaper goroutine, not the supervisor, waits
 // for it, since it may die before the hand-over.
 type standbyProcess struct {
-	execProcess
+	*execProcess
 	done   chan struct{}
 	status ExitStatus // set before done is closed
 }
