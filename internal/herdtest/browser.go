@@ -213,18 +213,16 @@ func (p *Page) Eval(expr string, out any) error {
 // WaitFor evaluates a JavaScript condition until it is true, or fails the test.
 func (p *Page) WaitFor(timeout time.Duration, what, cond string) {
 	p.b.t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
+	EventuallyNil(p.b.t, timeout, "page: "+what, func() error {
 		var ok bool
-		err := p.Eval(cond, &ok)
-		if err == nil && ok {
-			return
+		if err := p.Eval(cond, &ok); err != nil {
+			return err
 		}
-		if time.Now().After(deadline) {
-			p.b.t.Fatalf("page: %s: not within %s (last error: %v)", what, timeout, err)
+		if !ok {
+			return fmt.Errorf("%s is false", cond)
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // Screenshot saves the page as a PNG file.

@@ -322,11 +322,7 @@ func IsMsg(msg string) func(Event) bool {
 // RunDir is the master's private runtime directory, from its start-up log line.
 func (in *Instance) RunDir() string {
 	in.t.Helper()
-	ev, _, ok := in.WaitEvent(0, 10*time.Second, IsMsg("herd is starting"))
-	if !ok {
-		in.t.Fatal("no start-up log line")
-	}
-	return ev.Str("runtime_dir")
+	return in.startLine().Str("runtime_dir")
 }
 
 // FreeAddr returns a loopback address with a port that was free a moment ago.
@@ -569,9 +565,7 @@ func (in *Instance) Upgrade(timeout time.Duration) int {
 	newPid := ev.Int("pid")
 	in.t.Cleanup(func() {
 		_ = syscall.Kill(newPid, syscall.SIGKILL)
-		for deadline := time.Now().Add(10 * time.Second); Alive(newPid) && time.Now().Before(deadline); {
-			time.Sleep(10 * time.Millisecond)
-		}
+		Poll(10*time.Second, func() bool { return !Alive(newPid) })
 	})
 	return newPid
 }
