@@ -31,16 +31,58 @@ type Server struct {
 	served  chan struct{} // closed when Serve returned
 	// tick is how often the event stream sends a snapshot.
 	tick time.Duration
+	// hosts are the names besides localhost that a Host header may give.
+	hosts []string
 }
 
-// NewServer returns a server that reports on m and its pool.
-func NewServer(m *Metrics, info Info, log zerolog.Logger) *Server {
+// checkHost refuses a request whose Host names a host the admin server does not know, with
+// 421 Misdirected Request. A page on an attacker's site can make the operator's browser
+// send requests to 127.0.0.1 under the attacker's own name (DNS rebinding), and read the
+// answers as same-origin: the name gives it away. Names that cannot be rebound pass: IP
+// addresses, localhost, and the ones configured (--admin-hosts).
+func (s *Server) checkHost(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !knownHost(r.Host, s.hosts) {
+			s.log.Warn().Str("host", r.Host).Str("remote", r.RemoteAddr).Str("path", r.URL.Path).
+				Msg("admin request refused: unknown Host (add it to --admin-hosts if it is yours)")
+			writeText(w, http.StatusMisdirectedRequest, "unknown host: the admin server answers to localhost, IP addresses and --admin-hosts\n")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// knownHost says whether a Host header names the admin server: an IP address, localhost
+// (or a name under .localhost, which resolvers keep on loopback), or one of hosts.
+func knownHost(hostport string, hosts []string) bool {
+	host := hostport
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.ToLower(strings.Trim(host, "[]")), ".")
+	if host == "" {
+		return false
+	}
+	if net.ParseIP(host) != nil || host == "localhost" || strings.HasSuffix(host, ".localhost") {
+		return true
+	}
+	for _, h := range hosts {
+		if strings.EqualFold(strings.TrimSuffix(h, "."), host) {
+			return true
+		}
+	}
+	return false
+}
+
+// NewServer returns a server that reports on m and its pool. hosts are the host names it
+// answers to besides localhost and IP addresses (see checkHost).
+func NewServer(m *Metrics, info Info, hosts []string, log zerolog.Logger) *Server {
 	s := &Server{
-		metrics: m, pool: m.pool, info: info, log: log,
+		metrics: m, pool: m.pool, info: info, log: log, hosts: hosts,
 		closing: make(chan struct{}), served: make(chan struct{}), tick: time.Second,
 	}
 	s.srv = &http.Server{
-		Handler:           s.Handler(),
+		Handler:           s.checkHost(s.Handler()),
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          stdlog.New(promLogger{log}, "", 0),
 	}

@@ -2,6 +2,7 @@ package admin
 
 import (
 	"os"
+	"strings"
 	"time"
 
 	"github.com/herd-server/herd/supervisor"
@@ -60,6 +61,18 @@ type Info struct {
 	Version   string
 	App       string
 	Listeners []string
+	// ShowQuery keeps the query strings of the requests in flight; otherwise each is
+	// replaced by "?..." (see RedactQuery).
+	ShowQuery bool
+}
+
+// RedactQuery hides a request target's query string: it may carry a token or a password,
+// and /stats is read by pages and tools that should not see those.
+func RedactQuery(uri string) string {
+	if i := strings.IndexByte(uri, '?'); i >= 0 {
+		return uri[:i] + "?..."
+	}
+	return uri
 }
 
 // Stats assembles the document at now: /stats, the dashboard's events and the control
@@ -100,7 +113,11 @@ func (m *Metrics) Stats(now time.Time, info Info) Stats {
 		}
 		ws.RSS, _ = ProcessRSS(w.Pid) // 0 when the process just went away
 		for _, c := range w.Current {
-			ws.Current = append(ws.Current, CurrentRequest{Method: c.Method, URI: c.URI, AgeMs: float64(now.Sub(c.Since).Microseconds()) / 1000})
+			uri := c.URI
+			if !info.ShowQuery {
+				uri = RedactQuery(uri)
+			}
+			ws.Current = append(ws.Current, CurrentRequest{Method: c.Method, URI: uri, AgeMs: float64(now.Sub(c.Since).Microseconds()) / 1000})
 		}
 		st.Workers = append(st.Workers, ws)
 		if accepting(w.State) {

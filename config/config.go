@@ -75,6 +75,8 @@ type Config struct {
 	// Observability (issue 7) adds its options here.
 	Admin            string `key:"admin" help:"serve /metrics, /healthz, /readyz, /stats and the dashboard on this address: loopback HOST:PORT or unix:PATH; off when empty"`
 	AdminAllowRemote bool   `key:"admin-allow-remote" default:"false" help:"let --admin bind a non-loopback address (the admin pages show what the app is doing: put them behind a firewall)"`
+	AdminHosts       []string `key:"admin-hosts" help:"host names the admin server answers to besides localhost and IP addresses (a Host header naming any other is refused with 421, against DNS rebinding): the name a remote Prometheus or a proxy uses (repeatable)"`
+	AdminShowQuery   bool     `key:"admin-show-query" default:"false" help:"show the query strings of the requests in flight on /stats and the dashboard (they may carry tokens: by default /stats shows ?... in their place; herd status always shows them)"`
 	AccessLogFormat  string `key:"access-log-format" default:"json" help:"access line format: combined (Apache/nginx), common, json, or a template of {fields} such as '{remote_host} {method} {uri} {status} {duration_ms}'"`
 
 	// Deployment (issue 10) adds its options here.

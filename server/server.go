@@ -176,9 +176,12 @@ func (s *Server) assemble() error {
 	// Metrics are always counted (about 100 ns a request): herd top reads them over the
 	// control socket; --admin adds Prometheus, /stats and the dashboard.
 	s.metrics = admin.NewMetrics(s.pool)
-	s.info = admin.Info{Version: s.version, App: cfg.App, Listeners: addrs(s.lns.http)}
+	// The control socket is the operator's own (mode 0600): herd status shows whole URIs.
+	s.info = admin.Info{Version: s.version, App: cfg.App, Listeners: addrs(s.lns.http), ShowQuery: true}
 	if s.lns.admin != nil {
-		s.adminSrv = admin.NewServer(s.metrics, s.info, log.With().Str("component", "admin").Logger())
+		adminInfo := s.info
+		adminInfo.ShowQuery = cfg.AdminShowQuery
+		s.adminSrv = admin.NewServer(s.metrics, adminInfo, cfg.AdminHosts, log.With().Str("component", "admin").Logger())
 	}
 	s.sup = s.newSupervisor(newSpawner(cfg, s.worker.Script).WithCredential(cred))
 
