@@ -146,13 +146,16 @@ func (s *Server) open() error {
 	s.lns = lns
 	// Closing twice is harmless: the front ends close them on a stop too.
 	s.atExit(func() { closeAll(s.lns.all()) })
+	if s.cfg.Reload {
+		warnExposedDevServer(s.log, append(append([]net.Listener{}, s.lns.http...), s.lns.https...))
+	}
 	limit := newConnLimit(s.cfg, s.log)
 	s.lns.limit(limit)
 	s.connLimit = limit
 
-	runDir, err := os.MkdirTemp("", "herd-")
+	runDir, err := makeRunDir(s.log)
 	if err != nil {
-		return fmt.Errorf("create runtime directory: %w", err)
+		return err
 	}
 	s.runDir = runDir
 	s.atExit(func() { os.RemoveAll(runDir) })
@@ -421,6 +424,18 @@ func (s *Server) beginStop() {
 	s.dep.beginDrain()
 	// Decided before any listener closes: a new master started by USR2 serves on.
 	s.dep.keepSocketFiles(s.upgrade.running.Load())
+}
+
+// warnExposedDevServer warns when development mode listens beyond loopback: its error page
+// shows source code and tracebacks to whoever asks.
+func warnExposedDevServer(log zerolog.Logger, lns []net.Listener) {
+	for _, ln := range lns {
+		tcp, ok := ln.Addr().(*net.TCPAddr)
+		if ok && !tcp.IP.IsLoopback() {
+			log.Warn().Str("listen", tcp.String()).
+				Msg("development mode on a non-loopback address: its error page shows your source code to anyone who can reach it; serve on 127.0.0.1 unless this is what you want")
+		}
+	}
 }
 
 func listenAll(addrs []string) ([]net.Listener, error) {

@@ -1,0 +1,70 @@
+package server
+
+import (
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/herd-server/herd/internal/herdtest"
+)
+
+// TestStaleRunDirRemoved: a SIGKILLed master cannot remove its runtime directory (the worker
+// code, sockets); the next master of the same user removes it, and leaves alone the
+// directory of a master that still runs and anything that is not a master's.
+func TestStaleRunDirRemoved(t *testing.T) {
+	tmp := t.TempDir()
+	env := []string{"TMPDIR=" + tmp}
+	other := filepath.Join(tmp, "herd-not-a-master")
+	if err := os.Mkdir(other, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	killed := herdtest.Start(t, herdtest.Options{Env: env, Args: []string{"app:app", "--workers", "1"}})
+	killed.WaitReady(1, 30*time.Second)
+	stale := killed.RunDir()
+	if filepath.Dir(stale) != tmp {
+		t.Fatalf("runtime directory %s is not under TMPDIR %s", stale, tmp)
+	}
+	killed.Signal(syscall.SIGKILL)
+	killed.Wait(10 * time.Second)
+	if _, err := os.Stat(stale); err != nil {
+		t.Fatalf("the killed master's directory is already gone (%v): the test proves nothing", err)
+	}
+
+	live := herdtest.Start(t, herdtest.Options{Env: env, Args: []string{"app:app", "--workers", "1"}})
+	live.WaitReady(1, 30*time.Second)
+	next := herdtest.Start(t, herdtest.Options{Env: env, Args: []string{"app:app", "--workers", "1"}})
+	next.WaitReady(1, 30*time.Second)
+	if _, err := os.Stat(stale); !os.IsNotExist(err) {
+		t.Fatalf("the dead master's runtime directory %s is still there (%v)", stale, err)
+	}
+	if _, _, ok := live.WaitEvent(0, 0, func(e herdtest.Event) bool { return e.Str("runtime_dir") == stale }); !ok {
+		t.Error("the master that removed it did not say so")
+	}
+	for _, keep := range []string{live.RunDir(), next.RunDir(), other} {
+		if _, err := os.Stat(keep); err != nil {
+			t.Errorf("%s was removed: %v", keep, err)
+		}
+	}
+}
+
+// TestDevWarnsOffLoopback: herd dev on 0.0.0.0 says that its error page shows the source to
+// anyone; on 127.0.0.1 it says nothing of the kind.
+func TestDevWarnsOffLoopback(t *testing.T) {
+	for _, host := range []string{"0.0.0.0", "127.0.0.1"} {
+		addr := herdtest.FreeAddr(t)
+		_, port, _ := net.SplitHostPort(addr)
+		h := herdtest.Start(t, herdtest.Options{Command: "dev", Listen: net.JoinHostPort(host, port),
+			Args: []string{"app:app", "--http", net.JoinHostPort(host, port)}})
+		h.WaitReady(1, 30*time.Second)
+		warned := h.Count(func(e herdtest.Event) bool {
+			return e.Str("level") == "warn" && strings.Contains(e.Msg(), "non-loopback")
+		})
+		if want := host == "0.0.0.0"; (warned > 0) != want {
+			t.Errorf("herd dev on %s: %d warnings about a non-loopback address, want any: %v", host, warned, want)
+		}
+	}
+}
