@@ -23,7 +23,6 @@ import (
 type PoolView interface {
 	Workers() []supervisor.WorkerInfo
 	QueueLen() int
-	Pipelined() uint64
 }
 
 // methods are the request methods with a label of their own; any other is "OTHER", so that
@@ -118,10 +117,6 @@ func NewMetrics(pool PoolView) *Metrics {
 	queue := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "herd_queue_depth", Help: "Requests waiting for a free worker slot.",
 	}, func() float64 { return float64(pool.QueueLen()) })
-	pipelined := prometheus.NewCounterFunc(prometheus.CounterOpts{
-		Name: "herd_requests_pipelined_total",
-		Help: "Requests sent to a busy worker behind the one it serves, rather than queued (--pipeline).",
-	}, func() float64 { return float64(pool.Pipelined()) })
 	m.exits = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "herd_worker_exits_total",
 		Help: "Worker exits by cause; every one but stop and scale_down is followed by a restart.",
@@ -139,7 +134,7 @@ func NewMetrics(pool PoolView) *Metrics {
 	gen := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "herd_generation", Help: "The generation of workers in service."},
 		func() float64 { return float64(m.Generation()) })
 
-	m.registry.MustRegister(reqs, m.latency, m.queueWait, m.bytesIn, m.bytesOut, inFlight, queue, pipelined, m.exits, m.starts,
+	m.registry.MustRegister(reqs, m.latency, m.queueWait, m.bytesIn, m.bytesOut, inFlight, queue, m.exits, m.starts,
 		m.bootSeconds, m.reloads, m.failedReloads, gen, workerCollector{pool},
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), collectors.NewGoCollector())
 	return m

@@ -33,7 +33,7 @@ type Config struct {
 
 	QueueSize       int           `key:"queue-size" default:"1024" help:"requests that may wait for a free worker before new ones get 503"`
 	QueueTimeout    time.Duration `key:"queue-timeout" default:"30s" help:"how long a request waits for a free worker before it gets 503"`
-	Pipeline        bool          `key:"pipeline" default:"true" help:"when every worker is busy, send a waiting request to a worker behind the one it serves (only behind a request younger than 1 ms, on a worker whose requests take under 1 ms on average), so that the worker takes it the moment it answers instead of sleeping and being woken: a quarter more requests per second for fast views; off: requests wait in the master's queue until a worker is free. Workers with --threads above 1 are never sent a second request this way"`
+	Pipeline        bool          `key:"pipeline" default:"false" help:"removed: accepted so that configurations that name it still load, and ignored with a warning; herd sends a request only to a free worker slot, never behind another request on a busy worker"`
 	BootTimeout     time.Duration `key:"boot-timeout" default:"60s" help:"a worker that has not loaded the app by then is killed"`
 	GracefulTimeout time.Duration `key:"graceful-timeout" default:"30s" help:"on stop, how long requests in flight may take before workers are killed"`
 

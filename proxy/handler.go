@@ -40,20 +40,13 @@ type Lease interface {
 	// Describe shows which request the slot carries on status pages; since is when the
 	// request arrived.
 	Describe(method, uri string, since time.Time)
-	// Send sends the request (its uwsgi packet, then its body from mem or, when not nil,
-	// from file) and returns once the worker's answer to it is next on the connection. An
-	// error that says Retry() (see retryable), EPIPE or ECONNRESET means the request never
-	// reached the worker.
+	// Send sends the request: its uwsgi packet, then its body from mem or, when not nil,
+	// from file. EPIPE or ECONNRESET, from it or from the first read of the answer, means
+	// the worker did not read the request.
 	Send(packet, mem []byte, file io.Reader) error
 	// Reader reads the worker's answers. It outlives the request: bytes it buffered belong
 	// to the connection, not to one answer.
 	Reader() *bufio.Reader
-	// Followed reports whether another request was sent behind this one on the same
-	// connection: the bytes after its answer are that request's, not the worker's excess.
-	Followed() bool
-	// ConnBroke says the connection failed under the request (EOF, a reset, its
-	// deadline), as opposed to the proxy giving it up; call it before Release(false).
-	ConnBroke()
 	// Release gives the slot back; reusable=false when the connection may not carry
 	// another request (the answer was not read to its end, or the connection failed).
 	Release(reusable bool)
@@ -196,13 +189,11 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, vars []protoco
 
 	var head ResponseHead
 	if err := ReadResponseHead(lease.Reader(), r.Method, &head); err != nil {
-		noteConnBroke(lease, err)
 		rec.Status = h.fail(w, r, fmt.Errorf("%w: %w", errWorkerFailed, err))
 		return err
 	}
 	rec.Status = head.StatusCode
 	reusable, rec.BytesOut, err = h.copyResponse(w, &head, lease.Reader(), released)
-	noteConnBroke(lease, err)
 	if errors.Is(err, errBodyBeforeHead) {
 		// Nothing went to the client yet: it gets a clean 502 rather than a cut.
 		rec.Status = h.fail(w, r, fmt.Errorf("%w: %w", errWorkerFailed, err))
@@ -241,9 +232,7 @@ func (h *Handler) dispatch(ctx context.Context, packet []byte, b *body, rec *Rec
 		// worker is logged with it.
 		rec.Worker = lease.WorkerID()
 		lease.Describe(rec.Request.Method, rec.Request.RequestURI, rec.Start)
-		turn := time.Now()
 		err = sendRequest(lease, packet, b)
-		rec.QueueWait += time.Since(turn) // a request sent behind another waits here
 		if err == nil {
 			// Wait for the first byte of the answer (a queued request goes out first). On
 			// Linux, a Unix socket closed with unread data makes its peer's read fail with
@@ -254,19 +243,10 @@ func (h *Handler) dispatch(ctx context.Context, packet []byte, b *body, rec *Rec
 			if err == nil {
 				return lease, nil
 			}
-			if errors.Is(err, syscall.ECONNRESET) && lease.Followed() {
-				// Not this request's bytes: the reset may come from one pipelined behind
-				// it, unread, while this one ran. It must not run twice.
-				err = fmt.Errorf("%w (a request was sent behind it)", err)
-				noteConnBroke(lease, err)
-				lease.Release(false)
-				return nil, fmt.Errorf("%w: read response: %w", errWorkerFailed, err)
-			}
 		}
-		noteConnBroke(lease, err)
 		lease.Release(false)
 		lastErr = err
-		if !errors.Is(err, syscall.EPIPE) && !errors.Is(err, syscall.ECONNRESET) && !retryable(err) {
+		if !errors.Is(err, syscall.EPIPE) && !errors.Is(err, syscall.ECONNRESET) {
 			break
 		}
 	}
@@ -298,24 +278,6 @@ func sendRequest(lease Lease, packet []byte, b *body) error {
 	return lease.Send(packet, nil, b.file)
 }
 
-// retryable reports whether err says the request never reached a worker (the pool's
-// errors say so with a Retry method).
-func retryable(err error) bool {
-	var r interface{ Retry() bool }
-	return errors.As(err, &r) && r.Retry()
-}
-
-// noteConnBroke tells the pool that the worker connection failed under the request (a
-// read or write error), as opposed to the proxy giving it up: see Lease.ConnBroke.
-func noteConnBroke(lease Lease, err error) {
-	if err == nil {
-		return
-	}
-	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) ||
-		errors.Is(err, syscall.EPIPE) || errors.Is(err, os.ErrDeadlineExceeded) {
-		lease.ConnBroke()
-	}
-}
 
 // hopByHop headers describe one connection; the master owns the client's, so a worker's
 // values for them are not forwarded.
@@ -391,7 +353,7 @@ func (h *Handler) copyResponse(w http.ResponseWriter, head *ResponseHead, br *bu
 			}
 		}
 		if rerr == io.EOF {
-			return !head.Close && (br.Buffered() == 0 || lease.Followed()), n, nil
+			return !head.Close && br.Buffered() == 0, n, nil
 		}
 		if rerr != nil {
 			return false, n, fmt.Errorf("read worker response: %w", rerr)
@@ -421,7 +383,7 @@ func (h *Handler) sendBuffered(w http.ResponseWriter, head *ResponseHead, src io
 	}
 	// Bytes already waiting after the body mean the worker wrote more than its
 	// Content-Length: they would be taken for the next answer, so the connection goes.
-	reusable := !head.Close && (br.Buffered() == 0 || lease.Followed())
+	reusable := !head.Close && br.Buffered() == 0
 	lease.Release(reusable)
 	w.WriteHeader(head.StatusCode)
 	nw, _ := w.Write(body) // a client that left is no error of the worker's
@@ -487,7 +449,7 @@ func (h *Handler) sendSpooled(w http.ResponseWriter, head *ResponseHead, src io.
 		sp.end(true)
 		return false, <-sent, err
 	}
-	reusable := !head.Close && (br.Buffered() == 0 || lease.Followed())
+	reusable := !head.Close && br.Buffered() == 0
 	lease.Release(reusable)
 	sp.end(false)
 	return reusable, <-sent, nil

@@ -146,6 +146,9 @@ func (s *Server) open() error {
 	s.lns = lns
 	// Closing twice is harmless: the front ends close them on a stop too.
 	s.atExit(func() { closeAll(s.lns.all()) })
+	if s.cfg.Pipeline {
+		s.log.Warn().Msg("--pipeline was removed and is ignored: a request sent behind another on a busy worker waited for it, however long, while another worker was free")
+	}
 	if s.cfg.Reload {
 		warnExposedDevServer(s.log, append(append([]net.Listener{}, s.lns.http...), s.lns.https...))
 	}
@@ -233,7 +236,6 @@ func (s *Server) newSupervisor(exec *spawn.Exec) *supervisor.Supervisor {
 
 		ChainReload:       cfg.ChainReload,
 		RequestTimeout:    cfg.Timeout,
-		Pipeline:          cfg.Pipeline,
 		MaxRequests:       cfg.MaxRequests,
 		MaxRequestsJitter: cfg.MaxRequestsJitter,
 		MaxLifetime:       cfg.MaxLifetime,

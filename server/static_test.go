@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -478,4 +479,26 @@ static-map2 = /media=%s/media
 	if status, body := rawStatic(t, addr, "/assets/../secret.txt"); status != 400 {
 		t.Errorf("../ with --static-follow-symlinks: %d %q", status, body)
 	}
+}
+
+// adminCounter reads one counter of the admin server's /metrics.
+func adminCounter(t *testing.T, adminURL, name string) float64 {
+	t.Helper()
+	resp, err := http.Get(adminURL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil {
+				t.Fatalf("%s: %v", line, err)
+			}
+			return f
+		}
+	}
+	t.Fatalf("no %s in /metrics", name)
+	return 0
 }

@@ -62,10 +62,6 @@ type Pool struct {
 	// onOverrun is called (with the lock held) when a request was released after its
 	// deadline: its worker is stuck and must go.
 	onOverrun func(*Worker)
-	// pipelining lets a request go behind a young one on a busy worker (see followLocked).
-	pipelining bool
-	// pipelined counts the requests sent that way.
-	pipelined atomic.Uint64
 }
 
 // member is the pool's record of one worker: its slots and what the request path counts of
@@ -92,8 +88,6 @@ type member struct {
 	// supervisor was told it reached it.
 	requestLimit uint64
 	limitNoted   bool
-	// serviceAvg is a moving average of how long its requests take (see followLocked).
-	serviceAvg time.Duration
 }
 
 // newMember makes the pool's record of a worker with n slots.
@@ -130,11 +124,10 @@ func (m *member) returnSlotLocked(s *slot) {
 	m.inflight--
 }
 
-// grant is what a waiting request is given: a free slot to connect, or a place behind the
-// request a worker serves (follower). Both zero: the pool closed.
+// grant is what a waiting request is given: a free slot to connect; nil when the pool
+// closed.
 type grant struct {
-	slot     *slot
-	follower *Lease
+	slot *slot
 }
 
 // slot is one connection to a worker. conn is nil until first used or after it broke; the
@@ -148,29 +141,9 @@ type slot struct {
 	// current is the request the slot carries, for status pages. It is an atomic pointer,
 	// not a field under Pool.mu, so that the request path takes no extra lock to set it.
 	current atomic.Pointer[CurrentRequest]
-	// next is the request queued behind it, for status pages.
-	next atomic.Pointer[CurrentRequest]
 
 	// Guarded by Pool.mu.
-	leader   *Lease // the request the worker serves on this connection; nil when free
-	follower *Lease // the request sent behind it (pipelining); nil when none
-	// poisoned: a follower's request may lie half-written in the connection: it cannot
-	// carry another request once the leader is done.
-	poisoned bool
-
-	// queuedBy is the lease whose request waits in raw's pending bytes (see Lease.Send). It
-	// is set and cleared by that lease's goroutine, which does the I/O that sends them, and
-	// read in afterPending, called from that I/O: no lock.
-	queuedBy *Lease
-}
-
-// afterPending is raw's AfterPending, bound once per connection (a bound method per
-// request was an allocation): the queued request is out, the one behind may go.
-func (s *slot) afterPending() {
-	if l := s.queuedBy; l != nil {
-		s.queuedBy = nil
-		l.written()
-	}
+	leader *Lease // the request the worker serves on this connection; nil when free
 }
 
 func (s *slot) closeConn() {
@@ -207,10 +180,6 @@ func (p *Pool) Acquire(ctx context.Context) (*Lease, error) {
 		p.mu.Unlock()
 		return p.connect(s)
 	}
-	if l := p.followLocked(time.Now()); l != nil {
-		p.mu.Unlock()
-		return l, nil
-	}
 	if p.waiters.len() >= p.queueSize {
 		p.mu.Unlock()
 		return nil, ErrQueueFull
@@ -223,10 +192,7 @@ func (p *Pool) Acquire(ctx context.Context) (*Lease, error) {
 	select {
 	case g := <-w.ch:
 		putWaiter(w)
-		switch {
-		case g.follower != nil:
-			return g.follower, nil
-		case g.slot == nil:
+		if g.slot == nil {
 			return nil, ErrPoolClosed
 		}
 		return p.connect(g.slot)
@@ -245,11 +211,8 @@ func (p *Pool) Acquire(ctx context.Context) (*Lease, error) {
 	// A slot was handed over while we gave up: give it back.
 	g := <-w.ch
 	putWaiter(w)
-	switch {
-	case g.slot != nil:
+	if g.slot != nil {
 		p.giveBack(g.slot)
-	case g.follower != nil:
-		g.follower.Release(false) // nothing written: the connection is untouched
 	}
 	return nil, err
 }
@@ -257,7 +220,7 @@ func (p *Pool) Acquire(ctx context.Context) (*Lease, error) {
 // connect dials the slot's connection if it has none, and makes the lease of the request
 // that took the slot.
 func (p *Pool) connect(s *slot) (*Lease, error) {
-	lease := &Lease{pool: p, slot: s, start: time.Now(), sent: make(chan struct{})}
+	lease := &Lease{pool: p, slot: s, start: time.Now()}
 	p.mu.Lock()
 	s.leader = lease
 	conn := s.conn
@@ -279,11 +242,6 @@ func (p *Pool) connect(s *slot) (*Lease, error) {
 		raw, ok := rawio.New(c)
 		if ok {
 			src = raw
-		}
-		if raw != nil {
-			// The request is out once the pending bytes went (see Lease.Send): a follower
-			// may go.
-			raw.AfterPending = s.afterPending
 		}
 		p.mu.Lock()
 		s.conn, s.raw, s.reader = c, raw, bufio.NewReaderSize(src, 16<<10)
@@ -352,7 +310,6 @@ func (p *Pool) giveBack(s *slot) {
 func (p *Pool) freeSlotLocked(s *slot) {
 	m := s.member
 	s.leader = nil
-	s.poisoned = false
 	if m.takesRequestsLocked() && p.waiters.len() > 0 {
 		// Hand the slot straight to the oldest waiter: it stays in use, the counts stay.
 		next := p.waiters.pop()
@@ -486,9 +443,6 @@ func (m *member) infoLocked() WorkerInfo {
 		if cur := s.current.Load(); cur != nil {
 			info.Current = append(info.Current, *cur)
 		}
-		if next := s.next.Load(); next != nil {
-			info.Current = append(info.Current, *next)
-		}
 	}
 	return info
 }
@@ -509,9 +463,6 @@ func (p *Pool) info(m *member) WorkerInfo {
 	defer p.mu.Unlock()
 	return m.infoLocked()
 }
-
-// Pipelined is how many requests were sent behind another on a worker connection.
-func (p *Pool) Pipelined() uint64 { return p.pipelined.Load() }
 
 // QueueLen is the number of requests waiting for a slot.
 func (p *Pool) QueueLen() int {

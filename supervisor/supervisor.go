@@ -39,9 +39,6 @@ type Options struct {
 	// RequestTimeout (--timeout): a request still running after it gets 504 and its worker
 	// dumps its stacks and is killed. 0: no limit.
 	RequestTimeout time.Duration
-	// Pipeline (--pipeline): when every slot is busy, a request may be sent behind a young
-	// one of a fast worker rather than wait in the queue (see Pool.followLocked).
-	Pipeline bool
 	// MaxRequests recycles a worker after that many requests, plus a random 0..Jitter.
 	MaxRequests       int
 	MaxRequestsJitter int
@@ -143,7 +140,6 @@ func New(opts Options, pool *Pool) *Supervisor {
 	pool.notify = s.nudge
 	pool.onOverrun = s.noteOverrun
 	pool.requestTimeout = opts.RequestTimeout
-	pool.pipelining = opts.Pipeline && opts.Threads <= 1
 	pool.mu.Unlock()
 	return s
 }

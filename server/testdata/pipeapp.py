@@ -1,8 +1,8 @@
-"""The app of TestPipelinedRequestsRunOnce (cmd/herd/pipeline_test.go). Stdlib only.
+"""The app of TestRequestsRunOnceUnderKills (server/pipeline_test.go). Stdlib only.
 
 POST /do with an X-Id header appends the id to the file named by PIPE_LOG (one line each,
 O_APPEND: whole lines even from several processes) and answers "ID PID". Fast on purpose:
-herd pipelines only behind requests that take under a millisecond.
+many requests are in flight and queued at each kill.
 """
 
 import os

@@ -18,11 +18,10 @@ import (
 	"github.com/herd-server/herd/internal/herdtest"
 )
 
-// Pipelining sends a request to a busy worker behind the one it serves. Under load with the
-// workers SIGKILLed again and again, every request must still get its own answer, and none
-// may run twice: a request behind a killed one is sent elsewhere only because it provably
-// never started.
-func TestPipelinedRequestsRunOnce(t *testing.T) {
+// Under load with the workers SIGKILLed again and again, every request gets its own answer,
+// and none runs twice: a request is sent elsewhere only when it provably never reached the
+// worker (its connection refused, or reset with the request unread).
+func TestRequestsRunOnceUnderKills(t *testing.T) {
 	logPath := filepath.Join(t.TempDir(), "ran")
 	h := herdtest.Start(t, herdtest.Options{Dir: testdataDir(t), Admin: true,
 		Env:  []string{"PIPE_LOG=" + logPath},
@@ -106,37 +105,11 @@ func TestPipelinedRequestsRunOnce(t *testing.T) {
 			t.Errorf("request %s answered 200 but ran %d times", id, runs[id])
 		}
 	}
-	pipelined := adminCounter(t, h.AdminURL, "herd_requests_pipelined_total")
-	t.Logf("%d requests answered, %d failed, %d kills, %.0f pipelined", len(answered), len(failed), kills.Load(), pipelined)
-	if pipelined == 0 {
-		t.Error("no request was pipelined under 16 clients on 2 workers")
-	}
-	// Each kill fails what the worker was running (its request behind is sent elsewhere).
-	if int64(len(failed)) > 2*kills.Load() {
+	t.Logf("%d requests answered, %d failed, %d kills", len(answered), len(failed), kills.Load())
+	// Each kill fails at most what the worker was running.
+	if int64(len(failed)) > kills.Load() {
 		t.Errorf("%d failures for %d kills: %v", len(failed), kills.Load(), failed[:min(len(failed), 10)])
 	}
-}
-
-// adminCounter reads one counter of the admin server's /metrics.
-func adminCounter(t *testing.T, adminURL, name string) float64 {
-	t.Helper()
-	resp, err := http.Get(adminURL + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, name+" "); ok {
-			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
-			if err != nil {
-				t.Fatalf("%s: %v", line, err)
-			}
-			return f
-		}
-	}
-	t.Fatalf("no %s in /metrics", name)
-	return 0
 }
 
 // A client that leaves while its request waits for a worker is not served: when a worker
