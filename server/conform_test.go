@@ -797,6 +797,10 @@ func realAppsMatchUwsgi(t *testing.T, python string, uwsgi []string) {
 			}
 			uwsgiAddr := startUwsgi(t, uwsgi, testAppsDir(t), app.module, "HERD_DJANGO_DB="+filepath.Join(dbDir, "uwsgi.sqlite3"))
 			herdClient, uwsgiClient := noRedirects(), noRedirects()
+			// uWSGI's --http-socket closes the connection after each answer without saying
+			// so (no "Connection: close" in its HTTP/1.1 answers): a client that reuses it
+			// races the close, and a POST that loses is reset, not retried.
+			uwsgiClient.Transport = &http.Transport{DisableKeepAlives: true}
 			for _, step := range app.steps {
 				got := step.run(t, h.URL, herdClient)
 				peer := step.run(t, "http://"+uwsgiAddr, uwsgiClient)
