@@ -506,6 +506,9 @@ func checkVenv(root string) (dir, problem string) {
 	if dir == "" {
 		dir = filepath.Join(root, ".venv")
 	}
+	if abs, err := filepath.Abs(dir); err == nil {
+		dir = abs // herd and peers run in other directories
+	}
 	pins := filepath.Join(root, "requirements", "peers.txt")
 	stamp, err := os.ReadFile(filepath.Join(dir, ".herd-stamp"))
 	if err != nil {
