@@ -1,13 +1,22 @@
 # herd's build, run and test entry points. `make run` and `make test` work on a fresh
 # Debian machine: `make test` installs the Debian packages the tests need when they are
-# missing (it must run as root for that, as CI does).
+# missing (it must run as root for that, as CI does), and builds the venv of today's peers
+# from PyPI (make venv) when it is missing or its pins changed.
 
 GO      ?= go
 PYTHON  ?= python3
 BIN     := bin/herd
-PYTHONS := $(PYTHON) /usr/bin/python3 $(wildcard /root/.pyenv/versions/3.8.*/bin/python3)
+# The venv of today's peers and frameworks from PyPI (gunicorn 27, Granian, uvicorn, uWSGI,
+# Django 6.1, Flask 3.1, FastAPI, gevent), as pinned in PEERS; VENV_PYTHON is the interpreter
+# that builds it (empty: scripts/venv.sh picks a Python >= 3.12, which Django 6 needs).
+# The tests find it through HERD_TEST_VENV.
+VENV        ?= .venv
+VENV_PYTHON ?=
+PEERS       := requirements/peers.txt
+VENV_STAMP  := $(VENV)/.herd-stamp
+PYTHONS := $(PYTHON) /usr/bin/python3 $(wildcard /root/.pyenv/versions/3.8.*/bin/python3) $(VENV)/bin/python
 
-.PHONY: all build run test deps lint test-python test-go bench bench-quick bench-static bench-reload bench-tls chaos soak fuzz fuzz-short fuzz-python hostile clean
+.PHONY: all build run test deps venv pins lint test-python test-go bench bench-quick bench-static bench-reload bench-tls chaos soak fuzz fuzz-short fuzz-python hostile clean
 
 all: build
 
@@ -18,16 +27,36 @@ build:
 run: build
 	./$(BIN) serve app:app --chdir scripts/example --http 127.0.0.1:8000
 
-test: deps lint test-python test-go fuzz-short
+test: deps venv lint test-python test-go fuzz-short
 
 deps:
 	./scripts/install-deps.sh
+
+# Rebuilt (afresh, about 10 s here) only when the pins or the script change: the stamp is
+# written last, so a failed build is tried again.
+venv: $(VENV_STAMP)
+
+$(VENV_STAMP): $(PEERS) scripts/venv.sh
+	VENV_PYTHON=$(VENV_PYTHON) ./scripts/venv.sh $(VENV) $(PEERS)
+
+# Re-resolves requirements/peers.in into $(PEERS): versions and hashes of everything the
+# peers pull in (docs/development.md). PINS_FLAGS=--upgrade takes the newest releases that
+# peers.in allows; --upgrade-package NAME one of them. pip-tools runs from a venv of its own.
+PINS_FLAGS ?=
+pins:
+	@py=$$(VENV_PYTHON=$(VENV_PYTHON) ./scripts/venv.sh --which) && \
+	$$py -m venv --clear bin/pins-venv && \
+	bin/pins-venv/bin/python -m pip install --quiet --disable-pip-version-check pip-tools==7.7.0 && \
+	CUSTOM_COMPILE_COMMAND="make pins" bin/pins-venv/bin/pip-compile --quiet --generate-hashes \
+		--strip-extras --allow-unsafe --no-emit-index-url --no-emit-find-links $(PINS_FLAGS) \
+		--output-file $(PEERS) requirements/peers.in
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
-# The worker's own tests, under every Python here that should run it (>= 3.8).
+# The worker's own tests, under every Python here that should run it (>= 3.8); under
+# Debian's and the venv's they also serve the Flask and Django fixture apps.
 test-python:
 	@for py in $(PYTHONS); do \
 		if command -v $$py >/dev/null 2>&1; then \
@@ -39,7 +68,7 @@ test-python:
 # One race-enabled herd binary serves every package's end-to-end tests.
 test-go:
 	$(GO) build -race -o bin/herd-race ./cmd/herd
-	HERD_TEST_BINARY=$(CURDIR)/bin/herd-race $(GO) test -race -count=1 -timeout 15m ./...
+	HERD_TEST_VENV=$(abspath $(VENV)) HERD_TEST_BINARY=$(CURDIR)/bin/herd-race $(GO) test -race -count=1 -timeout 15m ./...
 
 # The hostile-client suite's long form (make test runs the short one): 1500 slowloris
 # connections, 200 slow readers, a flood of 3 x 1800 connections, 2000 samples per p99, and
@@ -93,7 +122,7 @@ fuzz-python:
 # More knobs: BENCH_FLAGS (go run ./bench -h).
 BENCH_NOTE  ?=
 BENCH_FLAGS ?=
-bench: build
+bench: build venv
 	$(GO) run ./bench -report docs/BENCHMARKS.md -note "$(BENCH_NOTE)" $(BENCH_FLAGS)
 
 # A minute: herd, uwsgi --http-socket, gunicorn sync and Go on hello, 16 connections, 1 round.

@@ -12,6 +12,9 @@ set -euo pipefail
 # and h2c (curl, already there, is the other HTTP/2 client).
 packages=(nginx wrk uwsgi uwsgi-plugin-python3 gunicorn python3-flask python3-django systemd util-linux chromium tmux git nghttp2-client curl)
 packages+=(bash-completion) # herd completion bash is tested in a real bash with bash-completion loaded
+# The venv of today's peers (make venv, scripts/venv.sh) is wheels only, built by the pyenv
+# Python: no compiler or headers; pip needs only the CA certificates to reach PyPI.
+packages+=(ca-certificates)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -1480,14 +1480,19 @@ class FrameworkChecks(object):
 
 
 def framework_tests_apply(module, debian_package):
-    """Real Flask and Django come from Debian's packages, which only Debian's own Python
-    (/usr/bin/python3) can import: under another interpreter these tests do not exist. Under
-    Debian's, a missing package skips naming it, or fails where HERD_REQUIRE_ALL=1 (CI)."""
-    if not os.path.realpath(sys.executable).startswith('/usr/bin/'):
+    """Real Flask and Django come from Debian's packages (Flask 2.2, Django 3.2), which only
+    Debian's own Python (/usr/bin/python3) can import, and from the venv of today's peers
+    (make venv: Flask 3.1, Django 6.1): under another interpreter these tests do not exist.
+    Under those, a missing package skips naming what brings it, or fails where
+    HERD_REQUIRE_ALL=1 (CI)."""
+    if sys.prefix != sys.base_prefix:
+        fix = 'make venv builds the venv from requirements/peers.txt'
+    elif os.path.realpath(sys.executable).startswith('/usr/bin/'):
+        fix = 'install Debian\'s %s package (make deps does)' % debian_package
+    else:
         return False
     if not importable(module) and os.environ.get('HERD_REQUIRE_ALL') != '1':
-        return unittest.skip('%s is missing: install Debian\'s %s package (make deps does)'
-                             % (module, debian_package))
+        return unittest.skip('%s is missing: %s' % (module, fix))
     return True
 
 

@@ -6,6 +6,8 @@ package herdtest
 import (
 	"bufio"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -460,6 +462,69 @@ func RequirePythonModule(t testing.TB, python, module, debianPackage string) {
 		t.Fatal(msg + " [HERD_REQUIRE_ALL=1: skips are failures]")
 	}
 	t.Skip(msg)
+}
+
+// The venv of today's peers, checked once per test process.
+var (
+	venvOnce sync.Once
+	venvDir  string
+	venvErr  string
+)
+
+// VenvDir is the venv of today's peers and frameworks from PyPI (make venv, from
+// requirements/peers.txt: Django 6.1, Flask 3.1, gunicorn 27, Granian, uvicorn, uWSGI as
+// pyuwsgi, FastAPI, gevent): $HERD_TEST_VENV, by default .venv in the checkout. When it is
+// missing, half built, built from other pins or its interpreter is gone, the test skips
+// naming `make venv`, or fails under HERD_REQUIRE_ALL=1 (as in CI), as RequireTool does.
+func VenvDir(t testing.TB) string {
+	t.Helper()
+	venvOnce.Do(func() { venvDir, venvErr = checkVenv(RepoRoot(t)) })
+	if venvErr == "" {
+		return venvDir
+	}
+	if os.Getenv("HERD_REQUIRE_ALL") == "1" {
+		t.Fatal(venvErr + " [HERD_REQUIRE_ALL=1: skips are failures]")
+	}
+	t.Skip(venvErr)
+	return ""
+}
+
+// VenvPython is the venv's interpreter, VenvDir/bin/python: the path to give herd's
+// --python, or a peer's command (bin/uwsgi, bin/gunicorn, bin/granian are beside it).
+func VenvPython(t testing.TB) string {
+	t.Helper()
+	return filepath.Join(VenvDir(t), "bin", "python")
+}
+
+// checkVenv returns the venv's directory, or why it cannot serve: scripts/venv.sh writes
+// its stamp last, with the sha256 of the pins it installed.
+func checkVenv(root string) (dir, problem string) {
+	dir = os.Getenv("HERD_TEST_VENV")
+	if dir == "" {
+		dir = filepath.Join(root, ".venv")
+	}
+	if abs, err := filepath.Abs(dir); err == nil {
+		dir = abs // herd and peers run in other directories
+	}
+	pins := filepath.Join(root, "requirements", "peers.txt")
+	stamp, err := os.ReadFile(filepath.Join(dir, ".herd-stamp"))
+	if err != nil {
+		return dir, fmt.Sprintf("no venv of today's peers at %s: make venv builds it from %s", dir, pins)
+	}
+	want, err := os.ReadFile(pins)
+	if err != nil {
+		return dir, fmt.Sprintf("venv: %v", err)
+	}
+	sum := sha256.Sum256(want)
+	if !strings.Contains(string(stamp), hex.EncodeToString(sum[:])) {
+		return dir, fmt.Sprintf("the venv at %s was built from other pins than %s: make venv rebuilds it", dir, pins)
+	}
+	python := filepath.Join(dir, "bin", "python")
+	if out, err := exec.Command(python, "-c", "import django, flask").CombinedOutput(); err != nil {
+		return dir, fmt.Sprintf("%s cannot import Django and Flask (%v: %s): rm -rf %s && make venv",
+			python, err, strings.TrimSpace(string(out)), dir)
+	}
+	return dir, ""
 }
 
 // CopyExample copies the example apps (scripts/example) into a fresh temporary directory,

@@ -1,4 +1,5 @@
-"""A one-file Django fixture (Debian's python3-django, so /usr/bin/python3 only)."""
+"""A one-file Django fixture (Debian's python3-django under /usr/bin/python3, or the Django
+6.1 of the venv of today's peers, make venv)."""
 
 from django.conf import settings
 

@@ -1,7 +1,8 @@
-"""A small Django project in one file (Debian's python3-django, so /usr/bin/python3 only):
-the admin with its login page and CSRF-protected POST, a multipart upload, a redirect, a 404
-and static files, as a real site has them. The sqlite database lives at $HERD_DJANGO_DB and is
-migrated at import when it does not exist yet (run with one worker the first time)."""
+"""A small Django project in one file (Debian's python3-django under /usr/bin/python3, or
+the Django 6.1 of the venv of today's peers, make venv): the admin with its login page and
+CSRF-protected POST, a multipart upload, a redirect, a 404 and static files, as a real site
+has them. The sqlite database lives at $HERD_DJANGO_DB and is migrated at import when it
+does not exist yet (run with one worker the first time)."""
 
 import hashlib
 import os

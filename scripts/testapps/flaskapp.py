@@ -1,4 +1,5 @@
-"""A Flask fixture (Debian's python3-flask, so /usr/bin/python3 only)."""
+"""A Flask fixture (Debian's python3-flask under /usr/bin/python3, or the Flask 3.1 of the
+venv of today's peers, make venv)."""
 
 from flask import Flask, Response, request, send_file
 
