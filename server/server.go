@@ -260,6 +260,7 @@ func (s *Server) newFrontHandler(onDone func(*proxy.Record)) (*frontHandler, err
 		ResponseSpool:  int64(cfg.ResponseSpool),
 		TempDir:        s.runDir,
 		Mount:          cfg.MountPrefix(),
+		AddHeaders:     addHeaders(cfg),
 	}
 	var err error
 	if handler.TrustedProxies, err = proxy.ParseTrustList(cfg.ForwardedAllowIPs); err != nil {
@@ -278,7 +279,7 @@ func (s *Server) newFrontHandler(onDone func(*proxy.Record)) (*frontHandler, err
 		s.reloads.AwaitFirstBoot(s.sup.FirstBoot())
 		front = errorPage(front, s.devState, s.worker.Code...)
 	}
-	return &frontHandler{http: front, uwsgi: handler}, nil
+	return &frontHandler{http: withAddedHeaders(front, handler.AddHeaders), uwsgi: handler}, nil
 }
 
 // Reload is the one door to a graceful reload: SIGHUP, `herd reload`, a file change under
@@ -402,7 +403,7 @@ func (s *Server) waitForStop(ctx context.Context, supDone <-chan error) error {
 		case sig == syscall.SIGTERM && !draining:
 			draining = true
 			s.beginStop()
-			s.log.Info().Str("signal", sig.String()).Dur("graceful_timeout", s.cfg.GracefulTimeout).Msg("graceful stop: finishing requests in flight")
+			s.log.Info().Str("signal", sig.String()).Dur("graceful_timeout_ms", s.cfg.GracefulTimeout).Msg("graceful stop: finishing requests in flight")
 			go func() {
 				s.dep.gracefulShutdown(abortDrain, s.fronts, s.cfg.GracefulTimeout)
 				close(shutdownDone)

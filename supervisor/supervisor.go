@@ -222,7 +222,7 @@ func (s *Supervisor) handle(ev event) {
 			return
 		}
 		s.log.Info().Int("worker", w.ID).Int("pid", w.Pid).Int("generation", w.Generation).
-			Dur("boot", w.readyAt.Sub(w.startedAt)).Msg("worker ready")
+			Dur("boot_ms", w.readyAt.Sub(w.startedAt)).Msg("worker ready")
 		s.opts.Observer.WorkerReady(s.pool.info(w.member), w.readyAt.Sub(w.startedAt))
 		if !s.everReady {
 			s.everReady = true
@@ -315,7 +315,7 @@ func (s *Supervisor) reap(w *Worker, st spawn.ExitStatus) {
 	if s.failures >= crashLoopRow {
 		ev = log.Error().Bool("crash_loop", true)
 	}
-	ev.Int("deaths_in_a_row", s.failures).Dur("restart_in", delay).Msg("worker died")
+	ev.Int("deaths_in_a_row", s.failures).Dur("restart_in_ms", delay).Msg("worker died")
 }
 
 // firstBootFailed handles the first generation failing before any worker was ready: in
@@ -597,13 +597,13 @@ func (s *Supervisor) enforceDeadlines(now time.Time) {
 		switch {
 		case w.killed:
 		case state == Starting && now.Sub(w.startedAt) >= s.opts.BootTimeout:
-			s.log.Error().Int("worker", w.ID).Dur("boot_timeout", s.opts.BootTimeout).Msg("worker not ready in time, killing it")
+			s.log.Error().Int("worker", w.ID).Dur("boot_timeout_ms", s.opts.BootTimeout).Msg("worker not ready in time, killing it")
 			s.kill(w)
 		case !w.killAt.IsZero() && !now.Before(w.killAt):
 			s.log.Warn().Int("worker", w.ID).Int("pid", w.Pid).Msg("timed-out worker still alive after SIGABRT, killing it")
 			s.kill(w)
 		case (state == Stopping || state == Draining) && now.Sub(w.stopAt) >= s.opts.GracefulTimeout:
-			s.log.Warn().Int("worker", w.ID).Dur("graceful_timeout", s.opts.GracefulTimeout).Msg("worker did not stop in time, killing it")
+			s.log.Warn().Int("worker", w.ID).Dur("graceful_timeout_ms", s.opts.GracefulTimeout).Msg("worker did not stop in time, killing it")
 			s.kill(w)
 		}
 	}
