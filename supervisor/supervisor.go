@@ -437,6 +437,7 @@ func (s *Supervisor) spawn(now time.Time) error {
 	w := &Worker{
 		ID:         id,
 		Generation: s.generation,
+		Slot:       s.freeSlot(s.generation),
 		SocketPath: filepath.Join(s.opts.RunDir, fmt.Sprintf("worker-%d.sock", id)),
 		startedAt:  now,
 	}
@@ -480,6 +481,22 @@ func (s *Supervisor) spawn(now time.Time) error {
 	go s.readControl(w)
 	go s.waitExit(w)
 	return nil
+}
+
+// freeSlot is the lowest slot no live worker of generation gen holds (one on its way out
+// after a recycle or a death no longer holds one).
+func (s *Supervisor) freeSlot(gen int) int {
+	taken := map[int]bool{}
+	for _, w := range s.workers {
+		if w.Generation == gen && w.cause == "" && w.State() != Dead {
+			taken[w.Slot] = true
+		}
+	}
+	slot := 0
+	for taken[slot] {
+		slot++
+	}
+	return slot
 }
 
 // controlDrain bounds how long, once a worker has exited, its control channel is still read.

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -98,5 +99,11 @@ func TestTracebackAtEnd(t *testing.T) {
 	evs := sink.events(t)
 	if len(evs) != 1 || evs[0]["level"] != "error" || !strings.HasSuffix(evs[0]["message"].(string), "KeyError: 'k'") {
 		t.Fatalf("%v", evs)
+	}
+}
+
+func TestExitStatusNamesTheSignal(t *testing.T) {
+	if got := (ExitStatus{Code: -1, Signal: syscall.SIGABRT}).String(); got != "killed by SIGABRT (aborted)" {
+		t.Fatal(got)
 	}
 }
