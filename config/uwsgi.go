@@ -92,7 +92,7 @@ var uwsgiMappings = []uwsgiMapping{
 	{names: []string{"gid"}, key: "gid"},
 	{names: []string{"post-buffering"}, key: "body-buffer", note: "bodies up to this size stay in memory, larger ones go to a temporary file"},
 	{names: []string{"disable-logging"}, key: "access-log", convert: uwsgiDisableLogging, note: "true turns the access log off"},
-	{names: []string{"logto"}, key: "log-file"},
+	{names: []string{"logto"}, key: "log-file", note: "the request lines go there too, as in uWSGI (unless disable-logging)"},
 	{names: []string{"buffer-size"}, agrees: uwsgiBufferSize, note: "herd takes request heads up to 68 KiB (a uwsgi packet's 64 KiB of vars)"},
 	{names: []string{"master"}, agrees: wantTrue("herd always runs a master"), note: "herd always runs a master"},
 	{names: []string{"vacuum"}, agrees: wantTrue("herd always removes its sockets and files"), note: "herd always cleans up"},
@@ -122,6 +122,7 @@ var uwsgiUnsupported = []struct{ prefix, instead string }{
 	{"legion", "herd has no legions"},
 	{"spooler", "run a task queue (Celery, RQ) as an attach-daemon"},
 	{"mule", "run the code as an attach-daemon"},
+	{"mules", "run the code as an attach-daemon"},
 	{"farm", "run the code as an attach-daemon"},
 	{"route", "put the rule in nginx or the app"},
 	{"final-route", "put the rule in nginx or the app"},
@@ -382,6 +383,12 @@ func ReadUWSGI(spec string) (map[string]fileValue, fileNotes, error) {
 	if err := app.into(out); err != nil {
 		return nil, fileNotes{}, fmt.Errorf("uWSGI file %s: %w", base, err)
 	}
+	if logto, ok := out["log-file"]; ok {
+		if _, set := out["access-log"]; !set {
+			// uWSGI writes its request lines into the logto file too.
+			out["access-log"] = fileValue{raw: logto.raw, source: logto.source}
+		}
+	}
 	for i, u := range unsupported {
 		unsupported[i] = "uWSGI " + u
 	}
@@ -504,6 +511,9 @@ func parseINI(path, section string) ([]iniLine, map[string]bool, error) {
 		}
 		key, value, _ := strings.Cut(line, "=")
 		key, value = strings.TrimSpace(key), strings.TrimSpace(value)
+		// log-format's %(addr) ... are the request log's variables, not placeholders: uWSGI
+		// leaves those it does not know for the logger.
+		exp.keepUnknown = key == "log-format" || key == "logformat"
 		value, err := exp.expand(value)
 		if err != nil {
 			errs = append(errs, fmt.Sprintf("line %d: %s: %v", i+1, key, err))
@@ -530,6 +540,8 @@ type expander struct {
 	path string            // the absolute path of the file
 	vars map[string]string // options and placeholders set so far
 	used map[string]bool   // names used as %(name)
+	// keepUnknown leaves a %(name) no option or placeholder set as it is.
+	keepUnknown bool
 }
 
 func newExpander(abs string) *expander {
@@ -555,6 +567,11 @@ func (e *expander) expand(v string) (string, error) {
 			}
 			name := v[i+2 : i+end]
 			val, ok := e.vars[name]
+			if !ok && e.keepUnknown {
+				b.WriteString(v[i : i+end+1])
+				i += end
+				continue
+			}
 			if !ok {
 				return "", fmt.Errorf("%%(%s) is not set above this line", name)
 			}

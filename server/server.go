@@ -28,6 +28,7 @@ import (
 	"github.com/herd-server/herd/proxy"
 	"github.com/herd-server/herd/supervisor"
 	"github.com/herd-server/herd/supervisor/autoreload"
+	"github.com/herd-server/herd/supervisor/daemon"
 	"github.com/herd-server/herd/supervisor/spawn"
 )
 
@@ -67,7 +68,9 @@ type Server struct {
 	devState *autoreload.State
 	ctl      *masterControl
 	adminSrv *admin.Server
-	signals  chan os.Signal
+	// daemons are the --attach-daemon processes; nil without any.
+	daemons *daemon.Set
+	signals chan os.Signal
 }
 
 // New returns a master for cfg (already validated). version is shown by /stats and
@@ -181,6 +184,11 @@ func (s *Server) assemble() error {
 	s.metrics = admin.NewMetrics(s.pool)
 	// The control socket is the operator's own (mode 0600): herd status shows whole URIs.
 	s.info = admin.Info{Version: s.version, App: cfg.App, Listeners: addrs(s.lns.http), ShowQuery: true}
+	if specs := daemon.Specs(cfg.AttachDaemon, cfg.SmartAttachDaemon); len(specs) > 0 {
+		exec := newSpawner(cfg, "")
+		s.daemons = &daemon.Set{Specs: specs, Dir: cfg.Chdir, Env: exec.Env, Log: log, StopTimeout: cfg.GracefulTimeout}
+		s.info.Daemons = s.daemons.Status
+	}
 	if s.lns.admin != nil {
 		adminInfo := s.info
 		adminInfo.ShowQuery = cfg.AdminShowQuery
@@ -312,6 +320,14 @@ func (s *Server) serve(ctx context.Context) error {
 			s.reloads.Run(reloadCtx)
 		}
 	}()
+	daemonsCtx, stopDaemons := context.WithCancel(context.Background())
+	daemonsDone := make(chan struct{})
+	go func() {
+		defer close(daemonsDone)
+		if s.daemons != nil {
+			s.daemons.Run(daemonsCtx)
+		}
+	}()
 	var serving sync.WaitGroup
 	s.fronts.serve(&serving, s.log)
 	if s.adminSrv != nil {
@@ -336,6 +352,8 @@ func (s *Server) serve(ctx context.Context) error {
 	err := s.waitForStop(ctx, supDone)
 	stopReloading()
 	<-reloading
+	stopDaemons() // after the workers: a job queue's consumer outlives the requests feeding it
+	<-daemonsDone
 	if s.adminSrv != nil {
 		s.adminSrv.Shutdown(time.Second)
 		// A unix admin socket's file goes with the last master using it: not while a
