@@ -71,6 +71,9 @@ type Server struct {
 	// daemons are the --attach-daemon processes; nil without any.
 	daemons *daemon.Set
 	signals chan os.Signal
+	// devTerminal: development mode started from a terminal, where a SIGHUP that comes with
+	// the terminal gone means the user closed it: herd dev stops instead of reloading.
+	devTerminal bool
 }
 
 // New returns a master for cfg (already validated). version is shown by /stats and
@@ -133,6 +136,7 @@ func (s *Server) prepare() error {
 	}
 	cfg.Python = python
 	s.upgradeFrom = takeUpgradeParent() // before the workers' environment is taken
+	s.devTerminal = cfg.Reload && terminalAlive()
 	s.dep = newDeployment(cfg, log)
 	s.atExit(s.dep.close)
 	s.upgrade = newUpgrader(log, s.dep, cfg.Pidfile)
@@ -406,6 +410,9 @@ func (s *Server) waitForStop(ctx context.Context, supDone <-chan error) error {
 		switch {
 		case sig == syscall.SIGUSR1:
 			reopenLogs(s.log)
+		case sig == syscall.SIGHUP && s.devTerminal && !terminalAlive():
+			s.log.Info().Msg("SIGHUP: the terminal is gone, stopping")
+			return s.fastStop(abortDrain, supDone)
 		case sig == syscall.SIGHUP:
 			// The supervisor logs how the reload ends; nobody waits for it here.
 			s.log.Info().Msg("SIGHUP: graceful reload")
@@ -427,14 +434,19 @@ func (s *Server) waitForStop(ctx context.Context, supDone <-chan error) error {
 				close(shutdownDone)
 			}()
 		default:
-			s.beginStop()
 			s.log.Info().Str("signal", sig.String()).Msg("fast stop")
-			close(abortDrain)
-			_ = s.fronts.Close()
-			s.sup.Stop(false)
-			return <-supDone
+			return s.fastStop(abortDrain, supDone)
 		}
 	}
+}
+
+// fastStop stops at once: listeners closed, workers told to exit.
+func (s *Server) fastStop(abortDrain chan struct{}, supDone <-chan error) error {
+	s.beginStop()
+	close(abortDrain)
+	_ = s.fronts.Close()
+	s.sup.Stop(false)
+	return <-supDone
 }
 
 // beginStop marks the stop everywhere it shows, before any listener closes.
@@ -443,6 +455,17 @@ func (s *Server) beginStop() {
 	s.dep.beginDrain()
 	// Decided before any listener closes: a new master started by USR2 serves on.
 	s.dep.keepSocketFiles(s.upgrade.running.Load())
+}
+
+// terminalAlive says whether the process still has a controlling terminal: once the
+// terminal is closed (its session hung up), /dev/tty can no longer be opened.
+func terminalAlive() bool {
+	f, err := os.OpenFile("/dev/tty", os.O_RDWR, 0)
+	if err != nil {
+		return false
+	}
+	_ = f.Close()
+	return true
 }
 
 // warnExposedDevServer warns when development mode listens beyond loopback: its error page
