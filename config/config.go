@@ -179,18 +179,7 @@ func (c *Config) Validate() error {
 	if c.Threads < 1 {
 		add("threads", "%d: must be 1 or more", c.Threads)
 	}
-	c.checkWorkerClass(add)
-	c.ProxyProtocol = gunicornProxyModes(c.ProxyProtocol)
-	for _, h := range c.AddHeader {
-		if name, _, ok := strings.Cut(h, ":"); !ok || strings.TrimSpace(name) == "" || strings.ContainsAny(strings.TrimSpace(name), " \t\r\n") {
-			add("add-header", "%q is not 'Name: value'", h)
-		}
-	}
-	for _, d := range c.SmartAttachDaemon {
-		if pidfile, cmd, ok := strings.Cut(strings.TrimSpace(d), " "); !ok || pidfile == "" || strings.TrimSpace(cmd) == "" {
-			add("smart-attach-daemon", "%q is not PIDFILE COMMAND", d)
-		}
-	}
+	c.checkForeign(add)
 	if c.QueueSize < 0 {
 		add("queue-size", "%d: must be 0 or more", c.QueueSize)
 	}
@@ -252,6 +241,22 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("invalid configuration:\n  %s", strings.Join(errs, "\n  "))
 	}
 	return nil
+}
+
+// checkForeign checks the options that gunicorn's and uWSGI's settings come in by.
+func (c *Config) checkForeign(add func(key, format string, args ...any)) {
+	c.checkWorkerClass(add)
+	c.ProxyProtocol = gunicornProxyModes(c.ProxyProtocol)
+	for _, h := range c.AddHeader {
+		if name, _, ok := strings.Cut(h, ":"); !ok || strings.TrimSpace(name) == "" || strings.ContainsAny(strings.TrimSpace(name), " \t\r\n") {
+			add("add-header", "%q is not 'Name: value'", h)
+		}
+	}
+	for _, d := range c.SmartAttachDaemon {
+		if pidfile, cmd, ok := strings.Cut(strings.TrimSpace(d), " "); !ok || pidfile == "" || strings.TrimSpace(cmd) == "" {
+			add("smart-attach-daemon", "%q is not PIDFILE COMMAND", d)
+		}
+	}
 }
 
 // WorkerClasses are the --worker-class values herd has, with gunicorn's class paths for them.

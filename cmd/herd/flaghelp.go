@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -40,7 +41,7 @@ func sectionedFlags(fs *pflag.FlagSet, width int) string {
 		sections = append(sections, "Config file")
 	}
 	for _, o := range config.Options() {
-		if groups[o.Section] != nil && !contains(sections, o.Section) {
+		if groups[o.Section] != nil && !slices.Contains(sections, o.Section) {
 			sections = append(sections, o.Section)
 		}
 	}
@@ -65,15 +66,6 @@ func inOptionOrder(g *pflag.FlagSet) *pflag.FlagSet {
 		}
 	}
 	return out
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // useSectionedHelp makes cmd's --help show its flags by section.
