@@ -20,8 +20,12 @@ PYTHONS := $(PYTHON) /usr/bin/python3 $(wildcard /root/.pyenv/versions/3.8.*/bin
 
 all: build
 
+# The version herd reports (herd --version, herd top, /stats): the git description of the
+# checkout, so that a build from source never calls itself a release or "dev".
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null)
+
 build:
-	$(GO) build -o $(BIN) ./cmd/herd
+	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/herd
 
 # Serves the bundled example app (scripts/example/app.py) on http://127.0.0.1:8000.
 run: build

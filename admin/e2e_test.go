@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -192,6 +193,20 @@ func TestMetricsAfterKnownRequestMix(t *testing.T) {
 	}
 	if got := counter(t, fams, "herd_worker_exits_total", map[string]string{"cause": "stop"}); got != 0 {
 		t.Errorf("exits{cause=stop} = %g, want 0", got)
+	}
+	// The replacement takes the dead worker's slot: the per-worker series keep their labels.
+	herdtest.Eventually(t, 30*time.Second, "the replacement ready", func() bool {
+		return counter(t, scrape(t, h.AdminURL), "herd_workers", map[string]string{"state": "ready"}) == 2
+	})
+	var slots []string
+	for _, m := range scrape(t, h.AdminURL)["herd_worker_requests_total"].GetMetric() {
+		for _, l := range m.GetLabel() {
+			slots = append(slots, l.GetName()+"="+l.GetValue())
+		}
+	}
+	slices.Sort(slots)
+	if strings.Join(slots, ",") != "worker=0,worker=1" {
+		t.Errorf("per-worker series after a replacement: %v, want the slots worker=0,worker=1", slots)
 	}
 }
 

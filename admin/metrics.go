@@ -234,8 +234,8 @@ type workerCollector struct{ pool PoolView }
 
 var (
 	workersDesc = prometheus.NewDesc("herd_workers", "Worker processes by state.", []string{"state"}, nil)
-	rssDesc     = prometheus.NewDesc("herd_worker_rss_bytes", "Resident memory of each worker process, from /proc.", []string{"worker"}, nil)
-	reqDesc     = prometheus.NewDesc("herd_worker_requests_total", "Requests each worker process has taken.", []string{"worker"}, nil)
+	rssDesc     = prometheus.NewDesc("herd_worker_rss_bytes", "Resident memory of each worker, by slot (0..workers-1, taken over by its replacement), from /proc.", []string{"worker"}, nil)
+	reqDesc     = prometheus.NewDesc("herd_worker_requests_total", "Requests the worker in each slot (0..workers-1) has taken; it starts again from 0 when a new process takes the slot.", []string{"worker"}, nil)
 )
 
 // liveStates are the states a worker in the pool is shown in (dead ones have left it): its
@@ -248,12 +248,21 @@ func (c workerCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- reqDesc
 }
 
+// Collect reports each worker under its slot (0..workers-1), not its process: a replaced
+// worker's successor continues its series. While a reload runs, two processes hold a slot;
+// the newer generation's is shown.
 func (c workerCollector) Collect(ch chan<- prometheus.Metric) {
 	ws := c.pool.Workers()
 	byState := make(map[string]int)
+	bySlot := map[int]supervisor.WorkerInfo{}
 	for _, w := range ws {
 		byState[w.Shown()]++
-		id := strconv.Itoa(w.ID)
+		if prev, ok := bySlot[w.Slot]; !ok || w.Generation > prev.Generation || w.Generation == prev.Generation && w.ID > prev.ID {
+			bySlot[w.Slot] = w
+		}
+	}
+	for slot, w := range bySlot {
+		id := strconv.Itoa(slot)
 		if rss, err := ProcessRSS(w.Pid); err == nil {
 			ch <- prometheus.MustNewConstMetric(rssDesc, prometheus.GaugeValue, float64(rss), id)
 		}

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/herd-server/herd/supervisor"
+	"github.com/herd-server/herd/supervisor/daemon"
 )
 
 // Stats is the /stats document, in the spirit of uWSGI's stats server: the master, its
@@ -34,6 +35,8 @@ type Stats struct {
 	Restarts   uint64        `json:"restarts"`
 	LastReload *ReloadInfo   `json:"last_reload,omitempty"`
 	Workers    []WorkerStats `json:"workers"`
+	// Daemons are the --attach-daemon processes the master supervises.
+	Daemons []daemon.Status `json:"daemons,omitempty"`
 }
 
 // WorkerStats is one worker process in Stats.
@@ -64,6 +67,8 @@ type Info struct {
 	// ShowQuery keeps the query strings of the requests in flight; otherwise each is
 	// replaced by "?..." (see RedactQuery).
 	ShowQuery bool
+	// Daemons reports the supervised daemons; nil when there are none.
+	Daemons func() []daemon.Status
 }
 
 // RedactQuery hides a request target's query string: it may carry a token or a password,
@@ -125,5 +130,8 @@ func (m *Metrics) Stats(now time.Time, info Info) Stats {
 		}
 	}
 	st.Ready = st.Ready && !st.Draining
+	if info.Daemons != nil {
+		st.Daemons = info.Daemons()
+	}
 	return st
 }

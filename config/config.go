@@ -22,92 +22,91 @@ import (
 
 // Config is every setting of `herd serve`.
 type Config struct {
-	App        string   `key:"app" help:"the WSGI app as module:callable (callable defaults to application); also the first argument of serve"`
-	HTTP       []string `key:"http" short:"b" alias:"bind" default:"127.0.0.1:8000" help:"HTTP listen address HOST:PORT or unix:PATH (repeat or comma-separate for several)"`
-	Workers    int      `key:"workers" short:"w" default:"0" help:"number of worker processes; 0 means one per CPU core"`
-	Threads    int      `key:"threads" default:"1" help:"threads per worker: requests one worker serves at once"`
-	Chdir      string   `key:"chdir" help:"directory to change to before loading the app (it is put first on sys.path)"`
-	Python     string   `key:"python" default:"python3" help:"Python interpreter that runs the workers"`
-	Venv       string   `key:"venv" help:"virtualenv directory; its bin/python runs the workers unless --python is given"`
-	PythonPath []string `key:"pythonpath" help:"directory to add to sys.path before loading the app (repeatable)"`
+	// The app.
+	App        string   `key:"app" doc:"the WSGI app as module:callable (callable defaults to application); also the first argument of serve" help:"the WSGI app, module:callable; also serve's argument" section:"The app"`
+	Chdir      string   `key:"chdir" doc:"directory to change to before loading the app (it is put first on sys.path)" help:"directory to load the app from (first on sys.path)"`
+	PythonPath []string `key:"pythonpath" doc:"directory to add to sys.path before loading the app (repeatable)" help:"directory to add to sys.path (repeatable)"`
+	Python     string   `key:"python" default:"python3" doc:"Python interpreter that runs the workers" help:"Python interpreter of the workers"`
+	Venv       string   `key:"venv" doc:"virtualenv directory; its bin/python runs the workers unless --python is given" help:"virtualenv whose bin/python runs the workers"`
+	Env        []string `key:"env" short:"e" list:"whole" doc:"environment variable KEY=VALUE for the workers (repeatable)" help:"KEY=VALUE for the workers' environment (repeatable)"`
+	Mount      string   `key:"mount" doc:"/PREFIX=module:callable (or /PREFIX for the app given otherwise): serve the app under PREFIX, with SCRIPT_NAME=PREFIX and PATH_INFO the rest; other paths get 404. One app per herd: run one herd per app to mount several" help:"/PREFIX=module:callable: serve the app under PREFIX"`
 
-	QueueSize       int           `key:"queue-size" default:"1024" help:"requests that may wait for a free worker before new ones get 503"`
-	QueueTimeout    time.Duration `key:"queue-timeout" default:"30s" help:"how long a request waits for a free worker before it gets 503"`
-	Pipeline        bool          `key:"pipeline" default:"false" help:"removed: accepted so that configurations that name it still load, and ignored with a warning; herd sends a request only to a free worker slot, never behind another request on a busy worker"`
-	BootTimeout     time.Duration `key:"boot-timeout" default:"60s" help:"a worker that has not loaded the app by then is killed"`
-	GracefulTimeout time.Duration `key:"graceful-timeout" default:"30s" help:"on stop, how long requests in flight may take before workers are killed"`
+	// Listening.
+	HTTP              []string      `key:"http" short:"b" alias:"bind" default:"127.0.0.1:8000" doc:"HTTP listen address HOST:PORT or unix:PATH (repeat or comma-separate for several)" help:"HTTP address HOST:PORT or unix:PATH (repeatable)" section:"Listening"`
+	HTTPS             []string      `key:"https" doc:"HTTPS listen address HOST:PORT (repeat or comma-separate for several): TLS 1.2 or newer, HTTP/2 and HTTP/1.1 chosen by ALPN; needs --cert and --key; given alone (no --http), no plain HTTP listener opens" help:"HTTPS address HOST:PORT (repeatable; needs --cert, --key)"`
+	Cert              string        `key:"cert" alias:"certfile" doc:"TLS certificate file (PEM, the server's certificate first, then its chain) for --https; read again on SIGHUP and herd reload" help:"TLS certificate chain file (PEM) for --https"`
+	Key               string        `key:"key" alias:"keyfile" doc:"TLS private key file (PEM) of --cert; read again with it" help:"TLS private key file (PEM) of --cert"`
+	H2C               bool          `key:"h2c" default:"false" doc:"also serve cleartext HTTP/2 (prior knowledge, as h2load and curl --http2-prior-knowledge send it) on the --http listeners; off by default, since a proxy in front usually speaks HTTP/1.1" help:"also serve cleartext HTTP/2 on --http"`
+	UwsgiSocket       []string      `key:"uwsgi-socket" doc:"uwsgi protocol listen address unix:PATH or HOST:PORT, for nginx's uwsgi_pass or any uwsgi client (repeatable); with it and no --http from any source, herd serves no HTTP" help:"uwsgi protocol address for nginx's uwsgi_pass (repeatable)"`
+	UwsgiSocketMode   string        `key:"uwsgi-socket-mode" default:"0660" doc:"permissions of a --uwsgi-socket Unix socket file, in octal" help:"permissions of a --uwsgi-socket Unix socket (octal)"`
+	ProxyProtocol     []string      `key:"proxy-protocol" doc:"listeners that require a PROXY protocol v1/v2 header (from HAProxy or a cloud balancer) and take REMOTE_ADDR from it: an --http address, a socket-activated socket's name, or * for all; connections without a valid header are refused" help:"listeners that require a PROXY protocol header (* for all)"`
+	ForwardedAllowIPs []string      `key:"forwarded-allow-ips" default:"127.0.0.1,::1" doc:"peers (IP addresses, CIDR prefixes, or * for all) whose X-Forwarded-For, X-Forwarded-Proto and Forwarded headers set REMOTE_ADDR and the scheme; from any other peer those, X-Real-IP and every X-Forwarded-* header are stripped" help:"peers whose X-Forwarded-*/Forwarded headers are believed"`
+	MaxConnections    int           `key:"max-connections" alias:"worker-connections" default:"10000" doc:"most client connections the master holds open at once, over every HTTP, HTTPS and uwsgi listener together; more wait in the kernel's listen backlog until one closes. Lowered at start to what the open-file limit allows ((RLIMIT_NOFILE - 256) / 2); 0 means no limit but that" help:"most client connections held open at once"`
+	KeepAlive         time.Duration `key:"keep-alive" default:"75s" doc:"how long an idle HTTP keep-alive connection is kept open (a bare number means seconds)" help:"how long an idle keep-alive connection stays open"`
+	HeaderTimeout     time.Duration `key:"header-timeout" default:"30s" doc:"how long an HTTP client may take to send a request head: the first from its connection (a slower one is closed), each later one on a kept-alive connection from its first byte (a slower one gets 408 and a close). Bounds slowloris; 0 means no limit" help:"how long a client may take to send a request head"`
 
-	BodyBuffer  Size `key:"body-buffer" default:"1MiB" help:"request bodies up to this size are held in memory; larger ones spill to a temporary file"`
-	BodyMemory  Size `key:"body-memory" default:"128MiB" help:"request bodies, and answers over 64 KiB read whole (--response-buffer), held in memory at once across all requests: past it a request body spills to a temporary file even under --body-buffer and an answer goes through a spool file, so many concurrent uploads or large answers cannot grow the master without bound; 0 means no bound"`
-	MaxBodySize Size `key:"max-body-size" default:"0" help:"larger request bodies are refused with 413; 0 means no limit"`
+	// Worker processes.
+	Workers           int           `key:"workers" short:"w" default:"0" doc:"number of worker processes; 0 means one per CPU core" help:"worker processes; 0 means one per CPU core" section:"Worker processes"`
+	WorkerClass       string        `key:"worker-class" short:"k" default:"sync" doc:"what kind of worker serves the app. sync: one request at a time per thread of --threads, as gunicorn's sync; gthread: the same with --threads N (gunicorn's thread worker). gunicorn's gevent, eventlet, tornado and ASGI classes are not supported yet: herd refuses them rather than run the app otherwise" help:"worker class: sync or gthread (gunicorn's -k)"`
+	Threads           int           `key:"threads" default:"1" doc:"threads per worker: requests one worker serves at once" help:"threads per worker: requests one worker serves at once"`
+	BootTimeout       time.Duration `key:"boot-timeout" default:"60s" doc:"a worker that has not loaded the app by then is killed" help:"a worker not ready by then is killed"`
+	GracefulTimeout   time.Duration `key:"graceful-timeout" default:"30s" doc:"on stop, how long requests in flight may take before workers are killed" help:"on stop and reload, how long requests in flight may take"`
+	Timeout           time.Duration `key:"timeout" short:"t" default:"0s" doc:"a request still running after this long gets 504; its worker dumps every thread's stack to the log and is killed and replaced; 0 means no limit" help:"a request running longer gets 504 and its worker is replaced"`
+	MaxRequests       int           `key:"max-requests" default:"0" doc:"recycle a worker after it served this many requests (it is replaced before it leaves); 0 means never" help:"recycle a worker after this many requests; 0 never"`
+	MaxRequestsJitter int           `key:"max-requests-jitter" default:"0" doc:"add a random 0..N to each worker's --max-requests so that workers do not recycle all at once" help:"add 0..N to each worker's --max-requests"`
+	MaxLifetime       time.Duration `key:"max-lifetime" default:"0s" doc:"recycle a worker after it has lived this long (plus up to 10% jitter); 0 means never" help:"recycle a worker after it lived this long; 0 never"`
+	ReloadOnRSS       int           `key:"reload-on-rss" default:"0" doc:"recycle a worker whose resident memory exceeds this many MiB (checked every second from /proc); 0 means never" help:"recycle a worker over this many MiB of memory; 0 never"`
+	ChainReload       bool          `key:"chain-reload" default:"false" doc:"on reload, replace one worker at a time (at most one extra process) instead of starting a whole new generation at once" help:"on reload, replace one worker at a time"`
+	UID               string        `key:"uid" short:"u" doc:"run the workers as this user (name or number; the master stays root and only root may set it); the worker gets its code as python -c, since it cannot read the master's runtime directory; the interpreter and the app must be readable by that user" help:"run the workers as this user (root only)"`
+	GID               string        `key:"gid" short:"g" doc:"run the workers with this group (name or number) as their only group; only root may set it" help:"run the workers with this group (root only)"`
+	Umask             string        `key:"umask" short:"m" doc:"file mode creation mask (octal, e.g. 022) the master sets at start, before it creates files and sockets; empty keeps the inherited one" help:"file mode creation mask of the master (octal)"`
+	AttachDaemon      []string      `key:"attach-daemon" list:"whole" doc:"a command (run by /bin/sh -c, in --chdir, with the workers' environment) that herd starts with the master, restarts with backoff when it exits, and stops (TERM, then KILL after --graceful-timeout) when the master stops: a Celery worker, a queue consumer (uWSGI's attach-daemon). Shown in herd status; its output goes to herd's log (repeatable)" help:"command herd starts, restarts and stops with it (repeatable)"`
+	SmartAttachDaemon []string      `key:"smart-attach-daemon" list:"whole" doc:"PIDFILE COMMAND: like --attach-daemon for a command that puts itself in the background and writes its pid to PIDFILE (uWSGI's smart-attach-daemon): herd follows the process the pidfile names, starts the command again when it is gone, and stops that process with the master (repeatable)" help:"PIDFILE COMMAND: a daemon herd supervises by its pidfile (repeatable)"`
 
-	// Conformance and front ends (issue 3) add their options here.
-	ResponseBuffer        Size     `key:"response-buffer" default:"1MiB" help:"responses with a Content-Length up to this size are read whole from the worker before the client gets them, so a slow client holds no worker; larger ones are spooled to a file (--response-spool); streaming ones (no length, text/event-stream, or the app's X-Accel-Buffering: no) go through as the client reads"`
-	ResponseSpool         Size     `key:"response-spool" default:"1GiB" help:"responses with a Content-Length over --response-buffer and up to this size go through an unlinked temporary file (as nginx's proxy temp files): written as fast as the worker sends, sent from as fast as the client reads, so a slow client of a large answer holds no worker either; larger ones go through as the client reads; 0 turns spooling off"`
-	LimitRequestLine      int      `key:"limit-request-line" default:"4094" help:"longest request line in bytes (gunicorn's limit): longer ones get 414; 0 means herd's ceiling, which also bounds the others: a head of at most 68 KiB (what a uwsgi packet to a worker carries)"`
-	LimitRequestFields    int      `key:"limit-request-fields" default:"100" help:"most header fields in one request (gunicorn's limit): more get 431; 0 means herd's ceiling, which also bounds the others: a head of at most 68 KiB (what a uwsgi packet to a worker carries)"`
-	LimitRequestFieldSize int      `key:"limit-request-field-size" default:"8190" help:"longest header field line in bytes (gunicorn's limit): longer ones get 431; 0 means herd's ceiling, which also bounds the others: a head of at most 68 KiB (what a uwsgi packet to a worker carries)"`
-	UwsgiSocket           []string `key:"uwsgi-socket" help:"uwsgi protocol listen address unix:PATH or HOST:PORT, for nginx's uwsgi_pass or any uwsgi client (repeatable); with it and no --http from any source, herd serves no HTTP"`
-	UwsgiSocketMode       string   `key:"uwsgi-socket-mode" default:"0660" help:"permissions of a --uwsgi-socket Unix socket file, in octal"`
-	Mount                 string   `key:"mount" help:"/PREFIX=module:callable (or /PREFIX for the app given otherwise): serve the app under PREFIX, with SCRIPT_NAME=PREFIX and PATH_INFO the rest; other paths get 404. One app per herd: run one herd per app to mount several"`
+	// Requests and responses.
+	QueueSize             int           `key:"queue-size" default:"1024" doc:"requests that may wait for a free worker before new ones get 503" help:"requests that may wait for a free worker before 503" section:"Requests and responses"`
+	QueueTimeout          time.Duration `key:"queue-timeout" default:"30s" doc:"how long a request waits for a free worker before it gets 503" help:"how long a request waits for a free worker before 503"`
+	Pipeline              bool          `key:"pipeline" default:"false" doc:"removed: accepted so that configurations that name it still load, and ignored with a warning; herd sends a request only to a free worker slot, never behind another request on a busy worker" help:"removed: ignored with a warning"`
+	BodyBuffer            Size          `key:"body-buffer" default:"1MiB" doc:"request bodies up to this size are held in memory; larger ones spill to a temporary file" help:"request bodies up to this size stay in memory"`
+	BodyMemory            Size          `key:"body-memory" default:"128MiB" doc:"request bodies, and answers over 64 KiB read whole (--response-buffer), held in memory at once across all requests: past it a request body spills to a temporary file even under --body-buffer and an answer goes through a spool file, so many concurrent uploads or large answers cannot grow the master without bound; 0 means no bound" help:"memory for bodies across all requests; 0 no bound"`
+	MaxBodySize           Size          `key:"max-body-size" default:"0" doc:"larger request bodies are refused with 413; 0 means no limit" help:"larger request bodies get 413; 0 no limit"`
+	ResponseBuffer        Size          `key:"response-buffer" default:"1MiB" doc:"responses with a Content-Length up to this size are read whole from the worker before the client gets them, so a slow client holds no worker; larger ones are spooled to a file (--response-spool); streaming ones (no length, text/event-stream, or the app's X-Accel-Buffering: no) go through as the client reads" help:"answers up to this size are read whole from the worker"`
+	ResponseSpool         Size          `key:"response-spool" default:"1GiB" doc:"responses with a Content-Length over --response-buffer and up to this size go through an unlinked temporary file (as nginx's proxy temp files): written as fast as the worker sends, sent from as fast as the client reads, so a slow client of a large answer holds no worker either; larger ones go through as the client reads; 0 turns spooling off" help:"larger answers up to this size go through a temporary file"`
+	LimitRequestLine      int           `key:"limit-request-line" default:"4094" doc:"longest request line in bytes (gunicorn's limit): longer ones get 414; 0 means herd's ceiling, which also bounds the others: a head of at most 68 KiB (what a uwsgi packet to a worker carries)" help:"longest request line in bytes (414 past it)"`
+	LimitRequestFields    int           `key:"limit-request-fields" default:"100" doc:"most header fields in one request (gunicorn's limit): more get 431; 0 means herd's ceiling, which also bounds the others: a head of at most 68 KiB (what a uwsgi packet to a worker carries)" help:"most header fields in a request (431 past it)"`
+	LimitRequestFieldSize int           `key:"limit-request-field-size" default:"8190" doc:"longest header field line in bytes (gunicorn's limit): longer ones get 431; 0 means herd's ceiling, which also bounds the others: a head of at most 68 KiB (what a uwsgi packet to a worker carries)" help:"longest header line in bytes (431 past it)"`
+	AddHeader             []string      `key:"add-header" list:"whole" doc:"a response header 'Name: value' added to every response herd sends (the app's, static files, herd's own errors) unless the app's answer has that header already, as uWSGI's add-header (repeatable)" help:"'Name: value' added to every response (repeatable)"`
 
-	// Worker lifecycle (issue 4) adds its options here.
-	ChainReload       bool          `key:"chain-reload" default:"false" help:"on reload, replace one worker at a time (at most one extra process) instead of starting a whole new generation at once"`
-	Timeout           time.Duration `key:"timeout" default:"0s" help:"a request still running after this long gets 504; its worker dumps every thread's stack to the log and is killed and replaced; 0 means no limit"`
-	MaxRequests       int           `key:"max-requests" default:"0" help:"recycle a worker after it served this many requests (it is replaced before it leaves); 0 means never"`
-	MaxRequestsJitter int           `key:"max-requests-jitter" default:"0" help:"add a random 0..N to each worker's --max-requests so that workers do not recycle all at once"`
-	MaxLifetime       time.Duration `key:"max-lifetime" default:"0s" help:"recycle a worker after it has lived this long (plus up to 10% jitter); 0 means never"`
-	ReloadOnRSS       int           `key:"reload-on-rss" default:"0" help:"recycle a worker whose resident memory exceeds this many MiB (checked every second from /proc); 0 means never"`
-	Pidfile           string        `key:"pidfile" help:"write the master's pid (decimal and a newline) to this file at start, atomically; removed at exit unless a newer master (USR2) rewrote it. herd status/stop --pidfile read it"`
-	Umask             string        `key:"umask" help:"file mode creation mask (octal, e.g. 022) the master sets at start, before it creates files and sockets; empty keeps the inherited one"`
-	UID               string        `key:"uid" help:"run the workers as this user (name or number; the master stays root and only root may set it); the worker gets its code as python -c, since it cannot read the master's runtime directory; the interpreter and the app must be readable by that user"`
-	GID               string        `key:"gid" help:"run the workers with this group (name or number) as their only group; only root may set it"`
+	// Static files.
+	Static               []string `key:"static" list:"whole" doc:"/PREFIX=DIR: the master serves GET and HEAD of the files under DIR at /PREFIX/... itself (sendfile, ETag, Range, precompressed .br/.gz siblings); a path that is not a file there goes to the app, as uWSGI's static-map; a relative DIR is taken from --chdir (repeatable; HTTP and HTTPS front ends, not --uwsgi-socket)" help:"/PREFIX=DIR: the master serves DIR's files at /PREFIX (repeatable)" section:"Static files"`
+	StaticFollowSymlinks bool     `key:"static-follow-symlinks" default:"false" doc:"serve symlinks under a --static DIR that resolve outside it (refused with 404 by default)" help:"serve symlinks that lead outside a --static DIR"`
+	StaticCache          Size     `key:"static-cache" default:"8MiB" doc:"files up to 64 KiB under each --static DIR are kept in memory up to this total, and served while a stat of their path shows them unchanged (inode, size, modification and change times); 0 reads every file from disk" help:"memory for small --static files"`
 
-	// Development mode (issue 5) adds its options here.
-	Reload       bool     `key:"reload" default:"false" help:"development mode: reload when a .py file under the app's directory changes, and show import errors in the browser"`
-	ReloadExtra  []string `key:"reload-extra" help:"with --reload, also reload when these change: a file, a directory or a glob such as 'templates/**/*.html' (repeatable)"`
-	ReloadEngine string   `key:"reload-engine" default:"auto" enum:"auto,inotify,poll" help:"how --reload notices changes: inotify, falling back to polling at the inotify watch limit (auto); inotify only; or polling"`
-	TouchReload  string   `key:"touch-reload" help:"reload gracefully when this file's modification time changes (touch it after a deploy)"`
+	// Development.
+	Reload       bool     `key:"reload" default:"false" doc:"development mode: reload when a .py file under the app's directory changes, and show import errors in the browser" help:"reload when the code changes; errors in the browser" section:"Development"`
+	ReloadExtra  []string `key:"reload-extra" doc:"with --reload, also reload when these change: a file, a directory or a glob such as 'templates/**/*.html' (repeatable)" help:"with --reload, also watch these files, dirs or globs"`
+	ReloadEngine string   `key:"reload-engine" default:"auto" enum:"auto,inotify,poll" doc:"how --reload notices changes: inotify, falling back to polling at the inotify watch limit (auto); inotify only; or polling" help:"how --reload notices changes"`
+	TouchReload  string   `key:"touch-reload" doc:"reload gracefully when this file's modification time changes (touch it after a deploy)" help:"reload when this file's modification time changes"`
 
-	// Performance (issue 8) adds its options here.
-	MasterProcs int `key:"master-procs" default:"0" help:"CPU cores the master's Go runtime schedules on (GOMAXPROCS); 0 means half of them, at least one, unless the GOMAXPROCS environment variable says otherwise: the Python workers need the rest, and a master with fewer schedulers spends less CPU per request waking them"`
+	// Logging.
+	LogLevel        string `key:"log-level" default:"info" enum:"debug,info,warn,error" synonyms:"warning=warn,critical=error" doc:"least severe log level written" help:"least severe level logged" section:"Logging"`
+	LogFormat       string `key:"log-format" default:"auto" enum:"auto,console,json" doc:"log format: console on a terminal and json otherwise when auto" help:"log format: console on a terminal, else json, when auto"`
+	LogFile         string `key:"log-file" alias:"error-logfile" default:"-" doc:"where the main log goes: - for stderr, or a file path (appended to)" help:"main log: - for stderr, or a file"`
+	AccessLog       string `key:"access-log" alias:"access-logfile" default:"-" doc:"where access lines go: - for the main log, a file path, or off" help:"access log: - for the main log, a file, or off"`
+	AccessLogFormat string `key:"access-log-format" default:"json" doc:"access line format: combined (Apache/nginx), common, json, or a template of {fields} such as '{remote_host} {method} {uri} {status} {duration_ms}'" help:"access line format: combined, common, json or a template"`
 
-	// Observability (issue 7) adds its options here.
-	Admin            string `key:"admin" help:"serve /metrics, /healthz, /readyz, /stats and the dashboard on this address: loopback HOST:PORT or unix:PATH; off when empty"`
-	AdminAllowRemote bool   `key:"admin-allow-remote" default:"false" help:"let --admin bind a non-loopback address (the admin pages show what the app is doing: put them behind a firewall)"`
-	AdminHosts       []string `key:"admin-hosts" help:"host names the admin server answers to besides localhost and IP addresses (a Host header naming any other is refused with 421, against DNS rebinding): the name a remote Prometheus or a proxy uses (repeatable)"`
-	AdminShowQuery   bool     `key:"admin-show-query" default:"false" help:"show the query strings of the requests in flight on /stats and the dashboard (they may carry tokens: by default /stats shows ?... in their place; herd status always shows them)"`
-	AccessLogFormat  string `key:"access-log-format" default:"json" help:"access line format: combined (Apache/nginx), common, json, or a template of {fields} such as '{remote_host} {method} {uri} {status} {duration_ms}'"`
+	// Control and observability.
+	Admin            string   `key:"admin" doc:"serve /metrics, /healthz, /readyz, /stats and the dashboard on this address: loopback HOST:PORT or unix:PATH; off when empty" help:"serve /metrics, /stats, health and the dashboard here" section:"Control and observability"`
+	AdminAllowRemote bool     `key:"admin-allow-remote" default:"false" doc:"let --admin bind a non-loopback address (the admin pages show what the app is doing: put them behind a firewall)" help:"let --admin bind a non-loopback address"`
+	AdminHosts       []string `key:"admin-hosts" doc:"host names the admin server answers to besides localhost and IP addresses (a Host header naming any other is refused with 421, against DNS rebinding): the name a remote Prometheus or a proxy uses (repeatable)" help:"other host names the admin server answers to"`
+	AdminShowQuery   bool     `key:"admin-show-query" default:"false" doc:"show the query strings of the requests in flight on /stats and the dashboard (they may carry tokens: by default /stats shows ?... in their place; herd status always shows them)" help:"show query strings on /stats and the dashboard"`
+	ControlSocket    string   `key:"control-socket" doc:"path of the master's control socket (herd status, reload, stop); default: control.sock in the runtime directory, found through $XDG_RUNTIME_DIR/herd or /tmp/herd-UID" help:"path of the control socket (herd status, reload, stop)"`
+	Pidfile          string   `key:"pidfile" short:"p" doc:"write the master's pid (decimal and a newline) to this file at start, atomically; removed at exit unless a newer master (USR2) rewrote it. herd status/stop --pidfile read it" help:"write the master's pid to this file"`
 
-	// Deployment (issue 10) adds its options here.
-	ShutdownDelay     time.Duration `key:"shutdown-delay" default:"0s" help:"on SIGTERM, keep accepting new connections this long (while /readyz says 503) before closing the listeners, so a Kubernetes Service stops routing here first"`
-	ForwardedAllowIPs []string      `key:"forwarded-allow-ips" default:"127.0.0.1,::1" help:"peers (IP addresses, CIDR prefixes, or * for all) whose X-Forwarded-For, X-Forwarded-Proto and Forwarded headers set REMOTE_ADDR and the scheme; from any other peer those, X-Real-IP and every X-Forwarded-* header are stripped"`
-	ProxyProtocol     []string      `key:"proxy-protocol" help:"listeners that require a PROXY protocol v1/v2 header (from HAProxy or a cloud balancer) and take REMOTE_ADDR from it: an --http address, a socket-activated socket's name, or * for all; connections without a valid header are refused"`
-
-	// TLS and HTTP/2 (issue 8) add their options here.
-	HTTPS []string `key:"https" help:"HTTPS listen address HOST:PORT (repeat or comma-separate for several): TLS 1.2 or newer, HTTP/2 and HTTP/1.1 chosen by ALPN; needs --cert and --key; given alone (no --http), no plain HTTP listener opens"`
-	Cert  string   `key:"cert" alias:"certfile" help:"TLS certificate file (PEM, the server's certificate first, then its chain) for --https; read again on SIGHUP and herd reload"`
-	Key   string   `key:"key" alias:"keyfile" help:"TLS private key file (PEM) of --cert; read again with it"`
-	H2C   bool     `key:"h2c" default:"false" help:"also serve cleartext HTTP/2 (prior knowledge, as h2load and curl --http2-prior-knowledge send it) on the --http listeners; off by default, since a proxy in front usually speaks HTTP/1.1"`
-
-	// Static files (issue 8) adds its options here.
-	Static               []string `key:"static" list:"whole" help:"/PREFIX=DIR: the master serves GET and HEAD of the files under DIR at /PREFIX/... itself (sendfile, ETag, Range, precompressed .br/.gz siblings); a path that is not a file there goes to the app, as uWSGI's static-map; a relative DIR is taken from --chdir (repeatable; HTTP and HTTPS front ends, not --uwsgi-socket)"`
-	StaticFollowSymlinks bool     `key:"static-follow-symlinks" default:"false" help:"serve symlinks under a --static DIR that resolve outside it (refused with 404 by default)"`
-	StaticCache          Size     `key:"static-cache" default:"8MiB" help:"files up to 64 KiB under each --static DIR are kept in memory up to this total, and served while a stat of their path shows them unchanged (inode, size, modification and change times); 0 reads every file from disk"`
-
-	// Reliability and security (issue 9) adds its options here.
-	MaxConnections int           `key:"max-connections" alias:"worker-connections" default:"10000" help:"most client connections the master holds open at once, over every HTTP, HTTPS and uwsgi listener together; more wait in the kernel's listen backlog until one closes. Lowered at start to what the open-file limit allows ((RLIMIT_NOFILE - 256) / 2); 0 means no limit but that"`
-	HeaderTimeout  time.Duration `key:"header-timeout" default:"30s" help:"how long an HTTP client may take to send a request head: the first from its connection (a slower one is closed), each later one on a kept-alive connection from its first byte (a slower one gets 408 and a close). Bounds slowloris; 0 means no limit"`
-
-	// Configuration and CLI (issue 6).
-	Env           []string      `key:"env" short:"e" list:"whole" help:"environment variable KEY=VALUE for the workers (repeatable)"`
-	KeepAlive     time.Duration `key:"keep-alive" default:"75s" help:"how long an idle HTTP keep-alive connection is kept open (a bare number means seconds)"`
-	ControlSocket string        `key:"control-socket" help:"path of the master's control socket (herd status, reload, stop); default: control.sock in the runtime directory, found through $XDG_RUNTIME_DIR/herd or /tmp/herd-UID"`
-
-	LogLevel  string `key:"log-level" default:"info" enum:"debug,info,warn,error" help:"least severe log level written"`
-	LogFormat string `key:"log-format" default:"auto" enum:"auto,console,json" help:"log format: console on a terminal and json otherwise when auto"`
-	AccessLog string `key:"access-log" alias:"access-logfile" default:"-" help:"where access lines go: - for the main log, a file path, or off"`
-	LogFile   string `key:"log-file" alias:"error-logfile" default:"-" help:"where the main log goes: - for stderr, or a file path (appended to)"`
+	// The master.
+	ShutdownDelay     time.Duration `key:"shutdown-delay" default:"0s" doc:"on SIGTERM, keep accepting new connections this long (while /readyz says 503) before closing the listeners, so a Kubernetes Service stops routing here first" help:"on TERM, keep accepting this long before closing listeners" section:"The master"`
+	MasterProcs       int           `key:"master-procs" default:"0" doc:"CPU cores the master's Go runtime schedules on (GOMAXPROCS); 0 means half of them, at least one, unless the GOMAXPROCS environment variable says otherwise: the Python workers need the rest, and a master with fewer schedulers spends less CPU per request waking them" help:"CPU cores the master's Go runtime uses; 0 half"`
+	IgnoreUnsupported bool          `key:"ignore-unsupported" default:"false" doc:"a uWSGI or gunicorn config that asks for work herd does not do (uWSGI cron, spooler, mules, routes, hooks; gunicorn dirty arbiters) stops the start with an error naming those options; with this, herd starts without them and names them in a warning" help:"start even when a foreign config asks for work herd does not do"`
 }
 
 // Defaults returns a Config with every option at its default.
@@ -180,6 +179,7 @@ func (c *Config) Validate() error {
 	if c.Threads < 1 {
 		add("threads", "%d: must be 1 or more", c.Threads)
 	}
+	c.checkForeign(add)
 	if c.QueueSize < 0 {
 		add("queue-size", "%d: must be 0 or more", c.QueueSize)
 	}
@@ -241,6 +241,56 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("invalid configuration:\n  %s", strings.Join(errs, "\n  "))
 	}
 	return nil
+}
+
+// checkForeign checks the options that gunicorn's and uWSGI's settings come in by.
+func (c *Config) checkForeign(add func(key, format string, args ...any)) {
+	c.checkWorkerClass(add)
+	c.ProxyProtocol = gunicornProxyModes(c.ProxyProtocol)
+	for _, h := range c.AddHeader {
+		if name, _, ok := strings.Cut(h, ":"); !ok || strings.TrimSpace(name) == "" || strings.ContainsAny(strings.TrimSpace(name), " \t\r\n") {
+			add("add-header", "%q is not 'Name: value'", h)
+		}
+	}
+	for _, d := range c.SmartAttachDaemon {
+		if pidfile, cmd, ok := strings.Cut(strings.TrimSpace(d), " "); !ok || pidfile == "" || strings.TrimSpace(cmd) == "" {
+			add("smart-attach-daemon", "%q is not PIDFILE COMMAND", d)
+		}
+	}
+}
+
+// WorkerClasses are the --worker-class values herd has, with gunicorn's class paths for them.
+var WorkerClasses = map[string]string{
+	"sync": "sync", "gthread": "gthread",
+	"gunicorn.workers.sync.SyncWorker": "sync", "gunicorn.workers.gthread.ThreadWorker": "gthread",
+}
+
+// checkWorkerClass takes sync and gthread (gunicorn's class paths too), and refuses the
+// classes herd does not have yet rather than run the app in another way than it was written
+// for: a gevent app served by sync workers would block where it expects to yield.
+func (c *Config) checkWorkerClass(add func(key, format string, args ...any)) {
+	class, ok := WorkerClasses[c.WorkerClass]
+	if !ok {
+		add("worker-class", "%q is not supported yet: herd's workers are sync (one request at a time) and gthread (--threads N); gevent, eventlet, tornado and ASGI (uvicorn.workers.UvicornWorker) workers are not built yet. Use -k sync, or -k gthread --threads N", c.WorkerClass)
+		return
+	}
+	c.WorkerClass = class
+}
+
+// gunicornProxyModes reads gunicorn's --proxy-protocol modes: v1, v2 and auto take the PROXY
+// header on every listener, off on none.
+func gunicornProxyModes(list []string) []string {
+	var out []string
+	for _, p := range list {
+		switch strings.ToLower(p) {
+		case "off":
+		case "v1", "v2", "auto", "on", "true":
+			out = append(out, "*")
+		default:
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // checkTLS requires --cert and --key together with --https, and only with it: TLS is

@@ -3,7 +3,6 @@ package config
 import (
 	"fmt"
 	"io"
-	"slices"
 	"strings"
 )
 
@@ -39,10 +38,14 @@ Every option of ` + "`herd serve`" + ` (and ` + "`herd check`" + `) can be given
 Durations take a unit (` + "`500ms`, `30s`, `2m`" + `); a bare number means seconds, as in uWSGI and gunicorn.
 Sizes take ` + "`65536`, `64KiB`, `10MB`, `1GiB`" + `. Lists repeat the flag or separate items with commas.
 
-| key | flag | environment | default | accepts | meaning |
-|---|---|---|---|---|---|
+The options come in the sections ` + "`herd serve --help`" + ` shows them in.
 `)
+	section := ""
 	for _, o := range Options() {
+		if o.Section != section {
+			section = o.Section
+			fmt.Fprintf(&b, "\n## %s\n\n| key | flag | environment | default | accepts | meaning |\n|---|---|---|---|---|---|\n", section)
+		}
 		flags := "`--" + o.Key + "`"
 		if o.Short != "" {
 			flags = "`-" + o.Short + "`, " + flags
@@ -54,126 +57,104 @@ Sizes take ` + "`65536`, `64KiB`, `10MB`, `1GiB`" + `. Lists repeat the flag or 
 		if def == "" {
 			def = "(none)"
 		}
-		fmt.Fprintf(&b, "| %s | %s | `%s` | `%s` | %s | %s |\n", o.Key, flags, o.EnvName(), def, cell(o.Accepts()), cell(o.Help))
+		fmt.Fprintf(&b, "| %s | %s | `%s` | `%s` | %s | %s |\n", o.Key, flags, o.EnvName(), def, cell(o.Accepts()), cell(o.Doc))
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
 }
 
-// WriteMigration writes docs/migration.md: uWSGI option / gunicorn flag / herd option.
+// WriteMigration writes docs/migration.md: uWSGI options, then gunicorn settings, and what
+// herd does with each.
 func WriteMigration(w io.Writer) error {
 	var b strings.Builder
 	b.WriteString(generatedNote)
-	b.WriteString(`# Moving from uWSGI or gunicorn
-
-A uWSGI ini file runs as it is: ` + "`herd serve --ini app.ini`" + ` (or ` + "`--config app.ini`" + `, or
-` + "`app.ini:section`" + ` for another section than ` + "`[uwsgi]`" + `). herd expands ` + "`$(ENV)`" + `, ` + "`%(option)`" + ` (the
-value set for an option or placeholder above the line) and uWSGI's magic variables ` + "`%d %p %s %n %x %c %k %h %u %U %g %%`" + `
-as uWSGI does. A key that only serves as a ` + "`%(placeholder)`" + ` is fine; any other key uWSGI does not know is an
-error naming the nearest option. Options uWSGI has and herd does not take are named together in
-one warning at start-up. Flags, HERD_* variables and the file combine as usual: flag > environment > file.
-
-A gunicorn command line runs as it is: ` + "`herd serve -w 4 -b 127.0.0.1:8000 -b unix:/run/app.sock --timeout 30 app:app`" + `.
-
-A gunicorn config file runs as it is too: ` + "`herd serve -c gunicorn.conf.py`" + ` (also ` + "`file:PATH`" + ` and
-` + "`python:MODULE`" + `), and without ` + "`-c`" + ` herd reads ` + "`./gunicorn.conf.py`" + ` when no herd.yaml/.yml/.toml/.json is there,
-as gunicorn reads it by default. The file is Python: herd has the interpreter of ` + "`--python`" + ` (or
-` + "`--venv`" + `, from a flag or HERD_*) execute it as gunicorn does, with the working directory on
-` + "`sys.path`" + `, so imports, ` + "`os.environ`" + ` and computed values work. The settings in the table at the end
-become herd's options; flags and HERD_* variables beat them, as gunicorn's flags beat its file.
-gunicorn settings herd lacks, server hooks (` + "`post_fork`" + ` and the like: herd's master runs no Python)
-and a ` + "`worker_class`" + ` other than sync or gthread are named in one warning. Other names are the file's
-own (imports, helpers, UPPER_CASE constants) and are ignored, as gunicorn ignores them, except a
-lowercase name within two letters of a setting (` + "`worker = 4`" + `): gunicorn would silently run without
-it, herd stops with an error naming the setting. ` + "`GUNICORN_CMD_ARGS`" + ` is not read: give HERD_* variables.
-
-Rows marked *not supported yet* name an option of herd that is not built yet: herd accepts
-the uWSGI option or gunicorn flag and names it in the start-up warning.
-
-| uWSGI option | gunicorn flag | herd | notes |
-|---|---|---|---|
-`)
-	type row struct{ uwsgi, gunicorn, herd, note string }
-	var rows []row
+	b.WriteString(migrationIntro)
+	b.WriteString("\n## uWSGI options\n\n| uWSGI option | herd | notes |\n|---|---|---|\n")
 	for _, m := range uwsgiMappings {
-		r := row{uwsgi: code("", m.names...), note: joinNotes(m.note, gunicornFor(m.key))}
+		herd := "always"
 		switch {
 		case m.key == "":
-			r.herd = "always"
 		case isOption(m.key):
-			r.herd = "`--" + m.key + "`"
-			r.gunicorn = gunicornCell(gunicornFor(m.key)...)
+			herd = "`--" + m.key + "`"
 		default:
-			r.herd = "*not supported yet* (`--" + m.key + "`)"
-			r.gunicorn = gunicornCell(gunicornFor(m.key)...)
+			herd = "*not supported yet* (`--" + m.key + "`)"
 		}
-		rows = append(rows, r)
+		fmt.Fprintf(&b, "| %s | %s | %s |\n", code("", m.names...), herd, cell(m.note))
 	}
-	mapped := func(key string) bool {
-		return slices.ContainsFunc(uwsgiMappings, func(m uwsgiMapping) bool { return m.key == key })
-	}
-	for _, f := range gunicornFlags {
-		key := gunicornKey(f)
-		if mapped(key) {
-			continue
+	b.WriteString("\nThese stop the start with an error naming them, unless `--ignore-unsupported` (each name covers its family: `route` covers `route-if`, `route-host` ...):\n\n| uWSGI options | instead |\n|---|---|\n")
+	for _, u := range uwsgiUnsupported {
+		name := u.prefix
+		if strings.HasSuffix(name, "-") {
+			name += "*"
 		}
-		r := row{gunicorn: gunicornCell(f), herd: "`--" + key + "`", note: gunicornNotes[f]}
-		if !isOption(key) {
-			r.herd = "*not supported yet* (`--" + key + "`)"
-		}
-		rows = append(rows, r)
+		fmt.Fprintf(&b, "| `%s` | %s |\n", name, cell(u.instead))
 	}
-	for _, r := range rows {
-		fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", r.uwsgi, r.gunicorn, r.herd, cell(r.note))
+	b.WriteString("\nAny other option uWSGI has is named in the start-up warning.\n")
+	b.WriteString("\n## gunicorn settings and flags (gunicorn 27)\n\n| setting | flag | herd | notes |\n|---|---|---|---|\n")
+	for _, g := range gunicornOptions {
+		fmt.Fprintf(&b, "| `%s` | %s | %s | %s |\n", g.setting, gunicornFlagCell(g), gunicornHerdCell(g), cell(g.note))
 	}
-	b.WriteString("\n## gunicorn config file settings\n\n| setting | herd |\n|---|---|\n")
-	for _, m := range gunicornConfMappings {
-		fmt.Fprintf(&b, "| `%s` | `--%s` |\n", m.name, m.key)
-	}
-	fmt.Fprintf(&b, "| `worker_class` | sync and gthread are what herd's workers do; others are named in the warning |\n")
-	fmt.Fprintf(&b, "| %s | server hooks: named in the warning, not run |\n", code("", gunicornHooks...))
+	fmt.Fprintf(&b, "| %s | | server hooks: named in the warning, not run (herd's master runs no Python) | |\n", code("", gunicornHooks...))
 	_, err := io.WriteString(w, b.String())
 	return err
 }
 
+const migrationIntro = "# Moving from uWSGI or gunicorn\n\n" +
+	"A uWSGI ini file runs as it is: `herd serve --ini app.ini` (or `--config app.ini`, or\n" +
+	"`app.ini:section` for another section than `[uwsgi]`). herd expands `$(ENV)`, `%(option)` (the\n" +
+	"value set for an option or placeholder above the line) and uWSGI's magic variables `%d %p %s %n %x %c %k %h %u %U %g %%`\n" +
+	"as uWSGI does. A key that only serves as a `%(placeholder)` is fine; any other key uWSGI does not know is an\n" +
+	"error naming the nearest option. Options whose work herd would not do (cron jobs, the spooler, mules,\n" +
+	"routes, hooks) stop the start with an error naming them, unless `--ignore-unsupported`; other options uWSGI\n" +
+	"has and herd does not take are named together in one warning at start-up. Flags, HERD_* variables and the\n" +
+	"file combine as usual: flag > environment > file.\n\n" +
+	"A gunicorn command line runs as it is: `herd serve -w 4 -k gthread --threads 4 -b 127.0.0.1:8000 -b unix:/run/app.sock -t 30 app:app`.\n" +
+	"Every flag of gunicorn 27 is accepted: it sets the herd option that does the same thing, or it is named in one\n" +
+	"warning at start-up with what herd does instead, or (`-D`, `--paste`, `--check-config`) herd stops and says what to\n" +
+	"do. A misspelt flag, HERD_* variable or file key gets a \"did you mean\".\n\n" +
+	"A gunicorn config file runs as it is too: `herd serve -c gunicorn.conf.py` (also `file:PATH` and\n" +
+	"`python:MODULE`), and without `-c` herd reads `./gunicorn.conf.py` when no herd.yaml/.yml/.toml/.json is there,\n" +
+	"as gunicorn reads it by default. The file is Python: herd has the interpreter of `--python` (or\n" +
+	"`--venv`, from a flag or HERD_*) execute it as gunicorn does, with the working directory on\n" +
+	"`sys.path`, so imports, `os.environ` and computed values work. Its settings mean what the table below says;\n" +
+	"flags and HERD_* variables beat them, as gunicorn's flags beat its file. Other names are the file's\n" +
+	"own (imports, helpers, UPPER_CASE constants) and are ignored, as gunicorn ignores them, except a\n" +
+	"lowercase name within two letters of a setting (`worker = 4`): gunicorn would silently run without\n" +
+	"it, herd stops with an error naming the setting. `GUNICORN_CMD_ARGS` is not read: give HERD_* variables.\n\n" +
+	"gunicorn's `access_log_format` atoms (`%(h)s %(l)s %(u)s %(t)s \"%(r)s\" %(s)s %(b)s \"%(f)s\" \"%(a)s\" %(D)s %(L)s %(M)s`,\n" +
+	"`%({header}i)s` ...) and uWSGI's `log-format` variables are translated to herd's access-log fields.\n\n" +
+	"Rows marked *not supported yet* name an option of herd that is not built yet: herd accepts\n" +
+	"the uWSGI option or gunicorn flag and names it in the start-up warning.\n"
+
 func isOption(key string) bool { _, ok := Lookup(key); return ok }
 
-// gunicornKey is the herd option a gunicorn flag sets.
-func gunicornKey(flag string) string {
-	for _, o := range Options() {
-		if o.Key == flag || slices.Contains(o.Aliases, flag) {
-			return o.Key
-		}
-	}
-	for _, p := range gunicornPending {
-		if p.flag == flag {
-			return p.key
-		}
-	}
-	return ""
-}
-
-// gunicornFor lists the gunicorn flags that set a herd option.
-func gunicornFor(key string) []string {
-	var out []string
-	for _, f := range gunicornFlags {
-		if gunicornKey(f) == key {
-			out = append(out, f)
-		}
-	}
-	return out
-}
-
-// gunicornCell shows gunicorn flags with the one-letter form herd shares (-w, -b, -e).
-func gunicornCell(flags ...string) string {
+func gunicornFlagCell(g gunicornOption) string {
 	var parts []string
-	for _, f := range flags {
-		if o, ok := Lookup(gunicornKey(f)); ok && o.Short != "" {
-			parts = append(parts, code("-", o.Short))
-		}
-		parts = append(parts, code("--", f))
+	if g.short != "" {
+		parts = append(parts, code("-", g.short))
+	}
+	if len(g.flags) > 0 {
+		parts = append(parts, code("--", g.flags...))
 	}
 	return strings.Join(parts, ", ")
+}
+
+func gunicornHerdCell(g gunicornOption) string {
+	switch {
+	case g.key != "" && isOption(g.key):
+		return "`--" + g.key + "`"
+	case g.key != "":
+		return "*not supported yet* (`--" + g.key + "`)"
+	case g.refuse != "":
+		return "refused: " + cell(g.refuse)
+	case g.unsupported:
+		return "stops the start unless `--ignore-unsupported`: " + cell(g.instead)
+	case g.instead != "" && g.agrees != nil:
+		return "as herd does; otherwise warned: " + cell(g.instead)
+	case g.instead != "":
+		return "warned, ignored: " + cell(g.instead)
+	}
+	return "as herd does"
 }
 
 func code(prefix string, names ...string) string {
@@ -185,17 +166,3 @@ func code(prefix string, names ...string) string {
 }
 
 func cell(s string) string { return strings.ReplaceAll(s, "|", "\\|") }
-
-// joinNotes adds the gunicorn notes of the flags in a uWSGI row to the row's own note.
-func joinNotes(note string, flags []string) string {
-	parts := []string{}
-	if note != "" {
-		parts = append(parts, note)
-	}
-	for _, f := range flags {
-		if n := gunicornNotes[f]; n != "" {
-			parts = append(parts, "--"+f+": "+n)
-		}
-	}
-	return strings.Join(parts, "; ")
-}

@@ -30,11 +30,14 @@ import (
 //go:embed gunicorn_conf.py
 var gunicornConfScript string
 
-//go:embed gunicorn-settings.txt
-var gunicornSettingList string
-
 // gunicornSettings is every setting name a gunicorn config file may set.
-var gunicornSettings = sync.OnceValue(func() []string { return nameList(gunicornSettingList) })
+var gunicornSettings = sync.OnceValue(func() []string {
+	names := slices.Clone(gunicornHooks)
+	for _, g := range gunicornOptions {
+		names = append(names, g.setting)
+	}
+	return names
+})
 
 // gunicornHooks are the settings that are Python functions gunicorn's processes call.
 var gunicornHooks = []string{
@@ -83,30 +86,9 @@ var gunicornConfMappings = []gunicornSetting{
 	// gets Validate's error saying so, unless --https is given.
 	{name: "certfile", key: "cert"},
 	{name: "keyfile", key: "key"},
-}
-
-// gunicornAgrees are settings that describe what herd does anyway: "" when the value
-// matches herd, else what herd does instead.
-var gunicornAgrees = map[string]func(v any) string{
-	"worker_class": func(v any) string {
-		switch fmt.Sprint(v) {
-		case "sync", "gthread", "gunicorn.workers.sync.SyncWorker", "gunicorn.workers.gthread.ThreadWorker":
-			return ""
-		}
-		return "herd's workers are processes with --threads threads, as gunicorn's sync and gthread"
-	},
-	"daemon":      wantFalse("herd runs in the foreground: leave detaching to systemd"),
-	"preload_app": wantFalse("herd imports the app in each worker"),
-	"config":      func(any) string { return "" }, // gunicorn's own default, seen when set
-}
-
-func wantFalse(otherwise string) func(any) string {
-	return func(v any) string {
-		if b, ok := v.(bool); ok && !b || v == nil {
-			return ""
-		}
-		return otherwise
-	}
+	{name: "worker_class", key: "worker-class"},
+	{name: "access_log_format", key: "access-log-format"},
+	{name: "control_socket", key: "control-socket"},
 }
 
 // gunicornAccessLog: gunicorn's default None means no access log; "-" is stdout there and
@@ -177,22 +159,25 @@ type gunicornValue struct {
 }
 
 // ReadGunicorn evaluates a gunicorn config file with python and returns herd's option values
-// from it, and at most one warning naming what herd does not take.
-func ReadGunicorn(spec, python string) (map[string]fileValue, []string, error) {
+// from it, and what herd does not take: at most one warning, and the settings whose work
+// herd would not do.
+func ReadGunicorn(spec, python string) (map[string]fileValue, fileNotes, error) {
 	base := gunicornName(spec)
 	names, err := evalGunicorn(spec, python)
 	if err != nil {
-		return nil, nil, err
+		return nil, fileNotes{}, err
 	}
 	byName := map[string]gunicornSetting{}
 	for _, m := range gunicornConfMappings {
 		byName[m.name] = m
 	}
 	out := map[string]fileValue{}
-	var errs, lacking, hooks, disagree []string
+	var errs, hooks []string
+	var verdict gunicornVerdict
 	for _, name := range sortedKeys(names) {
 		v := names[name]
 		m, mapped := byName[name]
+		g, known := gunicornBySetting(name)
 		switch {
 		case slices.Contains(gunicornHooks, name):
 			if v.Callable {
@@ -210,35 +195,23 @@ func ReadGunicorn(spec, python string) (map[string]fileValue, []string, error) {
 			} else if ok {
 				out[m.key] = fileValue{raw: raw, source: fmt.Sprintf("gunicorn file %s (%s)", base, name)}
 			}
-		case gunicornAgrees[name] != nil:
-			if why := gunicornAgrees[name](v.Value); why != "" {
-				disagree = append(disagree, fmt.Sprintf("%s = %s (%s)", name, gunicornShow(v), why))
-			}
-		case slices.Contains(gunicornSettings(), name):
-			lacking = append(lacking, name)
+		case known:
+			shown := gunicornShow(v)
+			verdict.judge(g, fmt.Sprintf("%s = %s", name, shown), shown)
 		default:
 			if near := gunicornTypo(name); near != "" {
 				errs = append(errs, fmt.Sprintf("%q is no gunicorn setting (did you mean %q?)", name, near))
 			}
 		}
 	}
+	errs = append(errs, verdict.refused...)
 	if len(errs) > 0 {
-		return nil, nil, fmt.Errorf("gunicorn file %s: %s", base, strings.Join(errs, "; "))
-	}
-	var parts []string
-	if len(lacking) > 0 {
-		parts = append(parts, "herd has no equivalent of "+strings.Join(lacking, ", "))
+		return nil, fileNotes{}, fmt.Errorf("gunicorn file %s: %s", base, strings.Join(errs, "; "))
 	}
 	if len(hooks) > 0 {
-		parts = append(parts, "server hooks herd cannot run: "+strings.Join(hooks, ", "))
+		verdict.ignored = append(verdict.ignored, "server hooks "+strings.Join(hooks, ", ")+" (herd's master runs no Python)")
 	}
-	if len(disagree) > 0 {
-		parts = append(parts, "herd behaves otherwise for "+strings.Join(disagree, ", "))
-	}
-	if len(parts) == 0 {
-		return out, nil, nil
-	}
-	return out, []string{fmt.Sprintf("gunicorn file %s: settings ignored: %s", base, strings.Join(parts, "; "))}, nil
+	return out, fileNotes{warnings: verdict.warning("gunicorn file " + base), unsupported: verdict.unsupported}, nil
 }
 
 // gunicornTypo returns the setting a name of the file nearly spells: a lowercase name of five

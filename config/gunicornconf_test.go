@@ -98,9 +98,9 @@ func TestGunicornConfFile(t *testing.T) {
 	if l.Sources["workers"] != "gunicorn file gunicorn.conf.py (workers)" || l.Sources["threads"] != "flag --threads" {
 		t.Fatalf("sources: workers %q, threads %q", l.Sources["workers"], l.Sources["threads"])
 	}
-	wantWarning := "gunicorn file gunicorn.conf.py: settings ignored: herd has no equivalent of backlog; " +
-		"server hooks herd cannot run: on_starting, post_fork; " +
-		"herd behaves otherwise for preload_app = true (herd imports the app in each worker)"
+	wantWarning := "gunicorn file gunicorn.conf.py: herd does not take backlog = 64 (herd listens with the kernel's backlog (net.core.somaxconn) and bounds its connections with --max-connections); " +
+		"preload_app = true (not supported yet: herd imports the app in each worker); " +
+		"server hooks on_starting, post_fork (herd's master runs no Python)"
 	if len(l.Warnings) != 1 || l.Warnings[0] != wantWarning {
 		t.Fatalf("warnings %q\nwant [%q]", l.Warnings, wantWarning)
 	}

@@ -27,8 +27,17 @@ type Loaded struct {
 	Sources map[string]string
 	// File is the config file read, "" when none.
 	File string
-	// Warnings are to be logged at start: options of a foreign file herd does not take.
+	// Warnings are to be logged at start: options of a foreign file or command line herd
+	// does not take, and HERD_* variables that look like a misspelt option.
 	Warnings []string
+}
+
+// fileNotes is what a reader of a foreign config file says beside the values: at most one
+// warning naming what herd does not take, and the options that ask for work herd does not
+// do (uWSGI's cron, spooler ...), each with a word on what to do instead.
+type fileNotes struct {
+	warnings    []string
+	unsupported []string
 }
 
 // Load builds the Config from flags (already parsed), the HERD_* environment and a config
@@ -58,15 +67,17 @@ func resolve(flags *pflag.FlagSet, configFile string, forceINI bool) (Loaded, er
 	}
 	l := Loaded{Sources: map[string]string{}, File: file}
 	var values map[string]fileValue
+	var notes fileNotes
 	switch {
 	case file == "":
 	case forceINI || isINI(file):
-		values, l.Warnings, err = ReadUWSGI(file)
+		values, notes, err = ReadUWSGI(file)
 	case isGunicornFile(file):
-		values, l.Warnings, err = ReadGunicorn(file, pythonBeforeFile(flags))
+		values, notes, err = ReadGunicorn(file, pythonBeforeFile(flags))
 	default:
 		values, err = readFile(file)
 	}
+	l.Warnings = notes.warnings
 	if err != nil {
 		return Loaded{}, err
 	}
@@ -86,8 +97,55 @@ func resolve(flags *pflag.FlagSet, configFile string, forceINI bool) (Loaded, er
 		return Loaded{}, errors.Join(errs...)
 	}
 	noDefaultHTTP(&l)
-	l.Warnings = append(l.Warnings, pendingWarning(flags)...)
+	verdict := gunicornFlagVerdict(flags, &l)
+	if len(verdict.refused) > 0 {
+		return Loaded{}, fmt.Errorf("%s", strings.Join(verdict.refused, "\n"))
+	}
+	l.Warnings = append(l.Warnings, verdict.warning("gunicorn flags")...)
+	if err := l.unsupported(append(notes.unsupported, verdict.unsupported...)); err != nil {
+		return Loaded{}, err
+	}
+	l.Warnings = append(l.Warnings, envTypos(os.Environ())...)
 	return l, nil
+}
+
+// unsupported stops the start when the configuration asks for work herd would not do,
+// unless --ignore-unsupported says to go on without it: then it is a warning.
+func (l *Loaded) unsupported(what []string) error {
+	if len(what) == 0 {
+		return nil
+	}
+	list := strings.Join(what, "; ")
+	if !l.Config.IgnoreUnsupported {
+		return fmt.Errorf("herd does not do what these options ask for, and will not start without it silently: %s. "+
+			"Give --ignore-unsupported (HERD_IGNORE_UNSUPPORTED=1) to start without them", list)
+	}
+	l.Warnings = append(l.Warnings, "started without (--ignore-unsupported): "+list)
+	return nil
+}
+
+// herdInternalEnv are HERD_* variables herd and its tests use that are no option.
+var herdInternalEnv = []string{"HERD_UPGRADE_FROM", "HERD_LISTEN_FROM_PARENT"}
+
+// envTypos warns about HERD_* variables that name no option but nearly spell one
+// (HERD_WOKERS=3): such a variable would otherwise be ignored without a word.
+func envTypos(environ []string) []string {
+	var known []string
+	for _, o := range Options() {
+		known = append(known, o.EnvName())
+	}
+	var out []string
+	for _, kv := range environ {
+		name, _, _ := strings.Cut(kv, "=")
+		if !strings.HasPrefix(name, "HERD_") || slices.Contains(known, name) || slices.Contains(herdInternalEnv, name) {
+			continue
+		}
+		if near := Nearest(name, known); near != "" && editDistance(name, near) <= 2 {
+			out = append(out, fmt.Sprintf("environment variable %s is no herd option and is ignored (did you mean %s?)", name, near))
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // noDefaultHTTP drops the default HTTP listener when uwsgi sockets or HTTPS listeners are

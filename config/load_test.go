@@ -4,7 +4,6 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -194,50 +193,6 @@ func TestGunicornCommandLine(t *testing.T) {
 	}
 	if l.Sources["http"] != "flag --bind" && l.Sources["http"] != "flag --http" {
 		t.Fatalf("http source %q", l.Sources["http"])
-	}
-}
-
-// TestGunicornPendingFlags: a gunicorn flag whose herd option is not built yet is accepted
-// and named in one warning; once the option exists it is that option's alias.
-func TestGunicornPendingFlags(t *testing.T) {
-	var args, pending []string
-	for _, p := range gunicornPending {
-		if _, ok := Lookup(p.key); ok {
-			continue
-		}
-		pending = append(pending, "--"+p.flag)
-		if p.bare {
-			args = append(args, "--"+p.flag)
-		} else {
-			args = append(args, "--"+p.flag+"=30")
-		}
-	}
-	l, err := Resolve(parse(t, args...), "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(pending) == 0 {
-		// Every gunicorn flag herd takes has its option now: nothing may be announced.
-		if len(l.Warnings) != 0 {
-			t.Fatalf("no gunicorn flag is pending, yet warnings %q", l.Warnings)
-		}
-		return
-	}
-	slices.Sort(pending)
-	want := "gunicorn flags herd does not support yet, ignored: " + strings.Join(pending, ", ")
-	if len(l.Warnings) != 1 || l.Warnings[0] != want {
-		t.Fatalf("warnings %q, want [%q]", l.Warnings, want)
-	}
-}
-
-// TestGunicornFlagsResolve: every flag of the migration table sets a herd option, or one
-// announced as pending.
-func TestGunicornFlagsResolve(t *testing.T) {
-	fs := parse(t)
-	for _, f := range gunicornFlags {
-		if gunicornKey(f) == "" || fs.Lookup(f) == nil {
-			t.Errorf("gunicorn flag --%s maps to no herd option", f)
-		}
 	}
 }
 

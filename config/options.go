@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -16,8 +17,12 @@ type Option struct {
 	Key     string   // flag name and config-file key
 	Short   string   // one-letter flag, or ""
 	Default string   // as text, parsed like any other value
-	Help    string   //
+	Help    string   // one line, for --help
+	Doc     string   // the whole meaning, for docs/configuration.md (Help when the tag has none)
+	Section string   // the group --help and the docs show it in (gunicorn's sections)
 	Enum    []string // the accepted values, when the option is a choice
+	// Synonyms are other spellings of enum values, as gunicorn's log levels: warning=warn.
+	Synonyms map[string]string
 	// Aliases are other flag names of the option, the ones gunicorn users type (tag alias,
 	// comma-separated): --bind for --http. Aliases are flags only, not file keys.
 	Aliases []string
@@ -67,15 +72,29 @@ var (
 func Options() []Option {
 	optionsOnce.Do(func() {
 		t := reflect.TypeOf(Config{})
+		section := ""
 		for i := range t.NumField() {
 			f := t.Field(i)
 			key := f.Tag.Get("key")
 			if key == "" {
 				continue
 			}
+			if s := f.Tag.Get("section"); s != "" {
+				section = s // the first field of a section names it for those that follow
+			}
 			o := Option{
 				Key: key, Short: f.Tag.Get("short"), Default: f.Tag.Get("default"),
-				Help: f.Tag.Get("help"), field: i, kind: f.Type,
+				Help: f.Tag.Get("help"), Doc: f.Tag.Get("doc"), Section: section, field: i, kind: f.Type,
+			}
+			if o.Doc == "" {
+				o.Doc = o.Help
+			}
+			if syn := f.Tag.Get("synonyms"); syn != "" {
+				o.Synonyms = map[string]string{}
+				for _, pair := range strings.Split(syn, ",") {
+					from, to, _ := strings.Cut(pair, "=")
+					o.Synonyms[from] = to
+				}
 			}
 			if e := f.Tag.Get("enum"); e != "" {
 				o.Enum = strings.Split(e, ",")
@@ -83,7 +102,11 @@ func Options() []Option {
 			if a := f.Tag.Get("alias"); a != "" {
 				o.Aliases = strings.Split(a, ",")
 			}
-			o.Aliases = append(o.Aliases, pendingAliases(key)...)
+			for _, a := range pendingAliases(key) {
+				if !slices.Contains(o.Aliases, a) {
+					o.Aliases = append(o.Aliases, a)
+				}
+			}
 			o.Whole = f.Tag.Get("list") == "whole"
 			options = append(options, o)
 		}
@@ -140,6 +163,9 @@ func (o Option) set(c *Config, raw any) error {
 		s := fmt.Sprint(raw)
 		if raw == nil {
 			s = ""
+		}
+		if to, ok := o.Synonyms[strings.ToLower(s)]; ok {
+			s = to
 		}
 		if len(o.Enum) > 0 && !contains(o.Enum, s) {
 			return fmt.Errorf("%q is not allowed", s)
@@ -340,9 +366,6 @@ func RegisterFlags(fs *pflag.FlagSet) {
 		if len(o.Enum) > 0 {
 			help += " (" + strings.Join(o.Enum, "|") + ")"
 		}
-		for _, a := range o.Aliases {
-			help += "; also --" + a
-		}
 		help += " [" + o.EnvName() + "]"
 		var val pflag.Value
 		switch {
@@ -352,6 +375,7 @@ func RegisterFlags(fs *pflag.FlagSet) {
 			val = &textValue{text: o.Default, typName: typeName(o)}
 		}
 		f := fs.VarPF(val, o.Key, o.Short, help)
+		f.Annotations = map[string][]string{SectionAnnotation: {o.Section}}
 		if o.kind.Kind() == reflect.Bool {
 			f.NoOptDefVal = "true"
 		}
@@ -361,8 +385,11 @@ func RegisterFlags(fs *pflag.FlagSet) {
 			af.Hidden = true
 		}
 	}
-	registerPending(fs)
+	registerGunicornFlags(fs)
 }
+
+// SectionAnnotation is the flag annotation that holds an option's section, for --help.
+const SectionAnnotation = "herd_section"
 
 // changedFlag returns the flag that set the option on the command line, if any.
 func changedFlag(flags *pflag.FlagSet, o Option) *pflag.Flag {

@@ -92,7 +92,7 @@ var uwsgiMappings = []uwsgiMapping{
 	{names: []string{"gid"}, key: "gid"},
 	{names: []string{"post-buffering"}, key: "body-buffer", note: "bodies up to this size stay in memory, larger ones go to a temporary file"},
 	{names: []string{"disable-logging"}, key: "access-log", convert: uwsgiDisableLogging, note: "true turns the access log off"},
-	{names: []string{"logto"}, key: "log-file"},
+	{names: []string{"logto"}, key: "log-file", note: "the request lines go there too, as in uWSGI (unless disable-logging)"},
 	{names: []string{"buffer-size"}, agrees: uwsgiBufferSize, note: "herd takes request heads up to 68 KiB (a uwsgi packet's 64 KiB of vars)"},
 	{names: []string{"master"}, agrees: wantTrue("herd always runs a master"), note: "herd always runs a master"},
 	{names: []string{"vacuum"}, agrees: wantTrue("herd always removes its sockets and files"), note: "herd always cleans up"},
@@ -106,6 +106,60 @@ var uwsgiMappings = []uwsgiMapping{
 	{names: []string{"thunder-lock"}, agrees: func(string) string { return "" }, note: "the master alone accepts connections"},
 	{names: []string{"no-orphans"}, agrees: func(string) string { return "" }, note: "workers always exit with their master"},
 	{names: []string{"plugin", "plugins"}, agrees: uwsgiPlugins, note: "python3 and http are built in"},
+	{names: []string{"log-format", "logformat"}, key: "access-log-format", convert: uwsgiLogFormat,
+		note: "uWSGI's variables (%(addr) %(user) %(ltime) %(method) %(uri) %(proto) %(status) %(size) %(msecs) ...) become herd's {fields}"},
+	{names: []string{"add-header"}, key: "add-header", note: "added to every response unless the app's has that header"},
+	{names: []string{"attach-daemon"}, key: "attach-daemon", note: "herd starts the command with the master, restarts it with backoff, stops it with the master; herd status shows it"},
+	{names: []string{"smart-attach-daemon"}, key: "smart-attach-daemon", convert: uwsgiSmartDaemon, note: "PIDFILE COMMAND: herd follows the process the pidfile names"},
+}
+
+// uwsgiUnsupported are uWSGI options that ask for work herd does not do: starting without it
+// would silently drop a background job, a route or a hook, so they stop the start unless
+// --ignore-unsupported. Each prefix covers its family (route covers route-if, route-host ...).
+var uwsgiUnsupported = []struct{ prefix, instead string }{
+	{"cron", "use a systemd timer or cron(8)"},
+	{"unique-cron", "use a systemd timer or cron(8)"},
+	{"legion", "herd has no legions"},
+	{"spooler", "run a task queue (Celery, RQ) as an attach-daemon"},
+	{"mule", "run the code as an attach-daemon"},
+	{"mules", "run the code as an attach-daemon"},
+	{"farm", "run the code as an attach-daemon"},
+	{"route", "put the rule in nginx or the app"},
+	{"final-route", "put the rule in nginx or the app"},
+	{"error-route", "put the rule in nginx or the app"},
+	{"response-route", "put the rule in nginx or the app"},
+	{"timer", "use a systemd timer"},
+	{"rbtimer", "use a systemd timer"},
+	{"signal-timer", "use a systemd timer"},
+	{"signal-rbtimer", "use a systemd timer"},
+	{"exec-", "run it from the deploy script or systemd's ExecStartPre="},
+	{"call-", "run it from the deploy script or the app's start"},
+	{"hook-", "run it from the deploy script or systemd's ExecStartPre="},
+	{"attach-daemon2", "give it as attach-daemon"},
+	{"attach-control-daemon", "give it as attach-daemon"},
+	{"smart-attach-daemon2", "give it as smart-attach-daemon"},
+	{"emperor", "run one herd per app under systemd"},
+}
+
+// uwsgiUnsupportedHint says what to do instead of an option uwsgiUnsupported lists, or "".
+func uwsgiUnsupportedHint(name string) string {
+	for _, u := range uwsgiUnsupported {
+		if name == u.prefix || strings.HasSuffix(u.prefix, "-") && strings.HasPrefix(name, u.prefix) ||
+			strings.HasPrefix(name, u.prefix+"-") && name != "route-list" && name != "router-list" {
+			return u.instead
+		}
+	}
+	return ""
+}
+
+// uwsgiSmartDaemon checks each smart-attach-daemon: a pidfile, then the command.
+func uwsgiSmartDaemon(values []string, _ Option) (any, error) {
+	for _, v := range values {
+		if _, cmd, ok := strings.Cut(strings.TrimSpace(v), " "); !ok || strings.TrimSpace(cmd) == "" {
+			return nil, fmt.Errorf("%q is not PIDFILE COMMAND", v)
+		}
+	}
+	return values, nil
 }
 
 func wantTrue(otherwise string) func(string) string {
@@ -233,11 +287,11 @@ type iniLine struct {
 // ReadUWSGI reads a uWSGI .ini file (file, or file:section; the section defaults to uwsgi)
 // and returns herd's option values from it, and at most one warning naming every option
 // herd does not take.
-func ReadUWSGI(spec string) (map[string]fileValue, []string, error) {
+func ReadUWSGI(spec string) (map[string]fileValue, fileNotes, error) {
 	path, section := splitINISection(spec)
 	lines, placeholders, err := parseINI(path, section)
 	if err != nil {
-		return nil, nil, err
+		return nil, fileNotes{}, err
 	}
 	base := filepath.Base(path)
 	byName := map[string]*uwsgiMapping{}
@@ -249,10 +303,12 @@ func ReadUWSGI(spec string) (map[string]fileValue, []string, error) {
 
 	values := map[string][]iniLine{} // uWSGI name -> its lines
 	var order []string
-	var unknown, lacking, disagree, notYet []string
+	var unknown, lacking, disagree, notYet, unsupported []string
 	for _, l := range lines {
 		_, mapped := byName[l.key]
 		switch {
+		case !mapped && uwsgiUnsupportedHint(l.key) != "":
+			unsupported = appendOnce(unsupported, fmt.Sprintf("%s (%s)", l.key, uwsgiUnsupportedHint(l.key)))
 		case mapped:
 			if _, seen := values[l.key]; !seen {
 				order = append(order, l.key)
@@ -271,7 +327,7 @@ func ReadUWSGI(spec string) (map[string]fileValue, []string, error) {
 		}
 	}
 	if len(unknown) > 0 {
-		return nil, nil, fmt.Errorf("uWSGI file %s: %s", base, strings.Join(unknown, "; "))
+		return nil, fileNotes{}, fmt.Errorf("uWSGI file %s: %s", base, strings.Join(unknown, "; "))
 	}
 
 	out := map[string]fileValue{}
@@ -322,12 +378,21 @@ func ReadUWSGI(spec string) (map[string]fileValue, []string, error) {
 		out[m.key] = fileValue{raw: raw, source: source}
 	}
 	if len(errs) > 0 {
-		return nil, nil, fmt.Errorf("uWSGI file %s: %s", base, strings.Join(errs, "; "))
+		return nil, fileNotes{}, fmt.Errorf("uWSGI file %s: %s", base, strings.Join(errs, "; "))
 	}
 	if err := app.into(out); err != nil {
-		return nil, nil, fmt.Errorf("uWSGI file %s: %w", base, err)
+		return nil, fileNotes{}, fmt.Errorf("uWSGI file %s: %w", base, err)
 	}
-	return out, uwsgiWarning(base, lacking, notYet, disagree), nil
+	if logto, ok := out["log-file"]; ok {
+		if _, set := out["access-log"]; !set {
+			// uWSGI writes its request lines into the logto file too.
+			out["access-log"] = fileValue{raw: logto.raw, source: logto.source}
+		}
+	}
+	for i, u := range unsupported {
+		unsupported[i] = "uWSGI " + u
+	}
+	return out, fileNotes{warnings: uwsgiWarning(base, lacking, notYet, disagree), unsupported: unsupported}, nil
 }
 
 // uwsgiWarning is the one warning about what herd does not take from the file.
@@ -446,6 +511,9 @@ func parseINI(path, section string) ([]iniLine, map[string]bool, error) {
 		}
 		key, value, _ := strings.Cut(line, "=")
 		key, value = strings.TrimSpace(key), strings.TrimSpace(value)
+		// log-format's %(addr) ... are the request log's variables, not placeholders: uWSGI
+		// leaves those it does not know for the logger.
+		exp.keepUnknown = key == "log-format" || key == "logformat"
 		value, err := exp.expand(value)
 		if err != nil {
 			errs = append(errs, fmt.Sprintf("line %d: %s: %v", i+1, key, err))
@@ -472,6 +540,8 @@ type expander struct {
 	path string            // the absolute path of the file
 	vars map[string]string // options and placeholders set so far
 	used map[string]bool   // names used as %(name)
+	// keepUnknown leaves a %(name) no option or placeholder set as it is.
+	keepUnknown bool
 }
 
 func newExpander(abs string) *expander {
@@ -497,6 +567,11 @@ func (e *expander) expand(v string) (string, error) {
 			}
 			name := v[i+2 : i+end]
 			val, ok := e.vars[name]
+			if !ok && e.keepUnknown {
+				b.WriteString(v[i : i+end+1])
+				i += end
+				continue
+			}
 			if !ok {
 				return "", fmt.Errorf("%%(%s) is not set above this line", name)
 			}

@@ -77,7 +77,7 @@ func TestUnixSocketPeerIsLocal(t *testing.T) {
 	}{
 		{"unix socket, local trusted", "@", "/run/herd/http.sock", local, "203.0.113.9", "https"},
 		{"unix socket with a relative path", "", "app.sock", local, "203.0.113.9", "https"},
-		{"unix socket, only a remote network trusted", "@", "/run/herd/http.sock", remoteOnly, "@", "http"},
+		{"unix socket, only a remote network trusted", "@", "/run/herd/http.sock", remoteOnly, "", "http"},
 		{"tcp peer not trusted", "192.0.2.7:5000", "127.0.0.1:8000", local, "192.0.2.7", "http"},
 		{"tcp loopback peer", "127.0.0.1:5000", "127.0.0.1:8000", local, "203.0.113.9", "https"},
 	}

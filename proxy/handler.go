@@ -90,6 +90,8 @@ type Handler struct {
 	// Mount is the --mount prefix ("" for the root): it becomes SCRIPT_NAME and leaves
 	// PATH_INFO; requests outside it get 404 without reaching a worker.
 	Mount string
+	// AddHeaders (--add-header) are set on every worker's answer that lacks them.
+	AddHeaders http.Header
 }
 
 // maxAttempts bounds how often one request is offered to a worker. Only requests that never
@@ -138,6 +140,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	var varsArr [48]protocol.Var
 	vars := RequestVars(varsArr[:0], r, info, body.size)
+	rec.Client = vars[remoteAddrVar].Value // the access log shows whom the app saw
 	vars, mounted := mountVars(vars, h.Mount)
 	if !mounted {
 		rec.Status = h.fail(w, r, errNotMounted)
@@ -278,7 +281,6 @@ func sendRequest(lease Lease, packet []byte, b *body) error {
 	return lease.Send(packet, nil, b.file)
 }
 
-
 // hopByHop headers describe one connection; the master owns the client's, so a worker's
 // values for them are not forwarded.
 var hopByHop = map[string]bool{
@@ -307,6 +309,11 @@ func (h *Handler) copyResponse(w http.ResponseWriter, head *ResponseHead, br *bu
 	dst := w.Header()
 	for k, vv := range head.Header {
 		if !hopByHop[k] && k != noBufferingHeader {
+			dst[k] = vv
+		}
+	}
+	for k, vv := range h.AddHeaders {
+		if _, set := head.Header[k]; !set {
 			dst[k] = vv
 		}
 	}

@@ -18,6 +18,9 @@ type Record struct {
 	BytesIn   int64         // request body bytes
 	BytesOut  int64         // response body bytes written to the client
 	Worker    int           // the worker id that served it, -1 when none did
+	// Client is the client's address as the app got it in REMOTE_ADDR: the one a trusted
+	// proxy (--forwarded-allow-ips) forwarded, else the peer's; "" when not known.
+	Client string
 }
 
 // LogAccess returns an OnDone hook that writes one zerolog line per request.
@@ -29,8 +32,12 @@ func LogAccess(log zerolog.Logger) func(*Record) {
 			Str("path", r.URL.Path).
 			Int("status", rec.Status).
 			Int64("bytes", rec.BytesOut).
-			Dur("duration", rec.Duration).
+			Str("uri", r.RequestURI).
+			Dur("duration_ms", rec.Duration).
 			Str("remote", r.RemoteAddr)
+		if rec.Client != "" {
+			ev = ev.Str("client", rec.Client)
+		}
 		if rec.Worker >= 0 {
 			ev = ev.Int("worker", rec.Worker)
 		}

@@ -90,7 +90,7 @@ func (s *UwsgiServer) Serve(ln net.Listener) error {
 			if ne, ok := err.(net.Error); ok && ne.Timeout() || errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
 				// Out of fds or a transient error: wait rather than spin, as net/http does.
 				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-				s.Handler.Log.Warn().Err(err).Dur("retry_in", backoff).Msg("uwsgi accept failed")
+				s.Handler.Log.Warn().Err(err).Dur("retry_in_ms", backoff).Msg("uwsgi accept failed")
 				time.Sleep(backoff)
 				continue
 			}

@@ -19,6 +19,10 @@ type ConnInfo struct {
 	Trusted *TrustList
 }
 
+// remoteAddrVar is REMOTE_ADDR's index in what RequestVars appends to an empty dst
+// (TestRemoteAddrVarIndex).
+const remoteAddrVar = 9
+
 // RequestVars translates an HTTP request into the uwsgi vars a WSGI worker turns into its
 // environ. It does no I/O. bodyLength is the number of body bytes that will follow the
 // packet (the master has read the body already, so it is always known), or 0.
@@ -55,6 +59,9 @@ func RequestVars(dst []protocol.Var, r *http.Request, info ConnInfo, bodyLength 
 		// which): it is trusted as the local host is, nginx's proxy_pass to unix:PATH
 		// included. gunicorn trusts such peers whatever its list says.
 		peer = netip.AddrFrom4([4]byte{127, 0, 0, 1})
+		// Such a peer has no address (Go shows "@"): REMOTE_ADDR is empty, as gunicorn
+		// and uWSGI give it, unless a proxy forwarded the client's below.
+		remoteHost, remotePort = "", ""
 	}
 	trusted := info.Trusted.Trusts(peer)
 	if trusted {

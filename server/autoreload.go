@@ -19,7 +19,7 @@ const touchPollInterval = time.Second
 func newReloadLoop(cfg *config.Config, log zerolog.Logger, r autoreload.Reloader) (*autoreload.Loop, *autoreload.State, error) {
 	loop := &autoreload.Loop{Reloader: r, Log: log}
 	if cfg.Reload {
-		roots, err := sourceRoots(cfg)
+		roots, err := sourceRoots(cfg, log)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -51,7 +51,7 @@ func newReloadLoop(cfg *config.Config, log zerolog.Logger, r autoreload.Reloader
 
 // sourceRoots is what --reload watches: the .py files of the app's directory and of every
 // --pythonpath, and whatever --reload-extra names.
-func sourceRoots(cfg *config.Config) ([]autoreload.Root, error) {
+func sourceRoots(cfg *config.Config, log zerolog.Logger) ([]autoreload.Root, error) {
 	dirs := append([]string{cfg.Chdir}, cfg.PythonPath...)
 	if dirs[0] == "" {
 		dirs[0] = "."
@@ -68,6 +68,10 @@ func sourceRoots(cfg *config.Config) ([]autoreload.Root, error) {
 		r, err := autoreload.Extra(spec)
 		if err != nil {
 			return nil, fmt.Errorf("reload-extra: %w", err)
+		}
+		if r.Missing != "" {
+			log.Warn().Str("reload_extra", spec).Str("missing", r.Missing).Str("watching", r.Dir).
+				Msg("--reload-extra names a directory that does not exist yet: watching for it to appear")
 		}
 		roots = append(roots, r)
 	}

@@ -76,7 +76,7 @@ func TestGunicornConfServes(t *testing.T) {
 			warnings = append(warnings, e.Msg())
 		}
 	}
-	want := "gunicorn file gunicorn.conf.py: settings ignored: server hooks herd cannot run: post_fork"
+	want := "gunicorn file gunicorn.conf.py: herd does not take server hooks post_fork (herd's master runs no Python)"
 	if len(warnings) != 1 || warnings[0] != want {
 		t.Fatalf("warnings %q, want [%q]", warnings, want)
 	}

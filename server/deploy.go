@@ -314,7 +314,7 @@ func (d *deployment) gracefulShutdown(abort <-chan struct{}, srv drainer, gracef
 	// connections come back through the balancer, which sends them elsewhere.
 	srv.BeginClosing()
 	if d.shutdownDelay > 0 {
-		d.log.Info().Dur("shutdown_delay", d.shutdownDelay).Msg("draining: still accepting connections until the delay ends")
+		d.log.Info().Dur("shutdown_delay_ms", d.shutdownDelay).Msg("draining: still accepting connections until the delay ends")
 		t := time.NewTimer(d.shutdownDelay)
 		select {
 		case <-t.C:

@@ -355,7 +355,7 @@ def app(environ, start_response):
 	for {
 		ev, next := waitMsg(t, h, from, 30*time.Second, "worker died")
 		from = next
-		delays = append(delays, time.Duration(ev.Int("restart_in"))*time.Millisecond)
+		delays = append(delays, time.Duration(ev.Int("restart_in_ms"))*time.Millisecond)
 		if ev["crash_loop"] == true {
 			break
 		}

@@ -26,12 +26,12 @@ func newConnLimit(cfg *config.Config, log zerolog.Logger) *listener.Limit {
 	case err != nil:
 		log.Warn().Err(err).Int("max_connections", n).Msg("cannot check --max-connections against the open-file limit")
 	case n < want:
-		// A warning only for a limit someone chose: the default meets many machines'
-		// open-file limit, 0 asks for that limit, and the start-up line shows the limit in
-		// force anyway.
+		// Said only for a limit someone chose: the default meets many machines' open-file
+		// limit, 0 asks for that limit, and the start-up line shows the limit in force
+		// anyway (logged at every start, it was noise).
 		ev := log.Warn()
 		if cfg.MaxConnections == config.Defaults().MaxConnections || cfg.MaxConnections == 0 {
-			ev = log.Info()
+			ev = log.Debug()
 		}
 		ev.Int("max_connections", n).Int("wanted", cfg.MaxConnections).Uint64("open_file_limit", nofile).
 			Msg("--max-connections lowered to what the open-file limit holds (raise LimitNOFILE= or ulimit -n for more)")

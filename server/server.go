@@ -28,6 +28,7 @@ import (
 	"github.com/herd-server/herd/proxy"
 	"github.com/herd-server/herd/supervisor"
 	"github.com/herd-server/herd/supervisor/autoreload"
+	"github.com/herd-server/herd/supervisor/daemon"
 	"github.com/herd-server/herd/supervisor/spawn"
 )
 
@@ -67,7 +68,12 @@ type Server struct {
 	devState *autoreload.State
 	ctl      *masterControl
 	adminSrv *admin.Server
-	signals  chan os.Signal
+	// daemons are the --attach-daemon processes; nil without any.
+	daemons *daemon.Set
+	signals chan os.Signal
+	// devTerminal: development mode started from a terminal, where a SIGHUP that comes with
+	// the terminal gone means the user closed it: herd dev stops instead of reloading.
+	devTerminal bool
 }
 
 // New returns a master for cfg (already validated). version is shown by /stats and
@@ -130,6 +136,7 @@ func (s *Server) prepare() error {
 	}
 	cfg.Python = python
 	s.upgradeFrom = takeUpgradeParent() // before the workers' environment is taken
+	s.devTerminal = cfg.Reload && terminalAlive()
 	s.dep = newDeployment(cfg, log)
 	s.atExit(s.dep.close)
 	s.upgrade = newUpgrader(log, s.dep, cfg.Pidfile)
@@ -184,6 +191,11 @@ func (s *Server) assemble() error {
 	s.metrics = admin.NewMetrics(s.pool)
 	// The control socket is the operator's own (mode 0600): herd status shows whole URIs.
 	s.info = admin.Info{Version: s.version, App: cfg.App, Listeners: addrs(s.lns.http), ShowQuery: true}
+	if specs := daemon.Specs(cfg.AttachDaemon, cfg.SmartAttachDaemon); len(specs) > 0 {
+		exec := newSpawner(cfg, "")
+		s.daemons = &daemon.Set{Specs: specs, Dir: cfg.Chdir, Env: exec.Env, Log: log, StopTimeout: cfg.GracefulTimeout}
+		s.info.Daemons = s.daemons.Status
+	}
 	if s.lns.admin != nil {
 		adminInfo := s.info
 		adminInfo.ShowQuery = cfg.AdminShowQuery
@@ -262,6 +274,7 @@ func (s *Server) newFrontHandler(onDone func(*proxy.Record)) (*frontHandler, err
 		ResponseSpool:  int64(cfg.ResponseSpool),
 		TempDir:        s.runDir,
 		Mount:          cfg.MountPrefix(),
+		AddHeaders:     addHeaders(cfg),
 	}
 	var err error
 	if handler.TrustedProxies, err = proxy.ParseTrustList(cfg.ForwardedAllowIPs); err != nil {
@@ -280,7 +293,7 @@ func (s *Server) newFrontHandler(onDone func(*proxy.Record)) (*frontHandler, err
 		s.reloads.AwaitFirstBoot(s.sup.FirstBoot())
 		front = errorPage(front, s.devState, s.worker.Code...)
 	}
-	return &frontHandler{http: front, uwsgi: handler}, nil
+	return &frontHandler{http: withAddedHeaders(front, handler.AddHeaders), uwsgi: handler}, nil
 }
 
 // Reload is the one door to a graceful reload: SIGHUP, `herd reload`, a file change under
@@ -313,6 +326,14 @@ func (s *Server) serve(ctx context.Context) error {
 			s.reloads.Run(reloadCtx)
 		}
 	}()
+	daemonsCtx, stopDaemons := context.WithCancel(context.Background())
+	daemonsDone := make(chan struct{})
+	go func() {
+		defer close(daemonsDone)
+		if s.daemons != nil {
+			s.daemons.Run(daemonsCtx)
+		}
+	}()
 	var serving sync.WaitGroup
 	s.fronts.serve(&serving, s.log)
 	if s.adminSrv != nil {
@@ -337,6 +358,8 @@ func (s *Server) serve(ctx context.Context) error {
 	err := s.waitForStop(ctx, supDone)
 	stopReloading()
 	<-reloading
+	stopDaemons() // after the workers: a job queue's consumer outlives the requests feeding it
+	<-daemonsDone
 	if s.adminSrv != nil {
 		s.adminSrv.Shutdown(time.Second)
 		// A unix admin socket's file goes with the last master using it: not while a
@@ -389,6 +412,9 @@ func (s *Server) waitForStop(ctx context.Context, supDone <-chan error) error {
 		switch {
 		case sig == syscall.SIGUSR1:
 			reopenLogs(s.log)
+		case sig == syscall.SIGHUP && s.devTerminal && !terminalAlive():
+			s.log.Info().Msg("SIGHUP: the terminal is gone, stopping")
+			return s.fastStop(abortDrain, supDone)
 		case sig == syscall.SIGHUP:
 			// The supervisor logs how the reload ends; nobody waits for it here.
 			s.log.Info().Msg("SIGHUP: graceful reload")
@@ -404,20 +430,25 @@ func (s *Server) waitForStop(ctx context.Context, supDone <-chan error) error {
 		case sig == syscall.SIGTERM && !draining:
 			draining = true
 			s.beginStop()
-			s.log.Info().Str("signal", sig.String()).Dur("graceful_timeout", s.cfg.GracefulTimeout).Msg("graceful stop: finishing requests in flight")
+			s.log.Info().Str("signal", sig.String()).Dur("graceful_timeout_ms", s.cfg.GracefulTimeout).Msg("graceful stop: finishing requests in flight")
 			go func() {
 				s.dep.gracefulShutdown(abortDrain, s.fronts, s.cfg.GracefulTimeout)
 				close(shutdownDone)
 			}()
 		default:
-			s.beginStop()
 			s.log.Info().Str("signal", sig.String()).Msg("fast stop")
-			close(abortDrain)
-			_ = s.fronts.Close()
-			s.sup.Stop(false)
-			return <-supDone
+			return s.fastStop(abortDrain, supDone)
 		}
 	}
+}
+
+// fastStop stops at once: listeners closed, workers told to exit.
+func (s *Server) fastStop(abortDrain chan struct{}, supDone <-chan error) error {
+	s.beginStop()
+	close(abortDrain)
+	_ = s.fronts.Close()
+	s.sup.Stop(false)
+	return <-supDone
 }
 
 // beginStop marks the stop everywhere it shows, before any listener closes.
@@ -426,6 +457,17 @@ func (s *Server) beginStop() {
 	s.dep.beginDrain()
 	// Decided before any listener closes: a new master started by USR2 serves on.
 	s.dep.keepSocketFiles(s.upgrade.running.Load())
+}
+
+// terminalAlive says whether the process still has a controlling terminal: once the
+// terminal is closed (its session hung up), /dev/tty can no longer be opened.
+func terminalAlive() bool {
+	f, err := os.OpenFile("/dev/tty", os.O_RDWR, 0)
+	if err != nil {
+		return false
+	}
+	_ = f.Close()
+	return true
 }
 
 // warnExposedDevServer warns when development mode listens beyond loopback: its error page

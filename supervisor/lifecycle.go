@@ -180,7 +180,7 @@ func (s *Supervisor) checkReload(now time.Time) {
 	r := s.reload
 	s.reload = nil
 	s.lastTrace = "" // a later failure is news again, even with the same traceback
-	s.log.Info().Int("generation", r.gen).Dur("took", now.Sub(r.started)).Msg("reload done")
+	s.log.Info().Int("generation", r.gen).Dur("took_ms", now.Sub(r.started)).Msg("reload done")
 	s.opts.Observer.Reloaded(r.gen, nil)
 	for _, ch := range r.waiters {
 		ch <- nil
@@ -382,7 +382,7 @@ func (s *Supervisor) recycle(now time.Time) {
 			log.Msg("worker reached --max-requests: replacing it")
 			s.retire(w, CauseMaxRequests)
 		case !w.retireAt.IsZero() && !now.Before(w.retireAt):
-			log.Dur("lived", now.Sub(w.startedAt)).Msg("worker reached --max-lifetime: replacing it")
+			log.Dur("lived_ms", now.Sub(w.startedAt)).Msg("worker reached --max-lifetime: replacing it")
 			s.retire(w, CauseMaxLifetime)
 		case checkRSS:
 			rss, err := residentBytes(w.Pid)
@@ -428,7 +428,7 @@ func (s *Supervisor) killOverran(w *Worker, now time.Time) {
 	if st := w.State(); st != Stopping {
 		_ = s.transition(w, Stopping)
 	}
-	s.log.Error().Int("worker", w.ID).Int("pid", w.Pid).Dur("timeout", s.opts.RequestTimeout).
+	s.log.Error().Int("worker", w.ID).Int("pid", w.Pid).Dur("timeout_ms", s.opts.RequestTimeout).
 		Msg("request timed out: the worker's stacks follow, then it is killed and replaced")
 	if err := w.proc.Signal(syscall.SIGABRT); err != nil {
 		s.log.Error().Err(err).Int("worker", w.ID).Msg("signal timed-out worker")

@@ -415,6 +415,7 @@ func (p *Pool) idle(m *member) bool {
 // WorkerInfo describes a worker for status pages, metrics and observers.
 type WorkerInfo struct {
 	ID         int
+	Slot       int // see Worker.Slot
 	Pid        int
 	Generation int
 	State      State
@@ -437,7 +438,7 @@ func (i WorkerInfo) Shown() string {
 func (m *member) infoLocked() WorkerInfo {
 	w := m.w
 	st := w.State()
-	info := WorkerInfo{ID: w.ID, Pid: w.Pid, Generation: w.Generation, State: st, Busy: st == Ready && len(m.free) == 0,
+	info := WorkerInfo{ID: w.ID, Slot: w.Slot, Pid: w.Pid, Generation: w.Generation, State: st, Busy: st == Ready && len(m.free) == 0,
 		InFlight: m.inflight, Requests: m.requests, Started: w.startedAt}
 	for _, s := range m.slots {
 		if cur := s.current.Load(); cur != nil {

@@ -218,7 +218,7 @@ func (s *Supervisor) handle(ev event) {
 			return
 		}
 		s.log.Info().Int("worker", w.ID).Int("pid", w.Pid).Int("generation", w.Generation).
-			Dur("boot", w.readyAt.Sub(w.startedAt)).Msg("worker ready")
+			Dur("boot_ms", w.readyAt.Sub(w.startedAt)).Msg("worker ready")
 		s.opts.Observer.WorkerReady(s.pool.info(w.member), w.readyAt.Sub(w.startedAt))
 		if !s.everReady {
 			s.everReady = true
@@ -311,7 +311,7 @@ func (s *Supervisor) reap(w *Worker, st spawn.ExitStatus) {
 	if s.failures >= crashLoopRow {
 		ev = log.Error().Bool("crash_loop", true)
 	}
-	ev.Int("deaths_in_a_row", s.failures).Dur("restart_in", delay).Msg("worker died")
+	ev.Int("deaths_in_a_row", s.failures).Dur("restart_in_ms", delay).Msg("worker died")
 }
 
 // firstBootFailed handles the first generation failing before any worker was ready: in
@@ -433,6 +433,7 @@ func (s *Supervisor) spawn(now time.Time) error {
 	w := &Worker{
 		ID:         id,
 		Generation: s.generation,
+		Slot:       s.freeSlot(s.generation),
 		SocketPath: filepath.Join(s.opts.RunDir, fmt.Sprintf("worker-%d.sock", id)),
 		startedAt:  now,
 	}
@@ -476,6 +477,22 @@ func (s *Supervisor) spawn(now time.Time) error {
 	go s.readControl(w)
 	go s.waitExit(w)
 	return nil
+}
+
+// freeSlot is the lowest slot no live worker of generation gen holds (one on its way out
+// after a recycle or a death no longer holds one).
+func (s *Supervisor) freeSlot(gen int) int {
+	taken := map[int]bool{}
+	for _, w := range s.workers {
+		if w.Generation == gen && w.cause == "" && w.State() != Dead {
+			taken[w.Slot] = true
+		}
+	}
+	slot := 0
+	for taken[slot] {
+		slot++
+	}
+	return slot
 }
 
 // controlDrain bounds how long, once a worker has exited, its control channel is still read.
@@ -593,13 +610,13 @@ func (s *Supervisor) enforceDeadlines(now time.Time) {
 		switch {
 		case w.killed:
 		case state == Starting && now.Sub(w.startedAt) >= s.opts.BootTimeout:
-			s.log.Error().Int("worker", w.ID).Dur("boot_timeout", s.opts.BootTimeout).Msg("worker not ready in time, killing it")
+			s.log.Error().Int("worker", w.ID).Dur("boot_timeout_ms", s.opts.BootTimeout).Msg("worker not ready in time, killing it")
 			s.kill(w)
 		case !w.killAt.IsZero() && !now.Before(w.killAt):
 			s.log.Warn().Int("worker", w.ID).Int("pid", w.Pid).Msg("timed-out worker still alive after SIGABRT, killing it")
 			s.kill(w)
 		case (state == Stopping || state == Draining) && now.Sub(w.stopAt) >= s.opts.GracefulTimeout:
-			s.log.Warn().Int("worker", w.ID).Dur("graceful_timeout", s.opts.GracefulTimeout).Msg("worker did not stop in time, killing it")
+			s.log.Warn().Int("worker", w.ID).Dur("graceful_timeout_ms", s.opts.GracefulTimeout).Msg("worker did not stop in time, killing it")
 			s.kill(w)
 		}
 	}

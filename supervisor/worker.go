@@ -17,6 +17,10 @@ type Worker struct {
 	// Identity: set at spawn, never changed.
 	ID         int
 	Generation int
+	// Slot is the worker's place in its generation, 0..workers-1: the replacement of a
+	// worker that died or was recycled takes its slot, so per-worker metrics keep their
+	// series across processes.
+	Slot       int
 	Pid        int
 	SocketPath string
 	startedAt  time.Time

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"testing"
 	"time"
@@ -116,7 +117,7 @@ func TestBadInputShownExactly(t *testing.T) {
 			`uWSGI file typo.ini: line 2: unknown option "procesess" (did you mean "processes"?)`},
 		{"unknown key with suggestion, gunicorn", []string{"app:app", "-c", "typo.py"}, []string{"HERD_PYTHON=" + python},
 			`gunicorn file typo.py: "worker" is no gunicorn setting (did you mean "workers"?)`},
-		{"unknown flag", []string{"app:app", "--wokers", "2"}, nil, "unknown flag: --wokers"},
+		{"unknown flag", []string{"app:app", "--wokers", "2"}, nil, "unknown flag: --wokers (did you mean --workers?)"},
 		{"missing app", nil, nil,
 			"invalid configuration:\n  app: missing: give the WSGI app as module:callable, e.g. herd serve hello:app"},
 		{"unreadable file", []string{"app:app", "--config", "dir.yaml"}, nil,
@@ -130,5 +131,28 @@ func TestBadInputShownExactly(t *testing.T) {
 				t.Fatalf("exit %d, stderr:\n%s\nwant exit %d, stderr:\n%s", r.Code, r.Stderr, exitError, want)
 			}
 		})
+	}
+}
+
+// TestVersionFlag: herd --version prints what herd version prints.
+func TestVersionFlag(t *testing.T) {
+	for _, args := range [][]string{{"--version"}, {"version"}} {
+		root := newRootCmd()
+		var out strings.Builder
+		root.SetOut(&out)
+		root.SetArgs(args)
+		if err := root.Execute(); err != nil {
+			t.Fatalf("%v: %v", args, err)
+		}
+		if !strings.HasPrefix(out.String(), "herd ") || strings.Contains(out.String(), "herd dev ") {
+			t.Fatalf("%v: %q", args, out.String())
+		}
+	}
+}
+
+func TestVCSVersion(t *testing.T) {
+	got := vcsVersion([]debug.BuildSetting{{Key: "vcs.revision", Value: "0123456789abcdef0123"}, {Key: "vcs.time", Value: "2026-01-02T15:04:05Z"}, {Key: "vcs.modified", Value: "true"}})
+	if got != "0.0.0-20260102150405-0123456789ab+dirty" {
+		t.Fatal(got)
 	}
 }

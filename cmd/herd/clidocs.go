@@ -27,8 +27,8 @@ func writeCLIDoc(w io.Writer, root *cobra.Command) error {
 		if c.Example != "" {
 			fmt.Fprintf(&b, "\nExamples:\n\n```\n%s\n```\n", strings.TrimRight(c.Example, "\n"))
 		}
-		if flags := c.LocalFlags().FlagUsagesWrapped(100); flags != "" {
-			fmt.Fprintf(&b, "\nFlags:\n\n```\n%s```\n", flags)
+		if flags := sectionedFlags(c.LocalFlags(), 100); strings.TrimSpace(flags) != "" {
+			fmt.Fprintf(&b, "\nFlags:\n\n```%s```\n", flags)
 		}
 	}
 	b.WriteString("\n## Shell completion\n\n`herd completion bash|zsh|fish|powershell` prints a completion script; e.g.\n" +

@@ -23,9 +23,10 @@ type configFlags struct {
 // the options that take one of a few values.
 func (c *configFlags) register(cmd *cobra.Command) {
 	fs := cmd.Flags()
-	fs.StringVarP(&c.file, "config", "c", "", "config file: yaml, toml, json, a uWSGI .ini (FILE.ini:SECTION for another section than [uwsgi]) or a gunicorn config file (FILE.py, file:FILE or python:MODULE, run by --python as gunicorn runs it); default: herd.yaml/herd.yml/herd.toml/herd.json, else gunicorn.conf.py, in the working directory")
+	fs.StringVarP(&c.file, "config", "c", "", "config file: herd.yaml/.toml/.json, uWSGI FILE.ini[:SECTION] or gunicorn FILE.py (default: ./herd.yaml ..., else ./gunicorn.conf.py)")
 	fs.StringVar(&c.ini, "ini", "", "uWSGI .ini file to read, as uwsgi --ini reads it (FILE or FILE:SECTION)")
 	config.RegisterFlags(fs)
+	useSectionedHelp(cmd)
 	for _, o := range config.Options() {
 		if len(o.Enum) > 0 {
 			_ = cmd.RegisterFlagCompletionFunc(o.Key, cobra.FixedCompletions(o.Enum, cobra.ShellCompDirectiveNoFileComp))

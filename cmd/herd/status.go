@@ -36,4 +36,14 @@ func printStatus(w io.Writer, st admin.Stats) {
 			fmt.Sprintf("%.1fMiB", float64(ws.RSS)/(1<<20)), cur, age)
 	}
 	_ = tw.Flush()
+	if len(st.Daemons) == 0 {
+		return
+	}
+	fmt.Fprintln(w)
+	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "DAEMON\tPID\tSTATE\tRESTARTS\tSINCE")
+	for _, d := range st.Daemons {
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%s\n", d.Command, d.Pid, d.State, d.Restarts, d.Since.Format(time.TimeOnly))
+	}
+	_ = tw.Flush()
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"slices"
 	"strconv"
 	"strings"
@@ -29,9 +30,14 @@ const (
 type field func(b []byte, rec *proxy.Record) []byte
 
 var fields = map[string]field{
-	"remote":      func(b []byte, r *proxy.Record) []byte { return appendEscaped(b, r.Request.RemoteAddr) },
-	"remote_host": func(b []byte, r *proxy.Record) []byte { return appendEscaped(b, remoteHost(r.Request.RemoteAddr)) },
-	"time_clf":    func(b []byte, r *proxy.Record) []byte { return r.Start.AppendFormat(b, "02/Jan/2006:15:04:05 -0700") },
+	"remote":       func(b []byte, r *proxy.Record) []byte { return appendEscaped(b, r.Request.RemoteAddr) },
+	"remote_host":  func(b []byte, r *proxy.Record) []byte { return appendEscaped(b, clientHost(r)) },
+	"remote_user":  func(b []byte, r *proxy.Record) []byte { return appendEscaped(b, remoteUser(r.Request)) },
+	"time_unix":    func(b []byte, r *proxy.Record) []byte { return strconv.AppendInt(b, r.Start.Unix(), 10) },
+	"time_unix_ms": func(b []byte, r *proxy.Record) []byte { return strconv.AppendInt(b, r.Start.UnixMilli(), 10) },
+	"time_unix_us": func(b []byte, r *proxy.Record) []byte { return strconv.AppendInt(b, r.Start.UnixMicro(), 10) },
+	"time_ctime":   func(b []byte, r *proxy.Record) []byte { return r.Start.AppendFormat(b, "Mon Jan _2 15:04:05 2006") },
+	"time_clf":     func(b []byte, r *proxy.Record) []byte { return r.Start.AppendFormat(b, "02/Jan/2006:15:04:05 -0700") },
 	"time": func(b []byte, r *proxy.Record) []byte {
 		return r.Start.UTC().AppendFormat(b, "2006-01-02T15:04:05.000Z07:00")
 	},
@@ -54,6 +60,10 @@ var fields = map[string]field{
 		return strconv.AppendFloat(b, r.Duration.Seconds(), 'f', 6, 64)
 	},
 	"duration_ms": func(b []byte, r *proxy.Record) []byte { return appendMs(b, r.Duration) },
+	"duration_s":  func(b []byte, r *proxy.Record) []byte { return strconv.AppendInt(b, int64(r.Duration.Seconds()), 10) },
+	"duration_ms_int": func(b []byte, r *proxy.Record) []byte {
+		return strconv.AppendInt(b, r.Duration.Milliseconds(), 10)
+	},
 	"duration_us": func(b []byte, r *proxy.Record) []byte { return strconv.AppendInt(b, r.Duration.Microseconds(), 10) },
 	"queue_ms":    func(b []byte, r *proxy.Record) []byte { return appendMs(b, r.QueueWait) },
 	"worker": func(b []byte, r *proxy.Record) []byte {
@@ -84,7 +94,8 @@ type Format struct {
 }
 
 // Parse compiles "combined", "common", "json", or a template where {name} stands for a
-// field (see Fields) and {header:Name} for a request header.
+// field (see Fields) and {header:Name} for a request header. A gunicorn access_log_format
+// (%(h)s %(r)s ...) is taken as it is: its atoms become the fields (see gunicorn.go).
 func Parse(spec string) (*Format, error) {
 	switch spec {
 	case "json":
@@ -93,6 +104,12 @@ func Parse(spec string) (*Format, error) {
 		spec = Combined
 	case "common":
 		spec = Common
+	}
+	if strings.Contains(spec, "%(") {
+		var err error
+		if spec, err = fromGunicorn(spec); err != nil {
+			return nil, err
+		}
 	}
 	f := &Format{}
 	rest := spec
@@ -191,6 +208,27 @@ func remoteHost(addr string) string {
 	return addr
 }
 
+// clientHost is the client's address as the app saw it in REMOTE_ADDR: the one a trusted
+// proxy forwarded, else the peer's. "-" when there is none (a Unix socket's peer).
+func clientHost(r *proxy.Record) string {
+	h := r.Client
+	if h == "" {
+		h = remoteHost(r.Request.RemoteAddr)
+	}
+	if h == "" || h == "@" {
+		return "-"
+	}
+	return h
+}
+
+// remoteUser is the user name of Basic authentication, "-" without one (gunicorn's %(u)s).
+func remoteUser(r *http.Request) string {
+	if u, _, ok := r.BasicAuth(); ok && u != "" {
+		return u
+	}
+	return "-"
+}
+
 func appendMs(b []byte, d time.Duration) []byte {
 	return strconv.AppendFloat(b, float64(d.Microseconds())/1000, 'f', 3, 64)
 }
@@ -229,6 +267,10 @@ func appendJSON(b []byte, rec *proxy.Record) []byte {
 	b = rec.Start.UTC().AppendFormat(b, "2006-01-02T15:04:05.000Z07:00")
 	b = append(b, `","remote":`...)
 	b = appendJSONString(b, r.RemoteAddr)
+	if rec.Client != "" && rec.Client != remoteHost(r.RemoteAddr) {
+		b = append(b, `,"client":`...)
+		b = appendJSONString(b, rec.Client)
+	}
 	b = append(b, `,"method":`...)
 	b = appendJSONString(b, r.Method)
 	b = append(b, `,"path":`...)

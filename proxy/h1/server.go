@@ -151,7 +151,7 @@ func (s *Server) acceptLoop(ln net.Listener, serve func(net.Conn)) error {
 				errors.Is(err, syscall.ECONNABORTED) {
 				// Out of fds, or a connection gone before it was taken: wait, do not spin.
 				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-				s.Log.Warn().Err(err).Dur("retry_in", backoff).Msg("accept failed")
+				s.Log.Warn().Err(err).Dur("retry_in_ms", backoff).Msg("accept failed")
 				time.Sleep(backoff)
 				continue
 			}

@@ -331,7 +331,7 @@ func logLifecycle(t *testing.T, h *herdtest.Instance) {
 			continue
 		}
 		var fields []string
-		for _, k := range []string{"worker", "pid", "generation", "cause", "exit", "restart_in", "deaths_in_a_row", "boot", "status", "path", "error"} {
+		for _, k := range []string{"worker", "pid", "generation", "cause", "exit", "restart_in_ms", "deaths_in_a_row", "boot_ms", "status", "path", "error"} {
 			if v, ok := ev[k]; ok {
 				fields = append(fields, fmt.Sprintf("%s=%v", k, v))
 			}

@@ -170,7 +170,7 @@ func splitRecoveries(h *herdtest.Instance, faults []fault) (reactions, boots []t
 	}
 	var ready []spawned
 	for _, ev := range h.Events() {
-		if ms, ok := ev["boot"].(float64); ok && ev.Msg() == "worker ready" {
+		if ms, ok := ev["boot_ms"].(float64); ok && ev.Msg() == "worker ready" {
 			boot := time.Duration(ms * float64(time.Millisecond))
 			ready = append(ready, spawned{at: eventTime(ev, time.Time{}).Add(-boot), boot: boot})
 		}

@@ -70,9 +70,9 @@ func TestYoungWorkerThatServedRestartsAtOnce(t *testing.T) {
 		if !ok {
 			t.Fatalf("round %d: no death of %d in the log", round, pid)
 		}
-		if died.Int("restart_in") != 0 || died.Int("deaths_in_a_row") != 1 {
+		if died.Int("restart_in_ms") != 0 || died.Int("deaths_in_a_row") != 1 {
 			t.Fatalf("round %d: a worker that served was killed: restart in %d ms, deaths in a row %d; want 0 and 1",
-				round, died.Int("restart_in"), died.Int("deaths_in_a_row"))
+				round, died.Int("restart_in_ms"), died.Int("deaths_in_a_row"))
 		}
 		ready, next, ok := h.WaitEvent(next, 60*time.Second, herdtest.IsMsg("worker ready"))
 		if !ok {

@@ -122,7 +122,7 @@ func forward(ctx context.Context, src Source, triggers chan<- trigger) {
 func (l *Loop) reload(ctx context.Context, log zerolog.Logger, tr trigger) {
 	start := time.Now()
 	log.Info().Str("reason", tr.reason).Strs("changed", tr.batch.Paths).Int("changes", tr.batch.Changes).
-		Dur("settled", start.Sub(tr.batch.First)).Msg("change detected: reloading")
+		Dur("settled_ms", start.Sub(tr.batch.First)).Msg("change detected: reloading")
 	var err error
 	select {
 	case err = <-l.Reloader.Reload():
@@ -133,7 +133,7 @@ func (l *Loop) reload(ctx context.Context, log zerolog.Logger, tr trigger) {
 	if err == nil {
 		wasBroken := l.State != nil && l.State.Current() != nil
 		l.State.Clear()
-		ev := log.Info().Dur("took", took)
+		ev := log.Info().Dur("took_ms", took)
 		if wasBroken {
 			ev.Msg("reloaded: the code loads again and the new generation serves")
 		} else {
@@ -142,12 +142,12 @@ func (l *Loop) reload(ctx context.Context, log zerolog.Logger, tr trigger) {
 		return
 	}
 	if l.State == nil {
-		log.Error().Err(err).Dur("took", took).Msg("reload failed: the old generation keeps serving")
+		log.Error().Err(err).Dur("took_ms", took).Msg("reload failed: the old generation keeps serving")
 		return
 	}
 	l.State.Fail(err, tr.batch.Paths)
 	// A BootError's traceback is in the log already, once, from the supervisor.
-	log.Error().Err(err).Dur("took", took).Msg("reload failed: requests get the error page until a fix is saved")
+	log.Error().Err(err).Dur("took_ms", took).Msg("reload failed: requests get the error page until a fix is saved")
 }
 
 // State is whether the code on disk failed to load at the last reload. Its methods are safe

@@ -15,6 +15,9 @@ type Root struct {
 	Recursive bool   // watch subdirectories too, including ones created later
 	// Match says whether a file counts; rel is its slash-separated path relative to Dir.
 	Match func(rel string) bool
+	// Missing is the directory a --reload-extra glob names that does not exist yet: Dir is
+	// then its nearest existing ancestor, watched until it appears. "" when it exists.
+	Missing string
 }
 
 // PythonSource watches every *.py file under dir, at any depth: the app's source tree.
@@ -68,6 +71,20 @@ func Extra(spec string) (Root, error) {
 		i++
 	}
 	base, pattern := "/"+path.Join(segs[:i]...), segs[i:]
+	missing := ""
+	for i > 1 {
+		if fi, err := os.Stat(base); err == nil && fi.IsDir() {
+			break
+		}
+		// templates/**/*.html before templates/ exists: watch the nearest directory that
+		// does, for the files the glob will match once it is made (uWSGI and gunicorn
+		// refuse to start, or ignore it).
+		if missing == "" {
+			missing = base
+		}
+		i--
+		base, pattern = "/"+path.Join(segs[:i]...), segs[i:]
+	}
 	for _, p := range pattern {
 		if _, err := path.Match(p, ""); err != nil {
 			return Root{}, fmt.Errorf("reload-extra %q: bad glob: %w", spec, err)
@@ -78,7 +95,7 @@ func Extra(spec string) (Root, error) {
 		return Root{}, fmt.Errorf("reload-extra %q: %w", spec, err)
 	}
 	recursive := len(pattern) > 1 || strings.Contains(spec, "**")
-	return Root{Dir: dir, Recursive: recursive, Match: func(rel string) bool {
+	return Root{Dir: dir, Recursive: recursive, Missing: missing, Match: func(rel string) bool {
 		return !IgnoredFile(path.Base(rel)) && matchSegments(pattern, strings.Split(rel, "/"))
 	}}, nil
 }

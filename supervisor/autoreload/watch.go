@@ -133,8 +133,8 @@ func withDefaults(o WatchOptions) WatchOptions {
 func (w *Watcher) startPolling() {
 	w.poll = newPoller(w.opts.Roots)
 	w.engine.Store(Poll)
-	w.log.Info().Str("engine", "poll").Int("files", w.poll.files()).Dur("scan", w.poll.lastScan).
-		Dur("interval", w.poll.interval(w.opts.PollInterval)).Strs("roots", rootDirs(w.opts.Roots)).Msg("watching for changes")
+	w.log.Info().Str("engine", "poll").Int("files", w.poll.files()).Dur("scan_ms", w.poll.lastScan).
+		Dur("interval_ms", w.poll.interval(w.opts.PollInterval)).Strs("roots", rootDirs(w.opts.Roots)).Msg("watching for changes")
 }
 
 // Batches delivers one Batch per settled burst of changes. It is closed when Run returns.

@@ -401,3 +401,20 @@ func TestBatcherSettles(t *testing.T) {
 		t.Fatalf("at the cap: settles in %s, want 1ms", d)
 	}
 }
+
+// TestExtraMissingDir: a glob under a directory that does not exist yet watches its nearest
+// existing ancestor for the files the glob names, instead of stopping herd.
+func TestExtraMissingDir(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	r, err := Extra("templates/**/*.html")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Missing != filepath.Join(dir, "templates") || r.Dir != dir || !r.Recursive {
+		t.Fatalf("root %+v", r)
+	}
+	if !r.Match("templates/a/b.html") || r.Match("templates/a/b.py") || r.Match("other/b.html") {
+		t.Fatal("the glob does not match as it would under templates/")
+	}
+}

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Spec is everything a spawner needs to start one worker. The listening socket and the
@@ -51,7 +53,8 @@ func (e ExitStatus) String() string {
 	case e.Err != nil:
 		return "wait: " + e.Err.Error()
 	case e.Signal != 0:
-		return "killed by " + e.Signal.String()
+		// "killed by SIGABRT (aborted)": Go's name of a signal alone reads "killed by aborted".
+		return "killed by " + unix.SignalName(e.Signal) + " (" + e.Signal.String() + ")"
 	default:
 		return "exit " + strconv.Itoa(e.Code) + meaningOfExitCode(e.Code)
 	}
