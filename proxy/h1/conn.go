@@ -219,12 +219,12 @@ func (c *conn) readLine(max int) ([]byte, error) {
 			if nl > max {
 				return nil, errBadChunk
 			}
-			line := c.buf[c.r : c.r+nl]
-			c.r += nl + 1
-			if len(line) == 0 || line[len(line)-1] != '\r' {
+			line, ok := crlfLine(c.buf[c.r : c.r+nl])
+			if !ok {
 				return nil, errBadChunk
 			}
-			return line[:len(line)-1], nil
+			c.r += nl + 1
+			return line, nil
 		}
 		if c.w-c.r > max {
 			return nil, errBadChunk

@@ -169,3 +169,17 @@ func TestParseChunkSize(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkParseHead is a browser's head, as a hello request through a proxy sends it.
+func BenchmarkParseHead(b *testing.B) {
+	raw := []byte("GET /hello?name=x HTTP/1.1\r\nHost: example.com\r\nUser-Agent: Mozilla/5.0 (X11; Linux x86_64)\r\n" +
+		"Accept: text/html,application/xhtml+xml\r\nAccept-Language: en-US,en;q=0.5\r\nAccept-Encoding: gzip, deflate\r\n" +
+		"Connection: keep-alive\r\nContent-Length: 0\r\nCookie: a=1; b=2\r\n\r\n")
+	var h head
+	b.ReportAllocs()
+	for b.Loop() {
+		if rej := parseHead(raw, Limits{RequestLine: 4094, Fields: 100, FieldSize: 8190}, &h); rej != nil {
+			b.Fatal(rej)
+		}
+	}
+}
