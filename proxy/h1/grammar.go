@@ -258,7 +258,7 @@ func (c *chunks) line(line []byte) error {
 		}
 		c.state = chunkSize
 	case chunkSize:
-		size, ok := ParseChunkSize(line)
+		size, ok := parseChunkSize(line)
 		if !ok {
 			return errBadChunk
 		}
@@ -286,9 +286,9 @@ func (c *chunks) data(n int) {
 	}
 }
 
-// ParseChunkSize reads "1a2b" or "1a2b;ext=v" (RFC 9112 7.1): at most 15 hex digits, so
+// parseChunkSize reads "1a2b" or "1a2b;ext=v" (RFC 9112 7.1): at most 15 hex digits, so
 // that it cannot overflow an int64.
-func ParseChunkSize(line []byte) (int64, bool) {
+func parseChunkSize(line []byte) (int64, bool) {
 	if i := bytes.IndexByte(line, ';'); i >= 0 {
 		line = line[:i]
 	}

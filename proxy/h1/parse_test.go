@@ -159,12 +159,12 @@ func TestHeadEndAndPartialLimits(t *testing.T) {
 
 func TestParseChunkSize(t *testing.T) {
 	for line, want := range map[string]int64{"0": 0, "1a": 26, "FF;ext=1": 255, "10 ;x": 16} {
-		if n, ok := ParseChunkSize([]byte(line)); !ok || n != want {
+		if n, ok := parseChunkSize([]byte(line)); !ok || n != want {
 			t.Errorf("%q: %d %v", line, n, ok)
 		}
 	}
 	for _, line := range []string{"", "-1", "+1", "g", "1234567890abcdef0", " 1"} {
-		if _, ok := ParseChunkSize([]byte(line)); ok {
+		if _, ok := parseChunkSize([]byte(line)); ok {
 			t.Errorf("%q accepted", line)
 		}
 	}
