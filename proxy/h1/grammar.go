@@ -24,7 +24,7 @@ type rejection struct {
 
 func (r rejection) Error() string { return strconv.Itoa(r.status) + " " + r.reason }
 
-// The faults of the shared grammar; parse.go adds those only a request can have.
+// The faults of any HTTP/1 head, then those only a request head can have (parse.go).
 var (
 	errBareLF         = &rejection{400, "bare-LF-line-end"}
 	errObsFold        = &rejection{400, "obs-fold"}
@@ -37,6 +37,20 @@ var (
 	errUnknownCoding  = &rejection{501, "unsupported-transfer-coding"}
 	errDifferingCL    = &rejection{400, "differing-Content-Length"}
 	errBadCL          = &rejection{400, "bad-Content-Length"}
+
+	errBadRequestLine  = &rejection{400, "bad-request-line"}
+	errBadMethod       = &rejection{400, "bad-method"}
+	errBadTarget       = &rejection{400, "bad-request-target"}
+	errLineTooLong     = &rejection{414, "request-line-too-long"}
+	errTooManyFields   = &rejection{431, "too-many-header-fields"}
+	errFieldTooLarge   = &rejection{431, "header-field-too-large"}
+	errHeadTooLarge    = &rejection{431, "request-header-too-large"}
+	errNoHost          = &rejection{400, "missing-Host"}
+	errManyHosts       = &rejection{400, "more-than-one-Host"}
+	errBadHost         = &rejection{400, "bad-Host"}
+	errExpectation     = &rejection{417, "unsupported-Expect"}
+	errHeadTimeout     = &rejection{408, "request-head-timeout"}
+	errH2PrefaceOnHTTP = &rejection{400, "HTTP/2-preface-on-an-HTTP/1-listener"}
 )
 
 // nextLine splits the first line off a head whose lines all end in LF (headEnd and

@@ -26,23 +26,6 @@ func (l Limits) MaxHead() int {
 	return min(maxHeadCeiling, l.RequestLine+2+l.Fields*(l.FieldSize+2)+2)
 }
 
-// The faults only a request head can have; grammar.go holds those of every HTTP/1 head.
-var (
-	errBadRequestLine  = &rejection{400, "bad-request-line"}
-	errBadMethod       = &rejection{400, "bad-method"}
-	errBadTarget       = &rejection{400, "bad-request-target"}
-	errLineTooLong     = &rejection{414, "request-line-too-long"}
-	errTooManyFields   = &rejection{431, "too-many-header-fields"}
-	errFieldTooLarge   = &rejection{431, "header-field-too-large"}
-	errHeadTooLarge    = &rejection{431, "request-header-too-large"}
-	errNoHost          = &rejection{400, "missing-Host"}
-	errManyHosts       = &rejection{400, "more-than-one-Host"}
-	errBadHost         = &rejection{400, "bad-Host"}
-	errExpectation     = &rejection{417, "unsupported-Expect"}
-	errHeadTimeout     = &rejection{408, "request-head-timeout"}
-	errH2PrefaceOnHTTP = &rejection{400, "HTTP/2-preface-on-an-HTTP/1-listener"}
-)
-
 // field is one header field line, its name canonical (Content-Type) and its value trimmed.
 type field struct{ name, value string }
 
