@@ -85,7 +85,7 @@ func renderGoBench(b *strings.Builder, res *results, p plan) {
 		"on the hello app with real workers: WorkerDirect is a uwsgi request written on a worker "+
 		"connection and its answer read (no HTTP), Handler adds proxy.Handler.ServeHTTP on an "+
 		"in-memory request, HTTP adds the HTTP server on loopback (h1: herd's own, as on --http; "+
-		"net-http: Go's, as with --h2c) with 8 keep-alive Go clients in the same process (their "+
+		"net-http: Go's, for comparison) with 8 keep-alive Go clients in the same process (their "+
 		"CPU counts as the master's there); WorkerLink is one standalone worker asked over a "+
 		"connection per request (as nginx's uwsgi_pass does) and over a kept one (as herd's "+
 		"master does). master-us/op is this process's CPU per request, worker-us/op the Python "+

@@ -237,8 +237,8 @@ func BenchmarkHandler(b *testing.B) {
 }
 
 // BenchmarkHTTP is the whole master on loopback: the HTTP server (h1, herd's own, as on
-// --http; net-http, Go's, as with --h2c), proxy, 2 workers, with 8 concurrent keep-alive
-// clients in this process.
+// --http with or without --h2c; net-http, Go's, for comparison), proxy, 2 workers, with 8
+// concurrent keep-alive clients in this process.
 func BenchmarkHTTP(b *testing.B) {
 	for _, front := range []string{"h1", "net-http"} {
 		b.Run(front, func(b *testing.B) { benchHTTP(b, front) })

@@ -108,10 +108,6 @@ var copyBufPool = sync.Pool{New: func() any { b := make([]byte, copyBufSize); re
 const copyBufSize = 64 << 10
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if why, ok := parseRejection(r.Method, r.URL.Path); ok {
-		h.refuse(w, r, why)
-		return
-	}
 	// The record is pooled: the OnDone hooks (metrics, access log) use it before they return,
 	// and nothing of the exchange outlives ServeHTTP (the spool's sender is waited for).
 	rec := recordPool.Get().(*Record)
@@ -585,19 +581,6 @@ type Unavailable interface{ Unavailable() bool }
 func isUnavailable(err error) bool {
 	var u Unavailable
 	return errors.As(err, &u) && u.Unavailable()
-}
-
-// refuse answers the stand-in request for a head the checker refused (see CheckHeads), and
-// closes the connection: what the client sent after that head is not read.
-func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, why rejection) {
-	h.Log.Warn().Int("status", why.status).Str("reason", why.reason).Str("remote", r.RemoteAddr).Msg("request refused")
-	w.Header().Set("Connection", "close")
-	writeShortStatus(w, why.status)
-	if h.OnDone != nil {
-		shown := r.Clone(r.Context())
-		shown.Method, shown.URL.Path, shown.RequestURI = "-", "-", "-"
-		h.OnDone(&Record{Request: shown, Start: time.Now(), Status: why.status, Worker: -1})
-	}
 }
 
 func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error) int {

@@ -219,8 +219,8 @@ func TestMalformedWorkerResponses(t *testing.T) {
 
 // FuzzWorkerResponse: whatever a worker sends, the handler answers within bounds, and a
 // client sees a status other than 502 only for a head that is well-formed by the simple
-// reading of RFC 9112 below (written apart from response.go), and no header the worker did
-// not send in a well-formed line. Seeds: testdata/fuzz/FuzzWorkerResponse.
+// reading of RFC 9112 below (written apart from h1's parser, proxy/h1/answer.go), and no
+// header the worker did not send in a well-formed line. Seeds: testdata/fuzz/FuzzWorkerResponse.
 func FuzzWorkerResponse(f *testing.F) {
 	for _, s := range []string{
 		"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nhi",

@@ -147,17 +147,6 @@ func TestHeadHygiene(t *testing.T) {
 	})
 }
 
-// TestRejectMethodNeedsTheToken: a client that sends the stand-in's method itself is an
-// ordinary request, not a way to make herd answer with a chosen status.
-func TestRejectMethodIsOrdinaryWithoutToken(t *testing.T) {
-	h := herdtest.Start(t, herdtest.Options{Dir: testAppsDir(t), Args: []string{"fixture:app", "--workers", "1"}})
-	h.WaitReady(1, 60*time.Second)
-	resps, _ := rawExchange(t, h.Addr, "HERD-REJECT /0123/414/x HTTP/1.1\r\nHost: a\r\n\r\n", 1)
-	if len(resps) != 1 || resps[0].status == 414 {
-		t.Fatalf("got %+v", resps)
-	}
-}
-
 // TestPathInfoDecoding: PATH_INFO is percent-decoded with its bytes as latin-1 (PEP 3333),
 // and the raw path stays in REQUEST_URI and RAW_URI, so %2F is not lost.
 func TestPathInfoDecoding(t *testing.T) {

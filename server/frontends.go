@@ -22,7 +22,7 @@ import (
 
 // listenerSet is every listening socket of the master, by what it serves.
 type listenerSet struct {
-	http  []net.Listener // herd's HTTP/1 server (and cleartext HTTP/2 with --h2c)
+	http  []net.Listener // herd's HTTP/1 server (handing cleartext HTTP/2 on with --h2c)
 	https []net.Listener // TLS: HTTP/1.1 through herd's server, h2 through net/http
 	uwsgi []net.Listener // the uwsgi front end, for nginx's uwsgi_pass
 	admin net.Listener   // nil without --admin
@@ -81,28 +81,29 @@ const (
 
 // frontEnds are the HTTP (and HTTPS) and the uwsgi servers, stopped together.
 type frontEnds struct {
-	http    *http.Server // HTTP/2, and everything on --http with --h2c
+	http    *http.Server // HTTP/2 only: what h1 hands on through h2conns
 	h1      *h1.Server
-	h2conns *connQueue // TLS connections that negotiated h2, for http
+	h2conns *connQueue // connections h1 hands to http (see connQueue)
 	uwsgi   *proxy.UwsgiServer
 	conns   *connTracker
 	lns     listenerSet
 	h2c     bool
-	limits  proxy.HeadLimits
 }
 
-// newFrontEnds makes the servers: HTTP/1.x goes through herd's own server (proxy/h1);
-// net/http serves HTTP/2 (over TLS once ALPN chose h2, and cleartext with --h2c, where
-// net/http takes the --http listeners with the head checker in front of it).
+// newFrontEnds makes the servers: every connection on --http and --https goes through
+// herd's own server (proxy/h1), which serves HTTP/1.x and hands HTTP/2 on to net/http: a
+// TLS connection once ALPN chose h2, and with --h2c a cleartext one that opens with
+// HTTP/2's preface.
 func newFrontEnds(cfg *config.Config, front *frontHandler, onDone func(*proxy.Record), certs *certStore, lns listenerSet, log zerolog.Logger) frontEnds {
-	limits := proxy.HeadLimits{RequestLine: cfg.LimitRequestLine, Fields: cfg.LimitRequestFields, FieldSize: cfg.LimitRequestFieldSize, H2C: cfg.H2C, HeadTimeout: cfg.HeaderTimeout}
+	limits := h1.Limits{RequestLine: cfg.LimitRequestLine, Fields: cfg.LimitRequestFields, FieldSize: cfg.LimitRequestFieldSize}
 	conns := &connTracker{}
 	srv := &http.Server{
 		Handler:           conns.handler(front.http),
 		ConnState:         conns.connState,
 		ReadHeaderTimeout: cfg.HeaderTimeout, // slowloris: see --header-timeout
-		// Above the head checker's bound, so that the checker refuses first, with the
-		// status gunicorn's limits give.
+		// An HTTP/2 header list may be as large as an HTTP/1 head (gunicorn's limits, or
+		// what a uwsgi packet carries), with room: HTTP/2 counts 32 bytes more per field
+		// (RFC 9113 6.5.2). Over it: 431.
 		MaxHeaderBytes: limits.MaxHead() + 4096,
 		IdleTimeout:    cfg.KeepAlive,
 		ErrorLog:       newStdLogger(log.With().Str("component", "http").Logger()),
@@ -110,7 +111,7 @@ func newFrontEnds(cfg *config.Config, front *frontHandler, onDone func(*proxy.Re
 	}
 	h1srv := &h1.Server{
 		Handler:       conns.handler(front.http),
-		Limits:        h1.Limits{RequestLine: cfg.LimitRequestLine, Fields: cfg.LimitRequestFields, FieldSize: cfg.LimitRequestFieldSize},
+		Limits:        limits,
 		HeaderTimeout: cfg.HeaderTimeout,
 		IdleTimeout:   cfg.KeepAlive,
 		// As the uwsgi front end: a body that stops coming for a minute is given up.
@@ -125,12 +126,17 @@ func newFrontEnds(cfg *config.Config, front *frontHandler, onDone func(*proxy.Re
 		h1srv.TLSConfig = certs.tlsConfig()
 		h1srv.NextProto = map[string]func(*tls.Conn){"h2": func(c *tls.Conn) { h2conns.push(c) }}
 	}
+	if cfg.H2C {
+		// HTTP/1 on these listeners stays h1's, with its checks and limits; only what
+		// opens with HTTP/2's preface goes to net/http.
+		h1srv.H2C = h2conns.push
+	}
 	if cfg.KeepAlive == 0 {
 		srv.SetKeepAlivesEnabled(false) // gunicorn's --keep-alive 0
 		h1srv.SetKeepAlivesEnabled(false)
 	}
 	uwsgiSrv := &proxy.UwsgiServer{Handler: front.uwsgi, HeadTimeout: uwsgiHeadTimeout, BodyIdleTimeout: uwsgiBodyIdleTimeout}
-	return frontEnds{http: srv, h1: h1srv, h2conns: h2conns, uwsgi: uwsgiSrv, conns: conns, lns: lns, h2c: cfg.H2C, limits: limits}
+	return frontEnds{http: srv, h1: h1srv, h2conns: h2conns, uwsgi: uwsgiSrv, conns: conns, lns: lns, h2c: cfg.H2C}
 }
 
 // serve starts one goroutine per listener, counted in wg; each ends when its listener
@@ -154,19 +160,16 @@ func (f frontEnds) serve(wg *sync.WaitGroup, log zerolog.Logger) {
 	for _, ln := range f.lns.uwsgi {
 		run(ln, "uwsgi", f.uwsgi.Serve, proxy.ErrServerClosed)
 	}
+	// HTTP/1.x, plain or over TLS, is herd's own server, with its request checks; a TLS
+	// connection that negotiated h2, or with --h2c a plain one that opened with HTTP/2's
+	// preface, goes to net/http through h2conns.
 	for _, ln := range f.lns.http {
-		if f.h2c {
-			run(ln, "http", func(ln net.Listener) error { return f.http.Serve(proxy.CheckHeads(ln, f.limits)) }, http.ErrServerClosed)
-		} else {
-			run(ln, "http", f.h1.Serve, h1.ErrServerClosed)
-		}
+		run(ln, "http", f.h1.Serve, h1.ErrServerClosed)
 	}
 	for _, ln := range f.lns.https {
-		// HTTP/1.1 over TLS is herd's own server, with its request checks; a connection
-		// that negotiated h2 goes to net/http through h2conns.
 		run(ln, "https", f.h1.ServeTLS, h1.ErrServerClosed)
 	}
-	if f.http.TLSConfig != nil {
+	if f.http.TLSConfig != nil || f.h2c {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -207,11 +210,12 @@ func (f frontEnds) Shutdown(ctx context.Context) error {
 	return errors.Join(f.http.Shutdown(ctx), <-h1Done, <-uwsgiDone)
 }
 
-// httpProtocols are what the HTTP server speaks: HTTP/1.1, HTTP/2 over TLS (ALPN), and
-// cleartext HTTP/2 with prior knowledge only when --h2c asks for it.
+// httpProtocols are what net/http speaks: HTTP/2 over TLS (ALPN), and cleartext HTTP/2
+// with prior knowledge only when --h2c asks for it. Never HTTP/1: every HTTP/1 request is
+// h1's, so that one grammar judges them all; a connection h1 handed on that is not HTTP/2
+// after all is closed.
 func httpProtocols(h2c bool) *http.Protocols {
 	p := &http.Protocols{}
-	p.SetHTTP1(true)
 	p.SetHTTP2(true)
 	p.SetUnencryptedHTTP2(h2c)
 	return p

@@ -1,7 +1,6 @@
 package server
 
 import (
-	"crypto/tls"
 	"net"
 	"net/http"
 	"net/url"
@@ -11,9 +10,11 @@ import (
 	"github.com/herd-server/herd/proxy"
 )
 
-// connQueue is a net.Listener fed by hand: the TLS connections herd's HTTP/1 server
-// handshook and that negotiated h2 go through it to net/http's HTTP/2 server, which takes
-// them as any listener's (a *tls.Conn with h2 is served as HTTP/2).
+// connQueue is a net.Listener fed by hand: the connections herd's HTTP/1 server hands on
+// go through it to net/http's HTTP/2 server, which takes them as any listener's. They are
+// the TLS connections h1 handshook and that negotiated h2 (a *tls.Conn with h2 is served
+// as HTTP/2), and with --h2c the plain ones that opened with HTTP/2's preface (read again
+// from their first byte: net/http's UnencryptedHTTP2 sees the preface and serves h2c).
 type connQueue struct {
 	conns  chan net.Conn
 	closed chan struct{}
@@ -25,7 +26,7 @@ func newConnQueue() *connQueue {
 }
 
 // push hands c over, or closes it when the queue is closed.
-func (q *connQueue) push(c *tls.Conn) {
+func (q *connQueue) push(c net.Conn) {
 	select {
 	case q.conns <- c:
 	case <-q.closed:

@@ -268,8 +268,8 @@ func (s *hostileSuite) slowloris(t *testing.T, r *attackResult) func() {
 	hs := &holders{}
 	opened := time.Now() // the first connection's --header-timeout runs from about here
 	for _, c := range dialAll(t, "tcp", s.h.Addr, s.scale.slowloris) {
-		// The later heads of a kept-alive connection are timed by the head checker (408):
-		// proxy's TestCheckHeadsTimesOutASlowKeptAliveHead.
+		// The later heads of a kept-alive connection are timed by h1 (408): proxy/h1's
+		// TestHeaderTimeouts.
 		head := "GET /hello HTTP/1.1\r\nHost: a\r\nX-Slow: "
 		if _, err := io.WriteString(c, head); err != nil {
 			t.Fatal(err)
@@ -531,8 +531,8 @@ func (s *hostileSuite) flood(t *testing.T, r *attackResult) func() {
 		if peakFDs > limitFDs+fdSlack {
 			t.Errorf("master descriptors peaked at %d under the flood: over --max-connections %d + %d", peakFDs, s.scale.maxConns, baseFDs+fdSlack)
 		}
-		// An idle connection costs the master a goroutine, a read buffer and the head
-		// checker's: a few KiB (more under -race). 64 KiB each is a bound with room.
+		// An idle connection costs the master a goroutine and a read buffer: a few KiB
+		// (more under -race). 64 KiB each is a bound with room.
 		if grew := peakRSS - baseRSS; grew > int64(s.scale.maxConns)*64 {
 			t.Errorf("master RSS grew by %d KiB under the flood: over 64 KiB per allowed connection", grew)
 		}

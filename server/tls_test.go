@@ -325,6 +325,46 @@ func TestH2C(t *testing.T) {
 	}
 }
 
+// TestH2CJudgesHTTP1AsHTTP: with --h2c, HTTP/1 requests on the --http listener get the
+// checks and limits of the plain --http path (once a head checker in front of net/http,
+// now the same h1 server): every request-smuggling shape and oversized head of the
+// hostile suite is refused with the same status and a close, the unambiguous ones are
+// answered as framed, no request hidden behind a refused one reaches the app, and the
+// listener still speaks cleartext HTTP/2.
+func TestH2CJudgesHTTP1AsHTTP(t *testing.T) {
+	countFile := filepath.Join(t.TempDir(), "count")
+	if err := os.WriteFile(countFile, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	h := herdtest.Start(t, herdtest.Options{Dir: testAppsDir(t), Env: []string{"HERD_HOSTILE_COUNT=" + countFile},
+		Args: []string{"hostileapp:app", "--workers", "1", "--access-log", "off", "--h2c"}})
+	h.WaitReady(1, 60*time.Second)
+
+	for _, tc := range smugglingCases() {
+		if strings.HasPrefix(tc.raw, "PRI * HTTP/2.0") {
+			continue // h2c's to serve here
+		}
+		statuses, bodies, closed, err := sendSmuggle(h.Addr, tc)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if wrong := judgeSmuggle(tc, statuses, bodies, closed); wrong != "" {
+			t.Errorf("%s: %s", tc.name, wrong)
+		}
+	}
+	for _, tc := range hugeHeaderCases() {
+		if status, err := sendHead(h.Addr, tc.head); err != nil || status != tc.status {
+			t.Errorf("%s: got %d (%v), want %d", tc.name, status, err, tc.status)
+		}
+	}
+	if b, err := os.ReadFile(countFile); err != nil || len(b) != 0 {
+		t.Errorf("hidden requests reached the app (%v):\n%s", err, b)
+	}
+	if got := request(t, h2cClient(), "POST", h.URL+"/echo", []byte("h2c")); got.Proto != "HTTP/2.0" || got.Body != "h2c" {
+		t.Errorf("h2c beside them: %s %q", got.Proto, got.Body)
+	}
+}
+
 // TestHTTPSConfigErrors: a TLS setup that cannot work stops herd before it serves anything,
 // with an error that names what to fix.
 func TestHTTPSConfigErrors(t *testing.T) {

@@ -1,43 +1,18 @@
 package h1
 
 import (
-	"bytes"
-	"errors"
 	"io"
-	"strconv"
 	"time"
-)
-
-// Bounds of a chunked body's framing, as herd's head checker had them: a chunk-size line
-// with its extensions, and the trailer lines after the last chunk.
-const (
-	maxChunkLine = 4096
-	maxTrailers  = 100
-)
-
-// errBadChunk is any chunked framing herd will not read: a bad size line, a missing CRLF,
-// too many or folded trailers. The connection closes after such a body.
-var errBadChunk = errors.New("malformed chunked request body")
-
-type chunkState int
-
-const (
-	chunkSize    chunkState = iota // expecting a chunk-size line
-	chunkData                      // left bytes of chunk data to pass
-	chunkDataEnd                   // expecting the CRLF after chunk data
-	chunkTrailer                   // expecting trailer lines up to an empty one
-	chunkDone
 )
 
 // body is a request body, read from the connection's buffer and then from the socket. It
 // stops at the body's end, so the next request's bytes stay for the next head.
 type body struct {
-	c        *conn
-	left     int64 // Content-Length bytes left, or bytes left in the current chunk
-	chunked  bool
-	state    chunkState
-	trailers int
-	err      error // sticky: io.EOF at the end, or what broke
+	c       *conn
+	left    int64 // Content-Length bytes left
+	chunked bool
+	chunks  chunks // the framing of a chunked body (grammar.go)
+	err     error  // sticky: io.EOF at the end, or what broke
 	// expectContinue: the client waits for "100 Continue" before it sends the body; it goes
 	// out on the first Read, so a request refused without reading its body never invites it.
 	expectContinue bool
@@ -62,16 +37,31 @@ func (b *body) Read(p []byte) (int, error) {
 		}
 	}
 	if !b.chunked {
-		return b.readData(p, false)
+		n, err := b.readData(p, b.left)
+		b.left -= int64(n)
+		if b.left == 0 && err == nil {
+			b.err = io.EOF // the next Read says so
+		}
+		return n, err
 	}
 	for {
-		switch b.state {
+		switch b.chunks.state {
 		case chunkData:
-			return b.readData(p, true)
+			n, err := b.readData(p, b.chunks.left)
+			b.chunks.data(n)
+			return n, err
 		case chunkDone:
-			return 0, b.err
+			b.err = io.EOF
+			return 0, io.EOF
 		}
-		if err := b.framingLine(); err != nil {
+		line, err := b.c.readLine(maxChunkLine)
+		if err == nil {
+			err = b.chunks.line(line)
+		}
+		if err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
 			b.err = err
 			return 0, err
 		}
@@ -80,90 +70,31 @@ func (b *body) Read(p []byte) (int, error) {
 
 // readData passes up to left bytes: from the buffer first, then straight from the socket
 // into p, since a large body need not go through the buffer.
-func (b *body) readData(p []byte, chunk bool) (int, error) {
-	if int64(len(p)) > b.left {
-		p = p[:b.left]
+func (b *body) readData(p []byte, left int64) (int, error) {
+	if int64(len(p)) > left {
+		p = p[:left]
 	}
 	if len(p) == 0 {
 		return 0, nil
 	}
 	c := b.c
-	var n int
 	if c.r < c.w {
-		n = copy(p, c.buf[c.r:c.w])
+		n := copy(p, c.buf[c.r:c.w])
 		c.r += n
-	} else {
-		var err error
-		if t := c.srv.BodyIdleTimeout; t > 0 {
-			_ = c.nc.SetReadDeadline(time.Now().Add(t))
-		}
-		n, err = c.rw.Read(p)
-		if n == 0 {
-			if err == nil || err == io.EOF {
-				err = io.ErrUnexpectedEOF
-			}
-			b.err = err
-			return 0, err
-		}
+		return n, nil
 	}
-	b.left -= int64(n)
-	if b.left == 0 {
-		if chunk {
-			b.state = chunkDataEnd
-		} else {
-			b.err = io.EOF
-		}
+	if t := c.srv.BodyIdleTimeout; t > 0 {
+		_ = c.nc.SetReadDeadline(time.Now().Add(t))
 	}
-	return n, nil
-}
-
-// framingLine reads one line of chunked framing and moves the state on.
-func (b *body) framingLine() error {
-	line, err := b.c.readLine(maxChunkLine)
-	if err != nil {
-		if err == io.EOF {
+	n, err := c.rw.Read(p)
+	if n == 0 {
+		if err == nil || err == io.EOF {
 			err = io.ErrUnexpectedEOF
 		}
-		return err
+		b.err = err
+		return 0, err
 	}
-	switch b.state {
-	case chunkDataEnd:
-		if len(line) != 0 {
-			return errBadChunk
-		}
-		b.state = chunkSize
-	case chunkSize:
-		size, ok := ParseChunkSize(line)
-		if !ok {
-			return errBadChunk
-		}
-		b.left, b.state = size, chunkData
-		if size == 0 {
-			b.state = chunkTrailer
-		}
-	case chunkTrailer:
-		b.trailers++
-		switch {
-		case len(line) == 0:
-			b.state, b.err = chunkDone, io.EOF
-		case b.trailers > maxTrailers, line[0] == ' ', line[0] == '\t':
-			return errBadChunk
-		}
-	}
-	return nil
-}
-
-// ParseChunkSize reads "1a2b" or "1a2b;ext=v" (RFC 9112 7.1).
-func ParseChunkSize(line []byte) (int64, bool) {
-	if i := bytes.IndexByte(line, ';'); i >= 0 {
-		line = line[:i]
-	}
-	line = bytes.TrimRight(line, " \t")
-	if len(line) == 0 || len(line) > 15 || line[0] == '+' || line[0] == '-' {
-		return 0, false
-	}
-	n, err := strconv.ParseInt(string(line), 16, 64)
-	return n, err == nil
+	return n, nil
 }
 
 // done reports whether the body was read to its end.

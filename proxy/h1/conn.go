@@ -54,6 +54,9 @@ type conn struct {
 	// state is idle (0) between requests and active (1) while one is served, for
 	// Shutdown, which closes idle connections only.
 	state atomic.Int32
+	// h2c is the connection going on as cleartext HTTP/2 (see takeH2C): once h1 has let
+	// go of it, the server's H2C takes it instead of a close.
+	h2c net.Conn
 }
 
 const (
@@ -101,6 +104,11 @@ func (c *conn) serve() {
 		rej, err := c.readHead(first)
 		if err != nil {
 			return
+		}
+		if rej == errH2PrefaceOnHTTP && first {
+			if c.h2c = c.takeH2C(); c.h2c != nil {
+				return // close hands it over
+			}
 		}
 		c.state.Store(stateActive)
 		if rej != nil {
@@ -219,12 +227,12 @@ func (c *conn) readLine(max int) ([]byte, error) {
 			if nl > max {
 				return nil, errBadChunk
 			}
-			line := c.buf[c.r : c.r+nl]
-			c.r += nl + 1
-			if len(line) == 0 || line[len(line)-1] != '\r' {
+			line, ok := crlfLine(c.buf[c.r : c.r+nl])
+			if !ok {
 				return nil, errBadChunk
 			}
-			return line[:len(line)-1], nil
+			c.r += nl + 1
+			return line, nil
 		}
 		if c.w-c.r > max {
 			return nil, errBadChunk
@@ -488,6 +496,13 @@ func (c *conn) close() {
 		_ = c.raw.Flush()
 	}
 	c.cancel()
-	_ = c.nc.Close()
+	if c.h2c == nil {
+		_ = c.nc.Close()
+	}
+	// Forgotten before the hand-over: h1's Shutdown and Close must not touch a connection
+	// that net/http serves.
 	c.srv.forget(c)
+	if c.h2c != nil {
+		c.srv.H2C(c.h2c)
+	}
 }

@@ -159,13 +159,27 @@ func TestHeadEndAndPartialLimits(t *testing.T) {
 
 func TestParseChunkSize(t *testing.T) {
 	for line, want := range map[string]int64{"0": 0, "1a": 26, "FF;ext=1": 255, "10 ;x": 16} {
-		if n, ok := ParseChunkSize([]byte(line)); !ok || n != want {
+		if n, ok := parseChunkSize([]byte(line)); !ok || n != want {
 			t.Errorf("%q: %d %v", line, n, ok)
 		}
 	}
 	for _, line := range []string{"", "-1", "+1", "g", "1234567890abcdef0", " 1"} {
-		if _, ok := ParseChunkSize([]byte(line)); ok {
+		if _, ok := parseChunkSize([]byte(line)); ok {
 			t.Errorf("%q accepted", line)
+		}
+	}
+}
+
+// BenchmarkParseHead is a browser's head, as a hello request through a proxy sends it.
+func BenchmarkParseHead(b *testing.B) {
+	raw := []byte("GET /hello?name=x HTTP/1.1\r\nHost: example.com\r\nUser-Agent: Mozilla/5.0 (X11; Linux x86_64)\r\n" +
+		"Accept: text/html,application/xhtml+xml\r\nAccept-Language: en-US,en;q=0.5\r\nAccept-Encoding: gzip, deflate\r\n" +
+		"Connection: keep-alive\r\nContent-Length: 0\r\nCookie: a=1; b=2\r\n\r\n")
+	var h head
+	b.ReportAllocs()
+	for b.Loop() {
+		if rej := parseHead(raw, Limits{RequestLine: 4094, Fields: 100, FieldSize: 8190}, &h); rej != nil {
+			b.Fatal(rej)
 		}
 	}
 }

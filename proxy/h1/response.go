@@ -4,7 +4,6 @@ import (
 	"io"
 	"net/http"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -365,7 +364,7 @@ func appendHeader(b []byte, h http.Header) []byte {
 		}
 	}
 	for _, k := range keys {
-		if !validFieldName(k) {
+		if !isToken(k) {
 			continue
 		}
 		for _, v := range h[k] {
@@ -382,29 +381,6 @@ func appendHeader(b []byte, h http.Header) []byte {
 		}
 	}
 	return b
-}
-
-func validFieldName(k string) bool {
-	if k == "" {
-		return false
-	}
-	for i := 0; i < len(k); i++ {
-		if !isTokenByte(k[i]) {
-			return false
-		}
-	}
-	return true
-}
-
-func hasToken(values []string, token string) bool {
-	for _, v := range values {
-		for part := range strings.SplitSeq(v, ",") {
-			if strings.EqualFold(trimOWS(part), token) {
-				return true
-			}
-		}
-	}
-	return false
 }
 
 // The Date field changes once a second: it is formatted once a second, not per response.

@@ -1,22 +1,28 @@
-// Package h1 is herd's HTTP/1.x server: the front end every plain HTTP request and every
-// HTTP/1.1-over-TLS request comes through.
+// Package h1 is herd's HTTP/1: the one grammar every HTTP/1 head and body herd reads goes
+// through, and the server every HTTP/1.x request comes in by.
+//
+// It owns the reading of a client's request (parse.go, body.go) and of a worker's answer
+// (answer.go), both by the rules of grammar.go, and the HTTP/1.x server of every --http and
+// --https listener (server.go, conn.go, response.go). HTTP/2 it hands on to net/http: a TLS
+// connection that negotiated h2 (NextProto), and with --h2c a cleartext one that opens with
+// HTTP/2's preface (H2C). No other code of herd parses HTTP/1; h1 knows nothing of workers
+// or pools (a worker's answer is bytes on a bufio.Reader to it).
 //
 // Why not net/http's server: on the 2-core machines herd is measured on, net/http cost the
 // master more CPU per proxied hello request than everything else it does (its
 // per-request allocations, the background read that watches for a client leaving, a
 // flush per response, the runtime's sysmon woken by every blocking system call). This
 // server does the least a keep-alive HTTP/1.1 exchange needs: one read of the head into a
-// reused buffer, a parse that also enforces herd's request-smuggling rules (it replaces the
-// head checker that sat in front of net/http), a reused http.Request, and one write of the
-// whole response, made inside the next read's poll (see internal/rawio). It serves any
-// http.Handler, so herd's handlers work on it and on net/http (HTTP/2) alike.
+// reused buffer, a parse that also enforces herd's request-smuggling rules, a reused
+// http.Request, and one write of the whole response, made inside the next read's poll (see
+// internal/rawio). It serves any http.Handler, so herd's handlers work on it and on
+// net/http (HTTP/2) alike.
 //
-// What it does not do, by design: HTTP/2 (a TLS connection that negotiates h2 is handed to
-// NextProto, net/http's HTTP/2 server), Hijack, trailers, a background read per request
-// (a client that leaves while its request is served is noticed when the answer is
-// written; see ClientGone for one that leaves while it waits for a worker), and
-// Content-Type sniffing (an app's response goes out with the headers the app gave, as
-// uWSGI and gunicorn send it).
+// What it does not do, by design: HTTP/2 itself, Hijack, trailers (read past and
+// dropped), a background read per request (a client that leaves while its request is
+// served is noticed when the answer is written; see ClientGone for one that leaves while
+// it waits for a worker), and Content-Type sniffing (an app's response goes out with the
+// headers the app gave, as uWSGI and gunicorn send it).
 package h1
 
 import (
@@ -58,6 +64,11 @@ type Server struct {
 	TLSConfig *tls.Config
 	// NextProto takes over a TLS connection that negotiated one of its protocols ("h2").
 	NextProto map[string]func(*tls.Conn)
+	// H2C, when set, takes over a plain connection that opens with HTTP/2's client preface
+	// (cleartext HTTP/2 with prior knowledge, --h2c), for net/http's HTTP/2 server: reading
+	// it gives the preface and whatever followed it first. Without H2C the preface is
+	// refused with 400, as a request line that is not HTTP/1.
+	H2C func(net.Conn)
 
 	disableKeepAlives atomic.Bool
 	closing           atomic.Bool
@@ -212,7 +223,11 @@ func (s *Server) forget(c *conn) {
 	delete(s.conns, c)
 	s.mu.Unlock()
 	if s.ConnState != nil {
-		s.ConnState(c.nc, http.StateClosed)
+		st := http.StateClosed
+		if c.h2c != nil {
+			st = http.StateHijacked // open still, and served by another
+		}
+		s.ConnState(c.nc, st)
 	}
 }
 

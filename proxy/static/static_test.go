@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/herd-server/herd/internal/listener"
-	"github.com/herd-server/herd/proxy"
 )
 
 func TestAcceptedEncodings(t *testing.T) {
@@ -309,9 +308,9 @@ func (l spyListener) Accept() (net.Conn, error) {
 }
 
 // TestSendfileThroughWrappers: a large file's body reaches the TCP connection's ReadFrom as
-// a file, through every wrapper herd puts around the connection (the head checker, the
-// PROXY-protocol listener) and around the ResponseWriter (the access-log recorder). A
-// wrapper that hid ReadFrom would make net/http copy through a buffer instead.
+// a file, through every wrapper herd puts around the connection (the PROXY-protocol
+// listener) and around the ResponseWriter (the access-log recorder). A wrapper that hid
+// ReadFrom would make net/http copy through a buffer instead.
 func TestSendfileThroughWrappers(t *testing.T) {
 	dir := t.TempDir()
 	big := strings.Repeat("x", 64<<10)
@@ -339,7 +338,7 @@ func TestSendfileThroughWrappers(t *testing.T) {
 			done := make(chan struct{})
 			go func() {
 				defer close(done)
-				_ = srv.Serve(proxy.CheckHeads(ln, proxy.HeadLimits{}))
+				_ = srv.Serve(ln)
 			}()
 			defer func() { _ = srv.Close(); <-done }()
 

@@ -1,4 +1,4 @@
-package proxy
+package h1
 
 import (
 	"bufio"
@@ -26,6 +26,8 @@ func TestReadResponseHeadAccepts(t *testing.T) {
 	}{
 		{"hello", "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello", "GET",
 			ResponseHead{StatusCode: 200, ContentLength: 5, Header: http.Header{"Content-Type": {"text/plain"}, "Content-Length": {"5"}}}, "hello"},
+		{"chunks with extensions", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2;a=b\r\nab\r\n0001\r\nc\r\n0;x\r\n\r\n", "GET",
+			ResponseHead{StatusCode: 200, ContentLength: -1, Chunked: true, Header: http.Header{"Transfer-Encoding": {"chunked"}}}, "abc"},
 		{"chunked with trailers", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nX-T: 1\r\n\r\n", "GET",
 			ResponseHead{StatusCode: 200, ContentLength: -1, Chunked: true, Header: http.Header{"Transfer-Encoding": {"chunked"}}}, "abc"},
 		{"to EOF", "HTTP/1.0 200 OK\r\nx-lower:  spaced value\t\r\n\r\nall of it", "GET",
@@ -121,6 +123,13 @@ func TestResponseBodyFraming(t *testing.T) {
 		{"chunks cut", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nab", io.ErrUnexpectedEOF},
 		{"trailers cut", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n", io.ErrUnexpectedEOF},
 		{"trailer with bare LF", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nA: b\n\r\n", ErrBadResponse},
+		// The rules of a chunked request body (grammar.go's chunks), on a worker's answer too.
+		{"chunk size with a bare LF", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\nabc\r\n0\r\n\r\n", ErrBadResponse},
+		{"chunk longer than its size", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabc\r\n0\r\n\r\n", ErrBadResponse},
+		{"chunk size overflowing int64", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nfffffffffffffffff1\r\nabc\r\n0\r\n\r\n", ErrBadResponse},
+		{"chunk extension of 5000 bytes", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3;a=" + strings.Repeat("b", 5000) + "\r\nabc\r\n0\r\n\r\n", ErrBadResponse},
+		{"folded trailer", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nT: 1\r\n 2\r\n\r\n", ErrBadResponse},
+		{"101 trailers", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n" + strings.Repeat("T: 1\r\n", 101) + "\r\n", ErrBadResponse},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			head, br, err := parseTestHead(t, tc.raw, "GET")

@@ -1,4 +1,4 @@
-package proxy
+package h1
 
 import (
 	"bufio"
@@ -6,25 +6,24 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httputil"
-	"net/textproto"
-	"strconv"
 	"strings"
 )
 
-// The worker's answer is read by ReadResponseHead, not by net/http's http.ReadResponse: the
-// generic reader builds an *http.Response, a textproto.Reader and a string per line, and
-// accepts more than herd wants from the process behind it (bare LF line ends, obs-fold,
-// HTTP/1.x versions it guesses at). This one reads the head into one string, parses it in
-// place, and refuses every shape that is not a plain HTTP/1.0 or 1.1 head with CRLF line
-// ends. A refused head is a broken worker: the client gets 502 (requestStatus).
+// The parser of what a worker answers. The worker's answer is read by ReadResponseHead, not
+// by net/http's http.ReadResponse: the generic reader builds an *http.Response, a
+// textproto.Reader and a string per line, and accepts more than herd wants from the process
+// behind it (bare LF line ends, obs-fold, HTTP/1.x versions it guesses at). This one reads
+// the head into one string, parses it in place with the grammar a client's request is read
+// with (grammar.go), and refuses every shape that is not a plain HTTP/1.0 or 1.1 head with
+// CRLF line ends. A refused head is a broken worker: the client gets 502 (proxy's
+// requestStatus).
 
 // maxResponseHead bounds a worker's status line and header fields together, so a worker
 // that writes a head without end cannot grow the master's memory.
 const maxResponseHead = 1 << 20
 
-// ErrBadResponse is the error of every malformed worker response head; the wrapping error
-// says what was wrong.
+// ErrBadResponse is the error of every malformed worker response; the wrapping error says
+// what was wrong.
 var ErrBadResponse = errors.New("malformed worker response")
 
 // ResponseHead is the status line and header of a worker's response.
@@ -102,9 +101,9 @@ func badResponse(what string, line string) error {
 
 // parseResponseHead parses a whole head (every line with its line end, the empty one last).
 func parseResponseHead(raw, method string, head *ResponseHead) error {
-	status, rest, err := nextLine(raw)
-	if err != nil {
-		return err
+	status, rest, fault := nextLine(raw)
+	if fault != nil {
+		return badResponse(fault.reason, raw)
 	}
 	http10, err := parseStatusLine(status, head)
 	if err != nil {
@@ -115,17 +114,25 @@ func parseResponseHead(raw, method string, head *ResponseHead) error {
 	fields := strings.Count(rest, "\n") - 1
 	head.Header = make(http.Header, fields)
 	values := make([]string, 0, fields)
+	var clArr, teArr [2]string
+	contentLength, transferEncoding := clArr[:0], teArr[:0]
 	for {
 		var line string
-		if line, rest, err = nextLine(rest); err != nil {
-			return err
+		if line, rest, fault = nextLine(rest); fault != nil {
+			return badResponse(fault.reason, rest)
 		}
 		if line == "" {
 			break
 		}
-		name, value, err := parseField(line)
-		if err != nil {
-			return err
+		name, value, fault := splitField(line)
+		if fault != nil {
+			return badResponse(fault.reason, line)
+		}
+		switch name {
+		case "Content-Length":
+			contentLength = appendList(contentLength, value)
+		case "Transfer-Encoding":
+			transferEncoding = appendList(transferEncoding, value)
 		}
 		values = append(values, value)
 		if prev, ok := head.Header[name]; ok {
@@ -135,13 +142,14 @@ func parseResponseHead(raw, method string, head *ResponseHead) error {
 			head.Header[name] = values[len(values)-1 : len(values) : len(values)]
 		}
 	}
-	if rest != "" {
-		return badResponse("bytes after the end of the head", rest)
+	// Unlike a client, the master refuses every doubt about the framing: a worker's answer
+	// framed two ways could make the next answer on the connection start in the wrong place.
+	head.ContentLength, head.Chunked, fault = frame(contentLength, transferEncoding, http10)
+	if fault != nil {
+		return badResponse(fault.reason, strings.Join(append(contentLength, transferEncoding...), ", "))
 	}
-	if err := head.setFraming(head.Header["Content-Length"], head.Header["Transfer-Encoding"], http10); err != nil {
-		return err
-	}
-	head.Close = closes(head.Header["Connection"], http10)
+	connection := head.Header["Connection"]
+	head.Close = hasToken(connection, "close") || http10 && !hasToken(connection, "keep-alive")
 	code := head.StatusCode
 	if method == http.MethodHead || code < 200 || code == http.StatusNoContent || code == http.StatusNotModified {
 		head.NoBody = true
@@ -153,22 +161,6 @@ func parseResponseHead(raw, method string, head *ResponseHead) error {
 		head.Close = true // the body ends with the connection
 	}
 	return nil
-}
-
-// nextLine splits off the first CRLF-ended line of s, refusing a bare CR or LF in it.
-func nextLine(s string) (line, rest string, err error) {
-	nl := strings.IndexByte(s, '\n')
-	if nl < 0 {
-		return "", "", badResponse("unterminated line", s)
-	}
-	if nl == 0 || s[nl-1] != '\r' {
-		return "", "", badResponse("line not ended by CRLF", s[:nl])
-	}
-	line = s[:nl-1]
-	if strings.IndexByte(line, '\r') >= 0 {
-		return "", "", badResponse("CR inside a line", line)
-	}
-	return line, s[nl+1:], nil
 }
 
 // parseStatusLine reads "HTTP/1.1 200 OK" (the reason may be empty, with or without its
@@ -206,102 +198,6 @@ func parseStatusLine(line string, head *ResponseHead) (http10 bool, err error) {
 	return http10, nil
 }
 
-// parseField splits "Name: value" into the canonical name and the value without its
-// surrounding whitespace.
-func parseField(line string) (name, value string, err error) {
-	if line[0] == ' ' || line[0] == '\t' {
-		return "", "", badResponse("obs-fold continuation line", line)
-	}
-	colon := strings.IndexByte(line, ':')
-	if colon <= 0 {
-		return "", "", badResponse("header field without a name", line)
-	}
-	name = line[:colon]
-	for i := 0; i < len(name); i++ {
-		if !isTokenByte(name[i]) {
-			return "", "", badResponse("bad header field name", line)
-		}
-	}
-	value = strings.Trim(line[colon+1:], " \t")
-	if !validFieldValue(value) {
-		return "", "", badResponse("control byte in a header field value", line)
-	}
-	return textproto.CanonicalMIMEHeaderKey(name), value, nil
-}
-
-// validFieldValue: field-content of RFC 9110 5.5, visible ASCII, obs-text, space and tab.
-func validFieldValue(v string) bool {
-	for i := 0; i < len(v); i++ {
-		if c := v[i]; c < ' ' && c != '\t' || c == 0x7f {
-			return false
-		}
-	}
-	return true
-}
-
-// isTokenByte: tchar of RFC 9110 5.6.2.
-func isTokenByte(c byte) bool {
-	switch {
-	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
-		return true
-	}
-	return strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
-}
-
-// setFraming applies Content-Length and Transfer-Encoding. Unlike a client, the master
-// refuses every doubt: a worker's answer framed two ways could make the next answer on the
-// connection start in the wrong place.
-func (h *ResponseHead) setFraming(contentLength, transferEncoding []string, http10 bool) error {
-	if len(transferEncoding) > 0 {
-		switch {
-		case len(contentLength) > 0:
-			return badResponse("Content-Length with Transfer-Encoding", transferEncoding[0])
-		case http10:
-			return badResponse("Transfer-Encoding in an HTTP/1.0 response", transferEncoding[0])
-		case len(transferEncoding) > 1 || !strings.EqualFold(transferEncoding[0], "chunked"):
-			return badResponse("Transfer-Encoding other than chunked", strings.Join(transferEncoding, ", "))
-		}
-		h.Chunked = true
-		return nil
-	}
-	var length string
-	for _, v := range contentLength {
-		for part := range strings.SplitSeq(v, ",") {
-			part = strings.Trim(part, " \t")
-			if length != "" && part != length {
-				return badResponse("conflicting Content-Length values", strings.Join(contentLength, ", "))
-			}
-			length = part
-		}
-	}
-	if len(contentLength) == 0 {
-		return nil
-	}
-	n, err := strconv.ParseInt(length, 10, 64)
-	if err != nil || n < 0 || length[0] == '+' {
-		return badResponse("bad Content-Length", length)
-	}
-	h.ContentLength = n
-	return nil
-}
-
-// closes says whether the Connection fields end the connection after this response.
-func closes(connection []string, http10 bool) bool {
-	keepAlive := false
-	for _, v := range connection {
-		for token := range strings.SplitSeq(v, ",") {
-			token = strings.Trim(token, " \t")
-			switch {
-			case strings.EqualFold(token, "close"):
-				return true
-			case strings.EqualFold(token, "keep-alive"):
-				keepAlive = true
-			}
-		}
-	}
-	return http10 && !keepAlive
-}
-
 // Body returns the reader of the body that follows the head on r. It returns io.EOF at the
 // body's end, io.ErrUnexpectedEOF when the connection ends first, and an error wrapping
 // ErrBadResponse for malformed chunked framing.
@@ -310,7 +206,7 @@ func (h *ResponseHead) Body(r *bufio.Reader) io.Reader {
 	case h.NoBody:
 		return http.NoBody
 	case h.Chunked:
-		return &chunkedBody{br: r, chunks: httputil.NewChunkedReader(r)}
+		return &chunkedBody{br: r}
 	case h.ContentLength >= 0:
 		return &lengthBody{r: r, left: h.ContentLength}
 	default:
@@ -343,49 +239,57 @@ func (b *lengthBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// chunkedBody reads a chunked body and, after its last chunk, the trailer section up to
-// its empty line, so that the connection is left at the next response. Trailers are
-// dropped: the head went out already.
+// chunkedBody reads a chunked body with the framing rules of a chunked request body
+// (grammar.go's chunks) and, after its last chunk, the trailer section up to its empty
+// line, so that the connection is left at the next response. Trailers are dropped: the
+// head went out already.
 type chunkedBody struct {
 	br     *bufio.Reader
-	chunks io.Reader
-	done   bool
+	chunks chunks
+	err    error // sticky: io.EOF at the end, or what broke
 }
-
-// maxTrailerBytes bounds the trailer section after the last chunk.
-const maxTrailerBytes = 64 << 10
 
 func (b *chunkedBody) Read(p []byte) (int, error) {
-	if b.done {
-		return 0, io.EOF
-	}
-	n, err := b.chunks.Read(p)
-	if err == io.EOF {
-		if terr := b.skipTrailers(); terr != nil {
-			return n, terr
+	for b.err == nil {
+		switch b.chunks.state {
+		case chunkData:
+			if len(p) == 0 {
+				return 0, nil
+			}
+			if int64(len(p)) > b.chunks.left {
+				p = p[:b.chunks.left]
+			}
+			n, err := b.br.Read(p)
+			b.chunks.data(n)
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF // the framing is not over
+			}
+			b.err = err
+			return n, err
+		case chunkDone:
+			b.err = io.EOF
+		default:
+			b.err = b.framingLine()
 		}
-		b.done = true
-	} else if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) {
-		err = fmt.Errorf("%w: chunked body: %w", ErrBadResponse, err)
 	}
-	return n, err
+	return 0, b.err
 }
 
-func (b *chunkedBody) skipTrailers() error {
-	for total := 0; ; {
-		line, err := b.br.ReadSlice('\n')
-		total += len(line)
-		switch {
-		case err == io.EOF:
-			return io.ErrUnexpectedEOF
-		case err == bufio.ErrBufferFull || total > maxTrailerBytes:
-			return fmt.Errorf("%w: trailer section longer than %d bytes", ErrBadResponse, maxTrailerBytes)
-		case err != nil:
-			return fmt.Errorf("read response trailers: %w", err)
-		case len(line) < 2 || line[len(line)-2] != '\r':
-			return badResponse("trailer line not ended by CRLF", string(line))
-		case len(line) == 2:
-			return nil
-		}
+// framingLine reads one line of the chunked framing off the connection and hands it to
+// chunks.
+func (b *chunkedBody) framingLine() error {
+	line, err := b.br.ReadSlice('\n')
+	switch {
+	case err == io.EOF:
+		return io.ErrUnexpectedEOF
+	case err == bufio.ErrBufferFull || len(line) > maxChunkLine+1:
+		return badResponse("chunked framing line too long", string(line))
+	case err != nil:
+		return fmt.Errorf("read chunked response body: %w", err)
 	}
+	text, ok := crlfLine(line[:len(line)-1])
+	if !ok || b.chunks.line(text) != nil {
+		return badResponse(errBadChunk.Error(), string(line))
+	}
+	return nil
 }
