@@ -186,8 +186,8 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, vars []protoco
 	reusable := false
 	defer func() { released.Release(reusable) }()
 
-	var head ResponseHead
-	if err := ReadResponseHead(lease.Reader(), r.Method, &head); err != nil {
+	var head h1.ResponseHead
+	if err := h1.ReadResponseHead(lease.Reader(), r.Method, &head); err != nil {
 		rec.Status = h.fail(w, r, fmt.Errorf("%w: %w", errWorkerFailed, err))
 		return err
 	}
@@ -298,7 +298,7 @@ const noBufferingHeader = "X-Accel-Buffering"
 // released before the client write starts, so a slow client holds no worker. A streaming
 // response (no length, text/event-stream, or X-Accel-Buffering: no) goes out part by part,
 // flushed as it comes.
-func (h *Handler) copyResponse(w http.ResponseWriter, head *ResponseHead, br *bufio.Reader, lease Lease) (reusable bool, n int64, err error) {
+func (h *Handler) copyResponse(w http.ResponseWriter, head *h1.ResponseHead, br *bufio.Reader, lease Lease) (reusable bool, n int64, err error) {
 	streaming := head.ContentLength < 0 ||
 		strings.HasPrefix(head.Header.Get("Content-Type"), "text/event-stream") ||
 		strings.EqualFold(head.Header.Get(noBufferingHeader), "no")
@@ -366,7 +366,7 @@ func (h *Handler) copyResponse(w http.ResponseWriter, head *ResponseHead, br *bu
 
 // sendBuffered reads the whole body from the worker, gives the worker back, then writes to
 // the client. The lease is released here; the caller's Release is then a no-op.
-func (h *Handler) sendBuffered(w http.ResponseWriter, head *ResponseHead, src io.Reader, br *bufio.Reader, lease Lease) (bool, int64, error) {
+func (h *Handler) sendBuffered(w http.ResponseWriter, head *h1.ResponseHead, src io.Reader, br *bufio.Reader, lease Lease) (bool, int64, error) {
 	var body []byte
 	bufp := copyBufPool.Get().(*[]byte)
 	defer copyBufPool.Put(bufp)
@@ -416,7 +416,7 @@ func openSpool(dir string) (in, out *os.File, err error) {
 // from its first bytes on, and the worker is given back once its whole body is in the file,
 // however slowly the client reads. A client that leaves stops the copy; the worker
 // connection is then not reused (the worker's next write fails and it stops producing).
-func (h *Handler) sendSpooled(w http.ResponseWriter, head *ResponseHead, src io.Reader, br *bufio.Reader, lease Lease, in, out *os.File) (bool, int64, error) {
+func (h *Handler) sendSpooled(w http.ResponseWriter, head *h1.ResponseHead, src io.Reader, br *bufio.Reader, lease Lease, in, out *os.File) (bool, int64, error) {
 	defer out.Close()
 	defer in.Close()
 	sp := &spool{}
