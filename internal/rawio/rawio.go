@@ -39,6 +39,12 @@ type Conn struct {
 	pending, pendBuf [][]byte
 	// AfterPending, when set, is called once pending bytes are all written.
 	AfterPending func()
+	// PeerMaySendFirst says the peer may have sent bytes (or closed its side) before the
+	// pending ones reach it: an HTTP client that pipelines, or half-closes, as opposed to a
+	// worker, which speaks only when spoken to. The read after the pending write is then
+	// tried at once instead of waiting for the poller: readiness that came before Read began
+	// was dropped when the poller was armed, and would never be reported again.
+	PeerMaySendFirst bool
 
 	// The state of the read and of the write in progress, and the callbacks RawConn runs,
 	// bound once in New: a closure made per call escapes to the heap (it goes through an
@@ -183,7 +189,10 @@ func (c *Conn) pendingStep(fd uintptr) bool {
 	if c.AfterPending != nil {
 		c.AfterPending()
 	}
-	return false // all out: now wait for the answer
+	if c.PeerMaySendFirst {
+		return readOnce(fd, c.rBuf, &c.rN, &c.rErr)
+	}
+	return false // all out: now wait for the answer, which cannot have come before
 }
 
 func (c *Conn) readStep(fd uintptr) bool { return readOnce(fd, c.rBuf, &c.rN, &c.rErr) }

@@ -10,6 +10,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
+
+	"github.com/herd-server/herd/internal/herdtest"
 )
 
 // pair returns a connected Unix socket pair: the raw end and the plain peer.
@@ -147,4 +150,52 @@ func TestSendFile(t *testing.T) {
 	if b := <-got; !bytes.Equal(b, data[16:]) {
 		t.Fatalf("peer got %d bytes, not the file from offset 16", len(b))
 	}
+}
+
+// TestPeerSentFirst: bytes the peer sent before a Read that writes pending bytes began are
+// read at once when PeerMaySendFirst is set (an HTTP client that pipelines), not left until
+// more bytes come: the poller's readiness for them was dropped when it was armed.
+func TestPeerSentFirst(t *testing.T) {
+	raw, peer := pair(t)
+	raw.PeerMaySendFirst = true
+	if _, err := peer.Write([]byte("GET /2")); err != nil {
+		t.Fatal(err)
+	}
+	// The peer's bytes are in raw's receive queue before the Read with pending bytes
+	// starts: a read that only waited for the poller would wait for ever.
+	waitReadable(t, raw)
+	// Let the poller take the readiness of those bytes (the scheduler polls the network
+	// while this goroutine sleeps): the time is the subject, the bug lived in that gap.
+	time.Sleep(20 * time.Millisecond)
+	raw.SetPending([]byte("answer 1"))
+	_ = raw.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 64)
+	n, err := raw.Read(buf)
+	if err != nil || string(buf[:n]) != "GET /2" {
+		t.Fatalf("Read = %q, %v; want the bytes the peer had sent", buf[:n], err)
+	}
+	got := make([]byte, len("answer 1"))
+	if _, err := io.ReadFull(peer, got); err != nil || string(got) != "answer 1" {
+		t.Fatalf("the peer got %q, %v", got, err)
+	}
+}
+
+// waitReadable waits until c's socket has bytes to read (FIONREAD), so that the test knows
+// they arrived before the Read under test.
+func waitReadable(t *testing.T, c *Conn) {
+	t.Helper()
+	herdtest.Eventually(t, 5*time.Second, "the peer's bytes in the socket", func() bool {
+		var n int
+		_ = c.rc.Control(func(fd uintptr) { n, _ = unixInq(int(fd)) })
+		return n > 0
+	})
+}
+
+func unixInq(fd int) (int, error) {
+	var n int32
+	_, _, e := syscall.Syscall(syscall.SYS_IOCTL, uintptr(fd), uintptr(syscall.TIOCINQ), uintptr(unsafe.Pointer(&n)))
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
 }

@@ -74,6 +74,9 @@ func newConn(srv *Server, nc net.Conn) *conn {
 		// The connection counts as idle, one that Shutdown may close, only once its last
 		// answer went out: that happens in the next read.
 		raw.AfterPending = func() { c.state.Store(stateIdle) }
+		// A client may have sent its next request, pipelined, or closed, while this one's
+		// answer was made: the read after the answer must look at once.
+		raw.PeerMaySendFirst = true
 	}
 	base := srv.baseContext()
 	base = context.WithValue(base, http.LocalAddrContextKey, nc.LocalAddr())

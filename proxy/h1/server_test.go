@@ -602,3 +602,44 @@ func TestBodyIdleTimeout(t *testing.T) {
 		t.Fatalf("a slow but steady body: %q", g)
 	}
 }
+
+// TestPipelinedWhileHandling: a client pipelines its second request while the first is being
+// handled. The second is read and answered at once after the first's answer, not left
+// unnoticed until the idle timeout (the readiness of its bytes came before the read that
+// follows the first answer began).
+func TestPipelinedWhileHandling(t *testing.T) {
+	second := make(chan struct{})
+	_, addr := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/1" {
+			<-second // the client wrote /2 meanwhile
+			time.Sleep(20 * time.Millisecond) // and the poller saw it: the subject of the test
+		}
+		_, _ = io.WriteString(w, r.URL.Path)
+	}), func(s *Server) { s.IdleTimeout = 30 * time.Second })
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := io.WriteString(c, "GET /1 HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(20 * time.Millisecond) // /1 is being handled when /2 comes: the subject
+	if _, err := io.WriteString(c, "GET /2 HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	close(second)
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	br := bufio.NewReader(c)
+	for _, want := range []string{"/1", "/2"} {
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("answer to %s: %v", want, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if string(b) != want {
+			t.Fatalf("answer %q, want %q", b, want)
+		}
+	}
+}
