@@ -611,7 +611,7 @@ func TestPipelinedWhileHandling(t *testing.T) {
 	second := make(chan struct{})
 	_, addr := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/1" {
-			<-second // the client wrote /2 meanwhile
+			<-second                          // the client wrote /2 meanwhile
 			time.Sleep(20 * time.Millisecond) // and the poller saw it: the subject of the test
 		}
 		_, _ = io.WriteString(w, r.URL.Path)
