@@ -108,6 +108,12 @@ var copyBufPool = sync.Pool{New: func() any { b := make([]byte, copyBufSize); re
 const copyBufSize = 64 << 10
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if !h1.ValidHost(r.Host) {
+		// herd's HTTP/1 server refuses such a Host itself; HTTP/2's :authority comes
+		// here unchecked by net/http.
+		h.refuseHost(w, r)
+		return
+	}
 	// The record is pooled: the OnDone hooks (metrics, access log) use it before they return,
 	// and nothing of the exchange outlives ServeHTTP (the spool's sender is waited for).
 	rec := recordPool.Get().(*Record)
@@ -581,6 +587,15 @@ type Unavailable interface{ Unavailable() bool }
 func isUnavailable(err error) bool {
 	var u Unavailable
 	return errors.As(err, &u) && u.Unavailable()
+}
+
+// refuseHost answers 400 to a request whose host (:authority, Host) holds bytes no host
+// name, address or port holds: it would reach the app as HTTP_HOST, and its URLs.
+func (h *Handler) refuseHost(w http.ResponseWriter, r *http.Request) {
+	status := h.fail(w, r, fmt.Errorf("%w: bad host %q", errBadRequest, r.Host))
+	if h.OnDone != nil {
+		h.OnDone(&Record{Request: r, Start: time.Now(), Status: status, Worker: -1})
+	}
 }
 
 func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error) int {

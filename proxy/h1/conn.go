@@ -265,6 +265,12 @@ func (c *conn) serveRequest() bool {
 		c.refuse(errBadTarget)
 		return false
 	}
+	if c.url.Host != "" && !ValidHost(c.url.Host) {
+		// An absolute-form target's authority becomes Host: it gets the Host header's
+		// check, or `GET http://a"><script>... HTTP/1.1` would reach the app's URLs.
+		c.refuse(errBadHost)
+		return false
+	}
 	// The header map and its values are the connection's, as the Request is: a handler
 	// must not keep them past its return.
 	clear(c.header)

@@ -136,7 +136,7 @@ func parseHead(raw []byte, l Limits, h *head) *rejection {
 	if h.minor == 1 && !h.hasHost && h.method != "CONNECT" {
 		return errNoHost
 	}
-	if h.hasHost && !validHost(h.host) {
+	if h.hasHost && !ValidHost(h.host) {
 		return errBadHost
 	}
 	length, chunked, rej := frame(contentLength, transferEncoding, h.minor == 0)
@@ -192,9 +192,10 @@ func (h *head) noteConnection(value string) {
 	}
 }
 
-// validHost is net/http's check of a Host value (httpguts.ValidHostHeader): the bytes a
-// host, a port, an IPv6 literal or a registered name may hold.
-func validHost(h string) bool {
+// ValidHost is net/http's check of a Host value (httpguts.ValidHostHeader): the bytes a
+// host, a port, an IPv6 literal or a registered name may hold. HTTP/1's Host header and
+// absolute-form targets and HTTP/2's :authority all get it.
+func ValidHost(h string) bool {
 	for i := 0; i < len(h); i++ {
 		c := h[i]
 		if c >= 0x80 || !hostTable[c] {
