@@ -3,89 +3,12 @@
 The Go master embeds this file and runs it as `PYTHON worker.py [options]` (or
 `PYTHON -c <source> [options]`, or a start-up file that imports it and calls run(), which
 keeps its bytecode cached), never through a shell. It is stdlib only and runs on
-CPython >= 3.8. Everything below is a contract with the Go side (supervisor/, proxy/):
-change both together.
+CPython >= 3.8.
 
-Command line
-    --app MODULE[:CALLABLE]   the WSGI app, gunicorn syntax; CALLABLE defaults to
-                              `application` and may be a dotted attribute path.
-    --listen-fd N             an inherited, listening SOCK_STREAM socket (AF_UNIX from the
-                              master). The worker makes it blocking and close-on-exec.
-    --bind unix:PATH | HOST:PORT
-                              or create the listening socket itself (standalone use, tests);
-                              a stale unix socket file is unlinked first.
-    --control-fd N            optional inherited AF_UNIX SOCK_STREAM socket to the master.
-    --threads N               serving threads (default 1: serve in the main thread).
-    --worker-id N             only used to tag log lines: "herd-worker[N] ...".
-    --chdir DIR               chdir before importing the app; DIR goes first on sys.path.
-    --pythonpath DIR          repeatable; inserted at the front of sys.path, in order.
-    Without --chdir the current directory goes first on sys.path (as gunicorn does).
-    --standby-fd N            standby (development mode): start the interpreter and load this
-                              module, then wait on the inherited AF_UNIX SOCK_STREAM socket N
-                              for the hand-over below before doing anything else, so that a
-                              reload does not wait for Python to start.
-
-Standby hand-over (--standby-fd): the master sends one newline-terminated JSON object,
-{"argv": [ARG, ...]}, with exactly two descriptors attached (SCM_RIGHTS) in this order: the
-listening socket and the control socket. The worker then runs as if started with its own
-arguments (minus --standby-fd), then ARGs, then --listen-fd and --control-fd naming the
-received descriptors. EOF before a whole message: the master let the standby go (or died);
-the worker exits 0. A malformed message: exit 3.
-
-Control channel (--control-fd): newline-delimited JSON objects, UTF-8, both ways.
-    worker -> master  {"event": "ready", "pid": PID, "python": "3.11.7"}
-                      once the app imported and the callable was found.
-    worker -> master  {"event": "boot_error", "kind": "app_import", "error": "ExcType: msg",
-                      "traceback": "..."} then exit 4. The traceback goes to stderr only when
-                      there is no control channel (the master prints it itself).
-                      {"event": "boot_error", "kind": "worker", ...} precedes exit 3 when the
-                      control channel itself works but something else does not (bad socket).
-    master -> worker  {"cmd": "dump_stacks"}: every thread's stack to stderr (faulthandler).
-                      Unknown commands are logged once and ignored.
-    EOF or an error on the control socket: the worker exits at once with os._exit(0),
-    whatever it is doing, so no worker outlives its master.
-
-Exit codes
-    0  clean exit (SIGTERM, control channel closed)
-    1  unexpected fatal error after boot (e.g. the listening socket broke)
-    3  worker boot error: bad arguments, bad fd, unusable socket, Python too old
-    4  app import error (the app failed to import, or the callable is missing/not callable)
-
-Signals
-    SIGINT ignored (the master owns Ctrl-C). SIGTERM: exit 0 at once when idle, else after
-    the requests in flight finish. SIGABRT (the master's --timeout path): faulthandler dumps
-    every thread's stack to stderr, then the process dies.
-
-Request framing: uwsgi. A 4-byte header: modifier1 (uint8, must be 0 = WSGI), datasize
-(uint16 LE, size of the vars block), modifier2 (uint8). Then the vars block: repeated
-(uint16 LE key length, key, uint16 LE value length, value), or with modifier2 = 2 the
-NUL-joined form below. Then exactly CONTENT_LENGTH body bytes (HTTP_TRANSFER_ENCODING is
-ignored for framing).
-
-modifier2 selects the connection mode:
-    0  plain uwsgi (nginx uwsgi_pass, any uwsgi client): one request; the response is
-       "<SERVER_PROTOCOL> <status>\\r\\n<headers>\\r\\n\\r\\n<body>" exactly as the app gave it,
-       then the worker closes the connection.
-    1  herd keep-alive (the master only): status line "HTTP/1.1 <status>"; the body is framed
-       by the app's Content-Length (excess truncated; a short body closes the connection),
-       else by an added Content-Length when the whole body is known before the headers go
-       out (a list/tuple result or one that iterates over a list/tuple, as Django's
-       HttpResponse does; an empty body; a regular file in wsgi.file_wrapper), else by
-       "Transfer-Encoding: chunked". Hop-by-hop headers from the app are dropped. After the
-       response, unread request body bytes are drained and the next request is read from the
-       same connection. An app error after the headers went out closes the connection without
-       the terminating chunk, so the master sees a broken response.
-    2  herd keep-alive, NUL-joined vars (the master only): exactly as 1, but the vars block
-       is every key and value joined by one NUL byte, none after the last:
-       KEY\\0VALUE\\0KEY\\0VALUE (latin-1 bytes; an empty block is no vars), which the
-       worker decodes with one split instead of a loop over the lengths.
-       The master sends it when no key or value holds a NUL byte, else 1. A block with an
-       odd number of fields is malformed. The environ is the same as from mode 1.
-    In every mode HEAD, 1xx, 204 and 304 responses carry no body (and no added framing
-    header; the app's Content-Length is kept).
-Anything else (modifier1 != 0, modifier2 > 2, a short or unparsable vars block, a bad
-CONTENT_LENGTH) gets "400 Bad Request" with Connection: close, then the connection is closed.
-A connection closed before a full 4-byte header is closed silently.
+Its command line, descriptors, standby hand-over, control channel, exit codes, signals and the
+uwsgi packets with herd's keep-alive extension are a contract with the Go side (supervisor/,
+proxy/, protocol/), described once in docs/protocol.md: change both sides and that page
+together.
 """
 
 import sys
