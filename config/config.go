@@ -60,7 +60,7 @@ type Config struct {
 	ReloadOnRSS       int           `key:"reload-on-rss" default:"0" help:"recycle a worker whose resident memory exceeds this many MiB (checked every second from /proc); 0 means never"`
 	Pidfile           string        `key:"pidfile" help:"write the master's pid (decimal and a newline) to this file at start, atomically; removed at exit unless a newer master (USR2) rewrote it. herd status/stop --pidfile read it"`
 	Umask             string        `key:"umask" help:"file mode creation mask (octal, e.g. 022) the master sets at start, before it creates files and sockets; empty keeps the inherited one"`
-	UID               string        `key:"uid" help:"run the workers as this user (name or number; the master stays root and only root may set it); the worker gets its code as python -c, since it cannot read the master's runtime directory; the interpreter and the app must be readable by that user"`
+	UID               string        `key:"uid" help:"run the workers as this user (name or number; the master stays root and only root may set it); the workers start from a copy of herd's worker code in the temporary directory, since they cannot read the master's runtime directory; the interpreter and the app must be readable by that user"`
 	GID               string        `key:"gid" help:"run the workers with this group (name or number) as their only group; only root may set it"`
 
 	// Development mode (issue 5) adds its options here.

@@ -1,8 +1,8 @@
 """herd worker: serves one WSGI app over the uwsgi protocol for the herd master.
 
-The Go master embeds this file and runs it as `PYTHON worker.py [options]` (or
-`PYTHON -c <source> [options]`, or a start-up file that imports it and calls run(), which
-keeps its bytecode cached), never through a shell. It is stdlib only and runs on
+The Go master embeds this file and runs it as `PYTHON worker.py [options]` (or a start-up
+file that imports it and calls run(), which keeps its bytecode cached), never through a
+shell. It is stdlib only and runs on
 CPython >= 3.8.
 
 Its command line, descriptors, standby hand-over, control channel, exit codes, signals and the
