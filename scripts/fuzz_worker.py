@@ -1,4 +1,4 @@
-"""Fuzz loop for worker.py: its uwsgi parser and its response writer. Stdlib only.
+"""Fuzz loop for the worker (herd_worker): its uwsgi parser and response writer. Stdlib only.
 
     python3 scripts/fuzz_worker.py [--seconds 60] [--seed N]
 
@@ -35,7 +35,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.dont_write_bytecode = True
 sys.path.insert(0, HERE)
-import worker  # noqa: E402
+from herd_worker import boot as worker  # noqa: E402
 
 HANG = 10.0     # a connection the worker keeps open this long after the half-close hangs
 
@@ -276,7 +276,7 @@ class Worker(object):
         self.log_path = os.path.join(tmp, 'stderr')
         self.log = open(self.log_path, 'wb')
         self.proc = subprocess.Popen(
-            [sys.executable, os.path.join(HERE, 'worker.py'), '--app', 'fuzz_worker:app',
+            [sys.executable, os.path.join(HERE, 'herd_worker'), '--app', 'fuzz_worker:app',
              '--chdir', HERE, '--bind', 'unix:' + self.path],
             stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log,
             env=dict(os.environ, PYTHONDONTWRITEBYTECODE='1'))

@@ -1,4 +1,4 @@
-"""Tests for worker.py: real worker subprocesses, hand-built uwsgi packets, stdlib only.
+"""Tests for the worker (herd_worker): real worker subprocesses, hand-built uwsgi packets, stdlib only.
 
 Run from the repository root:
     python3 -m unittest discover -s scripts -p 'test_*.py' -v
@@ -24,12 +24,12 @@ import time
 import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-WORKER = os.path.join(HERE, 'worker.py')
+WORKER = os.path.join(HERE, 'herd_worker')   # run as a directory: its __main__.py
 APPS = os.path.join(HERE, 'testapps')
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, HERE)
-import worker  # noqa: E402  (the in-process unit tests use its I/O-free functions)
+from herd_worker import boot as worker  # noqa: E402  (the in-process unit tests use its I/O-free functions)
 
 WAIT = 10.0     # upper bound for any condition; tests poll, they do not sleep
 
@@ -248,7 +248,7 @@ def poll(cond, timeout=WAIT, interval=0.005):
 
 
 class Worker(object):
-    """A worker.py subprocess bound to a unix socket in a private temp dir."""
+    """A worker subprocess bound to a unix socket in a private temp dir."""
 
     def __init__(self, app='fixture:app', args=(), control=False, bind=True, pass_fds=(),
                  wait=True, chdir=APPS, env=None):

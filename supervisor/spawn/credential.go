@@ -74,16 +74,16 @@ func (s *Exec) WithCredential(cred *syscall.Credential) *Exec {
 // there as the workers' user: the worker's code is compiled at every start, as it was when it
 // came on the command line.
 func sharedWorker() (string, error) {
-	module := workerModule()
-	dir, err := sharedDir(module)
+	code := embeddedWorker()
+	dir, err := sharedDir(code.module)
 	if err == nil {
 		err = searchableByAll(dir)
 	}
 	if err == nil {
-		err = installModule(dir, module, 0o644)
+		err = installPackage(dir, code, 0o755, 0o644)
 	}
 	script := filepath.Join(dir, "worker.py")
-	if startup := workerStartup(module); err == nil && !holds(script, startup, 0o644) {
+	if startup := workerStartup(code.module); err == nil && !holds(script, startup, 0o644) {
 		err = writeFileAtomic(dir, "worker.py", startup, 0o644)
 	}
 	if err != nil {

@@ -56,7 +56,8 @@ func (e ExitStatus) String() string {
 	}
 }
 
-// Worker exit codes: a contract with scripts/worker.py, as gunicorn has with its workers.
+// Worker exit codes: a contract with the worker (docs/protocol.md), as gunicorn has with its
+// workers.
 const (
 	ExitClean     = 0 // the master closed the control channel or asked it to stop
 	ExitBootError = 3 // the worker itself could not start (bad arguments, descriptors, Python)

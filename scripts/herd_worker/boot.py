@@ -1,22 +1,8 @@
-"""herd worker: serves one WSGI app over the uwsgi protocol for the herd master.
+"""The worker's start-up: command line, standby hand-over, descriptors, control channel, the
+app's import, then the serving loop; and for now everything else the worker does.
 
-The Go master embeds this file and runs it as `PYTHON worker.py [options]` (or a start-up
-file that imports it and calls run(), which keeps its bytecode cached), never through a
-shell. It is stdlib only and runs on
-CPython >= 3.8.
-
-Its command line, descriptors, standby hand-over, control channel, exit codes, signals and the
-uwsgi packets with herd's keep-alive extension are a contract with the Go side (supervisor/,
-proxy/, protocol/), described once in docs/protocol.md: change both sides and that page
-together.
+What it speaks with the master: docs/protocol.md.
 """
-
-import sys
-
-if sys.version_info < (3, 8):
-    sys.stderr.write('herd-worker: Python >= 3.8 required, this is %s\n'
-                     % sys.version.split()[0])
-    sys.exit(3)
 
 import argparse
 import array
@@ -31,6 +17,7 @@ import re
 import signal
 import socket
 import stat
+import sys
 import threading
 import traceback
 
@@ -980,11 +967,7 @@ def _setup_path(args):
         except OSError as e:
             _boot_fail('--chdir: %s' % e)
     cwd = os.getcwd()
-    # Running as `python worker.py`, sys.path[0] is this file's directory (maybe a cache
-    # dir): it has no business shadowing the app's modules.
-    here = globals().get('__file__')
-    if here and sys.path and sys.path[0] == os.path.dirname(os.path.abspath(here)):
-        del sys.path[0]
+    # The start-up file took its own directory off sys.path: no app module comes from there.
     for d in [cwd] + args.pythonpath[::-1]:
         sys.path.insert(0, os.path.abspath(d))
 
@@ -1139,14 +1122,9 @@ def _exit(code):
 
 
 def run():
-    """Run the worker and leave the process: what `python worker.py` does, and what the
-    master's start-up file calls after importing this code as a module (an imported module's
-    bytecode is kept between starts, a script's is compiled at every start)."""
+    """Run the worker and leave the process: what a start-up file calls after importing
+    this module (herd's, or __main__.py in a source checkout)."""
     try:
         _exit(main())
     except SystemExit as e:
         _exit(e.code)
-
-
-if __name__ == '__main__':
-    run()
