@@ -1,5 +1,5 @@
-"""The worker's start-up: command line, standby hand-over, descriptors, control channel, the
-app's import, then the serving loop; and for now everything else the worker does.
+"""The worker's start-up: command line, standby hand-over, listening socket, the app's
+import, then the serving loop; and for now the environ, wsgi.input and the response.
 
 What it speaks with the master: docs/protocol.md.
 """
@@ -21,10 +21,9 @@ import sys
 import threading
 import traceback
 
-EXIT_OK = 0
-EXIT_FATAL = 1
-EXIT_BOOT_ERROR = 3
-EXIT_APP_IMPORT_ERROR = 4
+from . import process
+from .process import (EXIT_APP_IMPORT_ERROR, EXIT_BOOT_ERROR, EXIT_FATAL, EXIT_OK,
+                      _boot_fail, _hard_exit, _inherited_socket, _log, _log_exc, _send_control)
 
 # Request bodies up to this size are read at once into a BytesIO (C-fast for the app, no
 # drain needed); larger ones are streamed through a bounded reader.
@@ -33,44 +32,12 @@ SMALL_BODY = 65536
 JOIN_LIMIT = 65536
 READ_BUFFER = 65536
 
-_worker_id = 0
 _threads = 1
 _busy = [0]            # per serving slot: 1 while a request is in flight
 _stopping = False      # SIGTERM received
 _serving = False       # the app is imported; SIGTERM now waits for requests in flight
 _done = threading.Event()   # threaded mode: the main thread exits when set
 _exit_code = EXIT_OK
-_control = None        # control socket, or None
-_control_lock = threading.Lock()
-
-
-# ---------------------------------------------------------------------------------------
-# logging
-
-def _log(msg):
-    try:
-        sys.stderr.write('herd-worker[%d] %s\n' % (_worker_id, msg))
-        sys.stderr.flush()
-    except Exception:
-        pass
-
-
-def _log_exc(msg):
-    _log('%s\n%s' % (msg, traceback.format_exc().rstrip('\n')))
-
-
-def _flush_stdio():
-    for f in (sys.stdout, sys.stderr):
-        try:
-            if f is not None:
-                f.flush()
-        except Exception:
-            pass
-
-
-def _hard_exit(code):
-    _flush_stdio()
-    os._exit(code)
 
 
 # ---------------------------------------------------------------------------------------
@@ -835,42 +802,6 @@ def _on_sigterm(signum, frame):
     # else: the slot finishing the last request in flight ends the process
 
 
-# ---------------------------------------------------------------------------------------
-# control channel
-
-def _send_control(obj):
-    if _control is None:
-        return
-    data = (json.dumps(obj) + '\n').encode('utf-8')
-    with _control_lock:
-        try:
-            _control.sendall(data)
-        except OSError:
-            pass    # the watcher sees the EOF and exits
-
-
-def _watch_control(ctl):
-    seen = set()
-    try:
-        for line in ctl.makefile('rb'):
-            try:
-                msg = json.loads(line.decode('utf-8'))
-                cmd = msg.get('cmd') if isinstance(msg, dict) else None
-            except ValueError:
-                cmd = None
-            if cmd == 'dump_stacks':
-                _flush_stdio()
-                faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
-            elif line.strip():
-                key = str(cmd)
-                if key not in seen:
-                    seen.add(key)
-                    _log('ignoring unknown control message: %s' % line[:200].decode(
-                        'utf-8', 'replace').strip())
-    except Exception:
-        pass
-    _hard_exit(EXIT_OK)     # the master is gone, or wants us gone
-
 
 # ---------------------------------------------------------------------------------------
 # boot
@@ -903,27 +834,6 @@ def _parse_args(argv):
     if not _APP_SPEC.match(args.app):
         p.error('--app must look like MODULE:CALLABLE, not %r' % args.app)
     return args
-
-
-def _boot_fail(msg):
-    _log(msg)
-    _send_control({'event': 'boot_error', 'kind': 'worker', 'error': msg, 'traceback': ''})
-    _hard_exit(EXIT_BOOT_ERROR)
-
-
-def _inherited_socket(fd, what):
-    try:
-        sock = socket.socket(fileno=fd)
-        if sock.type != socket.SOCK_STREAM:
-            raise OSError('not a SOCK_STREAM socket')
-        # Go hands fds over non-blocking at times; O_NONBLOCK would make accept() fail.
-        sock.setblocking(True)
-        # Keep it out of the app's subprocesses: a child holding the control socket would
-        # hide this worker's death from the master.
-        sock.set_inheritable(False)
-        return sock
-    except (OSError, ValueError) as e:
-        _boot_fail('%s %d unusable: %s' % (what, fd, e))
 
 
 def _listening_socket(args):
@@ -995,7 +905,7 @@ def _import_app(spec):
         tb = traceback.format_exc()
         error = ('%s: %s' % (type(e).__name__, e)).replace('\r', ' ').replace('\n', ' ')
         _log('cannot load app %r: %s' % (spec, error))
-        if _control is None:
+        if process.control is None:
             sys.stderr.write(tb)
         _send_control({'event': 'boot_error', 'kind': 'app_import', 'error': error,
                        'traceback': tb})
@@ -1062,7 +972,7 @@ def _receive_handover(sock):
 
 
 def main(argv=None):
-    global _worker_id, _threads, _busy, _serving, _control
+    global _threads, _busy, _serving
     _line_buffered()
     try:
         faulthandler.enable(all_threads=True)
@@ -1072,15 +982,12 @@ def main(argv=None):
     signal.signal(signal.SIGTERM, _on_sigterm)
     argv = _await_handover(sys.argv[1:] if argv is None else argv)
     args = _parse_args(argv)
-    _worker_id = args.worker_id
+    process.worker_id = args.worker_id
     _threads = args.threads
     _busy = [0] * args.threads
 
     if args.control_fd is not None:
-        ctl = _inherited_socket(args.control_fd, '--control-fd')
-        _control = ctl
-        threading.Thread(target=_watch_control, args=(ctl,), name='herd-control',
-                         daemon=True).start()
+        process.start_control(args.control_fd)
     lsock = _listening_socket(args)
     _setup_path(args)
     app = _import_app(args.app)
