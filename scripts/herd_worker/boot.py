@@ -1,17 +1,15 @@
-"""The worker's start-up: command line, standby hand-over, listening socket, the app's
-import, then the serving loop; and for now the environ, wsgi.input and the response.
+"""The worker's start-up: command line, listening socket, the app's import, then the
+serving loop; and for now the environ, wsgi.input and the response.
 
 What it speaks with the master: docs/protocol.md.
 """
 
 import argparse
-import array
 import atexit
 import errno
 import faulthandler
 import importlib
 import io
-import json
 import os
 import re
 import signal
@@ -22,6 +20,7 @@ import threading
 import traceback
 
 from . import process
+from .handover import _await_handover
 from .process import (EXIT_APP_IMPORT_ERROR, EXIT_BOOT_ERROR, EXIT_FATAL, EXIT_OK,
                       _boot_fail, _hard_exit, _inherited_socket, _log, _log_exc, _send_control)
 
@@ -802,7 +801,6 @@ def _on_sigterm(signum, frame):
     # else: the slot finishing the last request in flight ends the process
 
 
-
 # ---------------------------------------------------------------------------------------
 # boot
 
@@ -918,57 +916,6 @@ def _line_buffered():
             f.reconfigure(line_buffering=True)
         except Exception:
             pass
-
-
-def _await_handover(argv):
-    """With --standby-fd N, wait for the master's hand-over and return the whole command
-    line it completes; without, return argv as it is."""
-    if '--standby-fd' not in argv:
-        return argv
-    i = argv.index('--standby-fd')
-    try:
-        fd = int(argv[i + 1])
-    except (IndexError, ValueError):
-        _boot_fail('--standby-fd needs a descriptor number')
-    rest = argv[:i] + argv[i + 2:]
-    sock = _inherited_socket(fd, '--standby-fd')
-    data, fds = _receive_handover(sock)
-    sock.close()
-    if not data.endswith(b'\n'):
-        for f in fds:
-            os.close(f)
-        _hard_exit(EXIT_OK)     # let go before it was needed
-    try:
-        extra = json.loads(data.decode('utf-8'))['argv']
-        if not isinstance(extra, list) or not all(isinstance(a, str) for a in extra) \
-                or len(fds) != 2:
-            raise ValueError('%d descriptors' % len(fds))
-    except (ValueError, KeyError, TypeError) as e:
-        _boot_fail('bad standby hand-over %r: %s' % (data[:200], e))
-    # The app's modules are imported only now: whatever the directories held while this
-    # interpreter waited, the import system must look at them afresh.
-    importlib.invalidate_caches()
-    return rest + extra + ['--listen-fd', str(fds[0]), '--control-fd', str(fds[1])]
-
-
-def _receive_handover(sock):
-    """Read the hand-over message and the descriptors sent with it."""
-    data, fds = b'', []
-    int_size = array.array('i').itemsize
-    try:
-        while not data.endswith(b'\n'):
-            msg, ancillary, _, _ = sock.recvmsg(65536, socket.CMSG_SPACE(4 * int_size))
-            for level, kind, payload in ancillary:
-                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                    received = array.array('i')
-                    received.frombytes(payload[:len(payload) - len(payload) % int_size])
-                    fds.extend(received)
-            if not msg:
-                break
-            data += msg
-    except OSError as e:
-        _log('standby socket failed: %s' % e)
-    return data, fds
 
 
 def main(argv=None):
