@@ -35,7 +35,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.dont_write_bytecode = True
 sys.path.insert(0, HERE)
-from herd_worker import boot as worker  # noqa: E402
+from herd_worker import boot as worker, response  # noqa: E402
 
 HANG = 10.0     # a connection the worker keeps open this long after the half-close hangs
 
@@ -257,7 +257,7 @@ def check_build_head(rnd):
         headers = rnd.choice([None, 'X: y', [('X',)], [(b'X', b'y')], [('X', 1)]])
     keepalive = rnd.random() < 0.5
     try:
-        head, cl, _ = worker.build_head(b'HTTP/1.1 ', status, headers, keepalive)
+        head, cl, _ = response.build_head(b'HTTP/1.1 ', status, headers, keepalive)
     except (TypeError, ValueError):
         return (status, headers), None
     lines = check_head(head[:-2] if head.endswith(b'\r\n') else head)

@@ -29,7 +29,7 @@ APPS = os.path.join(HERE, 'testapps')
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, HERE)
-from herd_worker import boot as worker  # noqa: E402  (the in-process unit tests use its I/O-free functions)
+from herd_worker import boot as worker, response  # noqa: E402  (the in-process unit tests use its I/O-free functions)
 
 WAIT = 10.0     # upper bound for any condition; tests poll, they do not sleep
 
@@ -469,7 +469,7 @@ class MakeEnvironTest(unittest.TestCase):
 class BuildHeadTest(unittest.TestCase):
     def test_ok(self):
         for _ in range(2):      # the second time from the caches
-            head, cl, bodyless = worker.build_head(
+            head, cl, bodyless = response.build_head(
                 b'HTTP/1.1 ', '200 OK', [('Content-Type', 'text/plain'), ('X-A', 'caf\xe9'),
                                          ['X-List', 'pair']], True)
             self.assertEqual(head, b'HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n'
@@ -480,47 +480,47 @@ class BuildHeadTest(unittest.TestCase):
     def test_content_length_and_hop_by_hop(self):
         hdrs = [('content-length', '5'), ('Connection', 'close'),
                 ('Transfer-Encoding', 'chunked'), ('Content-Length', '5')]
-        head, cl, _ = worker.build_head(b'HTTP/1.1 ', '200 OK', hdrs, True)
+        head, cl, _ = response.build_head(b'HTTP/1.1 ', '200 OK', hdrs, True)
         self.assertEqual(cl, 5)
         self.assertEqual(head, b'HTTP/1.1 200 OK\r\ncontent-length: 5\r\n')
-        head, cl, _ = worker.build_head(b'HTTP/1.0 ', '200 OK', hdrs, False)
+        head, cl, _ = response.build_head(b'HTTP/1.0 ', '200 OK', hdrs, False)
         self.assertIn(b'Connection: close\r\n', head)
         with self.assertRaises(ValueError):
-            worker.build_head(b'', '200 OK', [('Content-Length', '5'),
+            response.build_head(b'', '200 OK', [('Content-Length', '5'),
                                              ('Content-Length', '6')], True)
         with self.assertRaises(ValueError):
-            worker.build_head(b'', '200 OK', [('Content-Length', 'x')], True)
+            response.build_head(b'', '200 OK', [('Content-Length', 'x')], True)
 
     def test_head_cache(self):
         # A repeated response comes from the cache, but the prefix, the mode and every
         # header are its key; what is refused is refused every time.
         hop = [('Connection', 'close'), ('X-A', '1'), ('Content-Length', '3')]
         for _ in range(2):
-            self.assertEqual(worker.build_head(b'HTTP/1.1 ', '200 OK', hop, True),
+            self.assertEqual(response.build_head(b'HTTP/1.1 ', '200 OK', hop, True),
                              (b'HTTP/1.1 200 OK\r\nX-A: 1\r\nContent-Length: 3\r\n', 3, False))
-            self.assertEqual(worker.build_head(b'HTTP/1.0 ', '200 OK', hop, False)[0],
+            self.assertEqual(response.build_head(b'HTTP/1.0 ', '200 OK', hop, False)[0],
                              b'HTTP/1.0 200 OK\r\nConnection: close\r\nX-A: 1\r\n'
                              b'Content-Length: 3\r\n')
-            self.assertEqual(worker.build_head(b'HTTP/1.1 ', '200 OK', hop[1:2], True)[0],
+            self.assertEqual(response.build_head(b'HTTP/1.1 ', '200 OK', hop[1:2], True)[0],
                              b'HTTP/1.1 200 OK\r\nX-A: 1\r\n')
-            self.assertEqual(worker.build_head(b'HTTP/1.1 ', '204 No Content', hop[1:2], True),
+            self.assertEqual(response.build_head(b'HTTP/1.1 ', '204 No Content', hop[1:2], True),
                              (b'HTTP/1.1 204 No Content\r\nX-A: 1\r\n', None, True))
             for bad in ([('X-A', '1'), ('X-B', 'a\nb')],
                         [('Content-Length', '1'), ('Content-Length', '2')]):
                 with self.assertRaises(ValueError):
-                    worker.build_head(b'HTTP/1.1 ', '200 OK', bad, True)
+                    response.build_head(b'HTTP/1.1 ', '200 OK', bad, True)
         gen = iter([('X-A', '1')])
         with self.assertRaises(TypeError):
-            worker.build_head(b'HTTP/1.1 ', '200 OK', gen, True)
+            response.build_head(b'HTTP/1.1 ', '200 OK', gen, True)
         self.assertEqual(list(gen), [('X-A', '1')])     # refused, not consumed
-        for i in range(worker._CACHE_MAX + 10):
-            worker.build_head(b'HTTP/1.1 ', '200 OK', [('X-N', str(i))], True)
-        self.assertLessEqual(len(worker._heads), worker._CACHE_MAX)
+        for i in range(response._CACHE_MAX + 10):
+            response.build_head(b'HTTP/1.1 ', '200 OK', [('X-N', str(i))], True)
+        self.assertLessEqual(len(response._heads), response._CACHE_MAX)
 
     def test_bodyless(self):
         for status, want in (('204 No Content', True), ('304 Not Modified', True),
                              ('100 Continue', True), ('200 OK', False), ('404 X', False)):
-            self.assertEqual(worker.build_head(b'', status, [], True)[2], want, status)
+            self.assertEqual(response.build_head(b'', status, [], True)[2], want, status)
 
     def test_invalid(self):
         bad = [
@@ -537,7 +537,7 @@ class BuildHeadTest(unittest.TestCase):
         for status, headers in bad:
             with self.subTest(status=status, headers=headers):
                 with self.assertRaises((TypeError, ValueError)):
-                    worker.build_head(b'HTTP/1.1 ', status, headers, True)
+                    response.build_head(b'HTTP/1.1 ', status, headers, True)
 
 
 class FramingTest(unittest.TestCase):
@@ -545,23 +545,23 @@ class FramingTest(unittest.TestCase):
         h = b'HTTP/1.1 200 OK\r\nX: y\r\n'
         cases = [
             # (app_cl, bodyless, keepalive, length) -> (out, mode, left)
-            ((None, True, 1, 5), (h + b'\r\n', worker._NOBODY, 0)),
-            ((7, True, 1, None), (h + b'\r\n', worker._NOBODY, 0)),
-            ((None, False, 0, 5), (h + b'\r\n', worker._RAW, 0)),
-            ((7, False, 0, 5), (h + b'\r\n', worker._RAW, 0)),
-            ((7, False, 1, 5), (h + b'\r\n', worker._COUNT, 7)),
-            ((0, False, 2, None), (h + b'\r\n', worker._COUNT, 0)),
-            ((None, False, 1, 5), (h + b'Content-Length: 5\r\n\r\n', worker._COUNT, 5)),
-            ((None, False, 2, 0), (h + b'Content-Length: 0\r\n\r\n', worker._COUNT, 0)),
+            ((None, True, 1, 5), (h + b'\r\n', response._NOBODY, 0)),
+            ((7, True, 1, None), (h + b'\r\n', response._NOBODY, 0)),
+            ((None, False, 0, 5), (h + b'\r\n', response._RAW, 0)),
+            ((7, False, 0, 5), (h + b'\r\n', response._RAW, 0)),
+            ((7, False, 1, 5), (h + b'\r\n', response._COUNT, 7)),
+            ((0, False, 2, None), (h + b'\r\n', response._COUNT, 0)),
+            ((None, False, 1, 5), (h + b'Content-Length: 5\r\n\r\n', response._COUNT, 5)),
+            ((None, False, 2, 0), (h + b'Content-Length: 0\r\n\r\n', response._COUNT, 0)),
             ((None, False, 1, None),
-             (h + b'Transfer-Encoding: chunked\r\n\r\n', worker._CHUNKED, 0)),
+             (h + b'Transfer-Encoding: chunked\r\n\r\n', response._CHUNKED, 0)),
         ]
         for (app_cl, bodyless, keepalive, length), want in cases:
             with self.subTest(app_cl=app_cl, bodyless=bodyless, keepalive=keepalive,
                               length=length):
-                self.assertEqual(worker._framing(h, app_cl, bodyless, keepalive, length), want)
+                self.assertEqual(response._framing(h, app_cl, bodyless, keepalive, length), want)
         with self.assertRaises(AssertionError):     # start_response() was not called
-            worker._framing(None, None, False, 1, 5)
+            response._framing(None, None, False, 1, 5)
 
 
 class InputTest(unittest.TestCase):
@@ -1571,7 +1571,7 @@ def bench(seconds=3.0):
     def environ_nul(n):
         environ(n, worker.make_environ_nul, block2)
 
-    def run_app(n, run=worker._run_app, sendall=sink.append):
+    def run_app(n, run=response._run_app, sendall=sink.append):
         for _ in range(n):
             run(hello_cl, env, None, sendall, 1, b'HTTP/1.1 ', False)
         del sink[:]
