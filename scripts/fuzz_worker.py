@@ -35,7 +35,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.dont_write_bytecode = True
 sys.path.insert(0, HERE)
-from herd_worker import boot as worker, response  # noqa: E402
+from herd_worker import boot as worker, request, response  # noqa: E402
 
 HANG = 10.0     # a connection the worker keeps open this long after the half-close hangs
 
@@ -167,7 +167,7 @@ def check_head(head):
 
 def check_environ(block):
     try:
-        env, cl = worker.make_environ(block, TEMPLATE)
+        env, cl = request.make_environ(block, TEMPLATE)
     except ValueError:
         return
     pairs = decode_vars(block)
@@ -194,7 +194,7 @@ def check_environ_nul(block):
     """make_environ_nul(block) is make_environ() of the same vars, the ValueErrors included."""
     pairs = decode_vars_nul(block)
     try:
-        got = worker.make_environ_nul(block, TEMPLATE)
+        got = request.make_environ_nul(block, TEMPLATE)
     except ValueError as e:
         got = e
     if pairs is None:
@@ -202,7 +202,7 @@ def check_environ_nul(block):
             raise AssertionError('make_environ_nul took a block with an odd number of fields')
         return
     try:
-        want = worker.make_environ(encode_vars(pairs), TEMPLATE)
+        want = request.make_environ(encode_vars(pairs), TEMPLATE)
     except ValueError as e:
         want = e
     if isinstance(want, ValueError) or isinstance(got, ValueError):
@@ -264,7 +264,7 @@ def check_build_head(rnd):
     return (status, headers), lines
 
 
-TEMPLATE = worker.environ_template(False)
+TEMPLATE = request.environ_template(False)
 
 
 # ---------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ APPS = os.path.join(HERE, 'testapps')
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, HERE)
-from herd_worker import boot as worker, response  # noqa: E402  (the in-process unit tests use its I/O-free functions)
+from herd_worker import boot as worker, request, response  # noqa: E402  (the in-process unit tests use its I/O-free functions)
 
 WAIT = 10.0     # upper bound for any condition; tests poll, they do not sleep
 
@@ -369,17 +369,17 @@ def blob(n, seed=1):
 # in-process: the I/O-free parts
 
 class MakeEnvironTest(unittest.TestCase):
-    template = worker.environ_template(False)
+    template = request.environ_template(False)
 
     def environ(self, pairs):
         """make_environ's answer, once make_environ_nul gave the same for the same vars."""
         try:
-            want = worker.make_environ(encode_vars(pairs), self.template)
+            want = request.make_environ(encode_vars(pairs), self.template)
         except ValueError:
             with self.assertRaises(ValueError):
-                worker.make_environ_nul(encode_vars_nul(pairs), self.template)
+                request.make_environ_nul(encode_vars_nul(pairs), self.template)
             raise
-        self.assertEqual(worker.make_environ_nul(encode_vars_nul(pairs), self.template), want)
+        self.assertEqual(request.make_environ_nul(encode_vars_nul(pairs), self.template), want)
         return want
 
     def test_table(self):
@@ -429,7 +429,7 @@ class MakeEnvironTest(unittest.TestCase):
                           'wsgi.file_wrapper'):
                     self.assertIn(k, env)
                 self.assertNotIn('wsgi.input', env)
-        self.assertEqual(self.template, worker.environ_template(False))    # not mutated
+        self.assertEqual(self.template, request.environ_template(False))    # not mutated
 
     def test_malformed(self):
         good = encode_vars([('A', 'b'), ('CC', 'dd')])
@@ -444,14 +444,14 @@ class MakeEnvironTest(unittest.TestCase):
         for block in bad:
             with self.subTest(block=block):
                 with self.assertRaises(ValueError):
-                    worker.make_environ(block, self.template)
+                    request.make_environ(block, self.template)
         for cl in ('abc', '-1', '+1', ' 1', '1_0', '\xb2', '1.0'):
             with self.subTest(cl=cl):
                 with self.assertRaises(ValueError):
                     self.environ([('CONTENT_LENGTH', cl)])
 
     def test_nul_joined(self):
-        decode = worker.make_environ_nul
+        decode = request.make_environ_nul
         self.assertEqual(decode(b'', self.template), (self.template, 0))
         env, _ = decode(b'\0', self.template)                  # one var, both fields empty
         self.assertEqual(env[''], '')
@@ -463,7 +463,7 @@ class MakeEnvironTest(unittest.TestCase):
             with self.subTest(block=block):
                 with self.assertRaises(ValueError):
                     decode(block, self.template)
-        self.assertEqual(self.template, worker.environ_template(False))    # not mutated
+        self.assertEqual(self.template, request.environ_template(False))    # not mutated
 
 
 class BuildHeadTest(unittest.TestCase):
@@ -567,7 +567,7 @@ class FramingTest(unittest.TestCase):
 class InputTest(unittest.TestCase):
     def make(self, data, length, tail=b'NEXT'):
         rfile = io.BufferedReader(io.BytesIO(data + tail), 7)
-        return worker.Input(rfile, length), rfile
+        return request.Input(rfile, length), rfile
 
     def test_bounded_reads(self):
         data = b'line one\nline two\nthree'
@@ -653,14 +653,14 @@ class ServeConnectionTest(unittest.TestCase):
 
     def serve(self, data, step):
         conn = self.Conn(data, step)
-        worker._serve_connection(conn, self.app, worker.environ_template(False), 0)
+        worker._serve_connection(conn, self.app, request.environ_template(False), 0)
         self.assertEqual(conn.pos, len(data))
         return b''.join(conn.out)
 
     def test_pieces(self):
-        big = blob(worker.SMALL_BODY + 3000, seed=11)
+        big = blob(request.SMALL_BODY + 3000, seed=11)
         reqs = [('/echo', b''), ('/echo', b'small body'), ('/ignore', big),
-                ('/echo', big[:worker.SMALL_BODY]), ('/echo', big[:worker.SMALL_BODY + 1]),
+                ('/echo', big[:request.SMALL_BODY]), ('/echo', big[:request.SMALL_BODY + 1]),
                 ('/lines', b'one\ntwo\n' * 5000), ('/echo', b'last')]
         data = b''.join(packet(request_vars(path, 'POST', body), body, mode=1 + i % 2)
                         for i, (path, body) in enumerate(reqs))
@@ -671,7 +671,7 @@ class ServeConnectionTest(unittest.TestCase):
             self.assertEqual(r.body, {'/ignore': b'ignored', '/lines': body.replace(
                 b'\n', b'\n|')[:-1]}.get(path, body), path)
         self.assertEqual(f.read(), b'')
-        for step in (7, 100, 4099, worker.READ_BUFFER - 1):
+        for step in (7, 100, 4099, request.READ_BUFFER - 1):
             with self.subTest(step=step):
                 self.assertEqual(self.serve(data, step), want)
         # Byte by byte, the requests without a large body (a large one would take seconds).
@@ -685,7 +685,7 @@ class ServeConnectionTest(unittest.TestCase):
 
     def test_cut_short(self):
         good = packet(request_vars('/echo', 'POST', b'0123456789'), b'0123456789')
-        big = blob(worker.SMALL_BODY * 2)
+        big = blob(request.SMALL_BODY * 2)
         large = packet(request_vars('/echo', 'POST', big), big)
         for step in (1, 3, 1000):
             with self.subTest(step=step):
@@ -1544,7 +1544,7 @@ def bench(seconds=3.0):
             self.sent = []
             self.sendall = self.sent.append
 
-    template = worker.environ_template(False)
+    template = request.environ_template(False)
 
     def best_of(fn, n=100000, rounds=7):
         best = None
@@ -1556,20 +1556,20 @@ def bench(seconds=3.0):
         return best
 
     block1, block2 = encode_vars(pairs), encode_vars_nul(pairs)
-    env, _ = worker.make_environ(block1, template)
-    env['wsgi.input'] = worker._EMPTY_INPUT
+    env, _ = request.make_environ(block1, template)
+    env['wsgi.input'] = request._EMPTY_INPUT
     sink = []
 
     def hello_cl(environ, start_response):   # bench/apps/hello.py: with a Content-Length
         start_response('200 OK', [('Content-Type', 'text/plain'), ('Content-Length', '13')])
         return [b'Hello, World!']
 
-    def environ(n, decode=worker.make_environ, block=block1):
+    def environ(n, decode=request.make_environ, block=block1):
         for _ in range(n):
             decode(block, template)
 
     def environ_nul(n):
-        environ(n, worker.make_environ_nul, block2)
+        environ(n, request.make_environ_nul, block2)
 
     def run_app(n, run=response._run_app, sendall=sink.append):
         for _ in range(n):
