@@ -35,7 +35,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.dont_write_bytecode = True
 sys.path.insert(0, HERE)
-from herd_worker import boot as worker, request, response  # noqa: E402
+from herd_worker import request, response  # noqa: E402
 
 HANG = 10.0     # a connection the worker keeps open this long after the half-close hangs
 

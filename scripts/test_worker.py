@@ -29,7 +29,7 @@ APPS = os.path.join(HERE, 'testapps')
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, HERE)
-from herd_worker import boot as worker, request, response  # noqa: E402  (the in-process unit tests use its I/O-free functions)
+from herd_worker import process, request, response, serve  # noqa: E402  (in-process tests)
 
 WAIT = 10.0     # upper bound for any condition; tests poll, they do not sleep
 
@@ -653,7 +653,7 @@ class ServeConnectionTest(unittest.TestCase):
 
     def serve(self, data, step):
         conn = self.Conn(data, step)
-        worker._serve_connection(conn, self.app, request.environ_template(False), 0)
+        serve._serve_connection(conn, self.app, request.environ_template(False), 0)
         self.assertEqual(conn.pos, len(data))
         return b''.join(conn.out)
 
@@ -1359,7 +1359,7 @@ class StandbyTest(unittest.TestCase):
             w, ours = self.standby()
             path, lsock, control, theirs = self.sockets()
             self.hand_over(ours, message, [lsock.fileno(), theirs.fileno()][:nfds])
-            self.assertEqual(w.wait_exit(), worker.EXIT_BOOT_ERROR, message)
+            self.assertEqual(w.wait_exit(), process.EXIT_BOOT_ERROR, message)
             self.assertIn('bad standby hand-over', w.log())
 
 
@@ -1586,7 +1586,7 @@ def bench(seconds=3.0):
         for _ in range(5):
             conn = MemoryConn(req * n)
             t0 = time.process_time()
-            worker._serve_connection(conn, app, template, 0)
+            serve._serve_connection(conn, app, template, 0)
             t = (time.process_time() - t0) / n * 1e6
             assert len(conn.sent) == n
             best = t if best is None else min(best, t)
