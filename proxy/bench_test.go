@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"syscall"
 	"testing"
@@ -21,7 +20,6 @@ import (
 	"github.com/herd-server/herd/protocol"
 	"github.com/herd-server/herd/proxy"
 	"github.com/herd-server/herd/proxy/h1"
-	"github.com/herd-server/herd/scripts"
 	"github.com/herd-server/herd/supervisor"
 	"github.com/herd-server/herd/supervisor/spawn"
 )
@@ -44,10 +42,7 @@ func workers(b *testing.B, n int) *supervisor.Pool {
 	b.Helper()
 	python := herdtest.RequireTool(b, "/usr/bin/python3", "python3")
 	dir := b.TempDir()
-	script := filepath.Join(dir, "worker.py")
-	if err := os.WriteFile(script, scripts.WorkerPy, 0o600); err != nil {
-		b.Fatal(err)
-	}
+	script := filepath.Join(herdtest.RepoRoot(b), "scripts", "herd_worker")
 	apps := filepath.Join(herdtest.RepoRoot(b), "bench", "apps")
 	pool := supervisor.NewPool(1024, 30*time.Second)
 	sup := supervisor.New(supervisor.Options{

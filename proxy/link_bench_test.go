@@ -16,7 +16,6 @@ import (
 
 	"github.com/herd-server/herd/internal/herdtest"
 	"github.com/herd-server/herd/protocol"
-	"github.com/herd-server/herd/scripts"
 )
 
 // BenchmarkWorkerLink answers the question issue 8 asked of the master's link to its
@@ -29,10 +28,7 @@ import (
 func BenchmarkWorkerLink(b *testing.B) {
 	python := herdtest.RequireTool(b, "/usr/bin/python3", "python3")
 	dir := b.TempDir()
-	script := filepath.Join(dir, "worker.py")
-	if err := os.WriteFile(script, scripts.WorkerPy, 0o600); err != nil {
-		b.Fatal(err)
-	}
+	script := filepath.Join(herdtest.RepoRoot(b), "scripts", "herd_worker")
 	sock := filepath.Join(dir, "w.sock")
 	apps := filepath.Join(herdtest.RepoRoot(b), "bench", "apps")
 	cmd := exec.Command(python, script, "--app", "hello:app", "--bind", "unix:"+sock, "--chdir", apps)

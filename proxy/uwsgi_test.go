@@ -60,7 +60,7 @@ func startFrontEnd(t testing.TB) *frontEnd {
 		RunDir: runDir, Log: zerolog.Nop(),
 		Spawner: &spawn.Exec{
 			Python:       "python3",
-			WorkerScript: filepath.Join(herdtest.RepoRoot(t), "scripts", "worker.py"),
+			WorkerScript: filepath.Join(herdtest.RepoRoot(t), "scripts", "herd_worker"),
 			Args:         []string{"--app", "frontapp:app", "--threads", "1", "--chdir", testdata},
 			Dir:          testdata,
 		},

@@ -1,10 +1,14 @@
-// Package scripts holds the Python side of herd: worker.py, embedded into the binary, and
-// the example app that `make run` serves.
+// Package scripts holds the Python side of herd: the worker package herd_worker, embedded
+// into the binary, its tests, and the example and test apps.
 package scripts
 
-import _ "embed"
+import "embed"
 
-// WorkerPy is the source of the Python worker the master starts for each worker process.
+// WorkerPackage is the directory of Worker that holds the worker's package.
+const WorkerPackage = "herd_worker"
+
+// Worker holds the Python worker the master starts for each worker process: the package
+// herd_worker, its .py files only (the protocol it speaks: docs/protocol.md).
 //
-//go:embed worker.py
-var WorkerPy []byte
+//go:embed herd_worker/*.py
+var Worker embed.FS

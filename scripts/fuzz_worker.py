@@ -1,4 +1,4 @@
-"""Fuzz loop for worker.py: its uwsgi parser and its response writer. Stdlib only.
+"""Fuzz loop for the worker (herd_worker): its uwsgi parser and response writer. Stdlib only.
 
     python3 scripts/fuzz_worker.py [--seconds 60] [--seed N]
 
@@ -35,7 +35,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.dont_write_bytecode = True
 sys.path.insert(0, HERE)
-import worker  # noqa: E402
+from herd_worker import request, response  # noqa: E402
 
 HANG = 10.0     # a connection the worker keeps open this long after the half-close hangs
 
@@ -167,7 +167,7 @@ def check_head(head):
 
 def check_environ(block):
     try:
-        env, cl = worker.make_environ(block, TEMPLATE)
+        env, cl = request.make_environ(block, TEMPLATE)
     except ValueError:
         return
     pairs = decode_vars(block)
@@ -194,7 +194,7 @@ def check_environ_nul(block):
     """make_environ_nul(block) is make_environ() of the same vars, the ValueErrors included."""
     pairs = decode_vars_nul(block)
     try:
-        got = worker.make_environ_nul(block, TEMPLATE)
+        got = request.make_environ_nul(block, TEMPLATE)
     except ValueError as e:
         got = e
     if pairs is None:
@@ -202,7 +202,7 @@ def check_environ_nul(block):
             raise AssertionError('make_environ_nul took a block with an odd number of fields')
         return
     try:
-        want = worker.make_environ(encode_vars(pairs), TEMPLATE)
+        want = request.make_environ(encode_vars(pairs), TEMPLATE)
     except ValueError as e:
         want = e
     if isinstance(want, ValueError) or isinstance(got, ValueError):
@@ -257,14 +257,14 @@ def check_build_head(rnd):
         headers = rnd.choice([None, 'X: y', [('X',)], [(b'X', b'y')], [('X', 1)]])
     keepalive = rnd.random() < 0.5
     try:
-        head, cl, _ = worker.build_head(b'HTTP/1.1 ', status, headers, keepalive)
+        head, cl, _ = response.build_head(b'HTTP/1.1 ', status, headers, keepalive)
     except (TypeError, ValueError):
         return (status, headers), None
     lines = check_head(head[:-2] if head.endswith(b'\r\n') else head)
     return (status, headers), lines
 
 
-TEMPLATE = worker.environ_template(False)
+TEMPLATE = request.environ_template(False)
 
 
 # ---------------------------------------------------------------------------------------
@@ -276,7 +276,7 @@ class Worker(object):
         self.log_path = os.path.join(tmp, 'stderr')
         self.log = open(self.log_path, 'wb')
         self.proc = subprocess.Popen(
-            [sys.executable, os.path.join(HERE, 'worker.py'), '--app', 'fuzz_worker:app',
+            [sys.executable, os.path.join(HERE, 'herd_worker'), '--app', 'fuzz_worker:app',
              '--chdir', HERE, '--bind', 'unix:' + self.path],
             stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log,
             env=dict(os.environ, PYTHONDONTWRITEBYTECODE='1'))

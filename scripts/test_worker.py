@@ -1,4 +1,4 @@
-"""Tests for worker.py: real worker subprocesses, hand-built uwsgi packets, stdlib only.
+"""Tests for the worker (herd_worker): real worker subprocesses, hand-built uwsgi packets, stdlib only.
 
 Run from the repository root:
     python3 -m unittest discover -s scripts -p 'test_*.py' -v
@@ -24,12 +24,12 @@ import time
 import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-WORKER = os.path.join(HERE, 'worker.py')
+WORKER = os.path.join(HERE, 'herd_worker')   # run as a directory: its __main__.py
 APPS = os.path.join(HERE, 'testapps')
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, HERE)
-import worker  # noqa: E402  (the in-process unit tests use its I/O-free functions)
+from herd_worker import process, request, response, serve  # noqa: E402  (in-process tests)
 
 WAIT = 10.0     # upper bound for any condition; tests poll, they do not sleep
 
@@ -248,7 +248,7 @@ def poll(cond, timeout=WAIT, interval=0.005):
 
 
 class Worker(object):
-    """A worker.py subprocess bound to a unix socket in a private temp dir."""
+    """A worker subprocess bound to a unix socket in a private temp dir."""
 
     def __init__(self, app='fixture:app', args=(), control=False, bind=True, pass_fds=(),
                  wait=True, chdir=APPS, env=None):
@@ -369,17 +369,17 @@ def blob(n, seed=1):
 # in-process: the I/O-free parts
 
 class MakeEnvironTest(unittest.TestCase):
-    template = worker.environ_template(False)
+    template = request.environ_template(False)
 
     def environ(self, pairs):
         """make_environ's answer, once make_environ_nul gave the same for the same vars."""
         try:
-            want = worker.make_environ(encode_vars(pairs), self.template)
+            want = request.make_environ(encode_vars(pairs), self.template)
         except ValueError:
             with self.assertRaises(ValueError):
-                worker.make_environ_nul(encode_vars_nul(pairs), self.template)
+                request.make_environ_nul(encode_vars_nul(pairs), self.template)
             raise
-        self.assertEqual(worker.make_environ_nul(encode_vars_nul(pairs), self.template), want)
+        self.assertEqual(request.make_environ_nul(encode_vars_nul(pairs), self.template), want)
         return want
 
     def test_table(self):
@@ -429,7 +429,7 @@ class MakeEnvironTest(unittest.TestCase):
                           'wsgi.file_wrapper'):
                     self.assertIn(k, env)
                 self.assertNotIn('wsgi.input', env)
-        self.assertEqual(self.template, worker.environ_template(False))    # not mutated
+        self.assertEqual(self.template, request.environ_template(False))    # not mutated
 
     def test_malformed(self):
         good = encode_vars([('A', 'b'), ('CC', 'dd')])
@@ -444,14 +444,14 @@ class MakeEnvironTest(unittest.TestCase):
         for block in bad:
             with self.subTest(block=block):
                 with self.assertRaises(ValueError):
-                    worker.make_environ(block, self.template)
+                    request.make_environ(block, self.template)
         for cl in ('abc', '-1', '+1', ' 1', '1_0', '\xb2', '1.0'):
             with self.subTest(cl=cl):
                 with self.assertRaises(ValueError):
                     self.environ([('CONTENT_LENGTH', cl)])
 
     def test_nul_joined(self):
-        decode = worker.make_environ_nul
+        decode = request.make_environ_nul
         self.assertEqual(decode(b'', self.template), (self.template, 0))
         env, _ = decode(b'\0', self.template)                  # one var, both fields empty
         self.assertEqual(env[''], '')
@@ -463,13 +463,13 @@ class MakeEnvironTest(unittest.TestCase):
             with self.subTest(block=block):
                 with self.assertRaises(ValueError):
                     decode(block, self.template)
-        self.assertEqual(self.template, worker.environ_template(False))    # not mutated
+        self.assertEqual(self.template, request.environ_template(False))    # not mutated
 
 
 class BuildHeadTest(unittest.TestCase):
     def test_ok(self):
         for _ in range(2):      # the second time from the caches
-            head, cl, bodyless = worker.build_head(
+            head, cl, bodyless = response.build_head(
                 b'HTTP/1.1 ', '200 OK', [('Content-Type', 'text/plain'), ('X-A', 'caf\xe9'),
                                          ['X-List', 'pair']], True)
             self.assertEqual(head, b'HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n'
@@ -480,47 +480,47 @@ class BuildHeadTest(unittest.TestCase):
     def test_content_length_and_hop_by_hop(self):
         hdrs = [('content-length', '5'), ('Connection', 'close'),
                 ('Transfer-Encoding', 'chunked'), ('Content-Length', '5')]
-        head, cl, _ = worker.build_head(b'HTTP/1.1 ', '200 OK', hdrs, True)
+        head, cl, _ = response.build_head(b'HTTP/1.1 ', '200 OK', hdrs, True)
         self.assertEqual(cl, 5)
         self.assertEqual(head, b'HTTP/1.1 200 OK\r\ncontent-length: 5\r\n')
-        head, cl, _ = worker.build_head(b'HTTP/1.0 ', '200 OK', hdrs, False)
+        head, cl, _ = response.build_head(b'HTTP/1.0 ', '200 OK', hdrs, False)
         self.assertIn(b'Connection: close\r\n', head)
         with self.assertRaises(ValueError):
-            worker.build_head(b'', '200 OK', [('Content-Length', '5'),
+            response.build_head(b'', '200 OK', [('Content-Length', '5'),
                                              ('Content-Length', '6')], True)
         with self.assertRaises(ValueError):
-            worker.build_head(b'', '200 OK', [('Content-Length', 'x')], True)
+            response.build_head(b'', '200 OK', [('Content-Length', 'x')], True)
 
     def test_head_cache(self):
         # A repeated response comes from the cache, but the prefix, the mode and every
         # header are its key; what is refused is refused every time.
         hop = [('Connection', 'close'), ('X-A', '1'), ('Content-Length', '3')]
         for _ in range(2):
-            self.assertEqual(worker.build_head(b'HTTP/1.1 ', '200 OK', hop, True),
+            self.assertEqual(response.build_head(b'HTTP/1.1 ', '200 OK', hop, True),
                              (b'HTTP/1.1 200 OK\r\nX-A: 1\r\nContent-Length: 3\r\n', 3, False))
-            self.assertEqual(worker.build_head(b'HTTP/1.0 ', '200 OK', hop, False)[0],
+            self.assertEqual(response.build_head(b'HTTP/1.0 ', '200 OK', hop, False)[0],
                              b'HTTP/1.0 200 OK\r\nConnection: close\r\nX-A: 1\r\n'
                              b'Content-Length: 3\r\n')
-            self.assertEqual(worker.build_head(b'HTTP/1.1 ', '200 OK', hop[1:2], True)[0],
+            self.assertEqual(response.build_head(b'HTTP/1.1 ', '200 OK', hop[1:2], True)[0],
                              b'HTTP/1.1 200 OK\r\nX-A: 1\r\n')
-            self.assertEqual(worker.build_head(b'HTTP/1.1 ', '204 No Content', hop[1:2], True),
+            self.assertEqual(response.build_head(b'HTTP/1.1 ', '204 No Content', hop[1:2], True),
                              (b'HTTP/1.1 204 No Content\r\nX-A: 1\r\n', None, True))
             for bad in ([('X-A', '1'), ('X-B', 'a\nb')],
                         [('Content-Length', '1'), ('Content-Length', '2')]):
                 with self.assertRaises(ValueError):
-                    worker.build_head(b'HTTP/1.1 ', '200 OK', bad, True)
+                    response.build_head(b'HTTP/1.1 ', '200 OK', bad, True)
         gen = iter([('X-A', '1')])
         with self.assertRaises(TypeError):
-            worker.build_head(b'HTTP/1.1 ', '200 OK', gen, True)
+            response.build_head(b'HTTP/1.1 ', '200 OK', gen, True)
         self.assertEqual(list(gen), [('X-A', '1')])     # refused, not consumed
-        for i in range(worker._CACHE_MAX + 10):
-            worker.build_head(b'HTTP/1.1 ', '200 OK', [('X-N', str(i))], True)
-        self.assertLessEqual(len(worker._heads), worker._CACHE_MAX)
+        for i in range(response._CACHE_MAX + 10):
+            response.build_head(b'HTTP/1.1 ', '200 OK', [('X-N', str(i))], True)
+        self.assertLessEqual(len(response._heads), response._CACHE_MAX)
 
     def test_bodyless(self):
         for status, want in (('204 No Content', True), ('304 Not Modified', True),
                              ('100 Continue', True), ('200 OK', False), ('404 X', False)):
-            self.assertEqual(worker.build_head(b'', status, [], True)[2], want, status)
+            self.assertEqual(response.build_head(b'', status, [], True)[2], want, status)
 
     def test_invalid(self):
         bad = [
@@ -537,7 +537,7 @@ class BuildHeadTest(unittest.TestCase):
         for status, headers in bad:
             with self.subTest(status=status, headers=headers):
                 with self.assertRaises((TypeError, ValueError)):
-                    worker.build_head(b'HTTP/1.1 ', status, headers, True)
+                    response.build_head(b'HTTP/1.1 ', status, headers, True)
 
 
 class FramingTest(unittest.TestCase):
@@ -545,29 +545,29 @@ class FramingTest(unittest.TestCase):
         h = b'HTTP/1.1 200 OK\r\nX: y\r\n'
         cases = [
             # (app_cl, bodyless, keepalive, length) -> (out, mode, left)
-            ((None, True, 1, 5), (h + b'\r\n', worker._NOBODY, 0)),
-            ((7, True, 1, None), (h + b'\r\n', worker._NOBODY, 0)),
-            ((None, False, 0, 5), (h + b'\r\n', worker._RAW, 0)),
-            ((7, False, 0, 5), (h + b'\r\n', worker._RAW, 0)),
-            ((7, False, 1, 5), (h + b'\r\n', worker._COUNT, 7)),
-            ((0, False, 2, None), (h + b'\r\n', worker._COUNT, 0)),
-            ((None, False, 1, 5), (h + b'Content-Length: 5\r\n\r\n', worker._COUNT, 5)),
-            ((None, False, 2, 0), (h + b'Content-Length: 0\r\n\r\n', worker._COUNT, 0)),
+            ((None, True, 1, 5), (h + b'\r\n', response._NOBODY, 0)),
+            ((7, True, 1, None), (h + b'\r\n', response._NOBODY, 0)),
+            ((None, False, 0, 5), (h + b'\r\n', response._RAW, 0)),
+            ((7, False, 0, 5), (h + b'\r\n', response._RAW, 0)),
+            ((7, False, 1, 5), (h + b'\r\n', response._COUNT, 7)),
+            ((0, False, 2, None), (h + b'\r\n', response._COUNT, 0)),
+            ((None, False, 1, 5), (h + b'Content-Length: 5\r\n\r\n', response._COUNT, 5)),
+            ((None, False, 2, 0), (h + b'Content-Length: 0\r\n\r\n', response._COUNT, 0)),
             ((None, False, 1, None),
-             (h + b'Transfer-Encoding: chunked\r\n\r\n', worker._CHUNKED, 0)),
+             (h + b'Transfer-Encoding: chunked\r\n\r\n', response._CHUNKED, 0)),
         ]
         for (app_cl, bodyless, keepalive, length), want in cases:
             with self.subTest(app_cl=app_cl, bodyless=bodyless, keepalive=keepalive,
                               length=length):
-                self.assertEqual(worker._framing(h, app_cl, bodyless, keepalive, length), want)
+                self.assertEqual(response._framing(h, app_cl, bodyless, keepalive, length), want)
         with self.assertRaises(AssertionError):     # start_response() was not called
-            worker._framing(None, None, False, 1, 5)
+            response._framing(None, None, False, 1, 5)
 
 
 class InputTest(unittest.TestCase):
     def make(self, data, length, tail=b'NEXT'):
         rfile = io.BufferedReader(io.BytesIO(data + tail), 7)
-        return worker.Input(rfile, length), rfile
+        return request.Input(rfile, length), rfile
 
     def test_bounded_reads(self):
         data = b'line one\nline two\nthree'
@@ -653,14 +653,14 @@ class ServeConnectionTest(unittest.TestCase):
 
     def serve(self, data, step):
         conn = self.Conn(data, step)
-        worker._serve_connection(conn, self.app, worker.environ_template(False), 0)
+        serve._serve_connection(conn, self.app, request.environ_template(False), 0)
         self.assertEqual(conn.pos, len(data))
         return b''.join(conn.out)
 
     def test_pieces(self):
-        big = blob(worker.SMALL_BODY + 3000, seed=11)
+        big = blob(request.SMALL_BODY + 3000, seed=11)
         reqs = [('/echo', b''), ('/echo', b'small body'), ('/ignore', big),
-                ('/echo', big[:worker.SMALL_BODY]), ('/echo', big[:worker.SMALL_BODY + 1]),
+                ('/echo', big[:request.SMALL_BODY]), ('/echo', big[:request.SMALL_BODY + 1]),
                 ('/lines', b'one\ntwo\n' * 5000), ('/echo', b'last')]
         data = b''.join(packet(request_vars(path, 'POST', body), body, mode=1 + i % 2)
                         for i, (path, body) in enumerate(reqs))
@@ -671,7 +671,7 @@ class ServeConnectionTest(unittest.TestCase):
             self.assertEqual(r.body, {'/ignore': b'ignored', '/lines': body.replace(
                 b'\n', b'\n|')[:-1]}.get(path, body), path)
         self.assertEqual(f.read(), b'')
-        for step in (7, 100, 4099, worker.READ_BUFFER - 1):
+        for step in (7, 100, 4099, request.READ_BUFFER - 1):
             with self.subTest(step=step):
                 self.assertEqual(self.serve(data, step), want)
         # Byte by byte, the requests without a large body (a large one would take seconds).
@@ -685,7 +685,7 @@ class ServeConnectionTest(unittest.TestCase):
 
     def test_cut_short(self):
         good = packet(request_vars('/echo', 'POST', b'0123456789'), b'0123456789')
-        big = blob(worker.SMALL_BODY * 2)
+        big = blob(request.SMALL_BODY * 2)
         large = packet(request_vars('/echo', 'POST', big), big)
         for step in (1, 3, 1000):
             with self.subTest(step=step):
@@ -1359,7 +1359,7 @@ class StandbyTest(unittest.TestCase):
             w, ours = self.standby()
             path, lsock, control, theirs = self.sockets()
             self.hand_over(ours, message, [lsock.fileno(), theirs.fileno()][:nfds])
-            self.assertEqual(w.wait_exit(), worker.EXIT_BOOT_ERROR, message)
+            self.assertEqual(w.wait_exit(), process.EXIT_BOOT_ERROR, message)
             self.assertIn('bad standby hand-over', w.log())
 
 
@@ -1549,7 +1549,7 @@ def bench(seconds=3.0):
             self.sent = []
             self.sendall = self.sent.append
 
-    template = worker.environ_template(False)
+    template = request.environ_template(False)
 
     def best_of(fn, n=100000, rounds=7):
         best = None
@@ -1561,22 +1561,22 @@ def bench(seconds=3.0):
         return best
 
     block1, block2 = encode_vars(pairs), encode_vars_nul(pairs)
-    env, _ = worker.make_environ(block1, template)
-    env['wsgi.input'] = worker._EMPTY_INPUT
+    env, _ = request.make_environ(block1, template)
+    env['wsgi.input'] = request._EMPTY_INPUT
     sink = []
 
     def hello_cl(environ, start_response):   # bench/apps/hello.py: with a Content-Length
         start_response('200 OK', [('Content-Type', 'text/plain'), ('Content-Length', '13')])
         return [b'Hello, World!']
 
-    def environ(n, decode=worker.make_environ, block=block1):
+    def environ(n, decode=request.make_environ, block=block1):
         for _ in range(n):
             decode(block, template)
 
     def environ_nul(n):
-        environ(n, worker.make_environ_nul, block2)
+        environ(n, request.make_environ_nul, block2)
 
-    def run_app(n, run=worker._run_app, sendall=sink.append):
+    def run_app(n, run=response._run_app, sendall=sink.append):
         for _ in range(n):
             run(hello_cl, env, None, sendall, 1, b'HTTP/1.1 ', False)
         del sink[:]
@@ -1591,7 +1591,7 @@ def bench(seconds=3.0):
         for _ in range(5):
             conn = MemoryConn(req * n)
             t0 = time.process_time()
-            worker._serve_connection(conn, app, template, 0)
+            serve._serve_connection(conn, app, template, 0)
             t = (time.process_time() - t0) / n * 1e6
             assert len(conn.sent) == n
             best = t if best is None else min(best, t)

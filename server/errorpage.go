@@ -37,7 +37,7 @@ func errorPage(next http.Handler, st *autoreload.State, workerFiles ...string) h
 	})
 }
 
-// trimTraceback drops the frames of the worker script and of the import machinery. A frame
+// trimTraceback drops the frames of the worker's files and of the import machinery. A frame
 // is its `  File "..."` line and the more indented source and caret lines under it.
 func trimTraceback(traceback string, workerFiles []string) string {
 	var out []string

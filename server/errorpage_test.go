@@ -16,7 +16,7 @@ import (
 
 // What CPython 3.11 prints for a module that does not compile, quoting markup from it.
 const syntaxErrorTrace = `Traceback (most recent call last):
-  File "/root/.cache/herd/worker/herd_worker_0123456789abcdef.py", line 906, in load_app
+  File "/root/.cache/herd/worker/herd_worker_0123456789abcdef/boot.py", line 906, in load_app
     obj = importlib.import_module(module)
           ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^
   File "/usr/lib/python3.11/importlib/__init__.py", line 126, in import_module
@@ -31,9 +31,9 @@ SyntaxError: invalid syntax
 func TestErrorPage(t *testing.T) {
 	next := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "app") })
 	st := &autoreload.State{}
-	// The worker's code runs from herd's cache, or from the copy in the runtime directory.
-	h := errorPage(next, st, "/root/.cache/herd/worker/herd_worker_0123456789abcdef.py",
-		"/tmp/herd-1/herd_worker_0123456789abcdef.py", "/tmp/herd-1/worker.py")
+	// The worker's package runs from herd's cache, or from the copy in the runtime directory.
+	h := errorPage(next, st, "/root/.cache/herd/worker/herd_worker_0123456789abcdef/boot.py",
+		"/tmp/herd-1/herd_worker_0123456789abcdef/boot.py", "/tmp/herd-1/worker.py")
 
 	if body := servePage(t, h, http.StatusOK); body != "app" {
 		t.Fatalf("no failure: got %q, want the app", body)

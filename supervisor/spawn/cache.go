@@ -98,14 +98,17 @@ func checkDirOwner(path string, fi fs.FileInfo) error {
 	return nil
 }
 
-// writeFileAtomic gives dir/name the content data at once: a reader sees the old file or
-// the new one, never a part.
-func writeFileAtomic(dir, name string, data []byte) error {
+// writeFileAtomic gives dir/name the content data and the mode perm at once: a reader sees
+// the old file or the new one, never a part.
+func writeFileAtomic(dir, name string, data []byte, perm fs.FileMode) error {
 	f, err := os.CreateTemp(dir, "."+name+".*")
 	if err != nil {
 		return fmt.Errorf("write %s: %w", name, err)
 	}
 	_, err = f.Write(data)
+	if err == nil {
+		err = f.Chmod(perm) // CreateTemp's 0600, whatever the umask: perm exactly
+	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}

@@ -89,11 +89,16 @@ func TestPrivateDirOtherOwner(t *testing.T) {
 func TestWriteFileAtomic(t *testing.T) {
 	dir := t.TempDir()
 	for _, content := range []string{"first", "second"} {
-		if err := writeFileAtomic(dir, "f", []byte(content)); err != nil {
+		if err := writeFileAtomic(dir, "f", []byte(content), 0o640); err != nil {
 			t.Fatal(err)
 		}
 		if b, err := os.ReadFile(filepath.Join(dir, "f")); err != nil || string(b) != content {
 			t.Fatalf("got %q, %v; want %q", b, err, content)
+		}
+		if fi, err := os.Stat(filepath.Join(dir, "f")); err != nil {
+			t.Fatal(err)
+		} else if fi.Mode().Perm() != 0o640 {
+			t.Fatalf("mode %v, want 0640", fi.Mode())
 		}
 	}
 	if names, _ := os.ReadDir(dir); len(names) != 1 {

@@ -51,7 +51,7 @@ func ResolvePython(python string) (string, error) {
 	}
 	if note != "" && filepath.Clean(executable) == path {
 		// Only a speed-up: when it cannot be written, the next start asks again.
-		_ = writeFileAtomic(filepath.Dir(note), filepath.Base(note), fmt.Appendf(nil, "%s: Python %d.%d\n", path, major, minor))
+		_ = writeFileAtomic(filepath.Dir(note), filepath.Base(note), fmt.Appendf(nil, "%s: Python %d.%d\n", path, major, minor), 0o600)
 	}
 	return executable, nil
 }

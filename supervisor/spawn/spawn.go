@@ -60,7 +60,8 @@ func (e ExitStatus) String() string {
 	}
 }
 
-// Worker exit codes: a contract with scripts/worker.py, as gunicorn has with its workers.
+// Worker exit codes: a contract with the worker (docs/protocol.md), as gunicorn has with its
+// workers.
 const (
 	ExitClean     = 0 // the master closed the control channel or asked it to stop
 	ExitBootError = 3 // the worker itself could not start (bad arguments, descriptors, Python)
@@ -82,15 +83,15 @@ func meaningOfExitCode(code int) string {
 // Exec starts each worker as `Python WorkerScript args...` with exec, never a shell.
 type Exec struct {
 	Python       string   // interpreter path or name on PATH
-	WorkerScript string   // path of the worker.py copy the master wrote
+	WorkerScript string   // the worker's start-up file (InstallWorker)
 	Args         []string // worker arguments shared by every worker (--app, --threads ...)
 	Env          []string // full environment; nil means the master's
 	Dir          string   // working directory
-	// Credential, when set, runs the worker as another user and group. That user cannot
-	// read WorkerScript in the master's private runtime directory, so the worker then gets
-	// its code as `python -c ScriptSource` instead.
-	Credential   *syscall.Credential
-	ScriptSource string
+	// Credential, when set, runs the worker as another user and group (WithCredential).
+	Credential *syscall.Credential
+	// err, when set, is why no worker can start (WithCredential could not share the
+	// worker's code): every start fails with it.
+	err error
 }
 
 // Spawn implements Spawner.
@@ -107,10 +108,10 @@ func (s *Exec) Spawn(spec Spec) (Process, error) {
 // command is the worker's command line with extra arguments, files inherited from fd 3 on.
 func (s *Exec) command(extra []string, files []*os.File) *exec.Cmd {
 	args := append([]string{s.WorkerScript}, s.Args...)
-	if s.Credential != nil {
-		args = append([]string{"-c", s.ScriptSource}, s.Args...)
-	}
 	cmd := exec.Command(s.Python, append(args, extra...)...)
+	if s.err != nil {
+		cmd.Err = s.err // Start fails with it, as it does when there is no such Python
+	}
 	cmd.ExtraFiles = files
 	cmd.Env = s.Env
 	cmd.Dir = s.Dir

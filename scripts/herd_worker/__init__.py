@@ -1,0 +1,25 @@
+"""herd's worker: serves one WSGI app over the uwsgi protocol for the herd master.
+
+The master embeds this package and starts each worker through a start-up file that imports
+boot and calls boot.run() (supervisor/spawn/workercode.go), never through a shell. From a
+source checkout, `python3 scripts/herd_worker [options]` runs it the same way (__main__.py).
+
+    boot.py      start-up: arguments, control channel, listening socket, the app's import
+    handover.py  the standby hand-over (--standby-fd, development mode)
+    serve.py     the serving loops, sync and threaded: the hot path
+    request.py   the environ from the uwsgi vars, and wsgi.input
+    response.py  start_response, the checks of status and headers, the framing of the answer
+    process.py   exit codes, log lines, the control channel, inherited descriptors
+
+Stdlib only, CPython >= 3.8. What it speaks with the master (command line, standby hand-over,
+control channel, exit codes, signals, uwsgi packets and herd's keep-alive extension) is a
+contract with the Go side, described once in docs/protocol.md: change both sides and that
+page together.
+"""
+
+import sys
+
+if sys.version_info < (3, 8):
+    sys.stderr.write('herd-worker: Python >= 3.8 required, this is %s\n'
+                     % sys.version.split()[0])
+    sys.exit(3)
