@@ -189,7 +189,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		if (s.stopping || s.fatal != nil) && len(s.workers) == 0 {
 			return s.fatal
 		}
-		resetTimer(timer, s.nextWake(time.Now()))
+		timer.Reset(s.nextWake(time.Now())) // no stale tick can follow: Go 1.23 timers
 		select {
 		case <-ctxDone:
 			ctxDone = nil
@@ -658,15 +658,6 @@ func (s *Supervisor) nextWake(now time.Time) time.Duration {
 		}
 	}
 	return max(next.Sub(now), time.Millisecond)
-}
-
-func resetTimer(t *time.Timer, d time.Duration) {
-	t.Stop()
-	select {
-	case <-t.C:
-	default:
-	}
-	t.Reset(d)
 }
 
 // listenUnix creates the worker's listening socket and returns it as a file to hand over.

@@ -166,7 +166,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 	}
 	add := func(paths []string) {
 		if len(paths) > 0 {
-			resetTimer(timer, pending.add(paths, w.debounce(), time.Now()))
+			timer.Reset(pending.add(paths, w.debounce(), time.Now())) // no stale tick can follow: Go 1.23 timers
 		}
 	}
 	for {
@@ -254,15 +254,6 @@ func rootDirs(roots []Root) []string {
 		out = append(out, r.Dir)
 	}
 	return out
-}
-
-func resetTimer(t *time.Timer, d time.Duration) {
-	t.Stop()
-	select {
-	case <-t.C:
-	default:
-	}
-	t.Reset(d)
 }
 
 // batcher folds changes into one pending batch.
