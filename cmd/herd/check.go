@@ -1,16 +1,19 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"text/tabwriter"
 	"time"
 
+	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
 
 	"github.com/herd-server/herd/config"
 	"github.com/herd-server/herd/server"
+	"github.com/herd-server/herd/supervisor"
 	"github.com/herd-server/herd/supervisor/spawn"
 )
 
@@ -48,6 +51,11 @@ cannot be imported (the traceback is printed).`,
 			if err != nil {
 				return err
 			}
+			if l.Config.LogLevel == "info" {
+				// The throwaway worker's start-up lines would come between the table and
+				// the verdict: only its warnings and errors (a traceback) are news here.
+				log = log.Level(zerolog.WarnLevel)
+			}
 			if err := server.CheckCertificate(&l.Config, log); err != nil {
 				return err
 			}
@@ -55,7 +63,14 @@ cannot be imported (the traceback is printed).`,
 			python, err := server.ImportApp(&l.Config, log, cred)
 			if err != nil {
 				// The worker's traceback is in the log (stderr) already.
-				return &exitCodeError{code: exitAppBoot, err: fmt.Errorf("check failed: the app %q could not be imported: %w", l.Config.App, err)}
+				err = fmt.Errorf("check failed: the app %q could not be imported: %w", l.Config.App, err)
+				var boot *supervisor.BootError
+				if errors.As(err, &boot) {
+					if hint := missingModuleHint(boot, python); hint != "" {
+						err = fmt.Errorf("%w\n%s", err, hint)
+					}
+				}
+				return &exitCodeError{code: exitAppBoot, err: err}
 			}
 			as := ""
 			if cred != nil {

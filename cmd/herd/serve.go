@@ -64,6 +64,21 @@ func runServer(ctx context.Context, cfg *config.Config) error {
 	var boot *supervisor.BootError
 	if errors.As(err, &boot) {
 		fmt.Fprintf(os.Stderr, "\nherd: the app %q could not be loaded:\n\n%s\n", cfg.App, strings.TrimRight(boot.Traceback, "\n"))
+		if hint := missingModuleHint(boot, cfg.Python); hint != "" {
+			fmt.Fprintf(os.Stderr, "\nherd: %s\n", hint)
+		}
 	}
 	return &exitCodeError{code: exitAppBoot, err: err}
+}
+
+// missingModuleHint says, for an app that failed to import a module, which interpreter
+// looked for it and how to name another: the usual cause is a virtualenv herd was not told
+// about. "" for any other failure.
+func missingModuleHint(boot *supervisor.BootError, python string) string {
+	_, name, ok := strings.Cut(boot.Message, "No module named ")
+	if !ok {
+		return ""
+	}
+	return fmt.Sprintf("the module %s was looked for by %s; if it is installed for another Python (a virtualenv), give --venv DIR or --python PATH",
+		strings.TrimSpace(name), python)
 }
