@@ -338,6 +338,19 @@ func FreeAddr(t testing.TB) string {
 	return ln.Addr().String()
 }
 
+// WaitListening waits until a TCP connection to addr succeeds: the server who, started by the
+// test, is up.
+func WaitListening(t testing.TB, addr string, limit time.Duration, who string) {
+	t.Helper()
+	EventuallyNil(t, limit, who+" listening on "+addr, func() error {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+		}
+		return err
+	})
+}
+
 // Client is an HTTP client with a per-request timeout for tests.
 func Client() *http.Client {
 	return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
