@@ -2,6 +2,7 @@ package server
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -138,17 +139,18 @@ lazy-apps = true
 		resp.Body.Close()
 		slow <- resp.StatusCode
 	}()
+	// Once the slow request is in the worker, the first request after it almost always runs
+	// beside it (each counts towards max-requests, below).
+	h.WaitServing("/sleep?s=3", 10*time.Second)
 	made := 2 // the first request and the slow one
-	beside := false
-	for polls := 0; !beside && polls < 20; polls++ {
-		time.Sleep(200 * time.Millisecond) // few polls: each counts towards max-requests
+	herdtest.EventuallyNil(t, 2*time.Second, "a request running beside the slow one in the one worker (threads = 2)", func() error {
 		a := getINIAnswer(t, c, h.URL+"/")
 		made++
-		beside = a.Active == 2 && a.Pid == first.Pid
-	}
-	if !beside {
-		t.Fatal("no request ran beside the slow one in the one worker (threads = 2)")
-	}
+		if a.Active != 2 || a.Pid != first.Pid {
+			return fmt.Errorf("worker %d: %d requests active", a.Pid, a.Active)
+		}
+		return nil
+	})
 	if status := <-slow; status != 200 {
 		t.Fatalf("slow request: %d", status)
 	}
@@ -328,17 +330,16 @@ func TestUWSGIIniLogtoAutoreloadUid(t *testing.T) {
 	h := herdtest.Start(t, herdtest.Options{Dir: dir, Listen: addr, Env: []string{"HERD_PYTHON=/usr/bin/python3"}, Args: []string{"--ini", ini}})
 	waitLog := func(what string) {
 		t.Helper()
-		deadline := time.Now().Add(30 * time.Second)
-		for {
+		herdtest.EventuallyNil(t, 30*time.Second, fmt.Sprintf("%q in %s", what, logFile), func() error {
 			b, _ := os.ReadFile(logFile)
 			if strings.Contains(string(b), what) {
-				return
+				return nil
 			}
-			if time.Now().After(deadline) || !h.Running() {
-				t.Fatalf("%s has no %q after 30 s:\n%s", logFile, what, b)
+			if !h.Running() {
+				t.Fatalf("herd exited; %s has no %q:\n%s", logFile, what, b)
 			}
-			time.Sleep(50 * time.Millisecond)
-		}
+			return fmt.Errorf("it has:\n%s", b)
+		})
 	}
 	waitLog(`"message":"worker ready"`)
 	if len(h.Events()) != 0 {

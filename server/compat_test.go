@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -108,22 +109,20 @@ func TestPeersINIUnderUWSGI(t *testing.T) {
 	// No keep-alive: an idle connection would hold a uWSGI worker, and its master waits
 	// for that worker at stop.
 	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	var status int
+	var body string
+	herdtest.EventuallyNil(t, 20*time.Second, "uwsgi serving", func() error {
 		resp, err := c.Get("http://" + addr + "/")
-		if err == nil {
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			body := string(b)
-			if resp.StatusCode != 200 || !strings.Contains(body, "GREETING=hello, world\n") || !strings.Contains(body, "SITE=uwsgi\n") {
-				t.Fatalf("uwsgi answered %d %q", resp.StatusCode, body)
-			}
-			return
+		if err != nil {
+			return err
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("uwsgi did not serve within 20 s: %v", err)
-		}
-		time.Sleep(50 * time.Millisecond)
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		status, body = resp.StatusCode, string(b)
+		return nil
+	})
+	if status != 200 || !strings.Contains(body, "GREETING=hello, world\n") || !strings.Contains(body, "SITE=uwsgi\n") {
+		t.Fatalf("uwsgi answered %d %q", status, body)
 	}
 }
 
@@ -220,17 +219,13 @@ func TestGunicornCommandLineServes(t *testing.T) {
 	}
 	// --access-logfile: the request's line is in the file (written before the response ends
 	// is not promised, so wait for it briefly).
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	herdtest.EventuallyNil(t, 5*time.Second, "access.log's line for GET /", func() error {
 		b, _ := os.ReadFile(filepath.Join(dir, "access.log"))
-		if strings.Contains(string(b), `"path":"/"`) {
-			break
+		if !strings.Contains(string(b), `"path":"/"`) {
+			return fmt.Errorf("it has %q", b)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("access.log has no line for GET /: %q", b)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // TestUWSGIHarakiriFires: harakiri in an ini is herd's --timeout: a request stuck past it
@@ -262,7 +257,7 @@ func TestUWSGIHarakiriFires(t *testing.T) {
 		stuck <- resp.StatusCode
 	}()
 	// The other worker serves meanwhile.
-	time.Sleep(300 * time.Millisecond)
+	h.WaitServing("/sleep?s=10", 10*time.Second)
 	if status, _ := get(t, c, h.URL+"/"); status != 200 {
 		t.Fatalf("request beside the stuck one: %d", status)
 	}

@@ -270,14 +270,13 @@ func TestSlowClientsDoNotHoldWorkers(t *testing.T) {
 			}
 		}()
 	}
-	// A condition wait: 300 MB go through the master, slow under -race on a busy machine.
-	deadline := time.Now().Add(60 * time.Second)
-	for firstBytes.Load() < slowClients && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
-	if n := firstBytes.Load(); n < slowClients {
-		t.Fatalf("only %d of %d slow clients got their first bytes", n, slowClients)
-	}
+	// A long limit: 300 MB go through the master, slow under -race on a busy machine.
+	herdtest.EventuallyNil(t, 60*time.Second, "every slow client's first bytes", func() error {
+		if n := firstBytes.Load(); n < slowClients {
+			return fmt.Errorf("%d of %d slow clients have theirs", n, slowClients)
+		}
+		return nil
+	})
 	// Every slow client has its answer started, and reads 1 KiB a second of 512: without
 	// the buffer both workers would be held for minutes.
 	c := herdtest.Client()
@@ -596,16 +595,8 @@ func startUwsgi(t *testing.T, uwsgi []string, dir, module string, env ...string)
 			t.Logf("uwsgi output:\n%s", out.String())
 		}
 	})
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
-		if c, err := net.Dial("tcp", addr); err == nil {
-			c.Close()
-			return addr
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("uwsgi did not listen on %s:\n%s", addr, out.String())
-	return ""
+	herdtest.WaitListening(t, addr, 20*time.Second, "uwsgi")
+	return addr
 }
 
 // appStep is one request of a real app's scenario; run returns what must be the same under

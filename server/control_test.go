@@ -62,11 +62,7 @@ func TestStatusWhileSlowRequest(t *testing.T) {
 
 	// No flag: the registry (isolated here) holds exactly this master.
 	var busy, ready *admin.WorkerStats
-	deadline := time.Now().Add(10 * time.Second)
-	for busy == nil {
-		if time.Now().After(deadline) {
-			t.Fatal("no worker shown busy with the slow request within 10 s")
-		}
+	herdtest.Eventually(t, 10*time.Second, "a worker shown busy with the slow request", func() bool {
 		st := statusJSON(t, env)
 		if st.Pid != h.Cmd.Process.Pid || len(st.Workers) != 2 {
 			t.Fatalf("status of pid %d with %d workers, want pid %d with 2", st.Pid, len(st.Workers), h.Cmd.Process.Pid)
@@ -81,15 +77,16 @@ func TestStatusWhileSlowRequest(t *testing.T) {
 				ready = w
 			}
 		}
-		if busy == nil {
-			time.Sleep(50 * time.Millisecond)
-		}
-	}
+		return busy != nil
+	})
 	if ready == nil || busy.Current[0].Method != "GET" || busy.RSS <= 0 || busy.Generation != 1 {
 		t.Fatalf("busy %+v, ready %+v", busy, ready)
 	}
-	// A second look a while later: the request has aged.
-	time.Sleep(500 * time.Millisecond)
+	// A second look once the master says the request is half a second old.
+	h.WaitStatus(8*time.Second, "the slow request 500 ms old", func(st herdtest.Status) bool {
+		_, c := st.Serving("/sleep?s=8")
+		return c != nil && c.AgeMs >= 500
+	})
 	r := herdtest.Run(t, "", env, "status", "--control-socket", sock)
 	if r.Code != 0 {
 		t.Fatalf("herd status: exit %d: %s", r.Code, r.Stderr)

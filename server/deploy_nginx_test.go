@@ -3,7 +3,6 @@ package server
 import (
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -87,18 +86,8 @@ func runNginx(t *testing.T, conf func(dir, listen string) string) string {
 			}
 		}
 	})
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		c, err := net.Dial("tcp", addr)
-		if err == nil {
-			c.Close()
-			return "http://" + addr
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("nginx not listening on %s: %v", addr, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	herdtest.WaitListening(t, addr, 10*time.Second, "nginx")
+	return "http://" + addr
 }
 
 // load sends GETs from several clients until stopped, counting successes and failures.
@@ -151,13 +140,12 @@ func (l *load) one(c *http.Client, url string) {
 func (l *load) waitOK(t *testing.T, n int64, timeout time.Duration) {
 	t.Helper()
 	target := l.ok.Load() + n
-	deadline := time.Now().Add(timeout)
-	for l.ok.Load() < target {
-		if time.Now().After(deadline) {
-			t.Fatalf("only %d of %d requests succeeded within %s", l.ok.Load(), target, timeout)
+	herdtest.EventuallyNil(t, timeout, fmt.Sprintf("%d more requests to succeed", n), func() error {
+		if ok := l.ok.Load(); ok < target {
+			return fmt.Errorf("%d of %d succeeded", ok, target)
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 func (l *load) finish() {

@@ -30,17 +30,14 @@ func nsPid(hostPid int) (int, bool) {
 
 func onlyChild(t *testing.T, pid int, what string) int {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		kids := herdtest.ChildPids(pid)
-		if len(kids) == 1 {
-			return kids[0]
+	var kids []int
+	herdtest.EventuallyNil(t, 10*time.Second, fmt.Sprintf("%s: one child of process %d", what, pid), func() error {
+		if kids = herdtest.ChildPids(pid); len(kids) != 1 {
+			return fmt.Errorf("children %v", kids)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: process %d has children %v, want one", what, pid, kids)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
+	return kids[0]
 }
 
 // TestPID1ReapsOrphansAndForwardsTerm runs herd as the first process of a new PID namespace,
@@ -88,19 +85,15 @@ func TestPID1ReapsOrphansAndForwardsTerm(t *testing.T) {
 		}
 	}
 	// They exit after a second; reaped, they leave /proc entirely (a zombie would stay).
-	deadline := time.Now().Add(15 * time.Second)
-	for n, host := range orphans {
-		for {
-			if _, err := os.Stat(fmt.Sprintf("/proc/%d", host)); os.IsNotExist(err) {
-				break
-			}
-			if time.Now().After(deadline) {
+	herdtest.EventuallyNil(t, 15*time.Second, "every orphan reaped", func() error {
+		for n, host := range orphans {
+			if _, err := os.Stat(fmt.Sprintf("/proc/%d", host)); !os.IsNotExist(err) {
 				stat, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", host))
-				t.Fatalf("orphan %d (host pid %d) not reaped: %s", n, host, stat)
+				return fmt.Errorf("orphan %d (host pid %d): %s", n, host, stat)
 			}
-			time.Sleep(20 * time.Millisecond)
 		}
-	}
+		return nil
+	})
 
 	// USR2 sent to PID 1 reaches the master, which starts a new one and retires; PID 1 then
 	// follows the new master (orphaned to it) instead of ending the container.

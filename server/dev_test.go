@@ -54,19 +54,19 @@ func setGreeting(t testing.TB, dir, greeting string) {
 func waitForBody(t testing.TB, c *http.Client, url, want string, timeout time.Duration, errorPageBefore bool) time.Duration {
 	t.Helper()
 	start := time.Now()
-	for {
-		status, body := get(t, c, url)
+	var body string
+	// A measurement as well as a wait: a GET every 2 ms, as docs/development.md says.
+	if !herdtest.PollEvery(timeout, 2*time.Millisecond, func() bool {
+		var status int
+		status, body = get(t, c, url)
 		if status != http.StatusOK && !(errorPageBefore && status == http.StatusInternalServerError && strings.Contains(body, "The app does not load")) {
 			t.Fatalf("GET %s during the reload: status %d %q", url, status, body)
 		}
-		if body == want {
-			return time.Since(start)
-		}
-		if time.Since(start) > timeout {
-			t.Fatalf("GET %s still answers %q after %s, want %q", url, body, timeout, want)
-		}
-		time.Sleep(2 * time.Millisecond)
+		return body == want
+	}) {
+		t.Fatalf("GET %s still answers %q after %s, want %q", url, body, timeout, want)
 	}
+	return time.Since(start)
 }
 
 func medianOf(d []time.Duration) time.Duration {

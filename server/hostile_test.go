@@ -186,18 +186,6 @@ func (s *hostileSuite) smuggledCount() int {
 	return strings.Count(string(b), "\n")
 }
 
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(timeout time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return true
-}
-
 // holders owns a set of attacking connections, each with a goroutine that reads until the
 // server closes it; close ends them all.
 type holders struct {
@@ -298,13 +286,13 @@ func (s *hostileSuite) slowloris(t *testing.T, r *attackResult) func() {
 			next = (next + 1) % 50
 		}
 	}()
-	if !waitFor(10*time.Second, func() bool { return s.masterFDs() >= base+s.scale.slowloris }) {
+	if !herdtest.Poll(10*time.Second, func() bool { return s.masterFDs() >= base+s.scale.slowloris }) {
 		t.Errorf("the master took only %d of %d slowloris connections", s.masterFDs()-base, s.scale.slowloris)
 	}
 	r.attempts = s.scale.slowloris
 	return func() {
 		// --header-timeout closes every one of them, trickling or not.
-		ok := waitFor(s.scale.headerWait+15*time.Second, func() bool { return hs.closed.Load() == int64(s.scale.slowloris) })
+		ok := herdtest.Poll(s.scale.headerWait+15*time.Second, func() bool { return hs.closed.Load() == int64(s.scale.slowloris) })
 		closedAfter := time.Since(opened)
 		close(stop)
 		<-trickled
@@ -339,11 +327,11 @@ func (s *hostileSuite) slowReaders(t *testing.T, r *attackResult) func() {
 				first = false
 				started.Add(1)
 			}
-			time.Sleep(time.Second)
+			time.Sleep(time.Second) // time is the subject: a reader of a byte a second
 			return true
 		})
 	}
-	if !waitFor(30*time.Second, func() bool { return started.Load() == int64(s.scale.slowReaders) }) {
+	if !herdtest.Poll(30*time.Second, func() bool { return started.Load() == int64(s.scale.slowReaders) }) {
 		t.Errorf("only %d of %d slow readers got their first byte", started.Load(), s.scale.slowReaders)
 	}
 	r.attempts = s.scale.slowReaders
@@ -414,7 +402,7 @@ func (s *hostileSuite) hugeHeaders(t *testing.T, r *attackResult) func() {
 		}()
 	}
 	// Every case once before the measurement, so that each shape is known to be met.
-	if !waitFor(30*time.Second, func() bool { return attempts.Load() >= int64(2*len(cases)) }) {
+	if !herdtest.Poll(30*time.Second, func() bool { return attempts.Load() >= int64(2*len(cases)) }) {
 		t.Errorf("only %d huge heads sent", attempts.Load())
 	}
 	return func() {
@@ -492,7 +480,7 @@ func (s *hostileSuite) flood(t *testing.T, r *attackResult) func() {
 	// The normal client holds one of the slots: the master reaches its limit with it.
 	limitFDs := baseFDs - 1 + s.scale.maxConns
 	// A few descriptors of the quiet count may be passing ones (a body file, a log write).
-	if !waitFor(10*time.Second, func() bool { return s.masterFDs() >= limitFDs-8 }) {
+	if !herdtest.Poll(10*time.Second, func() bool { return s.masterFDs() >= limitFDs-8 }) {
 		t.Errorf("the master holds %d descriptors under a flood of %d, want %d (its limit)", s.masterFDs(), n, limitFDs)
 	}
 	var peakFDs int

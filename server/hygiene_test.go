@@ -1,6 +1,7 @@
 package server
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -137,17 +138,13 @@ func TestFailedUpgradeGivesPidfileBack(t *testing.T) {
 		t.Fatal("the new master did not fail on the broken app")
 	}
 	want := strconv.Itoa(h.Cmd.Process.Pid)
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	herdtest.EventuallyNil(t, 5*time.Second, "the pidfile naming the old master "+want+" after the failed upgrade", func() error {
 		b, err := os.ReadFile(pidfile)
-		if err == nil && strings.TrimSpace(string(b)) == want {
-			break
+		if err == nil && strings.TrimSpace(string(b)) != want {
+			err = fmt.Errorf("it holds %q", b)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("pidfile after the failed upgrade: %q (err %v), want the old master's pid %s", b, err, want)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return err
+	})
 	if code, _ := herdtest.Get(t, herdtest.Client(), h.URL+"/"); code != 200 {
 		t.Fatalf("old master after the failed upgrade answered %d", code)
 	}

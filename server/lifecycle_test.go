@@ -82,9 +82,7 @@ func TestReloadUnderLoad(t *testing.T) {
 			t.Fatalf("reload failed: %v", ev)
 		}
 		// Each reload happens under load, not in a pause of it.
-		for load.Sent() < before+20 {
-			time.Sleep(5 * time.Millisecond)
-		}
+		herdtest.Eventually(t, 30*time.Second, "20 requests during the reload", func() bool { return load.Sent() >= before+20 })
 	}
 	requireNoFailures(t, "10 reloads", load.Stop())
 
@@ -113,13 +111,7 @@ func TestReloadUnderLoad(t *testing.T) {
 
 func waitGone(t *testing.T, pid int) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for herdtest.Alive(pid) {
-		if time.Now().After(deadline) {
-			t.Fatalf("old worker %d still alive", pid)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	herdtest.Eventually(t, 10*time.Second, fmt.Sprintf("old worker %d gone", pid), func() bool { return !herdtest.Alive(pid) })
 }
 
 // TestReloadIntoBrokenCode: a reload into a SyntaxError fails without a failed request,
@@ -299,13 +291,12 @@ func TestScaleWithTTINAndTTOU(t *testing.T) {
 	master := h.Cmd.Process.Pid
 	waitWorkers := func(n int) {
 		t.Helper()
-		deadline := time.Now().Add(20 * time.Second)
-		for len(herdtest.ChildPids(master)) != n {
-			if time.Now().After(deadline) {
-				t.Fatalf("%d worker processes, want %d", len(herdtest.ChildPids(master)), n)
+		herdtest.EventuallyNil(t, 20*time.Second, fmt.Sprintf("%d worker processes", n), func() error {
+			if kids := herdtest.ChildPids(master); len(kids) != n {
+				return fmt.Errorf("workers %v", kids)
 			}
-			time.Sleep(10 * time.Millisecond)
-		}
+			return nil
+		})
 	}
 	from := len(h.Events())
 	h.Signal(syscall.SIGTTIN)
@@ -410,9 +401,8 @@ func TestUpgradeWithUSR2UnderLoad(t *testing.T) {
 		t.Fatalf("old master exited with %d, want 0 after draining", code)
 	}
 	// The new master alone serves now, under the same load.
-	for sent := load.Sent(); load.Sent() < sent+100; {
-		time.Sleep(5 * time.Millisecond)
-	}
+	sent := load.Sent()
+	herdtest.Eventually(t, 30*time.Second, "100 requests to the new master alone", func() bool { return load.Sent() >= sent+100 })
 	requireNoFailures(t, "USR2 upgrade", load.Stop())
 	_, body := get(t, herdtest.Client(), h.URL+"/pid")
 	var pid int
@@ -454,8 +444,9 @@ func TestTermUnderLoadFinishesAcceptedRequests(t *testing.T) {
 			}
 		}()
 	}
-	for answered.Load() < 16 {
-		time.Sleep(5 * time.Millisecond)
+	// Not Eventually: the clients, which may call t.Errorf, end only once herd stops.
+	if !herdtest.Poll(30*time.Second, func() bool { return answered.Load() >= 16 }) {
+		t.Errorf("only %d requests answered within 30 s; stopping anyway", answered.Load())
 	}
 	h.Signal(syscall.SIGTERM)
 	if code := h.Wait(30 * time.Second); code != 0 {

@@ -2,7 +2,6 @@ package server
 
 import (
 	"fmt"
-	"net/http"
 	"os/exec"
 	"slices"
 	"syscall"
@@ -21,7 +20,13 @@ func BenchmarkSaveToNewResponse(b *testing.B) {
 			dir := herdtest.CopyExample(b)
 			h := herdtest.Start(b, herdtest.Options{Command: "dev", Dir: dir, Args: []string{"app:app"}})
 			h.WaitReady(1, 20*time.Second)
-			reportSaves(b, dir, h.URL)
+			stopped := 0
+			reportSaves(b, dir, h.URL, func() {
+				stopped++
+				herdtest.Eventually(b, 20*time.Second, "the old worker stopped", func() bool {
+					return h.Count(herdtest.IsMsg("worker stopped")) >= stopped
+				})
+			})
 		}
 	})
 	b.Run("gunicorn-reload", func(b *testing.B) {
@@ -37,38 +42,41 @@ func BenchmarkSaveToNewResponse(b *testing.B) {
 				b.Fatal(err)
 			}
 			b.Cleanup(func() { _ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); _ = cmd.Wait() })
-			waitUp(b, "http://"+addr+"/")
-			// gunicorn's reloader notes the app's files' mtimes on its first pass (once a
-			// second) after the app is imported: a save before that pass is never seen.
-			time.Sleep(2 * time.Second)
-			reportSaves(b, dir, "http://"+addr)
+			herdtest.WaitListening(b, addr, 20*time.Second, "gunicorn")
+			// Each worker reloads by itself: it exits, and the arbiter starts another.
+			var old []int
+			replaced := func() {
+				herdtest.EventuallyNil(b, 20*time.Second, "gunicorn's 2 workers, none from before the save", func() error {
+					kids := herdtest.ChildPids(cmd.Process.Pid)
+					if len(kids) != 2 || slices.ContainsFunc(kids, func(pid int) bool { return slices.Contains(old, pid) }) {
+						return fmt.Errorf("workers %v, before the save %v", kids, old)
+					}
+					old = kids
+					return nil
+				})
+				// Time is the subject: a worker's reloader notes the files' mtimes on its
+				// first pass, after the app is imported, and gives no sign of it; a save
+				// before that pass is never seen.
+				time.Sleep(time.Second)
+			}
+			replaced()
+			reportSaves(b, dir, "http://"+addr, replaced)
 		}
 	})
 }
 
-func reportSaves(b *testing.B, dir, url string) {
+// reportSaves saves a new greeting 20 times, measures each until the new code answers, and
+// reports the median; settled waits after each until the old workers have gone.
+func reportSaves(b *testing.B, dir, url string, settled func()) {
 	c := herdtest.Client()
 	var took []time.Duration
 	for i := range 20 {
 		greeting := fmt.Sprintf("Hello, save %02d!", i)
 		setGreeting(b, dir, greeting)
 		took = append(took, waitForBody(b, c, url+"/", greeting+"\n", 20*time.Second, false))
-		time.Sleep(500 * time.Millisecond) // let the old workers go before the next save
+		settled()
 	}
 	b.ReportMetric(float64(medianOf(took).Milliseconds()), "ms-median")
 	b.ReportMetric(float64(slices.Min(took).Milliseconds()), "ms-min")
 	b.ReportMetric(float64(slices.Max(took).Milliseconds()), "ms-max")
-}
-
-func waitUp(b *testing.B, url string) {
-	c := &http.Client{Timeout: time.Second}
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
-		if resp, err := c.Get(url); err == nil {
-			resp.Body.Close()
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	b.Fatalf("%s not up within 20s", url)
 }

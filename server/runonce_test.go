@@ -37,6 +37,9 @@ func TestRequestsRunOnceUnderKills(t *testing.T) {
 	)
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
+	// The clients may call t.Errorf: they end before the test does, whichever way it ends.
+	stopLoad := sync.OnceFunc(func() { close(stop); wg.Wait() })
+	defer stopLoad()
 	c := herdtest.Client()
 	for range 16 {
 		wg.Add(1)
@@ -77,15 +80,31 @@ func TestRequestsRunOnceUnderKills(t *testing.T) {
 			}
 		}()
 	}
+	answers := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(answered)
+	}
+	answersSince := func(what string) {
+		t.Helper()
+		target := answers() + 20
+		herdtest.Eventually(t, 30*time.Second, "20 answers "+what, func() bool { return answers() >= target })
+	}
+	// Eight kills, each once the pool is whole again and has answered 20 requests since the
+	// last: the load runs between kills, whatever the pace of the machine.
+	from := len(h.Events())
 	for range 8 {
-		time.Sleep(400 * time.Millisecond)
+		answersSince("since the last kill")
 		if pid := int(lastPid.Load()); pid > 0 && syscall.Kill(pid, syscall.SIGKILL) == nil {
 			kills.Add(1)
+			var ok bool
+			if _, from, ok = h.WaitEvent(from, 30*time.Second, herdtest.IsMsg("worker ready")); !ok {
+				t.Fatalf("no worker replaced the killed %d", pid)
+			}
 		}
 	}
-	time.Sleep(300 * time.Millisecond)
-	close(stop)
-	wg.Wait()
+	answersSince("after the last kill")
+	stopLoad()
 
 	raw, err := os.ReadFile(logPath)
 	if err != nil {
@@ -126,13 +145,13 @@ func TestClientGoneWhileQueuedIsNotServed(t *testing.T) {
 		}
 		busy <- err
 	}()
-	time.Sleep(200 * time.Millisecond) // the worker is taken
+	h.WaitServing("/slow?t=1", 10*time.Second) // the worker is taken
 	c, err := net.Dial("tcp", h.Addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	fmt.Fprintf(c, "GET /slow?t=0&mark=%s HTTP/1.1\r\nHost: x\r\n\r\n", mark)
-	time.Sleep(200 * time.Millisecond)
+	h.WaitStatus(10*time.Second, "the second request queued", func(st herdtest.Status) bool { return st.Queue == 1 })
 	c.Close() // gone while queued
 	if err := <-busy; err != nil {
 		t.Fatal(err)

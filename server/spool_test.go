@@ -29,7 +29,8 @@ func TestSlowReaderOfALargeAnswerHoldsNoWorker(t *testing.T) {
 			}
 			defer slow.Close()
 			fmt.Fprintf(slow, "GET /big?n=%d HTTP/1.1\r\nHost: x\r\n\r\n", size)
-			time.Sleep(300 * time.Millisecond) // the answer is under way; nobody reads it
+			// The answer is under way (nobody reads it) once the worker has taken the request.
+			h.WaitStatus(10*time.Second, "the large answer's request taken by the worker", func(st herdtest.Status) bool { return st.Taken() == 1 })
 
 			client := herdtest.Client()
 			client.Timeout = 2 * time.Second

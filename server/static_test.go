@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"fmt"
 	"io"
+	"io/fs"
 	"mime"
 	"mime/multipart"
 	"net"
@@ -19,6 +20,7 @@ import (
 	"time"
 
 	"github.com/herd-server/herd/internal/herdtest"
+	"golang.org/x/sys/unix"
 )
 
 // staticTree is the files the static tests serve, with one file outside the served
@@ -76,6 +78,28 @@ func makeStaticTree(t *testing.T, root string) staticTree {
 		t.Fatal(err)
 	}
 	return st
+}
+
+// waitStaticSettled waits until every file under root last changed two seconds ago or more:
+// the cache keeps no file changed more recently (a write in the same clock tick would not show
+// in its times), and every request of the kept-in-memory run must find its file settled.
+func waitStaticSettled(t *testing.T, root string) {
+	t.Helper()
+	herdtest.EventuallyNil(t, 10*time.Second, "the static files settled", func() error {
+		return filepath.WalkDir(root, func(path string, _ fs.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			var st unix.Stat_t
+			if unix.Stat(path, &st) != nil {
+				return nil // a link that leads nowhere: nothing to keep
+			}
+			if age := time.Since(time.Unix(st.Ctim.Unix())); age < 2*time.Second {
+				return fmt.Errorf("%s changed %s ago", path, age)
+			}
+			return nil
+		})
+	})
 }
 
 // staticClient never asks for gzip by itself (Go's transport would, and would decode it).
@@ -143,9 +167,7 @@ func TestStaticFiles(t *testing.T) {
 	t.Run("kept in memory", func(t *testing.T) {
 		t.Parallel()
 		st := makeStaticTree(t, t.TempDir())
-		// A file changed within two seconds is not kept (a write in the same clock tick
-		// would not show in its times): every request below must find its file settled.
-		time.Sleep(2100 * time.Millisecond)
+		waitStaticSettled(t, st.root)
 		testStaticFiles(t, st, true)
 	})
 }

@@ -51,18 +51,14 @@ func TestTopInATerminal(t *testing.T) {
 		return out
 	}
 	var last string
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	herdtest.EventuallyNil(t, 20*time.Second, "herd top showing both workers and the busy one's request", func() error {
 		last = screen()
 		if strings.Contains(last, "WORKER") && strings.Contains(last, fmt.Sprint(pids[0])) &&
 			strings.Contains(last, fmt.Sprint(pids[1])) && strings.Contains(last, "GET /sleep?s=4") {
-			break
+			return nil
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("herd top never showed both workers and the busy one's request; screen:\n%s", last)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return fmt.Errorf("screen:\n%s", last)
+	})
 	t.Logf("herd top:\n%s", strings.TrimRight(last, "\n"))
 	if n := strings.Count(last, "WORKER"); n != 1 {
 		t.Fatalf("the header appears %d times: the view is not redrawn in place:\n%s", n, last)
@@ -71,14 +67,8 @@ func TestTopInATerminal(t *testing.T) {
 	if out, err := tmux(t, server, "send-keys", "-t", "top", "q"); err != nil {
 		t.Fatalf("tmux send-keys: %v: %s", err, out)
 	}
-	deadline = time.Now().Add(10 * time.Second)
-	for {
-		if _, err := tmux(t, server, "has-session", "-t", "top"); err != nil {
-			break // the command exited, so its session closed
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("herd top still running 10 s after q; screen:\n%s", screen())
-		}
-		time.Sleep(50 * time.Millisecond)
+	// The command exits, so its session closes.
+	if !herdtest.Poll(10*time.Second, func() bool { _, err := tmux(t, server, "has-session", "-t", "top"); return err != nil }) {
+		t.Fatalf("herd top still running 10 s after q; screen:\n%s", screen())
 	}
 }

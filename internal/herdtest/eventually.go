@@ -18,8 +18,19 @@ const pollMax = 20 * time.Millisecond
 //
 // Poll does not touch a testing.T, so a goroutine other than the test's may call it.
 func Poll(limit time.Duration, cond func() bool) bool {
+	return poll(limit, time.Millisecond, pollMax, cond)
+}
+
+// PollEvery is Poll at a fixed pace, for a wait that is also a measurement: when it returns,
+// the condition has held for at most about pause (and the time a check takes).
+func PollEvery(limit, pause time.Duration, cond func() bool) bool {
+	return poll(limit, pause, pause, cond)
+}
+
+// poll is the one polling loop: pauses from first, doubling up to most.
+func poll(limit, first, most time.Duration, cond func() bool) bool {
 	deadline := time.Now().Add(limit)
-	for pause := time.Millisecond; ; pause = min(2*pause, pollMax) {
+	for pause := first; ; pause = min(2*pause, most) {
 		if cond() {
 			return true
 		}

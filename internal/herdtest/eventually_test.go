@@ -32,6 +32,18 @@ func TestPollGivesUpAtTheLimitAfterALastCheck(t *testing.T) {
 	}
 }
 
+func TestPollEveryKeepsItsPace(t *testing.T) {
+	var checks []time.Time
+	if PollEvery(100*time.Millisecond, 25*time.Millisecond, func() bool { checks = append(checks, time.Now()); return false }) {
+		t.Fatal("PollEvery reported a condition that never held")
+	}
+	// At 25 ms: 0, 25, 50, 75, 100. Poll would have made 10 checks by then (0, 1, 3, 7, 15,
+	// 31, 51, 71, 91, 100); a busy machine makes fewer, never more.
+	if len(checks) > 5 {
+		t.Fatalf("%d checks in 100 ms at a pace of 25 ms", len(checks))
+	}
+}
+
 // fatalRecorder is a testing.TB whose Fatalf records the message instead of ending the test.
 type fatalRecorder struct {
 	testing.TB

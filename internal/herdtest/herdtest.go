@@ -109,6 +109,7 @@ type Instance struct {
 	done   bool // the master exited
 	// logEnded: every writer of the log is gone (the master and any master it started).
 	logEnded bool
+	upgraded bool // Upgrade started a master that writes on to the log
 	exit     error
 	exited   chan struct{}
 }
@@ -249,15 +250,44 @@ func (in *Instance) Running() bool {
 	return !in.done
 }
 
-// Wait waits for the master to exit and returns its exit code (-1 if killed).
+// Wait waits for the master to exit and for the last of its log to be read, and returns its
+// exit code (-1 if killed). The exit alone does not say that the reader has caught up: what
+// the master printed last (the traceback of an app that does not load) may still be in the
+// pipe. After Upgrade the new master writes on, and Wait waits for the exit only.
 func (in *Instance) Wait(timeout time.Duration) int {
 	in.t.Helper()
+	deadline := time.Now().Add(timeout)
 	select {
 	case <-in.exited:
 	case <-time.After(timeout):
 		in.t.Fatalf("herd did not exit within %s", timeout)
 	}
+	in.mu.Lock()
+	read := in.until(time.Until(deadline), func() bool { return in.logEnded || in.upgraded })
+	in.mu.Unlock()
+	if !read {
+		in.t.Fatalf("herd exited, but its log did not end within %s: another process writes it", timeout)
+	}
 	return in.Cmd.ProcessState.ExitCode()
+}
+
+// until waits, with in.mu held, until done holds or limit passes, and says whether done
+// holds. Whatever changes the log or the exit broadcasts in.cond.
+func (in *Instance) until(limit time.Duration, done func() bool) bool {
+	deadline := time.Now().Add(limit)
+	timer := time.AfterFunc(limit, func() {
+		in.mu.Lock()
+		in.cond.Broadcast()
+		in.mu.Unlock()
+	})
+	defer timer.Stop()
+	for !done() {
+		if !time.Now().Before(deadline) {
+			return false
+		}
+		in.cond.Wait()
+	}
+	return true
 }
 
 // Output is everything herd wrote to stderr so far.
@@ -270,26 +300,22 @@ func (in *Instance) Output() string {
 // WaitEvent waits for the first event from index `from` on that matches, and returns it and
 // the index after it.
 func (in *Instance) WaitEvent(from int, timeout time.Duration, match func(Event) bool) (Event, int, bool) {
-	deadline := time.Now().Add(timeout)
-	timer := time.AfterFunc(timeout, func() {
-		in.mu.Lock()
-		in.cond.Broadcast()
-		in.mu.Unlock()
-	})
-	defer timer.Stop()
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	for i := from; ; {
+	i, found := from, false
+	in.until(timeout, func() bool {
 		for ; i < len(in.events); i++ {
 			if match(in.events[i]) {
-				return in.events[i], i + 1, true
+				found = true
+				return true
 			}
 		}
-		if in.logEnded || time.Now().After(deadline) {
-			return nil, i, false
-		}
-		in.cond.Wait()
+		return in.logEnded
+	})
+	if !found {
+		return nil, i, false
 	}
+	return in.events[i], i + 1, true
 }
 
 // Events returns a copy of the events so far.
@@ -336,6 +362,19 @@ func FreeAddr(t testing.TB) string {
 	}
 	defer ln.Close()
 	return ln.Addr().String()
+}
+
+// WaitListening waits until a TCP connection to addr succeeds: the server who, started by the
+// test, is up.
+func WaitListening(t testing.TB, addr string, limit time.Duration, who string) {
+	t.Helper()
+	EventuallyNil(t, limit, who+" listening on "+addr, func() error {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+		}
+		return err
+	})
 }
 
 // Client is an HTTP client with a per-request timeout for tests.
@@ -627,6 +666,9 @@ func (in *Instance) Upgrade(timeout time.Duration) int {
 	if !ok {
 		in.t.Fatal("no new master started after USR2")
 	}
+	in.mu.Lock()
+	in.upgraded = true
+	in.mu.Unlock()
 	newPid := ev.Int("pid")
 	in.t.Cleanup(func() {
 		_ = syscall.Kill(newPid, syscall.SIGKILL)

@@ -18,26 +18,31 @@ type Status struct {
 
 // WorkerStatus is one worker process in Status.
 type WorkerStatus struct {
-	Pid      int    `json:"pid"`
-	State    string `json:"state"`
-	Requests uint64 `json:"requests"` // taken so far, the ones it serves now included
-	InFlight int    `json:"in_flight"`
-	Current  []struct {
-		Method string `json:"method"`
-		URI    string `json:"uri"`
-	} `json:"current"`
+	Pid      int              `json:"pid"`
+	State    string           `json:"state"`
+	Requests uint64           `json:"requests"` // taken so far, the ones it serves now included
+	InFlight int              `json:"in_flight"`
+	Current  []CurrentRequest `json:"current"`
 }
 
-// Serving returns the pid of a worker that serves a request for uri now, or 0.
-func (st Status) Serving(uri string) int {
+// CurrentRequest is a request a worker serves now.
+type CurrentRequest struct {
+	Method string  `json:"method"`
+	URI    string  `json:"uri"`
+	AgeMs  float64 `json:"age_ms"`
+}
+
+// Serving returns the pid of a worker that serves a request for uri now and that request, or
+// 0 and nil.
+func (st Status) Serving(uri string) (int, *CurrentRequest) {
 	for _, w := range st.Workers {
-		for _, c := range w.Current {
+		for i, c := range w.Current {
 			if c.URI == uri {
-				return w.Pid
+				return w.Pid, &w.Current[i]
 			}
 		}
 	}
-	return 0
+	return 0, nil
 }
 
 // Taken is how many requests the workers have taken so far, the ones in flight included.
@@ -78,7 +83,11 @@ func (in *Instance) WaitStatus(limit time.Duration, what string, cond func(Statu
 // returns that worker's pid: a test then knows its request is in the app, not on its way.
 func (in *Instance) WaitServing(uri string, limit time.Duration) int {
 	in.t.Helper()
-	return in.WaitStatus(limit, "a worker serving "+uri, func(st Status) bool { return st.Serving(uri) != 0 }).Serving(uri)
+	pid, _ := in.WaitStatus(limit, "a worker serving "+uri, func(st Status) bool {
+		pid, _ := st.Serving(uri)
+		return pid != 0
+	}).Serving(uri)
+	return pid
 }
 
 // ControlSocket is the path of the master's control socket, from its start-up log line.

@@ -79,7 +79,11 @@ func TestLimitHoldsTheExcessInTheBacklog(t *testing.T) {
 	}
 
 	acceptOne(lns[1]) // waits for a slot
-	time.Sleep(50 * time.Millisecond)
+	select {
+	case <-full: // OnFull runs just before the wait
+	case <-time.After(5 * time.Second):
+		t.Fatal("OnFull not called at the limit")
+	}
 	lns[1].Close()
 	select {
 	case _, ok := <-accepted:

@@ -87,13 +87,7 @@ func TestWritevEOFAndErrors(t *testing.T) {
 		t.Fatal("open peer seen closed")
 	}
 	peer.Close()
-	deadline := time.Now().Add(2 * time.Second)
-	for !raw.PeerClosed() {
-		if time.Now().After(deadline) {
-			t.Fatal("closed peer not seen")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	herdtest.Eventually(t, 2*time.Second, "the closed peer seen closed", raw.PeerClosed)
 	if n, err := raw.Read(b); n != 0 || err != io.EOF {
 		t.Fatalf("read after close: %d %v", n, err)
 	}

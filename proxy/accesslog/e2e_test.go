@@ -1,6 +1,7 @@
 package accesslog_test
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -12,21 +13,19 @@ import (
 	"github.com/herd-server/herd/internal/herdtest"
 )
 
-// waitForLine waits until the file holds n lines and returns them.
+// waitForLines waits until the file holds n lines and returns them.
 func waitForLines(t *testing.T, path string, n int) []string {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	var lines []string
+	herdtest.EventuallyNil(t, 10*time.Second, fmt.Sprintf("%d lines in %s", n, filepath.Base(path)), func() error {
 		b, _ := os.ReadFile(path)
-		lines := strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")
-		if len(b) > 0 && len(lines) >= n {
-			return lines
+		lines = strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")
+		if len(b) == 0 || len(lines) < n {
+			return fmt.Errorf("it has %q", b)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s has %q, want %d lines", filepath.Base(path), b, n)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
+	return lines
 }
 
 // TestCombinedAccessLogReopensOnSIGUSR1 is a logrotate cycle: lines in Apache's combined

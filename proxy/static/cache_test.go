@@ -2,6 +2,7 @@ package static
 
 import (
 	"bytes"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -9,17 +10,47 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/herd-server/herd/internal/herdtest"
+	"golang.org/x/sys/unix"
 )
 
-// settle shortens the window in which a changed file is not kept, and waits it out: the
-// tests then know which of their files are settled. 30 ms is above the kernel's clock tick,
-// which the window is there for.
-func settle(t *testing.T) {
+// settle shortens the window in which a changed file is not kept, and waits until the files
+// at paths are out of it: the tests then know which of their files are settled. 30 ms is
+// above the kernel's clock tick, which the window is there for.
+func settle(t *testing.T, paths ...string) {
 	t.Helper()
 	old := racyWindow
 	racyWindow = 30 * time.Millisecond
 	t.Cleanup(func() { racyWindow = old })
-	time.Sleep(2 * racyWindow)
+	waitSettled(t, paths...)
+}
+
+// waitSettled waits until the change time of each file at paths is racyWindow old, as the
+// cache sees it (following links): from then on a request keeps the file.
+func waitSettled(t *testing.T, paths ...string) {
+	t.Helper()
+	herdtest.EventuallyNil(t, 10*time.Second, fmt.Sprintf("%q settled", paths), func() error {
+		for _, p := range paths {
+			var st unix.Stat_t
+			if err := unix.Stat(p, &st); err != nil {
+				return err
+			}
+			if age := time.Since(time.Unix(st.Ctim.Unix())); age < racyWindow {
+				return fmt.Errorf("%s changed %s ago", filepath.Base(p), age)
+			}
+		}
+		return nil
+	})
+}
+
+// withinWindow runs check with a window of an hour: a file written just before is within it
+// however slow the machine is, which 30 ms does not promise on a loaded one.
+func withinWindow(check func()) {
+	old := racyWindow
+	racyWindow = time.Hour
+	defer func() { racyWindow = old }()
+	check()
 }
 
 func writeFile(t *testing.T, path, body string) {
@@ -48,7 +79,7 @@ func TestKeptFileFollowsChanges(t *testing.T) {
 			writeFile(t, filepath.Join(base, "secret.txt"), "the secret")
 			file := filepath.Join(dir, "a.txt")
 			writeFile(t, file, "one")
-			settle(t)
+			settle(t, file)
 			h, err := New([]Dir{{Prefix: "/s", Path: dir}}, Options{CacheBytes: 1 << 20, FollowSymlinks: follow}, http.NotFoundHandler())
 			if err != nil {
 				t.Fatal(err)
@@ -69,8 +100,8 @@ func TestKeptFileFollowsChanges(t *testing.T) {
 
 			// Rewritten in place with the same size: the change time moves.
 			writeFile(t, file, "two")
-			expect("rewritten in place", "two", 0) // changed just now: not kept yet
-			time.Sleep(2 * racyWindow)
+			withinWindow(func() { expect("rewritten in place", "two", 0) }) // changed just now: not kept yet
+			waitSettled(t, file)
 			expect("settled again", "two", 1)
 
 			// Replaced by a rename, as deploy tools and collectstatic do.
@@ -78,19 +109,19 @@ func TestKeptFileFollowsChanges(t *testing.T) {
 			if err := os.Rename(file+".new", file); err != nil {
 				t.Fatal(err)
 			}
-			expect("renamed over", "three", 0)
-			time.Sleep(2 * racyWindow)
+			withinWindow(func() { expect("renamed over", "three", 0) })
+			waitSettled(t, file)
 			expect("settled", "three", 1)
 
 			// Grown past what is kept: served whole from disk.
 			big := strings.Repeat("x", cacheFileMax+1)
 			writeFile(t, file, big)
-			time.Sleep(2 * racyWindow)
+			waitSettled(t, file)
 			expect("grown", big, 0)
 
 			// Deleted: the app answers.
 			writeFile(t, file, "four")
-			time.Sleep(2 * racyWindow)
+			waitSettled(t, file)
 			expect("before removal", "four", 1)
 			if err := os.Remove(file); err != nil {
 				t.Fatal(err)
@@ -105,7 +136,7 @@ func TestKeptFileFollowsChanges(t *testing.T) {
 			// Replaced by a symlink out of the directory: refused as the open path refuses
 			// it (unless symlinks are followed).
 			writeFile(t, file, "five")
-			time.Sleep(2 * racyWindow)
+			waitSettled(t, file)
 			expect("before the link", "five", 1)
 			if err := os.Remove(file); err != nil {
 				t.Fatal(err)
@@ -130,7 +161,7 @@ func TestKeptAnswers(t *testing.T) {
 	dir := t.TempDir()
 	writeFile(t, filepath.Join(dir, "a.css"), "body{}")
 	writeFile(t, filepath.Join(dir, "page"), "<html><body>x</body></html>")
-	settle(t)
+	settle(t, filepath.Join(dir, "a.css"), filepath.Join(dir, "page"))
 	kept, err := New([]Dir{{Prefix: "/s", Path: dir}}, Options{CacheBytes: 1 << 20}, http.NotFoundHandler())
 	if err != nil {
 		t.Fatal(err)
@@ -179,7 +210,7 @@ func TestCacheBounds(t *testing.T) {
 	for _, name := range []string{"a", "b", "c"} {
 		writeFile(t, filepath.Join(dir, name), strings.Repeat(name, 1024))
 	}
-	settle(t)
+	settle(t, filepath.Join(dir, "a"), filepath.Join(dir, "b"), filepath.Join(dir, "c"))
 	h, err := New([]Dir{{Prefix: "/s", Path: dir}}, Options{CacheBytes: 2048}, http.NotFoundHandler())
 	if err != nil {
 		t.Fatal(err)

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/herd-server/herd/internal/herdtest"
 	"github.com/herd-server/herd/internal/listener"
 )
 
@@ -112,7 +113,7 @@ func testDirectorySwap(t *testing.T, cacheBytes int64) {
 	if err := os.Symlink("r1", current); err != nil {
 		t.Fatal(err)
 	}
-	settle(t) // kept from the first request on, when there is a cache
+	settle(t, filepath.Join(current, "v.txt")) // kept from the first request on, when there is a cache
 	h, err := New([]Dir{{Prefix: "/s", Path: current}}, Options{CacheBytes: cacheBytes}, http.NotFoundHandler())
 	if err != nil {
 		t.Fatal(err)
@@ -138,13 +139,7 @@ func testDirectorySwap(t *testing.T, cacheBytes int64) {
 	if err := os.Rename(current+".new", current); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for get() != "r2" {
-		if time.Now().After(deadline) {
-			t.Fatal("still serving the old release 10 s after the flip")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	herdtest.Eventually(t, 10*time.Second, "the new release served after the flip", func() bool { return get() == "r2" })
 }
 
 // benchFiles makes a directory with a 1 KiB and a 64 KiB file.

@@ -133,7 +133,7 @@ func runScenario(t *testing.T, sc scenario, r *result) {
 	faults := sc.run(t, h, r)
 	// The load goes on until the pool is whole again and a little after, so that the
 	// requests sent right after the last fault are judged too.
-	settle(t, h, sc.workers, faults)
+	settle(t, h, w, ld, sc.workers, faults)
 	outcomes := ld.finish()
 	samples := w.finish()
 	judge(r, h, outcomes, samples, faults, sc.workers)
@@ -146,39 +146,40 @@ func runScenario(t *testing.T, sc scenario, r *result) {
 
 func waitRequests(t *testing.T, ld *load, n int) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if sent, _ := ld.counts(); sent >= n {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("fewer than %d requests in 30s", n)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	herdtest.Eventually(t, 30*time.Second, fmt.Sprintf("%d requests sent", n), func() bool {
+		sent, _ := ld.counts()
+		return sent >= n
+	})
 }
 
 // settle waits until /stats shows the wanted number of serving workers none of which was
-// hit, plus half a second of load.
-func settle(t *testing.T, h *herdtest.Instance, workers int, faults []fault) {
+// hit; then until the watcher has sampled the whole pool too, and the load has sent a few
+// requests to it, so that the requests sent right after the last fault are judged as well.
+func settle(t *testing.T, h *herdtest.Instance, w *watcher, ld *load, workers int, faults []fault) {
 	t.Helper()
 	hit := map[int]time.Time{}
 	for _, f := range faults {
 		hit[f.pid] = f.at
 	}
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		pids, err := servingPids(h, hit)
-		if err == nil && len(pids) >= workers {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Errorf("the pool is not back at %d serving workers 20s after the last fault (serving: %v, %v)", workers, pids, err)
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
+	var pids []int
+	var err error
+	if !herdtest.Poll(20*time.Second, func() bool {
+		pids, err = servingPids(h, hit)
+		return err == nil && len(pids) >= workers
+	}) {
+		t.Errorf("the pool is not back at %d serving workers 20s after the last fault (serving: %v, %v)", workers, pids, err)
+		return
 	}
-	time.Sleep(500 * time.Millisecond)
+	// The second sample from now was surely taken after the pool was whole.
+	samples := w.count() + 2
+	sent, _ := ld.counts()
+	if !herdtest.Poll(30*time.Second, func() bool {
+		now, _ := ld.counts()
+		return now >= sent+50 && w.count() >= samples
+	}) {
+		now, _ := ld.counts()
+		t.Errorf("30s after the pool was whole: %d requests sent since, %d of 2 samples taken", now-sent, w.count()-samples+2)
+	}
 }
 
 // killEverySecond: a. SIGKILL a random serving worker every second.
@@ -238,11 +239,7 @@ func stopPastTimeout(t *testing.T, h *herdtest.Instance, r *result) []fault {
 		f.from = eventTime(ev, time.Now())
 		faults = append(faults, f)
 		// herd kills it: SIGKILL follows the SIGABRT after a 2 s grace.
-		deadline := time.Now().Add(10 * time.Second)
-		for herdtest.Alive(pid) && time.Now().Before(deadline) {
-			time.Sleep(10 * time.Millisecond)
-		}
-		if herdtest.Alive(pid) {
+		if !herdtest.Poll(10*time.Second, func() bool { return !herdtest.Alive(pid) }) {
 			r.problems = append(r.problems, fmt.Sprintf("the stopped worker %d still lives 10s after it timed out", pid))
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 		} else {
@@ -278,6 +275,8 @@ func reloads(t *testing.T, h *herdtest.Instance, r *result) []fault {
 // recycles them; a recycle is graceful, so no request may fail.
 func leakUntilRecycled(t *testing.T, h *herdtest.Instance, r *result) []fault {
 	from := len(h.Events())
+	// A timed fault: the leak goes on for its span, and each recycle it causes in that time
+	// is judged.
 	time.Sleep(span(5 * time.Second))
 	var faults []fault
 	for _, ev := range h.Events()[from:] {

@@ -124,6 +124,13 @@ func watch(h *herdtest.Instance, every time.Duration) *watcher {
 	return w
 }
 
+// count is how many samples the watcher has taken so far.
+func (w *watcher) count() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.samples)
+}
+
 func (w *watcher) finish() []strengthSample {
 	close(w.stop)
 	<-w.done

@@ -1,6 +1,7 @@
 package chaos
 
 import (
+	"fmt"
 	"io"
 	"net/http"
 	"strconv"
@@ -85,21 +86,20 @@ func TestYoungWorkerThatServedRestartsAtOnce(t *testing.T) {
 // waitInFlight waits until /stats shows n requests in flight on the workers.
 func waitInFlight(t *testing.T, h *herdtest.Instance, n int) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	herdtest.EventuallyNil(t, 30*time.Second, fmt.Sprintf("%d requests in flight on the workers", n), func() error {
 		st, err := stats(h)
+		if err != nil {
+			return err
+		}
 		inflight := 0
 		for _, w := range st.Workers {
 			inflight += w.InFlight
 		}
-		if err == nil && inflight >= n {
-			return
+		if inflight < n {
+			return fmt.Errorf("%d in flight", inflight)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not %d requests in flight within 30s (%d, %v)", n, inflight, err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // getStatus fetches url and returns its status, the body read whole (0 and the error when
