@@ -14,9 +14,11 @@ import (
 
 // The runtime directory holds the worker sockets, the worker's code and spooled bodies for
 // one master's run, and goes when the master exits. A master that is SIGKILLed cannot
-// remove it, so each one names its master in a file (masterFile: pid and start time, which
-// tell a live master from a later process that got the same pid), and the next master to
-// start removes the directories of masters that are gone.
+// remove it, so each one names its master in a file (masterFile: its pid namespace, pid and
+// start time, which tell a live master from a later process that got the same pid), and the
+// next master to start removes the directories of masters that are gone. A pid means
+// something only in its own namespace: a master in a container sharing /tmp with the host
+// (or another container) never judges the other's directories.
 
 const (
 	runDirPattern = "herd-"
@@ -31,9 +33,13 @@ func makeRunDir(log zerolog.Logger) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("create runtime directory: %w", err)
 	}
-	start, err := processStart(os.Getpid())
+	ns, err := pidNamespace()
+	start := ""
 	if err == nil {
-		err = os.WriteFile(filepath.Join(dir, masterFile), fmt.Appendf(nil, "%d %s\n", os.Getpid(), start), 0o600)
+		start, err = processStart(os.Getpid())
+	}
+	if err == nil {
+		err = os.WriteFile(filepath.Join(dir, masterFile), fmt.Appendf(nil, "%s %d %s\n", ns, os.Getpid(), start), 0o600)
 	}
 	if err != nil {
 		_ = os.RemoveAll(dir)
@@ -46,6 +52,10 @@ func makeRunDir(log zerolog.Logger) (string, error) {
 // whose master is gone. A directory without the master file (another program's, or being
 // made right now) is left alone.
 func removeStaleRunDirs(tmp string, log zerolog.Logger) {
+	ourNS, err := pidNamespace()
+	if err != nil {
+		return // without it no pid can be judged
+	}
 	dirs, _ := filepath.Glob(filepath.Join(tmp, runDirPattern+"*"))
 	for _, dir := range dirs {
 		fi, err := os.Lstat(dir)
@@ -57,8 +67,12 @@ func removeStaleRunDirs(tmp string, log zerolog.Logger) {
 		if err != nil {
 			continue
 		}
-		pidText, start, _ := strings.Cut(strings.TrimSpace(string(b)), " ")
-		pid, err := strconv.Atoi(pidText)
+		fields := strings.Fields(string(b))
+		if len(fields) != 3 || fields[0] != ourNS {
+			continue // another pid namespace's master, or an older herd's file
+		}
+		pid, err := strconv.Atoi(fields[1])
+		start := fields[2]
 		if err != nil || pid <= 0 {
 			continue
 		}
@@ -69,6 +83,11 @@ func removeStaleRunDirs(tmp string, log zerolog.Logger) {
 			log.Info().Str("runtime_dir", dir).Int("master_pid", pid).Msg("removed the runtime directory of a master that is gone")
 		}
 	}
+}
+
+// pidNamespace names this process's pid namespace ("pid:[4026531836]").
+func pidNamespace() (string, error) {
+	return os.Readlink("/proc/self/ns/pid")
 }
 
 func fileStat(fi os.FileInfo) (*syscall.Stat_t, bool) {

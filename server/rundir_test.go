@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/herd-server/herd/internal/herdtest"
+	"github.com/rs/zerolog"
 )
 
 // TestStaleRunDirRemoved: a SIGKILLed master cannot remove its runtime directory (the worker
@@ -66,5 +67,37 @@ func TestDevWarnsOffLoopback(t *testing.T) {
 		if want := host == "0.0.0.0"; (warned > 0) != want {
 			t.Errorf("herd dev on %s: %d warnings about a non-loopback address, want any: %v", host, warned, want)
 		}
+	}
+}
+
+// TestStaleRunDirOtherNamespace: a pid names a process only in its own pid namespace. A
+// master in another namespace (a container sharing /tmp, herd as PID 1 under unshare) is
+// never judged by its pid here: its directory stays, while one of this namespace whose
+// master is gone goes.
+func TestStaleRunDirOtherNamespace(t *testing.T) {
+	tmp := t.TempDir()
+	ns, err := pidNamespace()
+	if err != nil {
+		t.Fatal(err)
+	}
+	write := func(name, content string) string {
+		dir := filepath.Join(tmp, name)
+		if err := os.Mkdir(dir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, masterFile), []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return dir
+	}
+	// pid 1 of another namespace, and a dead master of ours (no process has start time 0).
+	other := write("herd-other-ns", "pid:[1] 1 12345\n")
+	dead := write("herd-dead", ns+" 1 0\n")
+	removeStaleRunDirs(tmp, zerolog.Nop())
+	if _, err := os.Stat(other); err != nil {
+		t.Errorf("another namespace's runtime directory was removed: %v", err)
+	}
+	if _, err := os.Stat(dead); !os.IsNotExist(err) {
+		t.Errorf("a dead master's runtime directory of this namespace is still there (%v)", err)
 	}
 }
