@@ -153,15 +153,14 @@ func Start(t testing.TB, opts Options) *Instance {
 		command = "serve"
 	}
 	args := []string{command, "--log-format", "json"}
-	if addr == "" {
-		addr = FreeAddr(t)
-		args = append(args, "--http", addr)
+	// Port 0, and the addresses read from the master's start-up line: a port found free a
+	// moment before may be taken by then when many tests start servers at once.
+	pickPort := addr == ""
+	if pickPort {
+		args = append(args, "--http", "127.0.0.1:0")
 	}
-	adminURL := ""
 	if opts.Admin {
-		adminAddr := FreeAddr(t)
-		args = append(args, "--admin", adminAddr)
-		adminURL = "http://" + adminAddr
+		args = append(args, "--admin", "127.0.0.1:0")
 	}
 	args = append(args, opts.Args...)
 	argv := append(append([]string{}, opts.Wrap...), append([]string{Binary(t)}, args...)...)
@@ -186,10 +185,13 @@ func Start(t testing.TB, opts Options) *Instance {
 		_ = stderr.Close()
 		t.Fatal(err)
 	}
-	in := &Instance{t: t, Cmd: cmd, Addr: addr, URL: "http://" + addr, AdminURL: adminURL, exited: make(chan struct{})}
+	in := &Instance{t: t, Cmd: cmd, Addr: addr, URL: "http://" + addr, exited: make(chan struct{})}
 	in.cond = sync.NewCond(&in.mu)
 	go in.readLog(stderr)
 	go in.waitExit()
+	if pickPort || opts.Admin {
+		in.takeAddrs(pickPort, opts.Admin)
+	}
 	t.Cleanup(func() {
 		if in.Running() {
 			_ = cmd.Process.Signal(syscall.SIGKILL)
@@ -200,6 +202,25 @@ func Start(t testing.TB, opts Options) *Instance {
 		}
 	})
 	return in
+}
+
+// takeAddrs reads the addresses the master bound on port 0 from its log: the HTTP one from
+// the start-up line, the admin one from its own line. A master that exits first (a start
+// that fails) leaves them empty.
+func (in *Instance) takeAddrs(http, admin bool) {
+	if http {
+		if ev, _, ok := in.WaitEvent(0, time.Minute, IsMsg("herd is starting")); ok {
+			if lns, _ := ev["http"].([]any); len(lns) > 0 {
+				in.Addr, _ = lns[0].(string)
+				in.URL = "http://" + in.Addr
+			}
+		}
+	}
+	if admin {
+		if ev, _, ok := in.WaitEvent(0, time.Minute, IsMsg("admin server listening")); ok {
+			in.AdminURL = "http://" + ev.Str("admin")
+		}
+	}
 }
 
 // readLog collects the log until every process writing it is gone.
