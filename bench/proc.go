@@ -21,6 +21,7 @@ type procStat struct {
 	pid, ppid int
 	startTime uint64 // in clock ticks since boot: with pid, names the process uniquely
 	cpuTicks  uint64 // utime + stime
+	sysTicks  uint64 // stime alone: time in the kernel, mostly system calls
 	rssBytes  int64
 }
 
@@ -47,6 +48,7 @@ func readStat(pid int) (procStat, bool) {
 		ppid:      int(num(1)),
 		startTime: num(19),
 		cpuTicks:  num(11) + num(12),
+		sysTicks:  num(12),
 		rssBytes:  int64(num(21)) * int64(os.Getpagesize()),
 	}, true
 }
