@@ -119,11 +119,14 @@ func TestParseStrace(t *testing.T) {
 
 func TestParsePerfCount(t *testing.T) {
 	path := t.TempDir() + "/perf.txt"
-	if err := os.WriteFile(path, []byte("# started on Tue Dec  8 04:17:11 2026\n\n228407,,raw_syscalls:sys_enter,1908641835,100.00,,\n"), 0o644); err != nil {
+	out := "# started on Tue Dec  8 04:17:11 2026\n\n228407,,raw_syscalls:sys_enter,1908641835,100.00,,\n" +
+		"<not counted>,,context-switches,0,100.00,,\n"
+	if err := os.WriteFile(path, []byte(out), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if n, err := parsePerfCount(path); err != nil || n != 228407 {
-		t.Errorf("parsed %d, %v", n, err)
+	n, err := parsePerfCounts(path)
+	if err != nil || n["raw_syscalls:sys_enter"] != 228407 || n["context-switches"] != 0 || len(n) != 2 {
+		t.Errorf("parsed %v, %v", n, err)
 	}
 }
 

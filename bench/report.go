@@ -80,7 +80,8 @@ func renderGoBench(b *strings.Builder, res *results, p plan) {
 		return
 	}
 	fmt.Fprintf(b, "\n### The master's and the worker's CPU per request\n\n`%s` (proxy/bench_test.go), "+
-		"on the hello app with real workers: WorkerDirect is a uwsgi request written on a worker "+
+		"on the hello app with real workers (under /usr/bin/python3, Debian's: proxy/bench_test.go "+
+		"names it, so these figures are not on the venv's Python as the tables above are): WorkerDirect is a uwsgi request written on a worker "+
 		"connection and its answer read (no HTTP), Handler adds proxy.Handler.ServeHTTP on an "+
 		"in-memory request, HTTP adds the HTTP server on loopback (h1: herd's own, as on --http; "+
 		"net-http: Go's, as with --h2c) with 8 keep-alive Go clients in the same process (their "+

@@ -22,9 +22,11 @@ import (
 // workers, which run Rust's HTTP and the Python app in one process).
 //   1. CPU per request: utime and stime of each group from /proc over the load, divided by
 //      the requests wrk counted.
-//   2. System calls per request: `perf stat -e raw_syscalls:sys_enter` attached to each group
-//      during a second load. A counting tracepoint costs little, so the server runs at its
-//      pace and batches as it does unobserved.
+//   2. System calls and context switches per request: `perf stat -e raw_syscalls:sys_enter,
+//      context-switches` attached to each group during a second load. Counting costs little,
+//      so the server runs at its pace and batches as it does unobserved. A process that
+//      sleeps and is woken for every request shows about two switches per request, and
+//      comes back to cold caches each time.
 //   3. Which system calls: `strace -c -f` attached to each group during a third load. ptrace
 //      slows the server several fold (its requests/s mean nothing) but the calls a request
 //      makes keep their shape; where a call's count depends on load (epoll waits, futex
@@ -42,6 +44,7 @@ type whereSide struct {
 	pids      []int
 	user, sys time.Duration // CPU per request
 	syscalls  float64       // per request (perf stat), -1 when not measured
+	switches  float64       // context switches per request (perf stat), -1 when not measured
 	traced    float64       // per request (strace -c, all calls), -1 when not measured
 	top       []syscallCount
 }
@@ -137,7 +140,7 @@ func whereOne(ctx context.Context, e *env, p plan, s server, a app, tools whereT
 		return r, err
 	}
 	for i := range r.sides {
-		r.sides[i].syscalls, r.sides[i].traced = -1, -1
+		r.sides[i].syscalls, r.sides[i].switches, r.sides[i].traced = -1, -1, -1
 	}
 	if tools.perf {
 		if err := wherePerf(ctx, e, &r, args); err != nil {
@@ -157,8 +160,8 @@ func whereOne(ctx context.Context, e *env, p plan, s server, a app, tools whereT
 func (r whereResult) summary() string {
 	var parts []string
 	for _, s := range r.sides {
-		parts = append(parts, fmt.Sprintf("%s: %.1f+%.1f us/req, %.1f syscalls/req", s.name,
-			us(s.user), us(s.sys), s.syscalls))
+		parts = append(parts, fmt.Sprintf("%s: %.1f+%.1f us/req, %.1f syscalls/req, %.2f switches/req", s.name,
+			us(s.user), us(s.sys), s.syscalls, s.switches))
 	}
 	return strings.Join(parts, "; ")
 }
@@ -255,9 +258,13 @@ func pidList(pids []int, sep string) string {
 	return strings.Join(s, sep)
 }
 
+// perfEvents are what perf stat counts: system calls, and how often a thread was switched
+// out (it slept, or was preempted).
+var perfEvents = []string{"raw_syscalls:sys_enter", "context-switches"}
+
 // perfArgs is the perf command for one group; the report shows it with PIDS for the list.
 func perfArgs(out, pids string) []string {
-	return []string{"perf", "stat", "-x", ",", "-e", "raw_syscalls:sys_enter", "-o", out, "-p", pids}
+	return []string{"perf", "stat", "-x", ",", "-e", strings.Join(perfEvents, ","), "-o", out, "-p", pids}
 }
 
 // straceArgs is the strace command for one group.
@@ -279,31 +286,42 @@ func wherePerf(ctx context.Context, e *env, r *whereResult, args []string) error
 		return err
 	}
 	for i, out := range outs {
-		n, err := parsePerfCount(out)
+		n, err := parsePerfCounts(out)
 		if err != nil {
 			return fmt.Errorf("where: perf stat of %s %s: %w", r.server, r.sides[i].name, err)
 		}
-		r.sides[i].syscalls = float64(n) / float64(l.requests)
+		r.sides[i].syscalls = float64(n[perfEvents[0]]) / float64(l.requests)
+		r.sides[i].switches = float64(n[perfEvents[1]]) / float64(l.requests)
 	}
 	return nil
 }
 
-// parsePerfCount reads the raw_syscalls:sys_enter count of perf stat -x , output.
-func parsePerfCount(path string) (int64, error) {
+// parsePerfCounts reads perf stat -x , output: the count of each of perfEvents.
+func parsePerfCounts(path string) (map[string]int64, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
+	out := make(map[string]int64)
 	for _, line := range strings.Split(string(b), "\n") {
 		f := strings.Split(line, ",")
-		if len(f) > 2 && f[2] == "raw_syscalls:sys_enter" {
-			if f[0] == "<not counted>" {
-				return 0, nil // no thread of the group ran while perf watched
-			}
-			return strconv.ParseInt(f[0], 10, 64)
+		if len(f) < 3 || !slices.Contains(perfEvents, f[2]) {
+			continue
+		}
+		if f[0] == "<not counted>" {
+			out[f[2]] = 0 // no thread of the group ran while perf watched
+			continue
+		}
+		if out[f[2]], err = strconv.ParseInt(f[0], 10, 64); err != nil {
+			return nil, fmt.Errorf("perf stat line %q: %w", line, err)
 		}
 	}
-	return 0, fmt.Errorf("no raw_syscalls:sys_enter line in %q", b)
+	for _, ev := range perfEvents {
+		if _, ok := out[ev]; !ok {
+			return nil, fmt.Errorf("no %s line in %q", ev, b)
+		}
+	}
+	return out, nil
 }
 
 // whereStrace is load 3: which system calls, by strace -c -f.
@@ -380,9 +398,10 @@ func renderWhere(b *strings.Builder, p plan, res *results) {
 	fmt.Fprintf(b, "\n### Where the time goes: herd beside Granian\n\nPer request, each server started "+
 		"per app, warmed, then loaded three times with `wrk -c%d` for %v (same Python, same app): "+
 		"**CPU** is utime + stime of each group of processes (every thread) from /proc over the "+
-		"first load, divided by the requests wrk counted; **system calls** are `perf stat -e "+
-		"raw_syscalls:sys_enter` attached to each group during the second (a counting tracepoint: "+
-		"the server runs at its own pace); **which calls** is `strace -c -f` attached to each "+
+		"first load, divided by the requests wrk counted; **system calls** and **context switches** "+
+		"are `perf stat -e raw_syscalls:sys_enter,context-switches` attached to each group during "+
+		"the second (counting costs little: the server runs at its own pace; a process that sleeps "+
+		"and is woken for each request shows about two switches per request); **which calls** is `strace -c -f` attached to each "+
 		"group during the third (ptrace slows the server several fold, so counts that depend on "+
 		"load, such as epoll waits and futex wake-ups, read high there: the perf column is the "+
 		"total to believe). Calls under 0.05 per request are left out. herd's master does all "+
@@ -390,31 +409,31 @@ func renderWhere(b *strings.Builder, p plan, res *results) {
 		"supervises, its workers run the Rust HTTP server and the app in one process. The app "+
 		"row is the floor: bench/inproc.py's CPU per call of the same app in one process, no "+
 		"server at all.\n\n", p.conns[0], p.where)
-	b.WriteString("| app | server | processes | req/s | CPU us/req (user + sys) | system calls/req (perf) | which calls, per request (strace -c -f) |\n")
-	b.WriteString("|---|---|---|---:|---:|---:|---|\n")
+	b.WriteString("| app | server | processes | req/s | CPU us/req (user + sys) | system calls/req (perf) | context switches/req (perf) | which calls, per request (strace -c -f) |\n")
+	b.WriteString("|---|---|---|---:|---:|---:|---:|---|\n")
 	for _, r := range res.where {
 		label := r.server
 		if i := slices.IndexFunc(allServers, func(s server) bool { return s.key == r.server }); i >= 0 {
 			label = allServers[i].label
 		}
 		if r.na != "" {
-			fmt.Fprintf(b, "| %s | %s | %s | | | | |\n", r.app, label, r.na)
+			fmt.Fprintf(b, "| %s | %s | %s | | | | | |\n", r.app, label, r.na)
 			continue
 		}
 		var all whereSide
-		all.name, all.syscalls = "all", 0
 		for _, s := range r.sides {
 			all.user, all.sys = all.user+s.user, all.sys+s.sys
-			all.syscalls += s.syscalls
-			fmt.Fprintf(b, "| %s | %s | %s | %.0f | %s | %s | %s |\n", r.app, label, s.name, r.rps,
-				cpuCell(s), perCall(s.syscalls), topCalls(s))
+			all.syscalls, all.switches = all.syscalls+s.syscalls, all.switches+s.switches
+			fmt.Fprintf(b, "| %s | %s | %s | %.0f | %s | %s | %s | %s |\n", r.app, label, s.name, r.rps,
+				cpuCell(s), perCall(s.syscalls), perCall(s.switches), topCalls(s))
 		}
 		if r.sides[0].syscalls < 0 {
-			all.syscalls = -1
+			all.syscalls, all.switches = -1, -1
 		}
-		fmt.Fprintf(b, "| %s | %s | **all** | %.0f | **%s** | **%s** | |\n", r.app, label, r.rps, cpuCell(all), perCall(all.syscalls))
+		fmt.Fprintf(b, "| %s | %s | **all** | %.0f | **%s** | **%s** | **%s** | |\n", r.app, label, r.rps,
+			cpuCell(all), perCall(all.syscalls), perCall(all.switches))
 		if in, ok := res.inproc[r.app]; ok && r.server == whereServers[len(whereServers)-1] {
-			fmt.Fprintf(b, "| %s | the app in-process (floor) | one process | | %.1f | 0 | |\n", r.app, in.UsPerCall)
+			fmt.Fprintf(b, "| %s | the app in-process (floor) | one process | | %.1f | 0 | 0 | |\n", r.app, in.UsPerCall)
 		}
 	}
 }
