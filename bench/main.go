@@ -249,31 +249,14 @@ func serverKeys() string {
 // pickServers is the -servers list, or by default every server not marked extra; -debian
 // adds Debian's older peers either way.
 func pickServers(list string, debian bool) ([]server, error) {
-	var out []server
-	if list == "" {
-		for _, s := range allServers {
-			if !s.extra && !s.debian {
-				out = append(out, s)
-			}
-		}
-	} else {
-		for _, k := range strings.Split(list, ",") {
-			found := false
-			for _, s := range allServers {
-				if s.key == strings.TrimSpace(k) {
-					out, found = append(out, s), true
-				}
-			}
-			if !found {
-				return nil, fmt.Errorf("unknown server %q (known: %s)", k, serverKeys())
-			}
-		}
+	out, err := pick(list, allServers, func(s server) string { return s.key },
+		func(s server) bool { return !s.extra && !s.debian }, "server", serverKeys())
+	if err != nil || !debian {
+		return out, err
 	}
-	if debian {
-		for _, s := range allServers {
-			if s.debian && !slices.ContainsFunc(out, func(o server) bool { return o.key == s.key }) {
-				out = append(out, s)
-			}
+	for _, s := range allServers {
+		if s.debian && !slices.ContainsFunc(out, func(o server) bool { return o.key == s.key }) {
+			out = append(out, s)
 		}
 	}
 	return out, nil
@@ -285,25 +268,28 @@ func usesDebian(servers []server) bool {
 }
 
 func pickApps(list string) ([]app, error) {
-	var out []app
+	return pick(list, allApps, func(a app) string { return a.name }, func(a app) bool { return !a.extra },
+		"app", "hello, flask, django, get64k, post1m, static1k, static64k")
+}
+
+// pick is the items of all named in the comma-separated list, in its order, or when the
+// list is empty every item that runs by default.
+func pick[T any](list string, all []T, name func(T) string, byDefault func(T) bool, what, known string) ([]T, error) {
+	var out []T
 	if list == "" {
-		for _, a := range allApps {
-			if !a.extra {
-				out = append(out, a)
+		for _, x := range all {
+			if byDefault(x) {
+				out = append(out, x)
 			}
 		}
 		return out, nil
 	}
 	for _, k := range strings.Split(list, ",") {
-		found := false
-		for _, a := range allApps {
-			if a.name == strings.TrimSpace(k) {
-				out, found = append(out, a), true
-			}
+		i := slices.IndexFunc(all, func(x T) bool { return name(x) == strings.TrimSpace(k) })
+		if i < 0 {
+			return nil, fmt.Errorf("unknown %s %q (known: %s)", what, k, known)
 		}
-		if !found {
-			return nil, fmt.Errorf("unknown app %q (known: hello, flask, django, get64k, post1m, static1k, static64k)", k)
-		}
+		out = append(out, all[i])
 	}
 	return out, nil
 }

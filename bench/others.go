@@ -115,17 +115,8 @@ func othersReport(from, to othersSnapshot) string {
 
 // readSelfChildren is this program's own CPU plus that of its reaped children, in ticks.
 func readSelfChildren() (uint64, bool) {
-	b, err := os.ReadFile("/proc/self/stat")
-	if err != nil {
-		return 0, false
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0, false
-	}
-	f := strings.Fields(s[i+1:])
-	if len(f) < 15 {
+	f, ok := statFields("/proc/self/stat")
+	if !ok {
 		return 0, false
 	}
 	var sum uint64
