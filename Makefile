@@ -16,7 +16,7 @@ PEERS       := requirements/peers.txt
 VENV_STAMP  := $(VENV)/.herd-stamp
 PYTHONS := $(PYTHON) /usr/bin/python3 $(wildcard /root/.pyenv/versions/3.8.*/bin/python3) $(VENV)/bin/python
 
-.PHONY: all build run test deps venv pins lint test-python test-go bench bench-quick bench-static bench-reload bench-tls chaos soak fuzz fuzz-short fuzz-python hostile clean
+.PHONY: all build run test deps venv pins lint test-python test-go bench bench-quick bench-where bench-static bench-reload bench-tls chaos soak fuzz fuzz-short fuzz-python hostile clean
 
 all: build
 
@@ -119,24 +119,35 @@ fuzz-python:
 		fi; \
 	done
 
-# The side-by-side benchmark (bench/, docs/BENCHMARKS.md): herd, nginx in front of herd and of
-# uWSGI, uWSGI's HTTP socket and router, gunicorn sync and gthread, and the limits (in-process
-# calls, Go net/http), on hello, Flask and Django, at 16 and 256 connections, 3 rounds: about
-# 15 minutes. It rewrites docs/BENCHMARKS.md; say what else ran on the machine in BENCH_NOTE.
-# More knobs: BENCH_FLAGS (go run ./bench -h).
+# The side-by-side benchmark (bench/, docs/BENCHMARKS.md), issue 18's set: herd beside today's
+# peers from the venv, all on the venv's Python (herd's workers by --venv): Granian (WSGI),
+# gunicorn 27 sync and gthread, uWSGI (pyuwsgi) by --http-socket and behind nginx, and the Go
+# net/http limit; on hello, Flask (JSON) and Django, at 16 and 256 connections, 3 alternating
+# rounds; the mixed run (fast requests while a 1.5 s view is asked in a loop); the in-process
+# limit; where the time goes, herd beside Granian (/proc, perf stat, strace -c). About 25
+# minutes. It rewrites docs/BENCHMARKS.md; say what else ran on the machine in BENCH_NOTE (the
+# report adds what /proc saw). More knobs: BENCH_FLAGS (go run ./bench -h), e.g. -debian for
+# Debian 12's older uWSGI and gunicorn on /usr/bin/python3, or -servers to name the extra rows
+# (nginx -> herd, uWSGI's router).
 BENCH_NOTE  ?=
 BENCH_FLAGS ?=
 bench: build venv
 	$(GO) run ./bench -report docs/BENCHMARKS.md -note "$(BENCH_NOTE)" $(BENCH_FLAGS)
 
-# A minute: herd, uwsgi --http-socket, gunicorn sync and Go on hello, 16 connections, 1 round.
-bench-quick: build
+# A minute: herd, Granian, uwsgi --http-socket, gunicorn sync and Go on hello, 16 connections, 1 round.
+bench-quick: build venv
 	$(GO) run ./bench -quick $(BENCH_FLAGS)
+
+# Where the time goes alone (a few minutes, printed, no report written): herd beside Granian on
+# each app, CPU per request by process group, system calls per request (perf stat, strace -c),
+# and the in-process floor.
+bench-where: build venv
+	$(GO) run ./bench -rounds 0 -mixed 0 -gobench 0 $(BENCH_FLAGS)
 
 # Static files (--static): herd's master against nginx serving the same 1 KiB and 64 KiB
 # files, 16 connections, 3 rounds: about 3 minutes. Writes docs/BENCHMARKS-static.md.
-bench-static: build
-	$(GO) run ./bench -servers herd,nginx-static -apps static1k,static64k -conns 16 -inproc 0 -gobench 0 \
+bench-static: build venv
+	$(GO) run ./bench -servers herd,nginx-static -apps static1k,static64k -conns 16 -mixed 0 -inproc 0 -gobench 0 -where 0 \
 		-report docs/BENCHMARKS-static.md -note "$(BENCH_NOTE)" $(BENCH_FLAGS)
 
 # Save to new response, herd dev against gunicorn --reload: median of 20 saves each.

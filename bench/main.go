@@ -1,8 +1,11 @@
 // Command bench is herd's side-by-side benchmark (`make bench`): on one machine in one run it
-// starts herd and its peers (uWSGI, gunicorn, nginx in front of either) on loopback, warms
-// each, loads it with wrk, stops it, alternating servers and repeating rounds, and prints the
-// medians with the ratios herd / peer. It also measures the limits: the same app called
-// in-process (calls/s per core) and a bare Go net/http server. See docs/BENCHMARKS.md.
+// starts herd and today's peers from the project's venv (Granian, gunicorn 27, uWSGI, nginx
+// in front of uWSGI; every Python server on the venv's Python, herd's workers too) on
+// loopback, warms each, loads it with wrk, stops it, alternating servers and repeating
+// rounds, and prints the medians with the ratios herd / peer. A mixed run measures fast
+// requests while a slow view holds a worker. It also measures the limits (the same app called
+// in-process, a bare Go net/http server) and where a request's time goes in herd beside
+// Granian (CPU per process, system calls per request). See docs/BENCHMARKS.md.
 package main
 
 import (
@@ -13,6 +16,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -26,8 +30,10 @@ type plan struct {
 	rounds   int
 	duration time.Duration
 	warmup   time.Duration
+	mixed    time.Duration // the mixed run's measured load per server and round, 0 to skip
 	inproc   time.Duration // in-process limit: CPU seconds per app, 0 to skip
 	gobench  time.Duration // -benchtime of the proxy's go test benchmarks, 0 to skip
+	where    time.Duration // where the time goes, herd beside Granian: load per measure, 0 to skip
 	log      func(format string, args ...any)
 }
 
@@ -50,28 +56,51 @@ type cell struct {
 type results struct {
 	samples map[cell][]sample
 	na      map[cell]string
+	mixed   map[string][]mixedSample // by server key
+	mixedNA map[string]string
 	inproc  map[string]inprocResult
 	gobench []string // the result lines of go test -bench ./proxy
+	where   []whereResult
+}
+
+func newResults() *results {
+	return &results{samples: make(map[cell][]sample), na: make(map[cell]string),
+		mixed: make(map[string][]mixedSample), mixedNA: make(map[string]string),
+		inproc: make(map[string]inprocResult)}
+}
+
+// options are the command line's choices.
+type options struct {
+	servers, apps, conns string
+	debian               bool
+	rounds, workers      int
+	duration, warmup     time.Duration
+	mixed, inproc        time.Duration
+	gobench, where       time.Duration
+	herd, venv           string
+	report, note         string
 }
 
 func main() {
-	var (
-		quick    = flag.Bool("quick", false, "quick mode: herd, uwsgi --http-socket, gunicorn sync and Go on hello, 16 connections, 1 round of 3 s")
-		servers  = flag.String("servers", "", "comma-separated servers to run (default all): "+serverKeys())
-		apps     = flag.String("apps", "", "comma-separated apps (default hello,flask,django; also get64k, post1m, static1k, static64k)")
-		conns    = flag.String("conns", "16,256", "comma-separated wrk connection counts")
-		rounds   = flag.Int("rounds", 3, "rounds; every figure is the median over rounds")
-		duration = flag.Duration("duration", 5*time.Second, "wrk duration per measured load (whole seconds)")
-		warmup   = flag.Duration("warmup", time.Second, "wrk warm-up after each start, not measured")
-		inproc   = flag.Duration("inproc", 2*time.Second, "CPU time of the in-process limit per app; 0 skips it")
-		gobench  = flag.Duration("gobench", 2*time.Second, "-benchtime of go test -bench ./proxy (master and worker CPU per request); 0 skips it")
-		workers  = flag.Int("workers", 2, "worker processes of every server")
-		herd     = flag.String("herd", "bin/herd", "the herd binary")
-		python   = flag.String("python", "/usr/bin/python3", "Python of every server (Debian's has Flask and Django)")
-		report   = flag.String("report", "", "also write the Markdown report (machine, commands, tables) to this file")
-		note     = flag.String("note", "", "a sentence on the conditions of this run, printed above the figures")
-		goHello  = flag.String("go-hello", "", "internal: serve the Go net/http hello limit on this address")
-	)
+	var o options
+	flag.BoolVar(&o.debian, "debian", false, "also run Debian 12's older uWSGI and gunicorn on /usr/bin/python3 (clearly labelled rows)")
+	flag.StringVar(&o.servers, "servers", "", "comma-separated servers to run (default: every server not marked extra): "+serverKeys())
+	flag.StringVar(&o.apps, "apps", "", "comma-separated apps (default hello,flask,django; also get64k, post1m, static1k, static64k)")
+	flag.StringVar(&o.conns, "conns", "16,256", "comma-separated wrk connection counts")
+	flag.IntVar(&o.rounds, "rounds", 3, "rounds; every figure is the median over rounds (0: only the mixed run and the limits)")
+	flag.DurationVar(&o.duration, "duration", 5*time.Second, "wrk duration per measured load (whole seconds)")
+	flag.DurationVar(&o.warmup, "warmup", time.Second, "wrk warm-up after each start, not measured")
+	flag.DurationVar(&o.mixed, "mixed", 10*time.Second, "the mixed run's load per server and round: fast requests while a 1.5 s view is asked in a loop; 0 skips it")
+	flag.DurationVar(&o.inproc, "inproc", 2*time.Second, "CPU time of the in-process limit per app; 0 skips it")
+	flag.DurationVar(&o.gobench, "gobench", 2*time.Second, "-benchtime of go test -bench ./proxy (master and worker CPU per request); 0 skips it")
+	flag.DurationVar(&o.where, "where", 4*time.Second, "where the time goes, herd beside Granian: load per measure (CPU, perf stat, strace -c); 0 skips it")
+	flag.IntVar(&o.workers, "workers", 2, "worker processes of every server")
+	flag.StringVar(&o.herd, "herd", "bin/herd", "the herd binary")
+	flag.StringVar(&o.venv, "venv", ".venv", "the venv of today's peers (make venv): herd's workers (--venv), Granian, gunicorn, uWSGI (pyuwsgi) and the in-process limit run on its Python")
+	flag.StringVar(&o.report, "report", "", "also write the Markdown report (machine, commands, tables) to this file")
+	flag.StringVar(&o.note, "note", "", "a sentence on the conditions of this run, printed above the figures")
+	quick := flag.Bool("quick", false, "quick mode: herd, Granian, uwsgi --http-socket, gunicorn sync and Go on hello, 16 connections, 1 round of 3 s")
+	goHello := flag.String("go-hello", "", "internal: serve the Go net/http hello limit on this address")
 	flag.Parse()
 	if *goHello != "" {
 		if err := serveGoHello(*goHello); err != nil {
@@ -84,8 +113,8 @@ func main() {
 		// Quick mode changes the defaults; flags given explicitly still win.
 		set := map[string]bool{}
 		flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
-		quickDefaults := map[string]string{"servers": "herd,uwsgi-http-socket,gunicorn-sync,go-hello", "apps": "hello",
-			"conns": "16", "rounds": "1", "duration": "3s", "inproc": "0s", "gobench": "0s"}
+		quickDefaults := map[string]string{"servers": "herd,granian,uwsgi-http-socket,gunicorn-sync,go-hello", "apps": "hello",
+			"conns": "16", "rounds": "1", "duration": "3s", "mixed": "0s", "inproc": "0s", "gobench": "0s", "where": "0s"}
 		for name, value := range quickDefaults {
 			if !set[name] {
 				_ = flag.Set(name, value)
@@ -93,36 +122,37 @@ func main() {
 		}
 	}
 	code := 0
-	if err := run(*servers, *apps, *conns, *rounds, *duration, *warmup, *inproc, *gobench, *workers, *herd, *python, *report, *note); err != nil {
+	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		code = 1
 	}
 	os.Exit(code)
 }
 
-func run(serverList, appList, connList string, rounds int, duration, warmup, inproc, gobench time.Duration,
-	workers int, herd, python, reportPath, note string) error {
-	p := plan{rounds: rounds, duration: duration, warmup: warmup, inproc: inproc, gobench: gobench,
+func run(o options) error {
+	p := plan{rounds: o.rounds, duration: o.duration, warmup: o.warmup, mixed: o.mixed, inproc: o.inproc,
+		gobench: o.gobench, where: o.where,
 		log: func(f string, a ...any) { fmt.Fprintf(os.Stderr, f+"\n", a...) }}
 	var err error
-	if p.servers, err = pickServers(serverList); err != nil {
+	if p.servers, err = pickServers(o.servers, o.debian); err != nil {
 		return err
 	}
-	if p.apps, err = pickApps(appList); err != nil {
+	if p.apps, err = pickApps(o.apps); err != nil {
 		return err
 	}
-	if p.conns, err = parseConns(connList); err != nil {
+	if p.conns, err = parseConns(o.conns); err != nil {
 		return err
 	}
 	root, err := os.Getwd()
 	if err != nil {
 		return err
 	}
-	e, cleanup, err := newEnv(root, herd, python, workers)
+	e, cleanup, err := newEnv(root, o.herd, o.venv, o.workers)
 	if err != nil {
 		return err
 	}
 	defer cleanup()
+	e.debian = o.debian || usesDebian(p.servers)
 
 	// The trap: Ctrl-C or SIGTERM stops every process started so far, by PID, then exits.
 	ctx, cancel := context.WithCancel(context.Background())
@@ -146,14 +176,14 @@ func run(serverList, appList, connList string, rounds int, duration, warmup, inp
 	if err != nil {
 		return err
 	}
-	doc := renderReport(e, p, machine, res, note)
+	doc := renderReport(e, p, machine, res, o.note)
 	fmt.Print(doc)
-	if reportPath != "" {
-		doc += keptTail(reportPath)
-		if err := os.WriteFile(reportPath, []byte(doc), 0o644); err != nil {
+	if o.report != "" {
+		doc += keptTail(o.report)
+		if err := os.WriteFile(o.report, []byte(doc), 0o644); err != nil {
 			return fmt.Errorf("write report: %w", err)
 		}
-		p.log("bench: report written to %s", reportPath)
+		p.log("bench: report written to %s", o.report)
 	}
 	return nil
 }
@@ -175,9 +205,12 @@ func keptTail(path string) string {
 }
 
 // newEnv checks the tools and makes the run's private directory.
-func newEnv(root, herd, python string, workers int) (*env, func(), error) {
+func newEnv(root, herd, venv string, workers int) (*env, func(), error) {
 	herd, err := filepath.Abs(herd)
 	if err != nil {
+		return nil, nil, err
+	}
+	if venv, err = filepath.Abs(venv); err != nil {
 		return nil, nil, err
 	}
 	self, err := os.Executable()
@@ -187,11 +220,17 @@ func newEnv(root, herd, python string, workers int) (*env, func(), error) {
 	if _, err := os.Stat(filepath.Join(root, "bench", "apps", "hello.py")); err != nil {
 		return nil, nil, fmt.Errorf("run from the repository's top directory: %w", err)
 	}
+	for _, tool := range []string{"python", "granian", "gunicorn", "uwsgi"} {
+		if _, err := os.Stat(filepath.Join(venv, "bin", tool)); err != nil {
+			return nil, nil, fmt.Errorf("the venv of today's peers at %s has no bin/%s: make venv builds it", venv, tool)
+		}
+	}
 	tmp, err := os.MkdirTemp("", "herd-bench-")
 	if err != nil {
 		return nil, nil, err
 	}
-	e := &env{root: root, herd: herd, python: python, tmp: tmp, self: self, workers: workers,
+	e := &env{root: root, herd: herd, venv: venv, python: filepath.Join(venv, "bin", "python"),
+		debianPython: "/usr/bin/python3", tmp: tmp, self: self, workers: workers,
 		herdUwsgi: detectUwsgiSocket(herd), commands: make(map[string][]string)}
 	return e, func() { os.RemoveAll(tmp) }, nil
 }
@@ -200,49 +239,57 @@ func serverKeys() string {
 	keys := make([]string, len(allServers))
 	for i, s := range allServers {
 		keys[i] = s.key
+		if s.extra || s.debian {
+			keys[i] += " (extra)"
+		}
 	}
-	return strings.Join(keys, ",")
+	return strings.Join(keys, ", ")
 }
 
-func pickServers(list string) ([]server, error) {
-	if list == "" {
-		return allServers, nil
+// pickServers is the -servers list, or by default every server not marked extra; -debian
+// adds Debian's older peers either way.
+func pickServers(list string, debian bool) ([]server, error) {
+	out, err := pick(list, allServers, func(s server) string { return s.key },
+		func(s server) bool { return !s.extra && !s.debian }, "server", serverKeys())
+	if err != nil || !debian {
+		return out, err
 	}
-	var out []server
-	for _, k := range strings.Split(list, ",") {
-		found := false
-		for _, s := range allServers {
-			if s.key == strings.TrimSpace(k) {
-				out, found = append(out, s), true
-			}
-		}
-		if !found {
-			return nil, fmt.Errorf("unknown server %q (known: %s)", k, serverKeys())
+	for _, s := range allServers {
+		if s.debian && !slices.ContainsFunc(out, func(o server) bool { return o.key == s.key }) {
+			out = append(out, s)
 		}
 	}
 	return out, nil
 }
 
+// usesDebian says whether a server of the run is one of Debian's older peers.
+func usesDebian(servers []server) bool {
+	return slices.ContainsFunc(servers, func(s server) bool { return s.debian })
+}
+
 func pickApps(list string) ([]app, error) {
-	var out []app
+	return pick(list, allApps, func(a app) string { return a.name }, func(a app) bool { return !a.extra },
+		"app", "hello, flask, django, get64k, post1m, static1k, static64k")
+}
+
+// pick is the items of all named in the comma-separated list, in its order, or when the
+// list is empty every item that runs by default.
+func pick[T any](list string, all []T, name func(T) string, byDefault func(T) bool, what, known string) ([]T, error) {
+	var out []T
 	if list == "" {
-		for _, a := range allApps {
-			if !a.extra {
-				out = append(out, a)
+		for _, x := range all {
+			if byDefault(x) {
+				out = append(out, x)
 			}
 		}
 		return out, nil
 	}
 	for _, k := range strings.Split(list, ",") {
-		found := false
-		for _, a := range allApps {
-			if a.name == strings.TrimSpace(k) {
-				out, found = append(out, a), true
-			}
+		i := slices.IndexFunc(all, func(x T) bool { return name(x) == strings.TrimSpace(k) })
+		if i < 0 {
+			return nil, fmt.Errorf("unknown %s %q (known: %s)", what, k, known)
 		}
-		if !found {
-			return nil, fmt.Errorf("unknown app %q (known: hello, flask, django, get64k, post1m, static1k, static64k)", k)
-		}
+		out = append(out, all[i])
 	}
 	return out, nil
 }
@@ -261,9 +308,10 @@ func parseConns(list string) ([]int, error) {
 
 // measure runs the plan: per round, per app, every server in turn (the order rotates by
 // round, so no server always runs first or after the same neighbour), each started, warmed,
-// loaded at every connection count, and stopped.
+// loaded at every connection count, and stopped; then the mixed run, in rounds too, and the
+// limits.
 func measure(ctx context.Context, e *env, p plan) (*results, error) {
-	res := &results{samples: make(map[cell][]sample), na: make(map[cell]string), inproc: make(map[string]inprocResult)}
+	res := newResults()
 	for round := 0; round < p.rounds; round++ {
 		for _, a := range p.apps {
 			for i := range p.servers {
@@ -279,6 +327,9 @@ func measure(ctx context.Context, e *env, p plan) (*results, error) {
 				}
 			}
 		}
+	}
+	if err := measureMixed(ctx, e, p, res); err != nil {
+		return nil, err
 	}
 	if p.inproc > 0 {
 		for _, a := range p.apps {
@@ -297,7 +348,9 @@ func measure(ctx context.Context, e *env, p plan) (*results, error) {
 		}
 		res.gobench = lines
 	}
-	return res, nil
+	var err error
+	res.where, err = measureWhere(ctx, e, p, res)
+	return res, err
 }
 
 // measureOne starts one server with one app and loads it at every connection count.

@@ -21,24 +21,30 @@ type procStat struct {
 	pid, ppid int
 	startTime uint64 // in clock ticks since boot: with pid, names the process uniquely
 	cpuTicks  uint64 // utime + stime
+	sysTicks  uint64 // stime alone: time in the kernel, mostly system calls
 	rssBytes  int64
 }
 
-// readStat reads /proc/PID/stat; zombies and vanished processes are not found.
-func readStat(pid int) (procStat, bool) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+// statFields is a /proc/.../stat file's fields after the command name, counted from 0:
+// state, ppid, ... utime is 11, stime 12, cutime 13, cstime 14, starttime 19, rss (pages) 21.
+func statFields(path string) ([]string, bool) {
+	b, err := os.ReadFile(path)
 	if err != nil {
-		return procStat{}, false
+		return nil, false
 	}
 	s := string(b)
 	i := strings.LastIndexByte(s, ')')
 	if i < 0 {
-		return procStat{}, false
+		return nil, false
 	}
-	// Fields after the command name, counted from 0: state, ppid, ... utime is 11,
-	// stime 12, starttime 19, rss (pages) 21.
 	f := strings.Fields(s[i+1:])
-	if len(f) < 22 || f[0] == "Z" {
+	return f, len(f) >= 22
+}
+
+// readStat reads /proc/PID/stat; zombies and vanished processes are not found.
+func readStat(pid int) (procStat, bool) {
+	f, ok := statFields(fmt.Sprintf("/proc/%d/stat", pid))
+	if !ok || f[0] == "Z" {
 		return procStat{}, false
 	}
 	num := func(k int) uint64 { v, _ := strconv.ParseUint(f[k], 10, 64); return v }
@@ -47,6 +53,7 @@ func readStat(pid int) (procStat, bool) {
 		ppid:      int(num(1)),
 		startTime: num(19),
 		cpuTicks:  num(11) + num(12),
+		sysTicks:  num(12),
 		rssBytes:  int64(num(21)) * int64(os.Getpagesize()),
 	}, true
 }

@@ -29,9 +29,7 @@ type inprocResult struct {
 func runInproc(e *env, a app, cpu time.Duration) (inprocResult, error) {
 	args := []string{e.python, filepath.Join(e.root, "bench", "inproc.py"), e.appDir(), a.module, a.path,
 		fmt.Sprintf("%.1f", cpu.Seconds())}
-	if _, ok := e.commands["inproc/"+a.name]; !ok {
-		e.commands["inproc/"+a.name] = args
-	}
+	e.noteCommand("inproc/"+a.name, args)
 	out, err := exec.Command(args[0], args[1:]...).Output()
 	if err != nil {
 		return inprocResult{}, fmt.Errorf("in-process %s: %w", a.name, err)
@@ -82,7 +80,8 @@ func renderGoBench(b *strings.Builder, res *results, p plan) {
 		return
 	}
 	fmt.Fprintf(b, "\n### The master's and the worker's CPU per request\n\n`%s` (proxy/bench_test.go), "+
-		"on the hello app with real workers: WorkerDirect is a uwsgi request written on a worker "+
+		"on the hello app with real workers (under /usr/bin/python3, Debian's: proxy/bench_test.go "+
+		"names it, so these figures are not on the venv's Python as the tables above are): WorkerDirect is a uwsgi request written on a worker "+
 		"connection and its answer read (no HTTP), Handler adds proxy.Handler.ServeHTTP on an "+
 		"in-memory request, HTTP adds the HTTP server on loopback (h1: herd's own, as on --http; "+
 		"net-http: Go's, for comparison) with 8 keep-alive Go clients in the same process (their "+
@@ -98,6 +97,7 @@ type machine struct {
 	when     time.Time
 	lines    []string // "name: value"
 	loadFrom string
+	others   othersSnapshot // the machine's CPU by process at the start (others.go)
 }
 
 // describeMachine names the machine and the version of every tool in the run.
@@ -118,22 +118,30 @@ func describeMachine(e *env) machine {
 		}
 	}
 	rev := first("git", "-C", e.root, "log", "-1", "--format=%h %s")
-	return machine{
-		when:     time.Now().UTC(),
-		loadFrom: read("/proc/loadavg"),
-		lines: []string{
-			fmt.Sprintf("CPU: %d cores (nproc), %s", runtime.NumCPU(), cpuModel),
-			"kernel: Linux " + read("/proc/sys/kernel/osrelease"),
-			"herd: " + rev,
-			"Python: " + first(e.python, "--version") + " (" + e.python + ")",
-			"uWSGI: " + first("uwsgi", "--version"),
-			"gunicorn: " + strings.TrimPrefix(first(e.python, "-m", "gunicorn", "--version"), "__main__.py "),
-			"Flask / Django: " + first(e.python, "-c", "import flask, django; print(flask.__version__, '/', django.__version__)"),
-			"nginx: " + first("nginx", "-v"),
-			"wrk: " + first("wrk", "-v"),
-			"Go: " + runtime.Version(),
-		},
+	versions := "import importlib.metadata as m; print(' / '.join(m.version(p) for p in ('flask', 'django')))"
+	lines := []string{
+		fmt.Sprintf("CPU: %d cores (nproc), %s", runtime.NumCPU(), cpuModel),
+		"kernel: Linux " + read("/proc/sys/kernel/osrelease"),
+		"herd: " + rev,
+		"Python of herd's workers and of every peer: " + first(e.python, "--version") + " (the venv " +
+			strings.TrimPrefix(e.venv, e.root+"/") + ", requirements/peers.txt)",
+		"Granian: " + first(e.bin("granian"), "--version"),
+		"gunicorn: " + first(e.bin("gunicorn"), "--version"),
+		"uWSGI: " + first(e.bin("uwsgi"), "--version") + " (pyuwsgi)",
+		"Flask / Django: " + first(e.python, "-c", versions),
 	}
+	if e.debian {
+		lines = append(lines,
+			"Debian's older peers: "+first(e.debianPython, "--version")+" ("+e.debianPython+"), uWSGI "+
+				first("uwsgi", "--version")+", gunicorn "+first(e.debianPython, "-c", "import gunicorn; print(gunicorn.__version__)")+
+				", Flask / Django "+first(e.debianPython, "-c", versions))
+	}
+	lines = append(lines,
+		"nginx: "+first("nginx", "-v"),
+		"wrk: "+first("wrk", "-v"),
+		"perf: "+first("perf", "--version")+"; strace: "+first("strace", "-V"),
+		"Go: "+runtime.Version())
+	return machine{when: time.Now().UTC(), loadFrom: read("/proc/loadavg"), lines: lines, others: takeOthersSnapshot()}
 }
 
 // median of a metric over the rounds.
@@ -178,12 +186,23 @@ func summarize(samples []sample) row {
 	return r
 }
 
+// spread is the lowest and highest round's requests/s, in brackets, when there are rounds.
+func spread(r row) string {
+	if r.rounds < 2 {
+		return ""
+	}
+	return fmt.Sprintf(" (%.0f-%.0f)", r.rpsMin, r.rpsMax)
+}
+
 func ms(d time.Duration) string { return fmt.Sprintf("%.2f", float64(d)/float64(time.Millisecond)) }
 
 // renderTables writes one table per app and connection count.
 func renderTables(b *strings.Builder, p plan, res *results) {
 	for _, a := range p.apps {
 		for _, c := range p.conns {
+			if !hasSamples(p, res, a, c) {
+				continue
+			}
 			fmt.Fprintf(b, "\n### %s, %d connections\n\n", a.name, c)
 			b.WriteString("| server | req/s | p50 ms | p99 ms | errors | RSS MiB (masters) | CPU us/req | start ms | herd / this |\n")
 			b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
@@ -205,16 +224,23 @@ func renderTables(b *strings.Builder, p plan, res *results) {
 				if herd.rounds > 0 && r.rps > 0 {
 					ratio = fmt.Sprintf("%.2f", herd.rps/r.rps)
 				}
-				spread := ""
-				if r.rounds > 1 {
-					spread = fmt.Sprintf(" (%.0f-%.0f)", r.rpsMin, r.rpsMax)
-				}
 				fmt.Fprintf(b, "| %s | %.0f%s | %s | %s | %v | %.1f (%.1f) | %.0f | %.0f | %s |\n",
-					s.label, r.rps, spread, ms(r.p50), ms(r.p99), r.errs, mib(r.rssTotal), mib(r.rssRoot),
+					s.label, r.rps, spread(r), ms(r.p50), ms(r.p99), r.errs, mib(r.rssTotal), mib(r.rssRoot),
 					float64(r.cpuPerReq)/float64(time.Microsecond), float64(r.startup)/float64(time.Millisecond), ratio)
 			}
 		}
 	}
+}
+
+// hasSamples says whether any server has a sample or a reason in one table.
+func hasSamples(p plan, res *results, a app, c int) bool {
+	for _, s := range p.servers {
+		k := cell{a.name, c, s.key}
+		if len(res.samples[k]) > 0 || res.na[k] != "" {
+			return true
+		}
+	}
+	return false
 }
 
 // renderLimits is the in-process table: each app's ceiling on this machine's cores, and how
@@ -234,11 +260,12 @@ func renderLimits(b *strings.Builder, p plan, res *results) {
 			continue
 		}
 		herd := summarize(res.samples[cell{a.name, p.conns[0], "herd"}])
-		share := "-"
+		rps, share := "-", "-"
 		if herd.rounds > 0 {
+			rps = fmt.Sprintf("%.0f", herd.rps)
 			share = fmt.Sprintf("%.3f", herd.rps/(r.CallsPerCoreSecond*float64(cores)))
 		}
-		fmt.Fprintf(b, "| %s | %.0f | %.2f | %.0f | %s |\n", a.name, r.CallsPerCoreSecond, r.UsPerCall, herd.rps, share)
+		fmt.Fprintf(b, "| %s | %.0f | %.2f | %s | %s |\n", a.name, r.CallsPerCoreSecond, r.UsPerCall, rps, share)
 	}
 }
 
@@ -256,8 +283,24 @@ func renderReport(e *env, p plan, m machine, res *results, note string) string {
 		"server and load generator together, comparable with each other inside one run, not "+
 		"absolute capacities. Load average at the start: %s, at the end: %s.\n",
 		runtime.NumCPU(), m.loadFrom, readLoadavg())
+	if m.others.busy > 0 {
+		fmt.Fprintf(&b, "\n**What else ran** (from /proc): %s.\n", othersReport(m.others, takeOthersSnapshot()))
+	}
 	if note != "" {
 		fmt.Fprintf(&b, "\n**Conditions:** %s\n", note)
+	}
+	b.WriteString("\n**Same Python for everyone.** The peers are today's releases from the project's " +
+		"pinned venv (requirements/peers.txt, built by `make venv`): Granian with `--interface wsgi`, " +
+		"gunicorn 27 (sync, and gthread with 4 threads), uWSGI as the pyuwsgi wheel (`--http-socket`, " +
+		"and behind nginx by `--socket`). herd's workers run on that venv's interpreter too " +
+		"(`herd serve --venv`), so every row runs the same Python, Flask and Django, and a ratio " +
+		"compares servers, not interpreters. The apps (bench/apps): hello, a bare WSGI callable; " +
+		"flask, a Flask view answering JSON; django, a view through Django's URL resolver, no " +
+		"middleware.\n")
+	if e.debian {
+		b.WriteString("\nRows named **Debian 12's older** are Debian's packages (uWSGI 2.0.21 with its " +
+			"python3 plugin, gunicorn 20.1) on /usr/bin/python3 with Debian's Flask and Django: another " +
+			"interpreter and older frameworks, so their ratios compare whole stacks, not servers.\n")
 	}
 	b.WriteString("\nColumns: requests/s, the median and in brackets the lowest and highest round; p50 and p99 latency as wrk saw it; errors (connect, read, " +
 		"write, timeout and non-2xx/3xx, summed over rounds); RSS: the largest total seen during " +
@@ -273,8 +316,11 @@ func renderReport(e *env, p plan, m machine, res *results, note string) string {
 		"nginx gives up when it is full. RSS is summed per process, so pages a forked worker " +
 		"shares with its master (uWSGI imports the app in the master, then forks) count once " +
 		"per process.\n")
+	renderTargets(&b, res)
 	renderTables(&b, p, res)
+	renderMixed(&b, p, res)
 	renderLimits(&b, p, res)
+	renderWhere(&b, p, res)
 	renderGoBench(&b, res, p)
 	b.WriteString("\n## The machine\n\n")
 	for _, l := range m.lines {
@@ -299,7 +345,7 @@ func renderCommands(b *strings.Builder, e *env, p plan) {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
-	port := regexp.MustCompile(`127\.0\.0\.1:[0-9]+`)
+	port := regexp.MustCompile(`127\.0\.0\.1:[0-9]+|--port [0-9]+`)
 	tidy := strings.NewReplacer(e.self, "bench", e.tmp, "TMP", e.root+"/", "", "'", `'\''`)
 	for _, k := range keys {
 		quoted := make([]string, len(e.commands[k]))
@@ -308,7 +354,13 @@ func renderCommands(b *strings.Builder, e *env, p plan) {
 				quoted[i] = "'" + quoted[i] + "'"
 			}
 		}
-		fmt.Fprintf(b, "%s: %s\n", k, port.ReplaceAllString(strings.Join(quoted, " "), "127.0.0.1:PORT"))
+		line := port.ReplaceAllStringFunc(strings.Join(quoted, " "), func(m string) string {
+			if strings.HasPrefix(m, "--port") {
+				return "--port PORT"
+			}
+			return "127.0.0.1:PORT"
+		})
+		fmt.Fprintf(b, "%s: %s\n", k, line)
 	}
 	fmt.Fprintf(b, "load: %s\n```\n", strings.Join(wrkArgs("TMP/report.lua", p.conns[0], p.duration, "http://127.0.0.1:PORT/"), " "))
 	b.WriteString("\nTMP/report.lua prints wrk's summary as one line (exact counts, percentiles in microseconds):\n\n```lua\n" + wrkReport + "```\n")

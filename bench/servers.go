@@ -42,6 +42,12 @@ var allApps = []app{
 type server struct {
 	key   string // -servers value
 	label string // row label in the tables
+	// extra servers run only when named in -servers: they answer older questions (nginx in
+	// front of herd, uWSGI's router, static files) and would lengthen the default run.
+	extra bool
+	// debian servers are Debian 12's older releases on /usr/bin/python3 (with its older
+	// Flask and Django): run with -debian or when named.
+	debian bool
 	// onlyHello is set for the Go net/http limit, which serves a fixed answer, not a WSGI app.
 	onlyHello bool
 	// onlyStatic is set for nginx serving files, which runs only the static apps.
@@ -51,12 +57,19 @@ type server struct {
 
 // env is what every launch needs: the paths of the tools and a private temp dir.
 type env struct {
-	root    string // the repository checkout
-	herd    string // the herd binary
-	python  string // the interpreter of every Python server: Debian's, which has Flask and Django
-	tmp     string // the run's private directory: sockets, nginx's files, server logs
-	self    string // this program, which serves the Go net/http limit when asked to
-	workers int
+	root string // the repository checkout
+	herd string // the herd binary
+	// venv is the pinned venv of today's peers (make venv); python is its interpreter, which
+	// runs herd's workers, Granian, gunicorn, uWSGI (pyuwsgi) and the in-process limit alike.
+	venv   string
+	python string
+	// debianPython runs Debian's older peers (-debian), with Debian's Flask and Django;
+	// debian says whether the run has any, for the report's versions.
+	debianPython string
+	debian       bool
+	tmp          string // the run's private directory: sockets, nginx's files, server logs
+	self         string // this program, which serves the Go net/http limit when asked to
+	workers      int
 	// herdUwsgi is how to give herd a uwsgi socket, "" when this herd has no --uwsgi-socket.
 	herdUwsgi uwsgiSocketForm
 	// commands holds the first command line of each server, for the report.
@@ -91,6 +104,9 @@ func detectUwsgiSocket(herd string) uwsgiSocketForm {
 
 func (e *env) appDir() string { return filepath.Join(e.root, "bench", "apps") }
 
+// bin is a program of the venv: granian, gunicorn, uwsgi.
+func (e *env) bin(name string) string { return filepath.Join(e.venv, "bin", name) }
+
 // instance is one running server: its processes (several for nginx in front of a server)
 // and the URL wrk loads.
 type instance struct {
@@ -107,15 +123,18 @@ func (n notAvailable) Error() string { return "n/a: " + string(n) }
 
 var allServers = []server{
 	{key: "herd", label: "herd", launch: launchHerd},
-	{key: "nginx-herd", label: "nginx -> herd (uwsgi)", launch: launchNginxHerd},
-	{key: "nginx-herd-http", label: "nginx -> herd (HTTP keep-alive)", launch: launchNginxHerdHTTP},
-	{key: "uwsgi-http-socket", label: "uwsgi --http-socket", launch: launchUwsgiHTTPSocket},
-	{key: "uwsgi-http", label: "uwsgi --http (router)", launch: launchUwsgiRouter},
+	{key: "granian", label: "Granian (WSGI)", launch: launchGranian},
+	{key: "gunicorn-sync", label: "gunicorn sync", launch: launchGunicorn("sync", false)},
+	{key: "gunicorn-gthread", label: "gunicorn gthread (4 threads)", launch: launchGunicorn("gthread", false)},
+	{key: "uwsgi-http-socket", label: "uwsgi --http-socket", launch: launchUwsgiHTTPSocket(false)},
 	{key: "nginx-uwsgi", label: "nginx -> uwsgi --socket", launch: launchNginxUwsgi},
-	{key: "gunicorn-sync", label: "gunicorn sync", launch: launchGunicorn("sync")},
-	{key: "gunicorn-gthread", label: "gunicorn gthread", launch: launchGunicorn("gthread")},
 	{key: "go-hello", label: "Go net/http hello (no Python)", onlyHello: true, launch: launchGoHello},
-	{key: "nginx-static", label: "nginx serving the files", onlyStatic: true, launch: launchNginxStatic},
+	{key: "nginx-herd", label: "nginx -> herd (uwsgi)", extra: true, launch: launchNginxHerd},
+	{key: "nginx-herd-http", label: "nginx -> herd (HTTP keep-alive)", extra: true, launch: launchNginxHerdHTTP},
+	{key: "uwsgi-http", label: "uwsgi --http (router)", extra: true, launch: launchUwsgiRouter},
+	{key: "nginx-static", label: "nginx serving the files", onlyStatic: true, extra: true, launch: launchNginxStatic},
+	{key: "debian-uwsgi-http-socket", label: "Debian 12's older uwsgi --http-socket", debian: true, launch: launchUwsgiHTTPSocket(true)},
+	{key: "debian-gunicorn-sync", label: "Debian 12's older gunicorn sync", debian: true, launch: launchGunicorn("sync", true)},
 }
 
 // freePort returns a loopback port that was free a moment ago.
@@ -128,11 +147,16 @@ func freePort() (string, error) {
 	return ln.Addr().String(), nil
 }
 
+// noteCommand keeps the first command line under key, for the report's list of commands.
+func (e *env) noteCommand(key string, args []string) {
+	if _, ok := e.commands[key]; !ok {
+		e.commands[key] = args
+	}
+}
+
 // spawn starts one process of a server with its output in a log file of the temp dir.
 func (e *env) spawn(key, name string, args []string) (*proc, error) {
-	if _, ok := e.commands[key+"/"+name]; !ok {
-		e.commands[key+"/"+name] = args
-	}
+	e.noteCommand(key+"/"+name, args)
 	logf, err := os.OpenFile(filepath.Join(e.tmp, name+".log"), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("log file of %s: %w", name, err)
@@ -204,9 +228,10 @@ func (e *env) launchAll(key string, a app, url string, cmds map[string][]string,
 	return inst, nil
 }
 
+// herdArgs is herd's command: its workers on the venv's Python (--venv), as the peers.
 func (e *env) herdArgs(a app, httpAddr string) []string {
 	return []string{e.herd, "serve", a.module, "--chdir", e.appDir(), "--workers", fmt.Sprint(e.workers),
-		"--http", httpAddr, "--python", e.python, "--access-log", "off", "--log-level", "warn"}
+		"--http", httpAddr, "--venv", e.venv, "--access-log", "off", "--log-level", "warn"}
 }
 
 func launchHerd(e *env, a app) (*instance, error) {
@@ -256,19 +281,31 @@ func launchNginxHerdHTTP(e *env, a app) (*instance, error) {
 	return e.behindNginxConf("nginx-herd-http", a, "herd", herdArgs, "unix:"+sock, nginxHTTPConf)
 }
 
-func (e *env) uwsgiArgs(a app) []string {
-	return []string{"uwsgi", "--plugin", "python3", "--master", "--processes", fmt.Sprint(e.workers),
+// uwsgiArgs is uWSGI's command: the venv's pyuwsgi (Python built in, no --plugin), or with
+// debian Debian's uwsgi with its python3 plugin.
+func (e *env) uwsgiArgs(a app, debian bool) []string {
+	args := []string{e.bin("uwsgi")}
+	if debian {
+		args = []string{"uwsgi", "--plugin", "python3"}
+	}
+	return append(args, "--master", "--processes", fmt.Sprint(e.workers),
 		"--chdir", e.appDir(), "--module", a.module, "--disable-logging", "--need-app", "--die-on-term",
-		"--buffer-size", "32768"}
+		"--buffer-size", "32768")
 }
 
-func launchUwsgiHTTPSocket(e *env, a app) (*instance, error) {
-	addr, err := freePort()
-	if err != nil {
-		return nil, err
+func launchUwsgiHTTPSocket(debian bool) func(e *env, a app) (*instance, error) {
+	return func(e *env, a app) (*instance, error) {
+		addr, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		key := "uwsgi-http-socket"
+		if debian {
+			key = "debian-" + key
+		}
+		args := append(e.uwsgiArgs(a, debian), "--http-socket", addr)
+		return e.launchAll(key, a, "http://"+addr, map[string][]string{"uwsgi": args}, []string{"uwsgi"})
 	}
-	args := append(e.uwsgiArgs(a), "--http-socket", addr)
-	return e.launchAll("uwsgi-http-socket", a, "http://"+addr, map[string][]string{"uwsgi": args}, []string{"uwsgi"})
 }
 
 func launchUwsgiRouter(e *env, a app) (*instance, error) {
@@ -276,31 +313,55 @@ func launchUwsgiRouter(e *env, a app) (*instance, error) {
 	if err != nil {
 		return nil, err
 	}
-	args := append(e.uwsgiArgs(a), "--plugin", "http", "--http", addr, "--http-keepalive")
+	// pyuwsgi has the http router built in: no --plugin http.
+	args := append(e.uwsgiArgs(a, false), "--http", addr, "--http-keepalive")
 	return e.launchAll("uwsgi-http", a, "http://"+addr, map[string][]string{"uwsgi": args}, []string{"uwsgi"})
 }
 
 func launchNginxUwsgi(e *env, a app) (*instance, error) {
 	sock := filepath.Join(e.tmp, "uwsgi.sock")
 	_ = os.Remove(sock)
-	args := append(e.uwsgiArgs(a), "--socket", sock)
+	args := append(e.uwsgiArgs(a, false), "--socket", sock)
 	return e.behindNginx("nginx-uwsgi", a, "uwsgi", args, "unix:"+sock)
 }
 
-func launchGunicorn(worker string) func(e *env, a app) (*instance, error) {
+// launchGunicorn starts gunicorn from the venv (27), or with debian Debian's (20.1) under
+// /usr/bin/python3. gunicorn 24+ opens a control socket in ~/.gunicorn by default, one path
+// for every gunicorn of the user: --no-control-socket keeps the benchmark's instances (and
+// other engineers' tests on the machine) apart.
+func launchGunicorn(worker string, debian bool) func(e *env, a app) (*instance, error) {
 	return func(e *env, a app) (*instance, error) {
 		addr, err := freePort()
 		if err != nil {
 			return nil, err
 		}
-		args := []string{e.python, "-m", "gunicorn", "-w", fmt.Sprint(e.workers), "-b", addr, "--chdir", e.appDir()}
+		key := "gunicorn-" + worker
+		args := []string{e.bin("gunicorn"), "--no-control-socket"}
+		if debian {
+			key = "debian-" + key
+			args = []string{e.debianPython, "-m", "gunicorn"}
+		}
+		args = append(args, "-w", fmt.Sprint(e.workers), "-b", addr, "--chdir", e.appDir())
 		if worker == "gthread" {
 			args = append(args, "-k", "gthread", "--threads", "4")
 		}
 		args = append(args, a.module)
-		key := "gunicorn-" + worker
 		return e.launchAll(key, a, "http://"+addr, map[string][]string{"gunicorn": args}, []string{"gunicorn"})
 	}
+}
+
+// launchGranian starts Granian as its docs and issue 18 give it: the WSGI interface, 2
+// workers, every other setting its default (HTTP/1 and 2 auto, 1 runtime thread, blocking
+// threads backpressure/2 = 256 per worker, no access log).
+func launchGranian(e *env, a app) (*instance, error) {
+	addr, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	host, port, _ := net.SplitHostPort(addr)
+	args := []string{e.bin("granian"), "--interface", "wsgi", "--workers", fmt.Sprint(e.workers),
+		"--host", host, "--port", port, "--working-dir", e.appDir(), a.module}
+	return e.launchAll("granian", a, "http://"+addr, map[string][]string{"granian": args}, []string{"granian"})
 }
 
 func launchGoHello(e *env, a app) (*instance, error) {

@@ -16,8 +16,8 @@ import (
 // percentiles in microseconds, instead of its rounded human text.
 const wrkReport = `done = function(summary, latency, requests)
   local e = summary.errors
-  io.write(string.format("BENCH requests=%d duration_us=%d p50_us=%d p99_us=%d connect=%d read=%d write=%d status=%d timeout=%d\n",
-    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
+  io.write(string.format("BENCH requests=%d duration_us=%d p50_us=%d p99_us=%d max_us=%d connect=%d read=%d write=%d status=%d timeout=%d\n",
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99), latency.max,
     e.connect, e.read, e.write, e.status, e.timeout))
 end
 `
@@ -27,6 +27,7 @@ type load struct {
 	requests int64
 	duration time.Duration
 	p50, p99 time.Duration
+	max      time.Duration // the slowest answered request
 	// errs counts wrk's errors by kind: connect, read, write, timeout, and status
 	// (answers other than 2xx/3xx).
 	errs errCounts
@@ -68,6 +69,14 @@ func (l load) rps() float64 {
 func wrkArgs(script string, conns int, d time.Duration, url string) []string {
 	return []string{"wrk", "-t1", fmt.Sprintf("-c%d", conns), fmt.Sprintf("-d%ds", int(d.Round(time.Second)/time.Second)),
 		"--latency", "-s", script, url}
+}
+
+// wrkTimeoutArgs is wrkArgs with wrk's request timeout (2 s by default) set: a request that
+// takes longer is counted as a timeout and left out of the percentiles, which would hide
+// exactly the waits the mixed run looks for.
+func wrkTimeoutArgs(script string, conns int, d, timeout time.Duration, url string) []string {
+	args := wrkArgs(script, conns, d, url)
+	return append(args[:len(args)-1:len(args)-1], "--timeout", fmt.Sprintf("%ds", int(timeout/time.Second)), url)
 }
 
 // writeWrkScript puts the app's wrk script, ending with the report, into dir.
@@ -113,15 +122,16 @@ func parseWrk(out string) (load, error) {
 		line = line[:j]
 	}
 	var l load
-	var durUs, p50, p99 int64
+	var durUs, p50, p99, maxUs int64
 	e := &l.errs
-	_, err := fmt.Sscanf(line, "BENCH requests=%d duration_us=%d p50_us=%d p99_us=%d connect=%d read=%d write=%d status=%d timeout=%d",
-		&l.requests, &durUs, &p50, &p99, &e.connect, &e.read, &e.write, &e.status, &e.timeout)
+	_, err := fmt.Sscanf(line, "BENCH requests=%d duration_us=%d p50_us=%d p99_us=%d max_us=%d connect=%d read=%d write=%d status=%d timeout=%d",
+		&l.requests, &durUs, &p50, &p99, &maxUs, &e.connect, &e.read, &e.write, &e.status, &e.timeout)
 	if err != nil {
 		return load{}, fmt.Errorf("wrk report %q: %w", line, err)
 	}
 	l.duration = time.Duration(durUs) * time.Microsecond
 	l.p50 = time.Duration(p50) * time.Microsecond
 	l.p99 = time.Duration(p99) * time.Microsecond
+	l.max = time.Duration(maxUs) * time.Microsecond
 	return l, nil
 }

@@ -1,6 +1,7 @@
 """The benchmark's Django app: one view through Django's URL resolver and request/response
 objects, no middleware and no database, so the figures measure the server around a real
-Django request (Debian's python3-django, so /usr/bin/python3 only)."""
+Django request. Runs under the venv's Python (Django 6.1, `make venv`) and under Debian's
+/usr/bin/python3 (Django 3.2) for the -debian rows."""
 
 from django.conf import settings
 
