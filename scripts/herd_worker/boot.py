@@ -33,7 +33,8 @@ class _ArgumentParser(argparse.ArgumentParser):
 _APP_SPEC = re.compile(r'[A-Za-z_][\w.]*(?::[A-Za-z_][\w.]*)?\Z')
 
 
-def _parse_args(argv):
+def _parse_args(argv, listening=True):
+    """The worker's command line. listening=False: a fork server's, which has no socket."""
     p = _ArgumentParser(prog='herd-worker', description='herd WSGI worker')
     p.add_argument('--app', required=True, help='MODULE[:CALLABLE]')
     p.add_argument('--listen-fd', type=int)
@@ -44,7 +45,7 @@ def _parse_args(argv):
     p.add_argument('--chdir')
     p.add_argument('--pythonpath', action='append', default=[])
     args = p.parse_args(argv)
-    if (args.listen_fd is None) == (args.bind is None):
+    if listening and (args.listen_fd is None) == (args.bind is None):
         p.error('exactly one of --listen-fd and --bind is required')
     if args.threads < 1:
         p.error('--threads must be >= 1')
@@ -145,7 +146,11 @@ def main(argv=None):
         pass    # no usable stderr
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, serve._on_sigterm)
-    argv = _await_handover(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if '--fork-server-fd' in argv:
+        from . import forkserver
+        return forkserver.main(argv)
+    argv = _await_handover(argv)
     args = _parse_args(argv)
     process.worker_id = args.worker_id
 
@@ -154,7 +159,23 @@ def main(argv=None):
     lsock = _listening_socket(args)
     _setup_path(args)
     app = _import_app(args.app)
+    return serve_app(args, lsock, app)
 
+
+def serve_forked(argv, app, after_fork):
+    """A worker forked from a fork server, where the app is imported already: argv is its
+    whole command line (the descriptors it was handed included); after_fork(worker_id) runs
+    the fork hooks. Serves until the process is to end, as main does."""
+    args = _parse_args(argv)
+    process.worker_id = args.worker_id
+    process.start_control(args.control_fd)
+    lsock = _listening_socket(args)
+    after_fork(args.worker_id)
+    return serve_app(args, lsock, app)
+
+
+def serve_app(args, lsock, app):
+    """Say ready on the control channel and serve app on lsock."""
     template = environ_template(args.threads > 1)
     serve.begin(args.threads)
     _send_control({'event': 'ready', 'pid': os.getpid(),
