@@ -191,6 +191,7 @@ func (s *Server) assemble() error {
 	s.metrics = admin.NewMetrics(s.pool)
 	// The control socket is the operator's own (mode 0600): herd status shows whole URIs.
 	s.info = admin.Info{Version: s.version, App: cfg.App, Listeners: addrs(s.lns.http), ShowQuery: true}
+	s.sup = s.newSupervisor(newSpawner(cfg, s.worker.Script).WithCredential(cred))
 	if specs := daemon.Specs(cfg.AttachDaemon, cfg.SmartAttachDaemon); len(specs) > 0 {
 		exec := newSpawner(cfg, "")
 		s.daemons = &daemon.Set{Specs: specs, Dir: cfg.Chdir, Env: exec.Env, Log: log, StopTimeout: cfg.GracefulTimeout}
@@ -201,7 +202,6 @@ func (s *Server) assemble() error {
 		adminInfo.ShowQuery = cfg.AdminShowQuery
 		s.adminSrv = admin.NewServer(s.metrics, adminInfo, cfg.AdminHosts, log.With().Str("component", "admin").Logger())
 	}
-	s.sup = s.newSupervisor(newSpawner(cfg, s.worker.Script).WithCredential(cred))
 
 	onDone := chainOnDone(s.metrics.OnDone, accessLog)
 	front, err := s.newFrontHandler(onDone)
@@ -228,7 +228,16 @@ func (s *Server) newSupervisor(exec *spawn.Exec) *supervisor.Supervisor {
 	cfg := s.cfg
 	observers := supervisor.Observers{s.metrics, s.dep}
 	var spawner spawn.Spawner = exec
-	if cfg.Reload {
+	switch {
+	case cfg.Preload:
+		// The app imported once per generation, in a fork server the workers are forked
+		// from (docs/lifecycle.md).
+		fs := &spawn.ForkServer{Exec: exec, Log: s.log, Hooks: cfg.GunicornHooks}
+		s.atExit(fs.Close) // after the supervisor's Run returned (serve waits for it)
+		spawner = fs
+		s.info.ForkServers = fs.Status
+		s.metrics.WatchForkServers(fs.Status)
+	case cfg.Reload:
 		// Development mode: a reload hands the new worker to an interpreter started ahead,
 		// so a save waits for the app's import, not for Python to start.
 		standby := &spawn.Standby{Exec: exec, Log: s.log}

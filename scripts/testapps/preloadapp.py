@@ -12,8 +12,9 @@ logging module's locks). Routes:
     /socket   a round trip through the socketpair opened at import
     /log      logs a line through the logging module (it must not hang) and answers ok
     /gc       gc.collect(), then the pid
-    /touch    walks the allocated objects (as traffic reads an app's data), then the pid
     /hooks    what the gunicorn hooks of preload.conf.py recorded in this process
+    /sleep    sleeps 10 s (for --timeout)
+    /version  $PRELOAD_VERSION, or what version.txt next to this file said at import
 """
 
 import gc
@@ -26,8 +27,9 @@ import threading
 import time
 
 _MB = int(os.environ.get('PRELOAD_MB', '0'))
-# About 90 bytes of objects per item (a 2-tuple, an int, a str): 11650 items a MiB.
-DATA = [(i, 'item-%08d' % i) for i in range(_MB * 11650)]
+# About 175 bytes of objects per item (a 2-tuple, an int, a str, a list slot): 6000 items a
+# MiB (PRELOAD_MB=150 grows a process by 150 MiB).
+DATA = [(i, 'item-%08d' % i) for i in range(_MB * 6000)]
 
 _FILE = open(__file__, 'rb')
 _PAIR = socket.socketpair()
@@ -46,6 +48,12 @@ def _chatter():
 
 
 threading.Thread(target=_chatter, daemon=True).start()
+
+try:
+    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'version.txt')) as f:
+        VERSION = f.read().strip()
+except OSError:
+    VERSION = os.environ.get('PRELOAD_VERSION', 'v0')
 
 # Set by the hooks of preload.conf.py in the process they run in.
 HOOKS = []
@@ -72,10 +80,10 @@ def app(environ, start_response):
         return _text(start_response, 'ok')
     if path == '/gc':
         gc.collect()
-    elif path == '/touch':
-        n = 0
-        for item in DATA:
-            n += item[0] & 1
     elif path == '/hooks':
         return _text(start_response, ','.join(HOOKS))
+    elif path == '/sleep':
+        time.sleep(10)
+    elif path == '/version':
+        return _text(start_response, VERSION)
     return _text(start_response, str(os.getpid()))

@@ -45,13 +45,13 @@ type Spawner interface {
 type ExitStatus struct {
 	Code   int            // exit code, -1 when killed by a signal
 	Signal syscall.Signal // the signal that killed it, 0 otherwise
-	Err    error          // Wait itself failed
+	Err    error          // Wait itself failed, or the status is not known (ErrStatusUnknown)
 }
 
 func (e ExitStatus) String() string {
 	switch {
 	case e.Err != nil:
-		return "wait: " + e.Err.Error()
+		return e.Err.Error()
 	case e.Signal != 0:
 		// "killed by SIGABRT (aborted)": Go's name of a signal alone reads "killed by aborted".
 		return "killed by " + unix.SignalName(e.Signal) + " (" + e.Signal.String() + ")"
@@ -200,7 +200,7 @@ func (p *execProcess) Wait() ExitStatus {
 	p.copying.Wait()
 	p.closeOutput()
 	if state == nil {
-		return ExitStatus{Code: -1, Err: err}
+		return ExitStatus{Code: -1, Err: fmt.Errorf("wait: %w", err)}
 	}
 	st, ok := state.Sys().(syscall.WaitStatus)
 	if !ok {
