@@ -222,8 +222,8 @@ func (s *Server) assemble() error {
 	return nil
 }
 
-// newSupervisor makes the supervisor of the workers that exec starts (or, in development,
-// that a standby interpreter takes over).
+// newSupervisor makes the supervisor of the workers: exec starts them, or a fork server
+// forks them (--preload, and development mode).
 func (s *Server) newSupervisor(exec *spawn.Exec) *supervisor.Supervisor {
 	cfg := s.cfg
 	observers := supervisor.Observers{s.metrics, s.dep}
@@ -238,12 +238,13 @@ func (s *Server) newSupervisor(exec *spawn.Exec) *supervisor.Supervisor {
 		s.info.ForkServers = fs.Status
 		s.metrics.WatchForkServers(fs.Status)
 	case cfg.Reload:
-		// Development mode: a reload hands the new worker to an interpreter started ahead,
-		// so a save waits for the app's import, not for Python to start.
-		standby := &spawn.Standby{Exec: exec, Log: s.log}
-		s.atExit(standby.Close) // after the supervisor's Run returned (serve waits for it)
-		spawner = standby
-		observers = append(observers, standbyRefill{sb: standby})
+		// Development mode: each generation's fork server is forked from a template that
+		// holds the third-party modules the app imported, so a save waits for the
+		// project's own modules, not for Python and Django (docs/development.md).
+		fs := &spawn.ForkServer{Exec: exec, Log: s.log, Develop: true}
+		s.atExit(fs.Close)
+		spawner = fs
+		s.info.ForkServers = fs.Status
 	}
 	return supervisor.New(supervisor.Options{
 		Workers:         cfg.Workers,
@@ -600,21 +601,4 @@ func (b poolBackend) Acquire(ctx context.Context) (proxy.Lease, error) {
 		return nil, err
 	}
 	return l, nil
-}
-
-// standbyRefill tells the development mode's standby spawner when to start the next
-// interpreter: after a boot (the CPU is free again), and after a worker failed to boot or
-// crashed (a reload or restart will want one). Not after a stop or a replacement on purpose.
-type standbyRefill struct {
-	supervisor.NopObserver
-	sb *spawn.Standby
-}
-
-func (r standbyRefill) WorkerReady(supervisor.WorkerInfo, time.Duration) { r.sb.Refill() }
-
-func (r standbyRefill) WorkerExited(_ supervisor.WorkerInfo, _ spawn.ExitStatus, cause supervisor.ExitCause) {
-	switch cause {
-	case supervisor.CauseBootError, supervisor.CauseBootTimeout, supervisor.CauseCrash:
-		r.sb.Refill()
-	}
 }

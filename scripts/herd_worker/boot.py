@@ -1,6 +1,6 @@
-"""The worker's start-up, from the command line to the serving loop: the standby hand-over
-when there is one, the arguments, the control channel, the listening socket, sys.path and
-the app's import, the ready message; and how the process leaves. run() is what a start-up
+"""The worker's start-up, from the command line to the serving loop: the arguments, the
+control channel, the listening socket, sys.path and the app's import, the ready message; and
+how the process leaves; a fork server's start (forkserver.py) and its workers' (serve_forked). run() is what a start-up
 file calls. The command line, the messages and the exit codes: docs/protocol.md.
 """
 
@@ -17,7 +17,6 @@ import sys
 import traceback
 
 from . import process, serve
-from .handover import _await_handover
 from .process import (EXIT_APP_IMPORT_ERROR, EXIT_BOOT_ERROR, EXIT_FATAL, EXIT_OK,
                       _boot_fail, _hard_exit, _inherited_socket, _log, _send_control)
 from .request import environ_template
@@ -150,7 +149,6 @@ def main(argv=None):
     if '--fork-server-fd' in argv:
         from . import forkserver
         return forkserver.main(argv)
-    argv = _await_handover(argv)
     args = _parse_args(argv)
     process.worker_id = args.worker_id
 

@@ -44,6 +44,10 @@ type forkCommand struct {
 	Modules []string `json:"modules,omitempty"`
 }
 
+// forkWriteTimeout bounds a command's write: it only fails to finish at once if the fork
+// server is wedged.
+const forkWriteTimeout = time.Second
+
 // maxServerLine bounds one line of a fork server (a development app server's list of
 // modules is the longest: tens of KiB).
 const maxServerLine = 4 << 20
@@ -150,7 +154,7 @@ func (srv *forkServer) writeLocked(cmd forkCommand, fds []int) error {
 	if len(fds) > 0 {
 		rights = unix.UnixRights(fds...)
 	}
-	_ = srv.conn.SetWriteDeadline(time.Now().Add(handOverTimeout))
+	_ = srv.conn.SetWriteDeadline(time.Now().Add(forkWriteTimeout))
 	n, oobn, err := srv.conn.WriteMsgUnix(msg, rights, nil)
 	switch {
 	case err != nil:
