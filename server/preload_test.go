@@ -37,11 +37,14 @@ func preloadDir(t *testing.T, version string) string {
 	return dir
 }
 
-// startPreload starts herd --preload on the fixture app with args added.
-func startPreload(t *testing.T, dir string, args ...string) *herdtest.Instance {
+// startPreload starts herd --preload with n workers of the fixture app in dir (args
+// added), and waits for them.
+func startPreload(t *testing.T, dir string, n int, args ...string) *herdtest.Instance {
 	t.Helper()
-	return herdtest.Start(t, herdtest.Options{Dir: dir, Admin: true, Env: []string{"PYTHONDONTWRITEBYTECODE=1"},
-		Args: append([]string{"preloadapp:app", "--preload", "--access-log", "off"}, args...)})
+	h := herdtest.Start(t, herdtest.Options{Dir: dir, Admin: true, Env: []string{"PYTHONDONTWRITEBYTECODE=1"},
+		Args: append([]string{"preloadapp:app", "--preload", "--access-log", "off", "--workers", strconv.Itoa(n)}, args...)})
+	h.WaitReady(n, 30*time.Second)
+	return h
 }
 
 // stats reads /stats of the admin server.
@@ -88,8 +91,7 @@ func pidsServing(t *testing.T, c *http.Client, url string, n int) []int {
 // fork server and the forked workers.
 func TestPreloadForkSafety(t *testing.T) {
 	dir := preloadDir(t, "v1")
-	h := startPreload(t, dir, "--workers", "3", "-c", "preload.conf.py")
-	h.WaitReady(3, 30*time.Second)
+	h := startPreload(t, dir, 3, "-c", "preload.conf.py")
 	c := herdtest.Client()
 	pids := pidsServing(t, c, h.URL, 3)
 	master := h.Cmd.Process.Pid
@@ -153,8 +155,7 @@ func TestPreloadForkSafety(t *testing.T) {
 // and its replacement serves within 100 ms (median of 5).
 func TestPreloadRespawnIsFast(t *testing.T) {
 	dir := preloadDir(t, "v1")
-	h := startPreload(t, dir, "--workers", "1")
-	h.WaitReady(1, 30*time.Second)
+	h := startPreload(t, dir, 1)
 	c := herdtest.Client()
 	var took []time.Duration
 	for range 5 {
@@ -192,8 +193,7 @@ func TestPreloadRespawnIsFast(t *testing.T) {
 // killed afterwards is forked from the new one.
 func TestPreloadForkServerDies(t *testing.T) {
 	dir := preloadDir(t, "v1")
-	h := startPreload(t, dir, "--workers", "2", "--log-level", "debug")
-	h.WaitReady(2, 30*time.Second)
+	h := startPreload(t, dir, 2, "--log-level", "debug")
 	first := forkServers(adminStats(t, h))
 	if len(first) != 1 {
 		t.Fatalf("fork servers: %v", first)
@@ -235,8 +235,7 @@ func TestPreloadReloadUnderLoad(t *testing.T) {
 	dir := preloadDir(t, "v1")
 	touch := filepath.Join(dir, "touch")
 	writeFile(t, touch, "")
-	h := startPreload(t, dir, "--workers", "2", "--touch-reload", touch)
-	h.WaitReady(2, 30*time.Second)
+	h := startPreload(t, dir, 2, "--touch-reload", touch)
 	want := "v1"
 	load := herdtest.StartLoad(h.URL+"/version", 16, func(status int, body string) error {
 		if status != 200 || !strings.HasPrefix(body, "v") {
@@ -293,8 +292,7 @@ func TestPreloadReloadUnderLoad(t *testing.T) {
 // faulthandler writes its stack to the log, the client gets 504, and it is replaced.
 func TestPreloadTimeoutDumpsStacks(t *testing.T) {
 	dir := preloadDir(t, "v1")
-	h := startPreload(t, dir, "--workers", "1", "--timeout", "1s")
-	h.WaitReady(1, 30*time.Second)
+	h := startPreload(t, dir, 1, "--timeout", "1s")
 	c := herdtest.Client()
 	if status, _ := get(t, c, h.URL+"/sleep"); status != 504 {
 		t.Fatalf("/sleep: %d, want 504", status)
@@ -314,8 +312,7 @@ func TestPreloadTimeoutDumpsStacks(t *testing.T) {
 // death is learnt from the fork server's report, and the replacement serves.
 func TestPreloadWithoutPidfd(t *testing.T) {
 	dir := preloadDir(t, "v1")
-	h := startPreload(t, dir, "--workers", "1", "-e", "HERD_FORK_SERVER_PIDFD=0")
-	h.WaitReady(1, 30*time.Second)
+	h := startPreload(t, dir, 1, "-e", "HERD_FORK_SERVER_PIDFD=0")
 	c := herdtest.Client()
 	old := pidsServing(t, c, h.URL, 1)[0]
 	from := len(h.Events())
@@ -405,5 +402,29 @@ func TestPreloadMemory(t *testing.T) {
 	t.Logf("PSS with --preload: %.0f%% of without", 100*ratio)
 	if ratio > 0.45 {
 		t.Errorf("PSS with --preload is %.0f%% of without, want at most 45%%", 100*ratio)
+	}
+}
+
+// TestPreloadPython38: under Python 3.8, which has no os.pidfd_open, the fork server opens
+// each worker's pidfd with the system call itself; a killed worker is replaced.
+func TestPreloadPython38(t *testing.T) {
+	pythons, _ := filepath.Glob("/root/.pyenv/versions/3.8.*/bin/python3")
+	if len(pythons) == 0 {
+		t.Skip("no Python 3.8 here (pyenv's)")
+	}
+	dir := preloadDir(t, "v1")
+	h := startPreload(t, dir, 1, "--python", pythons[0], "--log-level", "debug")
+	ev, _, ok := h.WaitEvent(0, 10*time.Second, herdtest.IsMsg(spawn.MsgForked))
+	if !ok || !ev.Bool("pidfd") {
+		t.Fatalf("forked event %v, want one with a pidfd", ev)
+	}
+	c := herdtest.Client()
+	old := pidsServing(t, c, h.URL, 1)[0]
+	if err := syscall.Kill(old, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	h.WaitReady(2, 20*time.Second)
+	if pid := pidsServing(t, c, h.URL, 1)[0]; pid == old {
+		t.Fatal("the killed worker still answers")
 	}
 }

@@ -11,10 +11,8 @@ exception) write to the process's stderr, hence to herd's log. docs/protocol.md.
 """
 
 import importlib
-import importlib.machinery
-import importlib.util
 import os
-import sys
+import runpy
 import traceback
 
 from .process import _log
@@ -83,19 +81,13 @@ class Worker(object):
 
 def load(location):
     """The hook functions a gunicorn config file defines: LOCATION is PATH, file:PATH or
-    python:MODULE, as gunicorn's -c takes it. Executed as the module __config__, as herd's
-    config reader and gunicorn execute it. Raises whatever the file raises."""
+    python:MODULE, as gunicorn's -c takes it. The file runs as the module __config__, as
+    gunicorn (and herd's config reader) run it. Raises whatever the file raises."""
     if location.startswith('python:'):
         names = vars(importlib.import_module(location[len('python:'):]))
     else:
-        if location.startswith('file:'):
-            location = location[len('file:'):]
-        loader = importlib.machinery.SourceFileLoader('__config__', location)
-        spec = importlib.util.spec_from_file_location('__config__', location, loader=loader)
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules['__config__'] = mod
-        spec.loader.exec_module(mod)
-        names = vars(mod)
+        path = location[len('file:'):] if location.startswith('file:') else location
+        names = runpy.run_path(path, run_name='__config__')
     return {name: names[name] for name in HOOKS if callable(names.get(name))}
 
 

@@ -99,23 +99,12 @@ func newForkedProcess(what string, id, gen int, mu *sync.Mutex, give []*os.File,
 	if len(give) == 2 {
 		p.control = p.handover[1]
 	}
-	for _, dst := range []io.Writer{stdout, stderr} {
-		r, w, err := os.Pipe()
-		if err != nil {
-			p.closeAll()
-			return nil, fmt.Errorf("%s: output pipe: %w", what, err)
-		}
-		p.out = append(p.out, r)
-		p.handover = append(p.handover, w)
-		if dst == nil {
-			dst = io.Discard
-		}
-		p.copying.Add(1)
-		go func() {
-			defer p.copying.Done()
-			_, _ = io.Copy(dst, r) // ends at EOF, or when closeAll closes r
-		}()
+	out, writeEnds, err := outputPipes(&p.copying, stdout, stderr)
+	if err != nil {
+		p.closeAll()
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
+	p.out, p.handover = out, append(p.handover, writeEnds...)
 	return p, nil
 }
 
@@ -165,7 +154,7 @@ func (p *forkedProcess) Signal(sig os.Signal) error {
 func (p *forkedProcess) killLocked(s syscall.Signal) error {
 	switch p.phase {
 	case forkPending:
-		p.srv.dropQueued(p)
+		p.srv.dropQueuedLocked(p)
 		p.giveUpLocked(ExitStatus{Code: -1, Signal: s}, "")
 	case forkAsked:
 		p.killSig = s

@@ -3,6 +3,7 @@ package spawn
 import (
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"syscall"
@@ -347,18 +348,9 @@ func (f *ForkServer) forgetLocked(srv *forkServer) {
 	if f.template == srv {
 		f.template = nil
 	}
-	for i, s := range f.servers {
-		if s == srv {
-			f.servers = append(f.servers[:i], f.servers[i+1:]...)
-			break
-		}
-	}
-	for i, s := range f.templates {
-		if s == srv {
-			f.templates = append(f.templates[:i], f.templates[i+1:]...)
-			break
-		}
-	}
+	same := func(s *forkServer) bool { return s == srv }
+	f.servers = slices.DeleteFunc(f.servers, same)
+	f.templates = slices.DeleteFunc(f.templates, same)
 }
 
 // Close lets every fork server go, kills those still there after a second, and waits for

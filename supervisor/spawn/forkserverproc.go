@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"syscall"
 	"time"
 
@@ -111,13 +112,8 @@ func (srv *forkServer) enqueueLocked(p *forkedProcess) {
 
 // dropQueuedLocked takes p out of the queue (it was killed before it was asked for); a
 // fork server still starting that nobody waits for any more is let go.
-func (srv *forkServer) dropQueued(p *forkedProcess) {
-	for i, q := range srv.queue {
-		if q == p {
-			srv.queue = append(srv.queue[:i], srv.queue[i+1:]...)
-			break
-		}
-	}
+func (srv *forkServer) dropQueuedLocked(p *forkedProcess) {
+	srv.queue = slices.DeleteFunc(srv.queue, func(q *forkedProcess) bool { return q == p })
 	if srv.state == serverStarting && srv.idleLocked() && !srv.template {
 		srv.owner.closeServerLocked(srv)
 	}
