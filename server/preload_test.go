@@ -347,7 +347,7 @@ func smapsPss(pid int) (int64, error) {
 }
 
 // treePss is the PSS of a process and all its descendants.
-func treePss(t *testing.T, root int) (int64, int) {
+func treePss(t testing.TB, root int) (int64, int) {
 	t.Helper()
 	total, n := int64(0), 0
 	for queue := []int{root}; len(queue) > 0; queue = queue[1:] {
