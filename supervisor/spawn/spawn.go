@@ -26,8 +26,9 @@ type Spec struct {
 	Stderr     io.Writer
 }
 
-// Process is a started worker. The pool never assumes how it came to be (exec today, a
-// preloading fork server later) nor that it is the master's direct child.
+// Process is a started worker. The pool never assumes how it came to be (exec, or a fork
+// server) nor that it is the master's direct child. Pid is 0 until a fork server that is
+// still importing the app has forked it.
 type Process interface {
 	Pid() int
 	Signal(sig os.Signal) error
