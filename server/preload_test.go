@@ -428,3 +428,27 @@ func TestPreloadPython38(t *testing.T) {
 		t.Fatal("the killed worker still answers")
 	}
 }
+
+// TestPreloadFileWatcher: --preload with --reload: a saved module is imported by a new fork
+// server, whose workers serve it; the old fork server goes.
+func TestPreloadFileWatcher(t *testing.T) {
+	dir := preloadDir(t, "v1")
+	h := startPreload(t, dir, 2, "--reload")
+	c := herdtest.Client()
+	if _, body := get(t, c, h.URL+"/version"); body != "v1" {
+		t.Fatalf("before: %q", body)
+	}
+	app := filepath.Join(dir, "preloadapp.py")
+	src, err := os.ReadFile(app)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, app, string(src)+"\nVERSION = 'saved'\n")
+	waitForBody(t, c, h.URL+"/version", "saved", 30*time.Second, false)
+	herdtest.EventuallyNil(t, 20*time.Second, "the first fork server gone", func() error {
+		if servers := forkServers(adminStats(t, h)); len(servers) != 1 || servers[0]["generation"] != 2.0 {
+			return fmt.Errorf("%v", servers)
+		}
+		return nil
+	})
+}
