@@ -263,6 +263,26 @@ class TemplateTest(unittest.TestCase):
         # The template itself is still fresh: it imported no project file.
         self.assertTrue(poll(lambda: tmpl.proc.poll() is None))
 
+    def test_missing_module_found_later_is_stale(self):
+        """An import that failed when the app server imported the app (a settings_local
+        that did not exist) makes it stale once the module exists."""
+        proj = tempfile.mkdtemp(prefix='herd-proj-')
+        self.addCleanup(shutil.rmtree, proj)
+        with open(os.path.join(proj, 'optapp.py'), 'w') as f:
+            f.write('try:\n    import optapp_local\nexcept ImportError:\n    pass\n'
+                    'def app(environ, start_response):\n'
+                    '    start_response("200 OK", [("Content-Length", "0")])\n'
+                    '    return []\n')
+        fs = ForkServer(app='optapp:app', args=['--chdir', proj, '--watch'])
+        self.addCleanup(fs.cleanup)
+        fs.expect('ready')
+        answer, _, control, _ = fs.fork(1, fresh=True)
+        self.assertEqual(answer['event'], 'forked', fs.log())
+        with open(os.path.join(proj, 'optapp_local.py'), 'w') as f:
+            f.write('X = 1\n')
+        answer, _, _, _ = fs.fork(2, fresh=True)
+        self.assertEqual((answer['event'], answer['changed']), ('stale', 'optapp_local'))
+
 
 if __name__ == '__main__':
     unittest.main()
