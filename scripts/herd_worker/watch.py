@@ -36,14 +36,23 @@ def _stat(path):
     return (st.st_mtime_ns, st.st_size)
 
 
+_SKIPPED = ('/proc/', '/sys/', '/dev/')
+
+
 def _audit(event, args):
     if event != 'open' or not _active[0] or _in_hook[0]:
         return
     path = args[0]
-    mode = args[1] if len(args) > 1 else None
-    if not isinstance(path, str) or path in _opened:
+    if not isinstance(path, str) or path in _opened or path.startswith(_SKIPPED):
         return
-    if isinstance(mode, str) and ('w' in mode or 'a' in mode or 'x' in mode):
+    # Read-only opens only: a file the app writes (a cache, a database) changes because it
+    # runs, not because someone edited it. open() gives a mode, os.open flags.
+    mode = args[1] if len(args) > 1 else None
+    flags = args[2] if len(args) > 2 else 0
+    if isinstance(mode, str):
+        if any(c in mode for c in 'wax+'):
+            return
+    elif isinstance(flags, int) and flags & os.O_ACCMODE != os.O_RDONLY:
         return
     _in_hook[0] = True
     try:

@@ -76,7 +76,7 @@ func (f *ForkServer) Spawn(spec Spec) (Process, error) {
 	if err != nil {
 		return nil, err
 	}
-	p.cmd, p.argv, p.fresh = "fork", []string{"--worker-id", strconv.Itoa(spec.ID)}, f.Develop
+	p.cmd, p.argv = "fork", []string{"--worker-id", strconv.Itoa(spec.ID)}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.closed {
@@ -90,36 +90,42 @@ func (f *ForkServer) Spawn(spec Spec) (Process, error) {
 	return p, nil
 }
 
-// placeLocked gives p to the fork server that is to fork it, starting one if need be.
+// placeLocked gives p to the fork server that is to fork it, starting one if need be. In
+// development the fork server checks first that what it imported did not change, unless it
+// was started for this very request: it imported the code just now, and a save made
+// meanwhile brings a reload of its own (checking again could only find what its own import
+// wrote, for ever).
 func (f *ForkServer) placeLocked(p *forkedProcess) error {
+	var srv *forkServer
+	var created bool
+	var err error
 	if p.serves != nil {
-		t, err := f.templateLocked()
-		if err != nil {
-			return err
-		}
-		t.enqueueLocked(p)
-		return nil
+		srv, created, err = f.templateLocked()
+	} else {
+		srv, created, err = f.appServerLocked(p.gen)
 	}
-	srv, err := f.appServerLocked(p.gen)
 	if err != nil {
 		return err
 	}
+	p.fresh = f.Develop && !created
 	srv.enqueueLocked(p)
 	return nil
 }
 
 // appServerLocked is the fork server for generation gen's workers: the generation's own
-// (Develop: the newest, which says when it is stale), or a new one.
-func (f *ForkServer) appServerLocked(gen int) (*forkServer, error) {
+// (Develop: the newest, which says when it is stale), or a new one (created).
+func (f *ForkServer) appServerLocked(gen int) (srv *forkServer, created bool, err error) {
 	for i := len(f.servers) - 1; i >= 0; i-- {
 		if srv := f.servers[i]; srv.usableLocked() && (f.Develop || srv.gen == gen) {
-			return srv, nil
+			return srv, false, nil
 		}
 	}
 	if !f.Develop {
-		return f.startExecServer(gen, false)
+		srv, err = f.startExecServer(gen, false)
+	} else {
+		srv, err = f.forkAppServerLocked(gen)
 	}
-	return f.forkAppServerLocked(gen)
+	return srv, err == nil, err
 }
 
 // forkAppServerLocked (Develop) starts a fork server for generation gen by asking the
@@ -134,7 +140,7 @@ func (f *ForkServer) forkAppServerLocked(gen int) (*forkServer, error) {
 	logger := NewLineLogger(srv.log, "stdout")
 	p, err := newForkedProcess("fork server "+strconv.Itoa(srv.seq), -srv.seq, gen, &f.mu, []*os.File{child}, logger, NewLineLogger(srv.log, "stderr"))
 	if err == nil {
-		p.cmd, p.fresh, p.serves = "fork_server", true, srv
+		p.cmd, p.serves = "fork_server", srv
 		srv.proc = p
 		err = f.placeLocked(p)
 	}
@@ -150,12 +156,13 @@ func (f *ForkServer) forkAppServerLocked(gen int) (*forkServer, error) {
 	return srv, nil
 }
 
-// templateLocked (Develop) is the running template, or a new one.
-func (f *ForkServer) templateLocked() (*forkServer, error) {
+// templateLocked (Develop) is the running template, or a new one (created).
+func (f *ForkServer) templateLocked() (*forkServer, bool, error) {
 	if t := f.template; t != nil && t.usableLocked() {
-		return t, nil
+		return t, false, nil
 	}
-	return f.startExecServer(0, true)
+	t, err := f.startExecServer(0, true)
+	return t, err == nil, err
 }
 
 // serverArgs are a fork server's own options after --fork-server-fd.
@@ -179,6 +186,10 @@ func (f *ForkServer) readyLocked(srv *forkServer, msg serverMessage) {
 	srv.state, srv.readyAt, srv.python = serverReady, time.Now(), msg.Python
 	srv.log.Info().Int("pid", srv.pid).Dur("boot_ms", srv.readyAt.Sub(srv.startedAt)).Msg(MsgForkServerReady)
 	if !srv.template {
+		if f.newerLocked(srv.gen) && !f.Develop {
+			// A restart of a generation a newer one replaced meanwhile: it forks nothing.
+			srv.retired = true
+		}
 		for _, old := range f.servers {
 			if old != srv && (f.Develop || old.gen < srv.gen) && old.state != serverGone {
 				old.retired = true
@@ -196,6 +207,12 @@ func (f *ForkServer) readyLocked(srv *forkServer, msg serverMessage) {
 	for _, p := range queue {
 		srv.askLocked(p)
 	}
+	f.closeIfIdleLocked(srv)
+}
+
+// newerLocked says whether an app server of a generation after gen is usable.
+func (f *ForkServer) newerLocked(gen int) bool {
+	return slices.ContainsFunc(f.servers, func(s *forkServer) bool { return s.gen > gen && s.usableLocked() })
 }
 
 // staleLocked (Develop): srv would not fork, the code it imported changed on disk. It
@@ -331,11 +348,12 @@ func (f *ForkServer) scheduleRestartLocked(dead *forkServer, delay time.Duration
 		var err error
 		switch {
 		case dead.template:
-			_, err = f.templateLocked()
-		case !f.Develop:
-			_, err = f.appServerLocked(dead.gen)
+			_, _, err = f.templateLocked()
+		case !f.Develop && !f.newerLocked(dead.gen-1):
+			_, _, err = f.appServerLocked(dead.gen)
 		default:
-			// Development: the next reload starts one from the template.
+			// Development: the next reload starts one from the template; a newer
+			// generation's fork server makes this one useless.
 		}
 		if err != nil {
 			f.Log.Error().Err(err).Msg("fork server not restarted")
