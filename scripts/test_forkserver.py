@@ -217,14 +217,18 @@ class TemplateTest(unittest.TestCase):
     """Development mode: a template forks an app server, which tells which third-party
     modules it imported and says stale once a file it imported changed."""
 
-    def test_fork_server_from_template_and_staleness(self):
+    def project(self, module, head):
+        """A project directory with module.py: head, then an app answering 200."""
         proj = tempfile.mkdtemp(prefix='herd-proj-')
         self.addCleanup(shutil.rmtree, proj)
-        with open(os.path.join(proj, 'devapp.py'), 'w') as f:
-            f.write('import json, email.utils\n'
-                    'def app(environ, start_response):\n'
+        with open(os.path.join(proj, module + '.py'), 'w') as f:
+            f.write(head + 'def app(environ, start_response):\n'
                     '    start_response("200 OK", [("Content-Length", "2")])\n'
                     '    return [b"v1"]\n')
+        return proj
+
+    def test_fork_server_from_template_and_staleness(self):
+        proj = self.project('devapp', 'import json, email.utils\n')
         tmpl = ForkServer(app='devapp:app', template=True)
         self.addCleanup(tmpl.cleanup)
         # The template imports no app: its --chdir is APPS, the app is in proj, told below.
@@ -266,13 +270,7 @@ class TemplateTest(unittest.TestCase):
     def test_missing_module_found_later_is_stale(self):
         """An import that failed when the app server imported the app (a settings_local
         that did not exist) makes it stale once the module exists."""
-        proj = tempfile.mkdtemp(prefix='herd-proj-')
-        self.addCleanup(shutil.rmtree, proj)
-        with open(os.path.join(proj, 'optapp.py'), 'w') as f:
-            f.write('try:\n    import optapp_local\nexcept ImportError:\n    pass\n'
-                    'def app(environ, start_response):\n'
-                    '    start_response("200 OK", [("Content-Length", "0")])\n'
-                    '    return []\n')
+        proj = self.project('optapp', 'try:\n    import optapp_local\nexcept ImportError:\n    pass\n')
         fs = ForkServer(app='optapp:app', args=['--chdir', proj, '--watch'])
         self.addCleanup(fs.cleanup)
         fs.expect('ready')
