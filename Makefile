@@ -16,7 +16,7 @@ PEERS       := requirements/peers.txt
 VENV_STAMP  := $(VENV)/.herd-stamp
 PYTHONS := $(PYTHON) /usr/bin/python3 $(wildcard /root/.pyenv/versions/3.8.*/bin/python3) $(VENV)/bin/python
 
-.PHONY: all build run test deps venv pins lint test-python test-go bench bench-quick bench-static bench-reload bench-preload bench-tls chaos soak fuzz fuzz-short fuzz-python hostile clean
+.PHONY: all build run test deps venv pins lint test-python test-go bench bench-quick bench-static bench-reload bench-tls chaos soak fuzz fuzz-short fuzz-python hostile clean
 
 all: build
 
@@ -145,6 +145,7 @@ bench-reload: venv
 
 # --preload on the Django project fixture: herd and gunicorn, each with and without it, 4
 # workers: start to first 200 and total PSS after traffic, 3 runs each (docs/lifecycle.md).
+.PHONY: bench-preload
 bench-preload: venv
 	HERD_TEST_VENV=$(abspath $(VENV)) $(GO) test ./server -run '^$$' -bench PreloadDjango -benchtime 3x
 
