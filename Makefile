@@ -151,8 +151,14 @@ bench-static: build venv
 		-report docs/BENCHMARKS-static.md -note "$(BENCH_NOTE)" $(BENCH_FLAGS)
 
 # Save to new response, herd dev against gunicorn --reload: median of 20 saves each.
-bench-reload:
-	$(GO) test ./server -run '^$$' -bench SaveToNewResponse -benchtime 1x
+bench-reload: venv
+	HERD_TEST_VENV=$(abspath $(VENV)) $(GO) test ./server -run '^$$' -bench SaveToNewResponse -benchtime 1x
+
+# --preload on the Django project fixture: herd and gunicorn, each with and without it, 4
+# workers: start to first 200 and total PSS after traffic, 3 runs each (docs/lifecycle.md).
+.PHONY: bench-preload
+bench-preload: venv
+	HERD_TEST_VENV=$(abspath $(VENV)) $(GO) test ./server -run '^$$' -bench PreloadDjango -benchtime 3x
 
 # HTTPS/1.1, HTTP/2 and h2c beside plain HTTP/1.1: req/s and CPU per request (docs/tls.md).
 bench-tls: build

@@ -77,3 +77,32 @@ func TestDashboardShowsWorkersAndFollowsAKill(t *testing.T) {
 	page.Screenshot(shot)
 	t.Logf("dashboard screenshot: %s", shot)
 }
+
+// TestDashboardShowsForkServer: under --preload the dashboard shows the fork server (its
+// pid as /stats has it) and marks every worker forked; after the fork server is killed it
+// shows its replacement and the death counted.
+func TestDashboardShowsForkServer(t *testing.T) {
+	h := startAdmin(t, 2, "--preload")
+	browser := herdtest.StartBrowser(t)
+	page := browser.Open(h.AdminURL+"/", 1280, 860)
+	st := stats(t, h.AdminURL)
+	if st.ForkServers == nil || len(st.ForkServers.Servers) != 1 {
+		t.Fatalf("fork servers: %+v", st.ForkServers)
+	}
+	first := st.ForkServers.Servers[0].Pid
+	page.WaitFor(30*time.Second, "the fork server's row and two forked workers", fmt.Sprintf(
+		`(() => { const rows = [...document.querySelectorAll("#forkservers tbody tr")];
+		          const forked = [...document.querySelectorAll("#workers tbody tr")].filter(r => r.cells[4].textContent === "yes");
+		          return !document.getElementById("forkservers").hidden && rows.length === 1 && rows[0].dataset.pid === "%d"
+		            && rows[0].dataset.state === "ready" && forked.length === 2; })()`, first))
+	if err := syscall.Kill(first, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	page.WaitFor(30*time.Second, "the replacement fork server and the death counted",
+		fmt.Sprintf(`(() => { const rows = [...document.querySelectorAll("#forkservers tbody tr")];
+		          return rows.length === 1 && rows[0].dataset.pid !== "%d" && rows[0].dataset.state === "ready"
+		            && document.getElementById("preload").textContent.includes("1 death(s)"); })()`, first))
+	shot := filepath.Join(herdtest.ArtifactDir(t), "dashboard-preload.png")
+	page.Screenshot(shot)
+	t.Logf("dashboard screenshot: %s", shot)
+}

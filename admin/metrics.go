@@ -272,3 +272,45 @@ func (c workerCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(workersDesc, prometheus.GaugeValue, float64(byState[s]), s)
 	}
 }
+
+// WatchForkServers exports the fork servers (--preload) at scrape time: how many there are
+// by state, each one's resident memory, and how many were started and died.
+func (m *Metrics) WatchForkServers(status func() spawn.ForkServerStatus) {
+	m.registry.MustRegister(forkServerCollector{status})
+}
+
+type forkServerCollector struct{ status func() spawn.ForkServerStatus }
+
+var (
+	forkServersDesc = prometheus.NewDesc("herd_fork_servers", "Fork server processes (--preload) by state: starting, ready, retiring (it ends with its last worker), stale.", []string{"state"}, nil)
+	forkRSSDesc     = prometheus.NewDesc("herd_fork_server_rss_bytes", "Resident memory of each fork server, by the generation it imported (0: development mode's template); its pages are shared with the workers it forked.", []string{"generation"}, nil)
+	forkStartsDesc  = prometheus.NewDesc("herd_fork_server_starts_total", "Fork servers started (one per generation, and each replacement).", nil, nil)
+	forkDeathsDesc  = prometheus.NewDesc("herd_fork_server_deaths_total", "Fork servers that died unasked; each was replaced, and the workers they forked served on.", nil, nil)
+)
+
+func (c forkServerCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- forkServersDesc
+	ch <- forkRSSDesc
+	ch <- forkStartsDesc
+	ch <- forkDeathsDesc
+}
+
+func (c forkServerCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.status()
+	byState := map[string]int{"starting": 0, "ready": 0, "retiring": 0, "stale": 0}
+	rssByGen := map[int]int64{}
+	for _, srv := range st.Servers {
+		byState[srv.State]++
+		if rss, err := ProcessRSS(srv.Pid); srv.Pid > 0 && err == nil {
+			rssByGen[srv.Generation] += rss
+		}
+	}
+	for state, n := range byState {
+		ch <- prometheus.MustNewConstMetric(forkServersDesc, prometheus.GaugeValue, float64(n), state)
+	}
+	for gen, rss := range rssByGen {
+		ch <- prometheus.MustNewConstMetric(forkRSSDesc, prometheus.GaugeValue, float64(rss), strconv.Itoa(gen))
+	}
+	ch <- prometheus.MustNewConstMetric(forkStartsDesc, prometheus.CounterValue, float64(st.Starts))
+	ch <- prometheus.MustNewConstMetric(forkDeathsDesc, prometheus.CounterValue, float64(st.Deaths))
+}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/herd-server/herd/supervisor"
 	"github.com/herd-server/herd/supervisor/daemon"
+	"github.com/herd-server/herd/supervisor/spawn"
 )
 
 // Stats is the /stats document, in the spirit of uWSGI's stats server: the master, its
@@ -37,6 +38,24 @@ type Stats struct {
 	Workers    []WorkerStats `json:"workers"`
 	// Daemons are the --attach-daemon processes the master supervises.
 	Daemons []daemon.Status `json:"daemons,omitempty"`
+	// ForkServers are the fork servers the workers are forked from (--preload, and
+	// development mode's template); absent when workers are exec'd.
+	ForkServers *ForkServersStats `json:"fork_servers,omitempty"`
+}
+
+// ForkServersStats are the fork server processes (--preload) and their counters.
+type ForkServersStats struct {
+	Servers []ForkServerStats `json:"servers"`
+	Starts  uint64            `json:"starts"`
+	// Deaths: fork servers that died unasked (each was replaced; their workers served on).
+	Deaths uint64 `json:"deaths"`
+}
+
+// ForkServerStats is one fork server in Stats.
+type ForkServerStats struct {
+	spawn.ForkServerInfo
+	RSS     int64   `json:"rss_bytes"`
+	UptimeS float64 `json:"uptime_s"`
 }
 
 // WorkerStats is one worker process in Stats.
@@ -50,6 +69,8 @@ type WorkerStats struct {
 	RSS        int64            `json:"rss_bytes"`
 	UptimeS    float64          `json:"uptime_s"`
 	Current    []CurrentRequest `json:"current"`
+	// Forked: a fork server forked it (--preload); false when it was exec'd.
+	Forked bool `json:"forked,omitempty"`
 }
 
 // CurrentRequest is a request a worker serves now, with its age.
@@ -69,6 +90,8 @@ type Info struct {
 	ShowQuery bool
 	// Daemons reports the supervised daemons; nil when there are none.
 	Daemons func() []daemon.Status
+	// ForkServers reports the fork servers; nil when the workers are exec'd.
+	ForkServers func() spawn.ForkServerStatus
 }
 
 // RedactQuery hides a request target's query string: it may carry a token or a password,
@@ -114,7 +137,7 @@ func (m *Metrics) Stats(now time.Time, info Info) Stats {
 		ws := WorkerStats{
 			ID: w.ID, Pid: w.Pid, Generation: w.Generation, State: w.Shown(),
 			Requests: w.Requests, InFlight: w.InFlight, UptimeS: now.Sub(w.Started).Seconds(),
-			Current: []CurrentRequest{},
+			Current: []CurrentRequest{}, Forked: info.ForkServers != nil,
 		}
 		ws.RSS, _ = ProcessRSS(w.Pid) // 0 when the process just went away
 		for _, c := range w.Current {
@@ -133,5 +156,20 @@ func (m *Metrics) Stats(now time.Time, info Info) Stats {
 	if info.Daemons != nil {
 		st.Daemons = info.Daemons()
 	}
+	if info.ForkServers != nil {
+		st.ForkServers = forkServersStats(info.ForkServers(), now)
+	}
 	return st
+}
+
+func forkServersStats(fs spawn.ForkServerStatus, now time.Time) *ForkServersStats {
+	out := &ForkServersStats{Servers: []ForkServerStats{}, Starts: fs.Starts, Deaths: fs.Deaths}
+	for _, srv := range fs.Servers {
+		s := ForkServerStats{ForkServerInfo: srv, UptimeS: now.Sub(srv.Started).Seconds()}
+		if srv.Pid > 0 {
+			s.RSS, _ = ProcessRSS(srv.Pid)
+		}
+		out.Servers = append(out.Servers, s)
+	}
+	return out
 }

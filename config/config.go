@@ -49,6 +49,7 @@ type Config struct {
 	Workers           int           `key:"workers" short:"w" default:"0" doc:"number of worker processes; 0 means one per CPU core" help:"worker processes; 0 means one per CPU core" section:"Worker processes"`
 	WorkerClass       string        `key:"worker-class" short:"k" default:"sync" doc:"what kind of worker serves the app. sync: one request at a time per thread of --threads, as gunicorn's sync; gthread: the same with --threads N (gunicorn's thread worker). gunicorn's gevent, eventlet, tornado and ASGI classes are not supported yet: herd refuses them rather than run the app otherwise" help:"worker class: sync or gthread (gunicorn's -k)"`
 	Threads           int           `key:"threads" default:"1" doc:"threads per worker: requests one worker serves at once" help:"threads per worker: requests one worker serves at once"`
+	Preload           bool          `key:"preload" default:"false" doc:"import the app once, in a fork server (a Python process of herd's), and fork the workers from it (gunicorn's --preload and preload_app; what uWSGI does unless lazy-apps): the workers share the memory of what the app imported (gc.freeze() before each fork keeps their collections from copying it), and a dead worker is replaced in milliseconds. A reload imports the new code in a new fork server and forks the new generation from it; code that does not import keeps the old generation serving. gunicorn.conf.py's pre_fork, post_fork and post_worker_init run. What the app opens or starts at import (connections, threads) is shared by every worker, as under gunicorn --preload" help:"import the app once and fork the workers from it"`
 	BootTimeout       time.Duration `key:"boot-timeout" default:"60s" doc:"a worker that has not loaded the app by then is killed" help:"a worker not ready by then is killed"`
 	GracefulTimeout   time.Duration `key:"graceful-timeout" default:"30s" doc:"on stop, how long requests in flight may take before workers are killed" help:"on stop and reload, how long requests in flight may take"`
 	Timeout           time.Duration `key:"timeout" short:"t" default:"0s" doc:"a request still running after this long gets 504; its worker dumps every thread's stack to the log and is killed and replaced; 0 means no limit" help:"a request running longer gets 504 and its worker is replaced"`
@@ -107,6 +108,11 @@ type Config struct {
 	ShutdownDelay     time.Duration `key:"shutdown-delay" default:"0s" doc:"on SIGTERM, keep accepting new connections this long (while /readyz says 503) before closing the listeners, so a Kubernetes Service stops routing here first" help:"on TERM, keep accepting this long before closing listeners" section:"The master"`
 	MasterProcs       int           `key:"master-procs" default:"0" doc:"CPU cores the master's Go runtime schedules on (GOMAXPROCS); 0 means half of them, at least one, unless the GOMAXPROCS environment variable says otherwise: the Python workers need the rest, and a master with fewer schedulers spends less CPU per request waking them" help:"CPU cores the master's Go runtime uses; 0 half"`
 	IgnoreUnsupported bool          `key:"ignore-unsupported" default:"false" doc:"a uWSGI or gunicorn config that asks for work herd does not do (uWSGI cron, spooler, mules, routes, hooks; gunicorn dirty arbiters) stops the start with an error naming those options; with this, herd starts without them and names them in a warning" help:"start even when a foreign config asks for work herd does not do"`
+
+	// GunicornHooks is the gunicorn config file whose fork hooks (pre_fork, post_fork,
+	// post_worker_init) the fork server runs under --preload: set by the loader when the
+	// file defines them. It is no option of its own.
+	GunicornHooks string
 }
 
 // Defaults returns a Config with every option at its default.
@@ -265,11 +271,28 @@ var WorkerClasses = map[string]string{
 	"gunicorn.workers.sync.SyncWorker": "sync", "gunicorn.workers.gthread.ThreadWorker": "gthread",
 }
 
+// refusedWorkerClasses are gunicorn's classes herd will not have, with why.
+var refusedWorkerClasses = map[string]string{
+	"eventlet": noEventlet,
+	"gunicorn.workers.geventlet.EventletWorker": noEventlet,
+	"tornado": noTornado,
+	"gunicorn.workers.gtornado.TornadoWorker": noTornado,
+}
+
+const (
+	noEventlet = "eventlet was removed from gunicorn 26 (eventlet itself is retired) and herd has no eventlet worker"
+	noTornado  = "herd has no tornado worker (gunicorn's runs Tornado applications: serve those with Tornado's own server)"
+)
+
 // checkWorkerClass takes sync and gthread (gunicorn's class paths too), and refuses the
 // classes herd does not have yet rather than run the app in another way than it was written
 // for: a gevent app served by sync workers would block where it expects to yield.
 func (c *Config) checkWorkerClass(add func(key, format string, args ...any)) {
 	class, ok := WorkerClasses[c.WorkerClass]
+	if why, refused := refusedWorkerClasses[c.WorkerClass]; refused {
+		add("worker-class", "%q: %s. herd's worker classes are sync (one request at a time) and gthread (--threads N): use -k sync, or -k gthread --threads N", c.WorkerClass, why)
+		return
+	}
 	if !ok {
 		add("worker-class", "%q is not supported yet: herd's workers are sync (one request at a time) and gthread (--threads N); gevent, eventlet, tornado and ASGI (uvicorn.workers.UvicornWorker) workers are not built yet. Use -k sync, or -k gthread --threads N", c.WorkerClass)
 		return

@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 )
 
@@ -94,7 +95,14 @@ func WriteMigration(w io.Writer) error {
 	for _, g := range gunicornOptions {
 		fmt.Fprintf(&b, "| `%s` | %s | %s | %s |\n", g.setting, gunicornFlagCell(g), gunicornHerdCell(g), cell(g.note))
 	}
-	fmt.Fprintf(&b, "| %s | | server hooks: named in the warning, not run (herd's master runs no Python) | |\n", code("", gunicornHooks...))
+	var others []string
+	for _, h := range gunicornHooks {
+		if !slices.Contains(gunicornForkHooks, h) {
+			others = append(others, h)
+		}
+	}
+	fmt.Fprintf(&b, "| %s | | run by the fork server under `--preload` (preload_app = True); named in the warning without it | |\n", code("", gunicornForkHooks...))
+	fmt.Fprintf(&b, "| %s | | server hooks: named in the warning, not run (herd's master runs no Python) | |\n", code("", others...))
 	_, err := io.WriteString(w, b.String())
 	return err
 }

@@ -70,7 +70,7 @@ var gunicornOptions = []gunicornOption{
 	{setting: "spew", flags: []string{"spew"}, bare: true, instead: "herd does not trace every line the app runs (run the app under python -m trace to see them)"},
 	{setting: "check_config", flags: []string{"check-config"}, bare: true, refuse: "run `herd check` with the same options: it checks the configuration and that the app imports"},
 	{setting: "print_config", flags: []string{"print-config"}, bare: true, refuse: "run `herd check` with the same options: it prints every option and where its value came from"},
-	{setting: "preload_app", flags: []string{"preload"}, bare: true, key: "preload", note: "herd imports the app in each worker"},
+	{setting: "preload_app", flags: []string{"preload"}, bare: true, key: "preload", note: "a fork server imports the app once and forks the workers; herd calls gc.freeze() before each fork (gunicorn leaves it to the app), and reloads re-import the code (gunicorn keeps serving the old code on HUP)"},
 	{setting: "sendfile", flags: []string{"no-sendfile"}, bare: true, instead: "herd's master sends --static files with sendfile and copies the app's answers itself"},
 	{setting: "reuse_port", flags: []string{"reuse-port"}, bare: true, instead: "herd's master alone listens; USR2 hands its sockets to a new master without SO_REUSEPORT"},
 	{setting: "chdir", flags: []string{"chdir"}, key: "chdir"},

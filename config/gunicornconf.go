@@ -89,7 +89,11 @@ var gunicornConfMappings = []gunicornSetting{
 	{name: "worker_class", key: "worker-class"},
 	{name: "access_log_format", key: "access-log-format"},
 	{name: "control_socket", key: "control-socket"},
+	{name: "preload_app", key: "preload"},
 }
+
+// gunicornForkHooks are the hooks a fork server runs under --preload (hooks.py).
+var gunicornForkHooks = []string{"pre_fork", "post_fork", "post_worker_init"}
 
 // gunicornAccessLog: gunicorn's default None means no access log; "-" is stdout there and
 // herd's main log here.
@@ -208,10 +212,44 @@ func ReadGunicorn(spec, python string) (map[string]fileValue, fileNotes, error) 
 	if len(errs) > 0 {
 		return nil, fileNotes{}, fmt.Errorf("gunicorn file %s: %s", base, strings.Join(errs, "; "))
 	}
-	if len(hooks) > 0 {
-		verdict.ignored = append(verdict.ignored, "server hooks "+strings.Join(hooks, ", ")+" (herd's master runs no Python)")
+	// The warning is written once --preload is known (takeGunicornHooks): it decides
+	// which hooks run.
+	return out, fileNotes{ignored: verdict.ignored, from: "gunicorn file " + base, hooks: hooks, unsupported: verdict.unsupported}, nil
+}
+
+// takeGunicornHooks decides what becomes of a gunicorn file's server hooks: under
+// --preload the fork server runs the fork hooks from the file; the others, and all of them
+// without --preload, are named in the warning. It returns the warning's item, or "".
+func (l *Loaded) takeGunicornHooks(hooks []string, location string) string {
+	var named []string
+	for _, h := range hooks {
+		if l.Config.Preload && slices.Contains(gunicornForkHooks, h) {
+			l.Config.GunicornHooks = absConfigLocation(location)
+			continue
+		}
+		named = append(named, h)
 	}
-	return out, fileNotes{warnings: verdict.warning("gunicorn file " + base), unsupported: verdict.unsupported}, nil
+	if len(named) == 0 {
+		return ""
+	}
+	why := "herd's master runs no Python"
+	if !l.Config.Preload && slices.ContainsFunc(named, func(h string) bool { return slices.Contains(gunicornForkHooks, h) }) {
+		why += "; with preload_app = True (--preload) herd's fork server runs " + strings.Join(gunicornForkHooks, ", ")
+	}
+	return "server hooks " + strings.Join(named, ", ") + " (" + why + ")"
+}
+
+// absConfigLocation is a config file's location as another process in another directory
+// finds it: python:MODULE as it is, a path made absolute.
+func absConfigLocation(location string) string {
+	if strings.HasPrefix(location, "python:") {
+		return location
+	}
+	path := strings.TrimPrefix(location, "file:")
+	if abs, err := filepath.Abs(path); err == nil {
+		return abs
+	}
+	return path
 }
 
 // gunicornTypo returns the setting a name of the file nearly spells: a lowercase name of five

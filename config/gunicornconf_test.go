@@ -85,13 +85,15 @@ func TestGunicornConfFile(t *testing.T) {
 		"graceful-timeout": c.GracefulTimeout, "keep-alive": c.KeepAlive, "max-requests": c.MaxRequests,
 		"max-requests-jitter": c.MaxRequestsJitter, "access-log": c.AccessLog, "log-file": c.LogFile,
 		"log-level": c.LogLevel, "env": c.Env, "umask": c.Umask, "forwarded-allow-ips": c.ForwardedAllowIPs,
-		"app": c.App, "pidfile": c.Pidfile, "chdir": c.Chdir, "reload": c.Reload, "uid": c.UID, "gid": c.GID}
+		"app": c.App, "pidfile": c.Pidfile, "chdir": c.Chdir, "reload": c.Reload, "uid": c.UID, "gid": c.GID,
+		"preload": c.Preload, "hooks": c.GunicornHooks}
 	want := map[string]any{"http": []string{"127.0.0.1:8123", "unix:/run/app.sock"}, "workers": 3, "threads": 5,
 		"timeout": 20 * time.Second, "graceful-timeout": 7 * time.Second, "keep-alive": 4 * time.Second,
 		"max-requests": 100, "max-requests-jitter": 10, "access-log": "off", "log-file": "/var/log/app.log",
 		"log-level": "warn", "env": []string{"A=1", "DSN=x,y"}, "umask": "027",
 		"forwarded-allow-ips": []string{"10.0.0.1", "10.0.0.2"}, "app": "shop.wsgi:application",
-		"pidfile": "/run/shop.pid", "chdir": "/srv", "reload": true, "uid": "www-data", "gid": "33"}
+		"pidfile": "/run/shop.pid", "chdir": "/srv", "reload": true, "uid": "www-data", "gid": "33",
+		"preload": true, "hooks": file}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("got  %v\nwant %v", got, want)
 	}
@@ -99,8 +101,7 @@ func TestGunicornConfFile(t *testing.T) {
 		t.Fatalf("sources: workers %q, threads %q", l.Sources["workers"], l.Sources["threads"])
 	}
 	wantWarning := "gunicorn file gunicorn.conf.py: herd does not take backlog = 64 (herd listens with the kernel's backlog (net.core.somaxconn) and bounds its connections with --max-connections); " +
-		"preload_app = true (not supported yet: herd imports the app in each worker); " +
-		"server hooks on_starting, post_fork (herd's master runs no Python)"
+		"server hooks on_starting (herd's master runs no Python)"
 	if len(l.Warnings) != 1 || l.Warnings[0] != wantWarning {
 		t.Fatalf("warnings %q\nwant [%q]", l.Warnings, wantWarning)
 	}

@@ -61,15 +61,35 @@ func TestGunicornFlagMeanings(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := l.Config
-	if c.WorkerClass != "gthread" || c.Threads != 4 || c.Timeout.Seconds() != 30 || c.UID != "nobody" || c.GID != "nogroup" || c.LogLevel != "warn" {
+	if c.WorkerClass != "gthread" || c.Threads != 4 || c.Timeout.Seconds() != 30 || c.UID != "nobody" || c.GID != "nogroup" || c.LogLevel != "warn" || !c.Preload {
 		t.Fatalf("config %+v", c)
 	}
 	if len(l.Warnings) != 1 {
 		t.Fatalf("want one warning, got %q", l.Warnings)
 	}
-	for _, want := range []string{"--preload (not supported yet: herd imports the app in each worker)", "--statsd-host localhost:8125 (herd has no statsd", "--name myapp"} {
+	for _, want := range []string{"--statsd-host localhost:8125 (herd has no statsd", "--name myapp"} {
 		if !strings.Contains(l.Warnings[0], want) {
 			t.Errorf("warning %q lacks %q", l.Warnings[0], want)
+		}
+	}
+	if strings.Contains(l.Warnings[0], "preload") {
+		t.Errorf("--preload is herd's own now, yet warned about: %q", l.Warnings[0])
+	}
+}
+
+// TestWorkerClassesHerdWillNotHave: eventlet and tornado (by gunicorn's names and class
+// paths) are refused with why, naming the classes herd has.
+func TestWorkerClassesHerdWillNotHave(t *testing.T) {
+	for class, why := range map[string]string{
+		"eventlet": "removed from gunicorn 26", "gunicorn.workers.geventlet.EventletWorker": "removed from gunicorn 26",
+		"tornado": "no tornado worker", "gunicorn.workers.gtornado.TornadoWorker": "no tornado worker",
+	} {
+		c := Defaults()
+		c.App, c.WorkerClass = "app:app", class
+		err := c.Validate()
+		if err == nil || !strings.Contains(err.Error(), why) || !strings.Contains(err.Error(), "worker classes are sync") ||
+			!strings.Contains(err.Error(), "-k gthread --threads N") {
+			t.Errorf("-k %s: %v", class, err)
 		}
 	}
 }

@@ -38,6 +38,11 @@ type Loaded struct {
 type fileNotes struct {
 	warnings    []string
 	unsupported []string
+	// A gunicorn file's: what herd does not take (its warning is written once the whole
+	// configuration is known), from where, and the server hooks it defines.
+	ignored []string
+	from    string
+	hooks   []string
 }
 
 // Load builds the Config from flags (already parsed), the HERD_* environment and a config
@@ -97,6 +102,13 @@ func resolve(flags *pflag.FlagSet, configFile string, forceINI bool) (Loaded, er
 		return Loaded{}, errors.Join(errs...)
 	}
 	noDefaultHTTP(&l)
+	if notes.from != "" {
+		ignored := notes.ignored
+		if item := l.takeGunicornHooks(notes.hooks, file); item != "" {
+			ignored = append(ignored, item)
+		}
+		l.Warnings = append(gunicornVerdict{ignored: ignored}.warning(notes.from), l.Warnings...)
+	}
 	verdict := gunicornFlagVerdict(flags, &l)
 	if len(verdict.refused) > 0 {
 		return Loaded{}, fmt.Errorf("%s", strings.Join(verdict.refused, "\n"))

@@ -98,7 +98,8 @@ var uwsgiMappings = []uwsgiMapping{
 	{names: []string{"vacuum"}, agrees: wantTrue("herd always removes its sockets and files"), note: "herd always cleans up"},
 	{names: []string{"die-on-term"}, agrees: wantTrue("on TERM herd stops gracefully; HUP reloads"), note: "TERM stops herd gracefully (uWSGI 2.0 reloads on TERM without this)"},
 	{names: []string{"enable-threads"}, agrees: wantTrue("herd never disables Python threads"), note: "Python threads are always on"},
-	{names: []string{"lazy-apps"}, agrees: wantTrue("herd imports the app in each worker, as lazy-apps = true does"), note: "herd imports the app in each worker"},
+	{names: []string{"lazy-apps", "lazy"}, key: "preload", convert: uwsgiLazyApps,
+		note: "true: each worker imports the app (herd's default); without it herd preloads as uWSGI does: a fork server imports the app once and forks the workers"},
 	{names: []string{"need-app"}, agrees: wantTrue("herd exits when no worker can import the app"), note: "herd exits (status 3) when the app cannot be imported"},
 	{names: []string{"strict"}, agrees: wantTrue("herd refuses unknown options always"), note: "herd refuses unknown options always"},
 	{names: []string{"single-interpreter"}, agrees: wantTrue("herd runs one interpreter per worker"), note: "one interpreter per worker"},
@@ -160,6 +161,20 @@ func uwsgiSmartDaemon(values []string, _ Option) (any, error) {
 		}
 	}
 	return values, nil
+}
+
+// uwsgiLazyApps: lazy-apps = true is herd's default, each worker importing the app; false
+// (uWSGI's default) preloads.
+func uwsgiLazyApps(values []string, _ Option) (any, error) {
+	v := strings.TrimSpace(values[len(values)-1])
+	lazy, err := parseBool(v)
+	if v == "" {
+		lazy, err = true, nil // a bare lazy-apps line turns it on
+	}
+	if err != nil {
+		return nil, err
+	}
+	return !lazy, nil
 }
 
 func wantTrue(otherwise string) func(string) string {
@@ -388,6 +403,9 @@ func ReadUWSGI(spec string) (map[string]fileValue, fileNotes, error) {
 			// uWSGI writes its request lines into the logto file too.
 			out["access-log"] = fileValue{raw: logto.raw, source: logto.source}
 		}
+	}
+	if _, set := out["preload"]; !set {
+		out["preload"] = fileValue{raw: true, source: fmt.Sprintf("uWSGI file %s (no lazy-apps: uWSGI imports the app once and forks)", base)}
 	}
 	for i, u := range unsupported {
 		unsupported[i] = "uWSGI " + u

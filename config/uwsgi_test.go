@@ -206,3 +206,34 @@ func TestUwsgiSocketAloneMeansNoHTTP(t *testing.T) {
 		})
 	}
 }
+
+// TestUWSGILazyApps: uWSGI imports the app once and forks unless lazy-apps: an .ini without
+// it preloads, lazy-apps = true (or the old lazy) does not, and a flag beats the file.
+func TestUWSGILazyApps(t *testing.T) {
+	for _, c := range []struct {
+		line  string
+		flags []string
+		want  bool
+		from  string
+	}{
+		{"", nil, true, "uWSGI file app.ini (no lazy-apps: uWSGI imports the app once and forks)"},
+		{"lazy-apps = true", nil, false, "uWSGI file app.ini line 3 (lazy-apps)"},
+		{"lazy-apps = false", nil, true, "uWSGI file app.ini line 3 (lazy-apps)"},
+		{"lazy = 1", nil, false, "uWSGI file app.ini line 3 (lazy)"},
+		{"", []string{"--preload=false"}, false, "flag --preload"},
+	} {
+		file := writeFile(t, t.TempDir(), "app.ini", "[uwsgi]\nmodule = app:app\n"+c.line+"\n")
+		l, err := Resolve(parse(t, c.flags...), file)
+		if err != nil {
+			t.Fatalf("%q: %v", c.line, err)
+		}
+		if l.Config.Preload != c.want || l.Sources["preload"] != c.from {
+			t.Errorf("%q %v: preload %v from %q, want %v from %q", c.line, c.flags, l.Config.Preload, l.Sources["preload"], c.want, c.from)
+		}
+		for _, w := range l.Warnings {
+			if strings.Contains(w, "lazy") {
+				t.Errorf("%q: warned %q", c.line, w)
+			}
+		}
+	}
+}

@@ -76,7 +76,7 @@ func TestGunicornConfServes(t *testing.T) {
 			warnings = append(warnings, e.Msg())
 		}
 	}
-	want := "gunicorn file gunicorn.conf.py: herd does not take server hooks post_fork (herd's master runs no Python)"
+	want := "gunicorn file gunicorn.conf.py: herd does not take server hooks post_fork (herd's master runs no Python; with preload_app = True (--preload) herd's fork server runs pre_fork, post_fork, post_worker_init)"
 	if len(warnings) != 1 || warnings[0] != want {
 		t.Fatalf("warnings %q, want [%q]", warnings, want)
 	}

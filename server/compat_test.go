@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -152,9 +153,12 @@ func TestUWSGIIniServes(t *testing.T) {
 	}
 
 	h := herdtest.Start(t, herdtest.Options{Dir: dir, Listen: addr, Args: []string{"--ini", ini}})
-	h.WaitReady(2, 20*time.Second)
-	if len(herdtest.ChildPids(h.Cmd.Process.Pid)) < 2 {
-		t.Fatalf("fewer than 2 workers: %v", herdtest.ChildPids(h.Cmd.Process.Pid))
+	workers := h.WaitReady(2, 20*time.Second)
+	// No lazy-apps in the file: as uWSGI does, the app is imported once, in the fork server
+	// (the master's child), and the workers are forked from it.
+	servers := herdtest.ChildPids(h.Cmd.Process.Pid)
+	if len(servers) != 1 || !slices.Equal(slices.Sorted(slices.Values(herdtest.ChildPids(servers[0]))), slices.Sorted(slices.Values(workers))) {
+		t.Fatalf("master's children %v, workers %v: want one fork server, parent of the 2 workers", servers, workers)
 	}
 
 	c := herdtest.Client()

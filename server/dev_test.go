@@ -95,18 +95,12 @@ func startDev(t *testing.T, dir string, args ...string) *herdtest.Instance {
 // 20 saves. The README quotes the non-race run of this test.
 func TestDevSaveServesNewCodeFast(t *testing.T) {
 	dir := herdtest.CopyExample(t)
-	h := startDev(t, dir, "--log-level", "debug") // debug: the standby interpreters' events
+	h := startDev(t, dir, "--log-level", "debug") // debug: the fork servers' events
 	c := herdtest.Client()
 	var took, noticed []time.Duration
-	from, standbyFrom := 0, 0
+	from := 0
 	for i := range 20 {
 		greeting := fmt.Sprintf("Hello, save %02d!", i)
-		// A developer saves seconds apart: the standby interpreter for this reload has been
-		// started by then (just after the previous reload's worker was ready).
-		var ok bool
-		if _, standbyFrom, ok = h.WaitEvent(standbyFrom, 10*time.Second, herdtest.IsMsg(spawn.MsgStandbyStarted)); !ok {
-			t.Fatalf("no standby interpreter started before save %d", i)
-		}
 		saved := time.Now()
 		setGreeting(t, dir, greeting)
 		took = append(took, waitForBody(t, c, h.URL+"/", greeting+"\n", 10*time.Second, false))
@@ -127,55 +121,39 @@ func TestDevSaveServesNewCodeFast(t *testing.T) {
 		t.Errorf("%d reloads for 20 saves", n)
 	}
 	// herd's own share, noticing the save and settling the burst, is a 50 ms quiet period
-	// plus scheduling. The rest is Python starting and importing the app, which on these 2
-	// shared cores under five other test runs can take a second: the bound on the whole
-	// only guards against a reload path gone slow (a full restart, a polling fallback).
+	// plus scheduling. The rest is forking and importing the app, which on these 2 shared
+	// cores under five other test runs can take a second: the bound on the whole only
+	// guards against a reload path gone slow (a full restart, a polling fallback).
 	if detect > 250*time.Millisecond {
 		t.Errorf("median %s from save to reload started", detect)
 	}
 	if median > 2*time.Second {
 		t.Fatalf("median %s from save to new response", median)
 	}
-	// Every reload's worker was an interpreter started ahead, whose pid the new worker has.
-	standbys := map[int]bool{}
-	for _, e := range h.Events() {
-		if e.Msg() == spawn.MsgStandbyStarted {
-			standbys[e.Int("pid")] = true
-		}
+	// app.py is the module the app server imported: each save made it stale, and each
+	// reload's worker came from a new app server forked from the one template.
+	template := devTemplate(t, h)
+	if n := h.Count(herdtest.IsMsg(spawn.MsgForkServerStale)); n != 20 {
+		t.Errorf("%d app servers found stale for 20 saves of app.py", n)
 	}
 	for _, e := range h.Events() {
-		if e.Msg() == "worker ready" && e.Int("generation") > 1 && !standbys[e.Int("pid")] {
-			t.Errorf("generation %d's worker (pid %d) was not a standby interpreter", e.Int("generation"), e.Int("pid"))
-		}
-	}
-	if n := h.Count(herdtest.IsMsg(spawn.MsgHandedOver)); n != 20 {
-		t.Errorf("%d hand-overs to a standby for 20 reloads", n)
-	}
-
-	t.Run("a standby that died is replaced by a fresh start", func(t *testing.T) {
-		lastHandOver := 0
-		for i, e := range h.Events() {
-			if e.Msg() == spawn.MsgHandedOver {
-				lastHandOver = i
+		if e.Msg() == spawn.MsgForkServerReady && !e.Bool("template") {
+			if ppid, ok := herdtest.ParentOf(e.Int("pid")); ok && ppid != template {
+				t.Errorf("app server %d's parent is %d, not the template %d", e.Int("pid"), ppid, template)
 			}
 		}
-		ev, _, ok := h.WaitEvent(lastHandOver, 10*time.Second, herdtest.IsMsg(spawn.MsgStandbyStarted))
-		if !ok {
-			t.Fatal("no standby interpreter after the last reload")
-		}
+	}
+
+	t.Run("a template that died is replaced", func(t *testing.T) {
 		from := len(h.Events())
-		if err := syscall.Kill(ev.Int("pid"), syscall.SIGKILL); err != nil {
+		if err := syscall.Kill(template, syscall.SIGKILL); err != nil {
 			t.Fatal(err)
 		}
-		if _, _, ok := h.WaitEvent(from, 10*time.Second, func(e herdtest.Event) bool {
-			return strings.HasPrefix(e.Msg(), "standby interpreter exited before it was needed")
-		}); !ok {
-			t.Fatal("the standby's death went unnoticed")
-		}
-		setGreeting(t, dir, "Hello without a standby!")
-		waitForBody(t, c, h.URL+"/", "Hello without a standby!\n", 20*time.Second, false)
-		if n := h.Count(herdtest.IsMsg(spawn.MsgHandedOver)); n != 20 {
-			t.Errorf("%d hand-overs, want still 20: there was no standby to hand to", n)
+		waitMsg(t, h, from, 10*time.Second, spawn.MsgForkServerDied)
+		setGreeting(t, dir, "Hello after the template!")
+		waitForBody(t, c, h.URL+"/", "Hello after the template!\n", 20*time.Second, false)
+		if now := devTemplate(t, h); now == template {
+			t.Errorf("still the dead template %d", template)
 		}
 	})
 
@@ -202,17 +180,32 @@ func TestDevSaveServesNewCodeFast(t *testing.T) {
 		}
 	})
 
-	t.Run("a stop leaves no standby behind", func(t *testing.T) {
+	t.Run("a stop leaves no fork server behind", func(t *testing.T) {
 		h.Signal(syscall.SIGTERM)
 		if code := h.Wait(20 * time.Second); code != 0 {
 			t.Fatalf("exit status %d", code)
 		}
 		for _, e := range h.Events() {
-			if e.Msg() == spawn.MsgStandbyStarted && herdtest.Alive(e.Int("pid")) {
-				t.Errorf("standby interpreter %d outlived herd", e.Int("pid"))
+			if e.Msg() == spawn.MsgForkServerReady && herdtest.Alive(e.Int("pid")) {
+				t.Errorf("fork server %d outlived herd", e.Int("pid"))
 			}
 		}
 	})
+}
+
+// devTemplate is the pid of the development template that started last.
+func devTemplate(t *testing.T, h *herdtest.Instance) int {
+	t.Helper()
+	pid := 0
+	for _, e := range h.Events() {
+		if e.Msg() == spawn.MsgForkServerReady && e.Bool("template") {
+			pid = e.Int("pid")
+		}
+	}
+	if pid == 0 {
+		t.Fatal("no template started")
+	}
+	return pid
 }
 
 // A git checkout rewriting 500 files is one reload.

@@ -178,7 +178,7 @@ func TestMigrationGunicornFlaskCommandLine(t *testing.T) {
 		"--error-logfile", "-", "--log-level", "info", "app:app"}})
 	h.WaitReady(2, 60*time.Second)
 	warn, _, ok := h.WaitEvent(0, time.Second, func(e herdtest.Event) bool { return e.Str("level") == "warn" })
-	for _, want := range []string{"--preload (not supported yet", "--name web", "--statsd-host localhost:8125 (herd has no statsd"} {
+	for _, want := range []string{"--name web", "--statsd-host localhost:8125 (herd has no statsd"} {
 		if !ok || !strings.Contains(warn.Msg(), want) {
 			t.Fatalf("warning lacks %q: %v", want, warn)
 		}

@@ -191,6 +191,7 @@ func (s *Server) assemble() error {
 	s.metrics = admin.NewMetrics(s.pool)
 	// The control socket is the operator's own (mode 0600): herd status shows whole URIs.
 	s.info = admin.Info{Version: s.version, App: cfg.App, Listeners: addrs(s.lns.http), ShowQuery: true}
+	s.sup = s.newSupervisor(newSpawner(cfg, s.worker.Script).WithCredential(cred))
 	if specs := daemon.Specs(cfg.AttachDaemon, cfg.SmartAttachDaemon); len(specs) > 0 {
 		exec := newSpawner(cfg, "")
 		s.daemons = &daemon.Set{Specs: specs, Dir: cfg.Chdir, Env: exec.Env, Log: log, StopTimeout: cfg.GracefulTimeout}
@@ -201,7 +202,6 @@ func (s *Server) assemble() error {
 		adminInfo.ShowQuery = cfg.AdminShowQuery
 		s.adminSrv = admin.NewServer(s.metrics, adminInfo, cfg.AdminHosts, log.With().Str("component", "admin").Logger())
 	}
-	s.sup = s.newSupervisor(newSpawner(cfg, s.worker.Script).WithCredential(cred))
 
 	onDone := chainOnDone(s.metrics.OnDone, accessLog)
 	front, err := s.newFrontHandler(onDone)
@@ -222,19 +222,29 @@ func (s *Server) assemble() error {
 	return nil
 }
 
-// newSupervisor makes the supervisor of the workers that exec starts (or, in development,
-// that a standby interpreter takes over).
+// newSupervisor makes the supervisor of the workers: exec starts them, or a fork server
+// forks them (--preload, and development mode).
 func (s *Server) newSupervisor(exec *spawn.Exec) *supervisor.Supervisor {
 	cfg := s.cfg
 	observers := supervisor.Observers{s.metrics, s.dep}
 	var spawner spawn.Spawner = exec
-	if cfg.Reload {
-		// Development mode: a reload hands the new worker to an interpreter started ahead,
-		// so a save waits for the app's import, not for Python to start.
-		standby := &spawn.Standby{Exec: exec, Log: s.log}
-		s.atExit(standby.Close) // after the supervisor's Run returned (serve waits for it)
-		spawner = standby
-		observers = append(observers, standbyRefill{sb: standby})
+	switch {
+	case cfg.Preload:
+		// The app imported once per generation, in a fork server the workers are forked
+		// from (docs/lifecycle.md).
+		fs := &spawn.ForkServer{Exec: exec, Log: s.log, Hooks: cfg.GunicornHooks}
+		s.atExit(fs.Close) // after the supervisor's Run returned (serve waits for it)
+		spawner = fs
+		s.info.ForkServers = fs.Status
+		s.metrics.WatchForkServers(fs.Status)
+	case cfg.Reload:
+		// Development mode: each generation's fork server is forked from a template that
+		// holds the third-party modules the app imported, so a save waits for the
+		// project's own modules, not for Python and Django (docs/development.md).
+		fs := &spawn.ForkServer{Exec: exec, Log: s.log, Develop: true}
+		s.atExit(fs.Close)
+		spawner = fs
+		s.info.ForkServers = fs.Status
 	}
 	return supervisor.New(supervisor.Options{
 		Workers:         cfg.Workers,
@@ -591,21 +601,4 @@ func (b poolBackend) Acquire(ctx context.Context) (proxy.Lease, error) {
 		return nil, err
 	}
 	return l, nil
-}
-
-// standbyRefill tells the development mode's standby spawner when to start the next
-// interpreter: after a boot (the CPU is free again), and after a worker failed to boot or
-// crashed (a reload or restart will want one). Not after a stop or a replacement on purpose.
-type standbyRefill struct {
-	supervisor.NopObserver
-	sb *spawn.Standby
-}
-
-func (r standbyRefill) WorkerReady(supervisor.WorkerInfo, time.Duration) { r.sb.Refill() }
-
-func (r standbyRefill) WorkerExited(_ supervisor.WorkerInfo, _ spawn.ExitStatus, cause supervisor.ExitCause) {
-	switch cause {
-	case supervisor.CauseBootError, supervisor.CauseBootTimeout, supervisor.CauseCrash:
-		r.sb.Refill()
-	}
 }

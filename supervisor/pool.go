@@ -465,6 +465,13 @@ func (p *Pool) info(m *member) WorkerInfo {
 	return m.infoLocked()
 }
 
+// setPid records a worker's pid learnt after its spawn (the loop alone writes it).
+func (p *Pool) setPid(m *member, pid int) {
+	p.mu.Lock()
+	m.w.Pid = pid
+	p.mu.Unlock()
+}
+
 // QueueLen is the number of requests waiting for a slot.
 func (p *Pool) QueueLen() int {
 	p.mu.Lock()

@@ -212,6 +212,7 @@ func (s *Supervisor) handle(ev event) {
 		if w.State() != Starting {
 			return // told to stop before it was ready
 		}
+		s.learnPid(w, ev.pid)
 		w.readyAt = time.Now()
 		if err := s.transition(w, Ready); err != nil {
 			s.log.Error().Err(err).Msg("mark worker ready")
@@ -261,6 +262,7 @@ func (s *Supervisor) logBootError(w *Worker, boot *BootError) {
 
 // reap forgets a dead worker and decides what its death means.
 func (s *Supervisor) reap(w *Worker, st spawn.ExitStatus) {
+	s.learnPid(w, w.proc.Pid())
 	now := time.Now()
 	state := w.State()
 	if s.inReload(w) && w.readyAt.IsZero() && w.cause == "" && !s.stopping {
@@ -477,6 +479,14 @@ func (s *Supervisor) spawn(now time.Time) error {
 	go s.readControl(w)
 	go s.waitExit(w)
 	return nil
+}
+
+// learnPid records the pid of a worker whose process had none when it was spawned (a fork
+// server forks it once it has imported the app).
+func (s *Supervisor) learnPid(w *Worker, pid int) {
+	if w.Pid == 0 && pid > 0 {
+		s.pool.setPid(w.member, pid)
+	}
 }
 
 // freeSlot is the lowest slot no live worker of generation gen holds (one on its way out

@@ -20,7 +20,9 @@ type Worker struct {
 	// Slot is the worker's place in its generation, 0..workers-1: the replacement of a
 	// worker that died or was recycled takes its slot, so per-worker metrics keep their
 	// series across processes.
-	Slot       int
+	Slot int
+	// Pid is 0 until known when a fork server forks the worker (once it imported the
+	// app); the loop then sets it under the pool's lock, which status pages read it under.
 	Pid        int
 	SocketPath string
 	startedAt  time.Time

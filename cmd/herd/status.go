@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -36,6 +37,7 @@ func printStatus(w io.Writer, st admin.Stats) {
 			fmt.Sprintf("%.1fMiB", float64(ws.RSS)/(1<<20)), cur, age)
 	}
 	_ = tw.Flush()
+	printForkServers(w, st.ForkServers)
 	if len(st.Daemons) == 0 {
 		return
 	}
@@ -44,6 +46,25 @@ func printStatus(w io.Writer, st admin.Stats) {
 	fmt.Fprintln(tw, "DAEMON\tPID\tSTATE\tRESTARTS\tSINCE")
 	for _, d := range st.Daemons {
 		fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%s\n", d.Command, d.Pid, d.State, d.Restarts, d.Since.Format(time.TimeOnly))
+	}
+	_ = tw.Flush()
+}
+
+// printForkServers lists the fork servers the workers are forked from (--preload).
+func printForkServers(w io.Writer, fs *admin.ForkServersStats) {
+	if fs == nil {
+		return
+	}
+	fmt.Fprintf(w, "\nworkers forked from a fork server (--preload): %d started, %d died\n", fs.Starts, fs.Deaths)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "FORK SERVER PID\tSTATE\tGEN\tFORKS\tWORKERS\tRSS\tUP")
+	for _, s := range fs.Servers {
+		role := strconv.Itoa(s.Pid)
+		if s.Template {
+			role += " (template)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%.1fMiB\t%s\n", role, s.State, s.Generation, s.Forks, s.Children,
+			float64(s.RSS)/(1<<20), (time.Duration(s.UptimeS) * time.Second).String())
 	}
 	_ = tw.Flush()
 }

@@ -784,3 +784,6 @@ func (l *Load) Stop() LoadResult {
 // RaceEnabled reports whether the herd binary under test carries the race detector, whose
 // shadow memory makes its RSS figures several times larger.
 const RaceEnabled = raceEnabled
+
+// Bool returns a boolean field (false when absent).
+func (e Event) Bool(k string) bool { b, _ := e[k].(bool); return b }

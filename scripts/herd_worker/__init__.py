@@ -4,14 +4,16 @@ The master embeds this package and starts each worker through a start-up file th
 boot and calls boot.run() (supervisor/spawn/workercode.go), never through a shell. From a
 source checkout, `python3 scripts/herd_worker [options]` runs it the same way (__main__.py).
 
-    boot.py      start-up: arguments, control channel, listening socket, the app's import
-    handover.py  the standby hand-over (--standby-fd, development mode)
-    serve.py     the serving loops, sync and threaded: the hot path
-    request.py   the environ from the uwsgi vars, and wsgi.input
-    response.py  start_response, the checks of status and headers, the framing of the answer
-    process.py   exit codes, log lines, the control channel, inherited descriptors
+    boot.py        start-up: arguments, control channel, listening socket, the app's import
+    forkserver.py  the fork server (--fork-server-fd: --preload, development mode)
+    hooks.py       gunicorn's fork hooks, which a fork server runs
+    watch.py       what a development fork server's imports depend on (is it stale?)
+    serve.py       the serving loops, sync and threaded: the hot path
+    request.py     the environ from the uwsgi vars, and wsgi.input
+    response.py    start_response, the checks of status and headers, the answer's framing
+    process.py     exit codes, log lines, the control channel, inherited descriptors
 
-Stdlib only, CPython >= 3.8. What it speaks with the master (command line, standby hand-over,
+Stdlib only, CPython >= 3.8. What it speaks with the master (command line, fork server,
 control channel, exit codes, signals, uwsgi packets and herd's keep-alive extension) is a
 contract with the Go side, described once in docs/protocol.md: change both sides and that
 page together.

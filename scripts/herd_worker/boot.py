@@ -1,6 +1,6 @@
-"""The worker's start-up, from the command line to the serving loop: the standby hand-over
-when there is one, the arguments, the control channel, the listening socket, sys.path and
-the app's import, the ready message; and how the process leaves. run() is what a start-up
+"""The worker's start-up, from the command line to the serving loop: the arguments, the
+control channel, the listening socket, sys.path and the app's import, the ready message; and
+how the process leaves; a fork server's start (forkserver.py) and its workers' (serve_forked). run() is what a start-up
 file calls. The command line, the messages and the exit codes: docs/protocol.md.
 """
 
@@ -17,7 +17,6 @@ import sys
 import traceback
 
 from . import process, serve
-from .handover import _await_handover
 from .process import (EXIT_APP_IMPORT_ERROR, EXIT_BOOT_ERROR, EXIT_FATAL, EXIT_OK,
                       _boot_fail, _hard_exit, _inherited_socket, _log, _send_control)
 from .request import environ_template
@@ -33,7 +32,8 @@ class _ArgumentParser(argparse.ArgumentParser):
 _APP_SPEC = re.compile(r'[A-Za-z_][\w.]*(?::[A-Za-z_][\w.]*)?\Z')
 
 
-def _parse_args(argv):
+def _parse_args(argv, listening=True):
+    """The worker's command line. listening=False: a fork server's, which has no socket."""
     p = _ArgumentParser(prog='herd-worker', description='herd WSGI worker')
     p.add_argument('--app', required=True, help='MODULE[:CALLABLE]')
     p.add_argument('--listen-fd', type=int)
@@ -44,7 +44,7 @@ def _parse_args(argv):
     p.add_argument('--chdir')
     p.add_argument('--pythonpath', action='append', default=[])
     args = p.parse_args(argv)
-    if (args.listen_fd is None) == (args.bind is None):
+    if listening and (args.listen_fd is None) == (args.bind is None):
         p.error('exactly one of --listen-fd and --bind is required')
     if args.threads < 1:
         p.error('--threads must be >= 1')
@@ -145,7 +145,10 @@ def main(argv=None):
         pass    # no usable stderr
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, serve._on_sigterm)
-    argv = _await_handover(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if '--fork-server-fd' in argv:
+        from . import forkserver
+        return forkserver.main(argv)
     args = _parse_args(argv)
     process.worker_id = args.worker_id
 
@@ -154,7 +157,23 @@ def main(argv=None):
     lsock = _listening_socket(args)
     _setup_path(args)
     app = _import_app(args.app)
+    return serve_app(args, lsock, app)
 
+
+def serve_forked(argv, app, after_fork):
+    """A worker forked from a fork server, where the app is imported already: argv is its
+    whole command line (the descriptors it was handed included); after_fork(worker_id) runs
+    the fork hooks. Serves until the process is to end, as main does."""
+    args = _parse_args(argv)
+    process.worker_id = args.worker_id
+    process.start_control(args.control_fd)
+    lsock = _listening_socket(args)
+    after_fork(args.worker_id)
+    return serve_app(args, lsock, app)
+
+
+def serve_app(args, lsock, app):
+    """Say ready on the control channel and serve app on lsock."""
     template = environ_template(args.threads > 1)
     serve.begin(args.threads)
     _send_control({'event': 'ready', 'pid': os.getpid(),

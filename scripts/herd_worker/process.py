@@ -18,6 +18,7 @@ EXIT_BOOT_ERROR = 3
 EXIT_APP_IMPORT_ERROR = 4
 
 worker_id = 0          # --worker-id, set by boot: it tags every log line
+name = 'herd-worker'   # what the log lines call this process (a fork server says so)
 control = None         # the control socket, once start_control took it; or None
 _control_lock = threading.Lock()
 
@@ -27,7 +28,7 @@ _control_lock = threading.Lock()
 
 def _log(msg):
     try:
-        sys.stderr.write('herd-worker[%d] %s\n' % (worker_id, msg))
+        sys.stderr.write('%s[%d] %s\n' % (name, worker_id, msg))
         sys.stderr.flush()
     except Exception:
         pass

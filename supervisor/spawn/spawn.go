@@ -26,8 +26,9 @@ type Spec struct {
 	Stderr     io.Writer
 }
 
-// Process is a started worker. The pool never assumes how it came to be (exec today, a
-// preloading fork server later) nor that it is the master's direct child.
+// Process is a started worker. The pool never assumes how it came to be (exec, or a fork
+// server) nor that it is the master's direct child. Pid is 0 until a fork server that is
+// still importing the app has forked it.
 type Process interface {
 	Pid() int
 	Signal(sig os.Signal) error
@@ -45,13 +46,13 @@ type Spawner interface {
 type ExitStatus struct {
 	Code   int            // exit code, -1 when killed by a signal
 	Signal syscall.Signal // the signal that killed it, 0 otherwise
-	Err    error          // Wait itself failed
+	Err    error          // Wait itself failed, or the status is not known (ErrStatusUnknown)
 }
 
 func (e ExitStatus) String() string {
 	switch {
 	case e.Err != nil:
-		return "wait: " + e.Err.Error()
+		return e.Err.Error()
 	case e.Signal != 0:
 		// "killed by SIGABRT (aborted)": Go's name of a signal alone reads "killed by aborted".
 		return "killed by " + unix.SignalName(e.Signal) + " (" + e.Signal.String() + ")"
@@ -141,29 +142,16 @@ type execProcess struct {
 // of its own (exec's would make cmd.Wait wait for every holder of the pipes to close them).
 func startProcess(cmd *exec.Cmd, stdout, stderr io.Writer) (*execProcess, error) {
 	p := &execProcess{cmd: cmd}
-	var childEnds []*os.File
+	out, childEnds, err := outputPipes(&p.copying, stdout, stderr)
+	if err != nil {
+		return nil, err
+	}
+	p.out = out
 	defer func() {
 		for _, f := range childEnds {
 			_ = f.Close() // the child has its copies
 		}
 	}()
-	for _, dst := range []io.Writer{stdout, stderr} {
-		r, w, err := os.Pipe()
-		if err != nil {
-			p.closeOutput()
-			return nil, fmt.Errorf("output pipe: %w", err)
-		}
-		p.out = append(p.out, r)
-		childEnds = append(childEnds, w)
-		if dst == nil {
-			dst = io.Discard
-		}
-		p.copying.Add(1)
-		go func() {
-			defer p.copying.Done()
-			_, _ = io.Copy(dst, r) // ends at EOF, or when closeOutput closes r
-		}()
-	}
 	cmd.Stdout, cmd.Stderr = childEnds[0], childEnds[1]
 	if err := cmd.Start(); err != nil {
 		p.closeOutput()
@@ -171,6 +159,32 @@ func startProcess(cmd *exec.Cmd, stdout, stderr io.Writer) (*execProcess, error)
 		return nil, err
 	}
 	return p, nil
+}
+
+// outputPipes makes a pipe for each writer and a goroutine (counted in copying) that
+// copies what comes out of it there, until its end or until the read end is closed. It
+// returns the read ends and the write ends to give the process.
+func outputPipes(copying *sync.WaitGroup, dsts ...io.Writer) (readEnds, writeEnds []*os.File, err error) {
+	for _, dst := range dsts {
+		r, w, err := os.Pipe()
+		if err != nil {
+			for _, f := range append(readEnds, writeEnds...) {
+				_ = f.Close()
+			}
+			copying.Wait()
+			return nil, nil, fmt.Errorf("output pipe: %w", err)
+		}
+		readEnds, writeEnds = append(readEnds, r), append(writeEnds, w)
+		if dst == nil {
+			dst = io.Discard
+		}
+		copying.Add(1)
+		go func() {
+			defer copying.Done()
+			_, _ = io.Copy(dst, r) // ends at EOF, or when r is closed
+		}()
+	}
+	return readEnds, writeEnds, nil
 }
 
 func (p *execProcess) closeOutput() {
@@ -200,7 +214,7 @@ func (p *execProcess) Wait() ExitStatus {
 	p.copying.Wait()
 	p.closeOutput()
 	if state == nil {
-		return ExitStatus{Code: -1, Err: err}
+		return ExitStatus{Code: -1, Err: fmt.Errorf("wait: %w", err)}
 	}
 	st, ok := state.Sys().(syscall.WaitStatus)
 	if !ok {
