@@ -74,12 +74,8 @@ func workers(b *testing.B, n int) *supervisor.Pool {
 	case <-time.After(30 * time.Second):
 		b.Fatal("no worker ready within 30s")
 	}
-	for deadline := time.Now().Add(30 * time.Second); readyWorkers(pool) < n; {
-		if time.Now().After(deadline) {
-			b.Fatalf("%d of %d workers ready after 30s", readyWorkers(pool), n)
-		}
-		time.Sleep(20 * time.Millisecond) // the pool has no readiness event per worker to wait on
-	}
+	// The pool has no readiness event per worker to wait on: its snapshot is polled.
+	herdtest.Eventually(b, 30*time.Second, fmt.Sprintf("%d workers ready", n), func() bool { return readyWorkers(pool) >= n })
 	return pool
 }
 

@@ -37,15 +37,13 @@ func BenchmarkWorkerLink(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if c, err := net.Dial("unix", sock); err == nil {
+	herdtest.Eventually(b, 30*time.Second, "the worker listening", func() bool {
+		c, err := net.Dial("unix", sock)
+		if err == nil {
 			c.Close()
-			break
 		}
-		if time.Now().After(deadline) {
-			b.Fatal("the worker did not listen within 30s")
-		}
-	}
+		return err == nil
+	})
 	req := httptest.NewRequest("GET", "/", nil)
 	measure := func(b *testing.B, one func() error) {
 		b.ReportAllocs()

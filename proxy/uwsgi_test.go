@@ -149,16 +149,12 @@ func resources() (goroutines, fds int) {
 // connection's goroutine ends a moment after the client saw the close.
 func waitSettled(t testing.TB, baseG, baseFD int, after []byte) {
 	t.Helper()
-	deadline := time.Now().Add(3 * time.Second)
-	for {
-		g, fd := resources()
-		if g <= baseG && fd <= baseFD {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("leak after %q: %d goroutines (baseline %d), %d fds (baseline %d)", truncate(after), g, baseG, fd, baseFD)
-		}
-		time.Sleep(time.Millisecond)
+	var g, fd int
+	if !herdtest.Poll(3*time.Second, func() bool {
+		g, fd = resources()
+		return g <= baseG && fd <= baseFD
+	}) {
+		t.Fatalf("leak after %q: %d goroutines (baseline %d), %d fds (baseline %d)", truncate(after), g, baseG, fd, baseFD)
 	}
 }
 

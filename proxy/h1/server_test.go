@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/herd-server/herd/internal/herdtest"
 	"github.com/rs/zerolog"
 )
 
@@ -270,13 +271,16 @@ func TestStreamingAndLargeBodies(t *testing.T) {
 	big := make([]byte, 3<<20)
 	_, _ = rand.Read(big)
 	sum := sha256.Sum256(big)
+	firstRead := make(chan struct{})
 	_, addr := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case "/stream":
 			for i := range 3 {
 				fmt.Fprintf(w, "part %d\n", i)
 				w.(http.Flusher).Flush()
-				time.Sleep(50 * time.Millisecond)
+				if i == 0 {
+					<-firstRead // the client has the flushed part before the handler goes on
+				}
 			}
 		case "/big": // no length: goes out chunked once past what is held
 			_, _ = w.Write(big)
@@ -297,6 +301,7 @@ func TestStreamingAndLargeBodies(t *testing.T) {
 	if err != nil || first != "part 0\n" || len(resp.TransferEncoding) == 0 {
 		t.Fatalf("%q %v %v", first, err, resp.TransferEncoding)
 	}
+	close(firstRead)
 	rest, _ := io.ReadAll(br)
 	resp.Body.Close()
 	if string(rest) != "part 1\npart 2\n" {
@@ -400,8 +405,10 @@ func TestReadFromUsesTheConnection(t *testing.T) {
 
 func TestShutdownWaitsForActiveAndClosesIdle(t *testing.T) {
 	release := make(chan struct{})
+	inSlow := make(chan struct{})
 	s, addr := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/slow" {
+			close(inSlow)
 			<-release
 		}
 		_, _ = io.WriteString(w, "done")
@@ -420,7 +427,7 @@ func TestShutdownWaitsForActiveAndClosesIdle(t *testing.T) {
 	}
 	slowDone := make(chan string, 1)
 	go func() { slowDone <- exchange(t, addr, "GET /slow HTTP/1.1\r\nHost: x\r\n\r\n", 5*time.Second) }()
-	time.Sleep(100 * time.Millisecond)
+	<-inSlow
 	shut := make(chan error, 1)
 	go func() { shut <- s.Shutdown(context.Background()) }()
 	// The idle connection is closed at once.
@@ -444,17 +451,21 @@ func TestShutdownWaitsForActiveAndClosesIdle(t *testing.T) {
 
 func TestClientGone(t *testing.T) {
 	seen := make(chan bool, 1)
+	entered, left := make(chan struct{}), make(chan struct{})
 	_, addr := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		time.Sleep(200 * time.Millisecond) // the client leaves meanwhile
-		seen <- w.(interface{ ClientGone() bool }).ClientGone()
+		close(entered)
+		<-left // the client leaves meanwhile
+		gone := w.(interface{ ClientGone() bool }).ClientGone
+		seen <- herdtest.Poll(5*time.Second, gone) // its FIN is on its way
 	}))
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	_, _ = io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-	time.Sleep(50 * time.Millisecond)
+	<-entered
 	c.Close()
+	close(left)
 	if !<-seen {
 		t.Fatal("a closed client is not gone")
 	}
@@ -608,9 +619,10 @@ func TestBodyIdleTimeout(t *testing.T) {
 // unnoticed until the idle timeout (the readiness of its bytes came before the read that
 // follows the first answer began).
 func TestPipelinedWhileHandling(t *testing.T) {
-	second := make(chan struct{})
+	first, second := make(chan struct{}), make(chan struct{})
 	_, addr := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/1" {
+			close(first)
 			<-second                          // the client wrote /2 meanwhile
 			time.Sleep(20 * time.Millisecond) // and the poller saw it: the subject of the test
 		}
@@ -624,7 +636,7 @@ func TestPipelinedWhileHandling(t *testing.T) {
 	if _, err := io.WriteString(c, "GET /1 HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(20 * time.Millisecond) // /1 is being handled when /2 comes: the subject
+	<-first // /1 is being handled when /2 comes
 	if _, err := io.WriteString(c, "GET /2 HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
 		t.Fatal(err)
 	}
