@@ -20,6 +20,7 @@ from . import process, serve
 from .handover import _await_handover
 from .process import (EXIT_APP_IMPORT_ERROR, EXIT_BOOT_ERROR, EXIT_FATAL, EXIT_OK,
                       _boot_fail, _hard_exit, _inherited_socket, _log, _send_control)
+from .interface import interface_of
 from .request import environ_template
 
 
@@ -43,11 +44,15 @@ def _parse_args(argv):
     p.add_argument('--worker-id', type=int, default=0)
     p.add_argument('--chdir')
     p.add_argument('--pythonpath', action='append', default=[])
+    p.add_argument('--interface', choices=('auto', 'wsgi', 'asgi'), default='auto')
+    p.add_argument('--worker-connections', type=int, default=1000)
     args = p.parse_args(argv)
     if (args.listen_fd is None) == (args.bind is None):
         p.error('exactly one of --listen-fd and --bind is required')
     if args.threads < 1:
         p.error('--threads must be >= 1')
+    if args.worker_connections < 1:
+        p.error('--worker-connections must be >= 1')
     if not _APP_SPEC.match(args.app):
         p.error('--app must look like MODULE:CALLABLE, not %r' % args.app)
     return args
@@ -129,6 +134,16 @@ def _import_app(spec):
         _hard_exit(EXIT_APP_IMPORT_ERROR)
 
 
+def _interface(app, args):
+    try:
+        return interface_of(app, args.interface)
+    except TypeError as e:
+        _log('cannot serve app %r: %s' % (args.app, e))
+        _send_control({'event': 'boot_error', 'kind': 'app_import', 'error': str(e),
+                       'traceback': 'TypeError: %s\n' % e})
+        _hard_exit(EXIT_APP_IMPORT_ERROR)
+
+
 def _line_buffered():
     for f in (sys.stdout, sys.stderr):
         try:
@@ -154,6 +169,12 @@ def main(argv=None):
     lsock = _listening_socket(args)
     _setup_path(args)
     app = _import_app(args.app)
+    kind = _interface(app, args)
+    if kind != 'wsgi':
+        # An ASGI app: the asyncio worker, on the framed link (docs/protocol.md).
+        from . import asgi_serve
+        serve.begin(1)
+        return asgi_serve.run(lsock, app, kind, args.worker_connections)
 
     template = environ_template(args.threads > 1)
     serve.begin(args.threads)
