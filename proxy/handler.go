@@ -50,6 +50,9 @@ type Lease interface {
 	// Release gives the slot back; reusable=false when the connection may not carry
 	// another request (the answer was not read to its end, or the connection failed).
 	Release(reusable bool)
+	// Stream is the request's stream when the worker speaks the framed link (stream.go);
+	// nil when it speaks uwsgi packets through Send and Reader.
+	Stream() Stream
 }
 
 // Handler serves HTTP requests through the workers.
@@ -187,6 +190,15 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, vars []protoco
 		rec.Status = h.fail(w, r, err)
 		return err
 	}
+	if lease.Stream() != nil {
+		return h.forwardStream(w, r, packet, body, rec, lease)
+	}
+	return h.answer(w, r, rec, lease)
+}
+
+// answer copies the answer of a worker that got the request on a uwsgi slot to w, and
+// gives the slot back; its error is forward's.
+func (h *Handler) answer(w http.ResponseWriter, r *http.Request, rec *Record, lease Lease) error {
 	rec.Worker = lease.WorkerID()
 	released := &onceLease{Lease: lease}
 	reusable := false
@@ -198,6 +210,7 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, vars []protoco
 		return err
 	}
 	rec.Status = head.StatusCode
+	var err error
 	reusable, rec.BytesOut, err = h.copyResponse(w, &head, lease.Reader(), released)
 	if errors.Is(err, errBodyBeforeHead) {
 		// Nothing went to the client yet: it gets a clean 502 rather than a cut.
@@ -237,6 +250,9 @@ func (h *Handler) dispatch(ctx context.Context, packet []byte, b *body, rec *Rec
 		// worker is logged with it.
 		rec.Worker = lease.WorkerID()
 		lease.Describe(rec.Request.Method, rec.Request.RequestURI, rec.Start)
+		if lease.Stream() != nil {
+			return lease, nil // a framed worker's exchange sends the request itself (stream.go)
+		}
 		err = sendRequest(lease, packet, b)
 		if err == nil {
 			// Wait for the first byte of the answer (a queued request goes out first). On

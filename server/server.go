@@ -533,7 +533,8 @@ func addrs(lns []net.Listener) []string {
 }
 
 func newSpawner(cfg *config.Config, workerScript string) *spawn.Exec {
-	args := []string{"--app", cfg.App, "--threads", fmt.Sprint(cfg.Threads)}
+	args := []string{"--app", cfg.App, "--threads", fmt.Sprint(cfg.Threads),
+		"--interface", cfg.Interface, "--worker-connections", fmt.Sprint(cfg.WorkerConnections)}
 	if cfg.Chdir != "" {
 		args = append(args, "--chdir", cfg.Chdir)
 	}
@@ -590,7 +591,18 @@ func (b poolBackend) Acquire(ctx context.Context) (proxy.Lease, error) {
 	if err != nil {
 		return nil, err
 	}
-	return l, nil
+	return poolLease{l}, nil
+}
+
+// poolLease is the pool's lease as the proxy's: its stream, when it has one, as the proxy's
+// Stream. One pointer: it goes into the interface without an allocation.
+type poolLease struct{ *supervisor.Lease }
+
+func (l poolLease) Stream() proxy.Stream {
+	if s := l.Lease.Stream(); s != nil {
+		return s
+	}
+	return nil
 }
 
 // standbyRefill tells the development mode's standby spawner when to start the next

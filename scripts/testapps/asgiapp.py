@@ -6,6 +6,8 @@
     /stream?n=N    N chunks of 'chunk i\\n', streamed
     /big?n=N       N bytes, in 64 KiB sends
     /slow?s=S      sleeps S seconds (concurrency, --timeout)
+    /block?s=S     blocks the event loop S seconds (time.sleep: a stuck worker)
+    /pid           the worker's pid
     /wait-disconnect  answers only once it hears http.disconnect, and counts it
     /disconnects   how many http.disconnect /wait-disconnect heard
     /pathsend      this file, by http.response.pathsend
@@ -21,6 +23,7 @@ Lifespan: startup puts 'started' in state; HERD_TEST_LIFESPAN_FAIL=1 fails it.
 import asyncio
 import json
 import os
+import time
 
 disconnects = [0]
 
@@ -73,6 +76,11 @@ async def app(scope, receive, send):
     if path == '/slow':
         await asyncio.sleep(float(arg or 1))
         return await respond(send, b'slept\n')
+    if path == '/block':
+        time.sleep(float(arg or 1))
+        return await respond(send, b'blocked\n')
+    if path == '/pid':
+        return await respond(send, str(os.getpid()).encode())
     if path == '/wait-disconnect':
         while (await receive())['type'] != 'http.disconnect':
             pass
