@@ -301,14 +301,15 @@ func AppendClose(dst []byte, code uint16, reason string) []byte {
 	return append(dst, reason...)
 }
 
-// DecodeClose decodes a FrameWSClose payload: the code must be one a WebSocket close frame
-// may carry (RFC 6455 7.4: 1000-1003, 1007-1014, 3000-4999), the reason UTF-8.
+// DecodeClose decodes a FrameWSClose payload: a code of 1000-4999 (1005 and 1006 too: the
+// client's close may carry no code, or the socket may have broken; whether a code may go
+// out in a close frame is ValidCloseCode's question), the reason UTF-8.
 func DecodeClose(p []byte) (code uint16, reason string, err error) {
 	if len(p) < 2 {
 		return 0, "", ErrFramePayload
 	}
 	code = binary.LittleEndian.Uint16(p)
-	if !ValidCloseCode(code) || !utf8.Valid(p[2:]) {
+	if code < 1000 || code > 4999 || !utf8.Valid(p[2:]) {
 		return 0, "", fmt.Errorf("%w: close code %d", ErrFramePayload, code)
 	}
 	return code, string(p[2:]), nil

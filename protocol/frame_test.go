@@ -70,10 +70,13 @@ func TestCloseAndAccept(t *testing.T) {
 	if err != nil || code != 1012 || reason != "service restart" {
 		t.Fatalf("%d %q %v", code, reason, err)
 	}
-	for _, bad := range [][]byte{AppendClose(nil, 1005, ""), AppendClose(nil, 999, ""), AppendClose(nil, 1000, "\xff")} {
+	for _, bad := range [][]byte{AppendClose(nil, 5000, ""), AppendClose(nil, 999, ""), AppendClose(nil, 1000, "\xff")} {
 		if _, _, err := DecodeClose(bad); err == nil {
 			t.Errorf("% x decoded", bad)
 		}
+	}
+	if ValidCloseCode(1005) || ValidCloseCode(1006) || !ValidCloseCode(1012) || !ValidCloseCode(4000) {
+		t.Error("ValidCloseCode disagrees with RFC 6455 7.4")
 	}
 	sub, err := DecodeAccept(AppendAccept(nil, "chat", []HeaderField{{"X-A", "1"}}), func(k, v []byte) {})
 	if err != nil || sub != "chat" {

@@ -95,6 +95,9 @@ type Handler struct {
 	Mount string
 	// AddHeaders (--add-header) are set on every worker's answer that lacks them.
 	AddHeaders http.Header
+	// WebSockets, when set, takes WebSocket handshakes to framed (ASGI) workers and counts
+	// the sockets (websocket.go); nil passes them to the app as plain requests.
+	WebSockets *WebSockets
 }
 
 // maxAttempts bounds how often one request is offered to a worker. Only requests that never
@@ -130,6 +133,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		recordPool.Put(rec)
 	}()
 
+	if h.serveWebSocket(w, r, rec) { // websocket.go
+		return
+	}
 	body, err := h.readBody(r)
 	if err != nil {
 		rec.Status = h.fail(w, r, err)
@@ -137,14 +143,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	defer body.Close()
 
-	info := ConnInfo{RemoteAddr: r.RemoteAddr, HTTPS: h.HTTPS || r.TLS != nil, Trusted: h.TrustedProxies}
-	if s, ok := h1.LocalAddrString(r.Context()); ok {
-		info.LocalAddr = s
-	} else if la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
-		info.LocalAddr = la.String()
-	}
 	var varsArr [48]protocol.Var
-	vars := RequestVars(varsArr[:0], r, info, body.size)
+	vars := RequestVars(varsArr[:0], r, h.connInfo(r), body.size)
 	rec.Client = vars[remoteAddrVar].Value // the access log shows whom the app saw
 	vars, mounted := mountVars(vars, h.Mount)
 	if !mounted {
@@ -156,6 +156,17 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// pretend the truncated body is whole.
 		panic(http.ErrAbortHandler)
 	}
+}
+
+// connInfo is what the request's connection tells RequestVars.
+func (h *Handler) connInfo(r *http.Request) ConnInfo {
+	info := ConnInfo{RemoteAddr: r.RemoteAddr, HTTPS: h.HTTPS || r.TLS != nil, Trusted: h.TrustedProxies}
+	if s, ok := h1.LocalAddrString(r.Context()); ok {
+		info.LocalAddr = s
+	} else if la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
+		info.LocalAddr = la.String()
+	}
+	return info
 }
 
 // forward sends one request, its vars and body ready, to a worker and copies the worker's

@@ -32,6 +32,9 @@ type Stream interface {
 	// Started reports whether the worker has the request: a stream whose link broke
 	// before it was never begun, and may go to another worker.
 	Started() bool
+	// NoDeadline lifts --timeout from the stream (a WebSocket lives as long as its client
+	// and app want); before the stream is used by another goroutine.
+	NoDeadline()
 }
 
 // clientCheckEvery is how often a stream exchange waiting for its worker looks whether its

@@ -71,6 +71,8 @@ type Server struct {
 	// daemons are the --attach-daemon processes; nil without any.
 	daemons *daemon.Set
 	signals chan os.Signal
+	// ws counts the WebSockets (nil for a WSGI app), and closes them at a stop.
+	ws *proxy.WebSockets
 	// devTerminal: development mode started from a terminal, where a SIGHUP that comes with
 	// the terminal gone means the user closed it: herd dev stops instead of reloading.
 	devTerminal bool
@@ -275,6 +277,7 @@ func (s *Server) newFrontHandler(onDone func(*proxy.Record)) (*frontHandler, err
 		TempDir:        s.runDir,
 		Mount:          cfg.MountPrefix(),
 		AddHeaders:     addHeaders(cfg),
+		WebSockets:     s.webSockets(),
 	}
 	var err error
 	if handler.TrustedProxies, err = proxy.ParseTrustList(cfg.ForwardedAllowIPs); err != nil {

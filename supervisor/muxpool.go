@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"syscall"
+	"time"
 )
 
 // The pool's side of framed workers: a slot of such a worker is a stream on its one link,
@@ -12,6 +13,10 @@ import (
 
 // Stream is the request's stream when its worker speaks the framed link, nil otherwise.
 func (l *Lease) Stream() *Stream { return l.stream }
+
+// NoDeadline lifts --timeout from the stream: a WebSocket lives as long as its client and
+// app want. Called before the stream is used from another goroutine.
+func (s *Stream) NoDeadline() { s.lease.deadline = time.Time{} }
 
 // setFramed makes a starting worker's slots streams on the framed link: slots of them, as
 // its ready message said.

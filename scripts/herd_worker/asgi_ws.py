@@ -34,10 +34,16 @@ class WSStream(Stream):
     def on_frame(self, ftype, flags, payload):
         if ftype == frames.WS_TEXT or ftype == frames.WS_BINARY:
             self.partial.append(payload)
-            if not flags & FLAG_MORE:
-                data = b''.join(self.partial)
-                self.partial = []
-                self.inbox.append((ftype, data))
+            if flags & FLAG_MORE:
+                # A message larger than the window must be able to arrive whole: its parts
+                # are credited back as they are assembled (the master bounds a message at
+                # 16 MiB), its last part when the app takes it.
+                self.consumed(len(payload))
+                return
+            data = b''.join(self.partial)
+            last = len(payload)
+            self.partial = []
+            self.inbox.append((ftype, data, last))
             self.wake()
         elif ftype == frames.WINDOW:
             self.on_window(payload)
@@ -55,8 +61,8 @@ class WSStream(Stream):
                 and self.state != _CLOSED:
             await self.wait()
         if self.inbox:
-            ftype, data = self.inbox.pop(0)
-            self.consumed(len(data))
+            ftype, data, last = self.inbox.pop(0)
+            self.consumed(last)
             if ftype == frames.WS_TEXT:
                 return {'type': 'websocket.receive', 'text': data.decode('utf-8')}
             return {'type': 'websocket.receive', 'bytes': data}
