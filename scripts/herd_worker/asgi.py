@@ -263,7 +263,10 @@ class HTTPStream(Stream):
             body = self.chunks[0] if len(self.chunks) == 1 else b''.join(self.chunks)
             self.chunks = []
             self.consumed(len(body))
-            return {'type': 'http.request', 'body': body, 'more_body': not self.body_done}
+            if self.body_done:
+                self.body_done = _TOLD
+                return {'type': 'http.request', 'body': body, 'more_body': False}
+            return {'type': 'http.request', 'body': body, 'more_body': True}
         if self.body_done and self.body_done is not _TOLD:
             self.body_done = _TOLD
             return {'type': 'http.request', 'body': b'', 'more_body': False}
