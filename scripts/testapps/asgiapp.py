@@ -48,7 +48,7 @@ async def app(scope, receive, send):
             if not msg.get('more_body'):
                 break
         return await respond(send, body, [(b'x-chunks', str(chunks).encode())])
-    if path == '/scope':
+    if path == '/scope' or path.startswith('/scope/'):
         out = {k: v for k, v in scope.items() if k not in ('asgi', 'extensions', 'state')}
         out['headers'] = [[k.decode('latin-1'), v.decode('latin-1')] for k, v in scope['headers']]
         out['raw_path'] = scope['raw_path'].decode('latin-1')
