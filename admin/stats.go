@@ -5,6 +5,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/herd-server/herd/proxy"
 	"github.com/herd-server/herd/supervisor"
 	"github.com/herd-server/herd/supervisor/daemon"
 )
@@ -37,6 +38,8 @@ type Stats struct {
 	Workers    []WorkerStats `json:"workers"`
 	// Daemons are the --attach-daemon processes the master supervises.
 	Daemons []daemon.Status `json:"daemons,omitempty"`
+	// WebSockets counts the WebSockets the master relays to asgi workers.
+	WebSockets *proxy.WebSocketCounts `json:"websockets,omitempty"`
 }
 
 // WorkerStats is one worker process in Stats.
@@ -47,6 +50,8 @@ type WorkerStats struct {
 	State      string           `json:"state"`
 	Requests   uint64           `json:"requests"`
 	InFlight   int              `json:"in_flight"`
+	Slots      int              `json:"slots"` // requests it serves at once
+	Link       string           `json:"link"`  // uwsgi, or framed (an asgi worker)
 	RSS        int64            `json:"rss_bytes"`
 	UptimeS    float64          `json:"uptime_s"`
 	Current    []CurrentRequest `json:"current"`
@@ -110,11 +115,18 @@ func (m *Metrics) Stats(now time.Time, info Info) Stats {
 		}
 	}
 	m.mu.Unlock()
+	if m.webSockets != nil {
+		counts := m.webSockets.Counts()
+		st.WebSockets = &counts
+	}
 	for _, w := range m.pool.Workers() {
 		ws := WorkerStats{
 			ID: w.ID, Pid: w.Pid, Generation: w.Generation, State: w.Shown(),
 			Requests: w.Requests, InFlight: w.InFlight, UptimeS: now.Sub(w.Started).Seconds(),
-			Current: []CurrentRequest{},
+			Current: []CurrentRequest{}, Slots: w.Slots, Link: "uwsgi",
+		}
+		if w.Framed {
+			ws.Link = "framed"
 		}
 		ws.RSS, _ = ProcessRSS(w.Pid) // 0 when the process just went away
 		for _, c := range w.Current {

@@ -1,6 +1,8 @@
 package server
 
 import (
+	"github.com/gorilla/websocket"
+
 	"github.com/herd-server/herd/proxy"
 )
 
@@ -12,6 +14,15 @@ func (s *Server) webSockets() *proxy.WebSockets {
 	}
 	if s.ws == nil {
 		s.ws = &proxy.WebSockets{}
+		s.metrics.UseWebSockets(s.ws)
 	}
 	return s.ws
+}
+
+// closeWebSockets sends every open WebSocket a close frame with 1012 (service restart), as a
+// worker retired by a reload does after --graceful-timeout: the master stops.
+func (s *Server) closeWebSockets() {
+	if s.ws != nil {
+		s.ws.CloseAll(websocket.CloseServiceRestart, "service restart")
+	}
 }

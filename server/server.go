@@ -436,6 +436,7 @@ func (s *Server) waitForStop(ctx context.Context, supDone <-chan error) error {
 			s.log.Info().Str("signal", sig.String()).Dur("graceful_timeout_ms", s.cfg.GracefulTimeout).Msg("graceful stop: finishing requests in flight")
 			go func() {
 				s.dep.gracefulShutdown(abortDrain, s.fronts, s.cfg.GracefulTimeout)
+				s.closeWebSockets() // still open after --graceful-timeout
 				close(shutdownDone)
 			}()
 		default:
@@ -449,6 +450,7 @@ func (s *Server) waitForStop(ctx context.Context, supDone <-chan error) error {
 func (s *Server) fastStop(abortDrain chan struct{}, supDone <-chan error) error {
 	s.beginStop()
 	close(abortDrain)
+	s.closeWebSockets()
 	_ = s.fronts.Close()
 	s.sup.Stop(false)
 	return <-supDone

@@ -441,6 +441,10 @@ type WorkerInfo struct {
 	Requests uint64
 	Started  time.Time        // when the process was spawned
 	Current  []CurrentRequest // the requests it serves now, one per busy slot
+	// Slots is how many requests it serves at once; Framed says they are streams on the
+	// framed link (an asgi worker) rather than uwsgi connections.
+	Slots  int
+	Framed bool
 }
 
 // Shown is the state as status pages name it: "busy" for a ready worker with no free slot.
@@ -455,7 +459,7 @@ func (m *member) infoLocked() WorkerInfo {
 	w := m.w
 	st := w.State()
 	info := WorkerInfo{ID: w.ID, Slot: w.Slot, Pid: w.Pid, Generation: w.Generation, State: st, Busy: st == Ready && len(m.free) == 0,
-		InFlight: m.inflight, Requests: m.requests, Started: w.startedAt}
+		InFlight: m.inflight, Requests: m.requests, Started: w.startedAt, Slots: len(m.slots), Framed: m.framed}
 	for _, s := range m.slots {
 		if cur := s.current.Load(); cur != nil {
 			info.Current = append(info.Current, *cur)
