@@ -34,6 +34,11 @@ const wsWriteTimeout = 30 * time.Second
 
 var wsWriteBuffers sync.Pool // write buffers are held only while a message goes out
 
+// wsRelayBufs hold a client's message on its way to the app, in parts of at most 16 KiB:
+// with a thousand sockets sending at once, 64 KiB each (the HTTP copy buffers) made the
+// master 64 MiB larger for messages mostly under 1 KiB.
+var wsRelayBufs = sync.Pool{New: func() any { b := make([]byte, 16<<10); return &b }}
+
 var upgrader = websocket.Upgrader{
 	// The app decides: it sees Origin in its scope, as under uvicorn.
 	CheckOrigin:     func(*http.Request) bool { return true },
@@ -304,8 +309,8 @@ func (s *wsSession) fromClient(ctx context.Context, conn *websocket.Conn) {
 
 // relayMessage sends one client message to the app as frames, the last without FlagMore.
 func relayMessage(ctx context.Context, st Stream, t protocol.FrameType, rd io.Reader) (int, error) {
-	bufp := copyBufPool.Get().(*[]byte)
-	defer copyBufPool.Put(bufp)
+	bufp := wsRelayBufs.Get().(*[]byte)
+	defer wsRelayBufs.Put(bufp)
 	buf := *bufp
 	total := 0
 	have := 0

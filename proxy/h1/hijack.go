@@ -40,7 +40,10 @@ func (w *response) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		src = io.MultiReader(bytes.NewReader(early), c.nc)
 	}
 	c.r, c.w = 0, 0
+	// What a hijacked connection keeps of h1's, it keeps for its whole life: not the
+	// buffers of heads and responses it will not use again.
 	c.buf = nil
+	w.out, w.outBuf, w.hold, w.holdBuf, w.big = nil, nil, nil, nil, nil
 	_ = c.nc.SetDeadline(time.Time{})
 	c.srv.forgetHijacked(c)
 	return c.nc, bufio.NewReadWriter(bufio.NewReaderSize(src, hijackReadBuffer), bufio.NewWriterSize(c.nc, 64)), nil
