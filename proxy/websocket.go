@@ -151,7 +151,7 @@ func (h *Handler) serveWebSocket(w http.ResponseWriter, r *http.Request, rec *Re
 		_ = h.answer(w, r, rec, lease) // a WSGI worker: it answers the handshake as HTTP
 		return true
 	}
-	s := &wsSession{h: h, w: w, r: r, rec: rec, lease: lease, st: lease.Stream()}
+	s := &wsSession{streamExchange: streamExchange{h: h, w: w, r: r, rec: rec, lease: lease, st: lease.Stream()}}
 	s.st.NoDeadline()
 	err = s.run(packet)
 	lease.Release(err == nil)
@@ -161,14 +161,10 @@ func (h *Handler) serveWebSocket(w http.ResponseWriter, r *http.Request, rec *Re
 	return true
 }
 
-// wsSession is one WebSocket between a client and a worker's app.
+// wsSession is one WebSocket between a client and a worker's app; its exchange is the
+// handshake's, which a denial answers as an HTTP stream does.
 type wsSession struct {
-	h     *Handler
-	w     http.ResponseWriter
-	r     *http.Request
-	rec   *Record
-	lease Lease
-	st    Stream
+	streamExchange
 
 	mu     sync.Mutex
 	conn   *websocket.Conn
@@ -198,14 +194,13 @@ func (s *wsSession) run(packet []byte) error {
 			writeShortStatus(s.w, http.StatusForbidden)
 			return s.drain()
 		case protocol.FrameResponseStart, protocol.FrameResponseBody:
-			ex := streamExchange{h: s.h, w: s.w, r: s.r, rec: s.rec, lease: s.lease, st: s.st}
-			done, err := ex.take(f)
+			done, err := s.take(f)
 			for !done && err == nil {
 				if f, ok, err = s.st.Receive(ctx, time.Hour); err == nil && ok {
-					done, err = ex.take(f)
+					done, err = s.take(f)
 				}
 			}
-			return ex.finish(err)
+			return s.finish(err)
 		default:
 			return s.refuse(fmt.Errorf("%w: %s before the WebSocket handshake's answer", errWorkerFailed, f.Type))
 		}

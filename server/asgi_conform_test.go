@@ -257,55 +257,24 @@ var conformCases = []conformCase{
 		return want(err == nil && op == 1 && string(p) == "héllo", "%d %q %v", op, p, err)
 	}},
 	{"WebSocket binary and a fragmented message", func(a string) error {
-		ws, err := rawWS(a, "/ws", "")
-		if err != nil {
-			return err
-		}
-		defer ws.c.Close()
-		ws.send(0x02, []byte("ab")) // binary, not final
-		ws.send(0x00, []byte("cd")) // continuation, not final
-		ws.send(0x80, []byte("ef")) // continuation, final
-		op, p, err := ws.read()
+		// Binary, not final; continuation, not final; continuation, final.
+		op, p, err := wsExchange(a, wsFrame{0x02, "ab"}, wsFrame{0x00, "cd"}, wsFrame{0x80, "ef"})
 		return want(err == nil && op == 2 && string(p) == "abcdef", "%d %q %v", op, p, err)
 	}},
 	{"WebSocket ping gets pong", func(a string) error {
-		ws, err := rawWS(a, "/ws", "")
-		if err != nil {
-			return err
-		}
-		defer ws.c.Close()
-		ws.send(0x89, []byte("p"))
-		op, p, err := ws.read()
+		op, p, err := wsExchange(a, wsFrame{0x89, "p"})
 		return want(err == nil && op == 0xA && string(p) == "p", "%d %q %v", op, p, err)
 	}},
 	{"WebSocket close handshake", func(a string) error {
-		ws, err := rawWS(a, "/ws", "")
-		if err != nil {
-			return err
-		}
-		defer ws.c.Close()
-		ws.send(0x88, []byte{0x03, 0xe8, 'b'})
-		op, p, err := ws.read()
+		op, p, err := wsExchange(a, wsFrame{0x88, "\x03\xe8b"})
 		return want(err == nil && op == 8 && len(p) >= 2 && binary.BigEndian.Uint16(p) == 1000, "%d %v %v", op, p, err)
 	}},
 	{"WebSocket app close with its code", func(a string) error {
-		ws, err := rawWS(a, "/ws", "")
-		if err != nil {
-			return err
-		}
-		defer ws.c.Close()
-		ws.send(0x81, []byte("close:4002"))
-		op, p, err := ws.read()
+		op, p, err := wsExchange(a, wsFrame{0x81, "close:4002"})
 		return want(err == nil && op == 8 && len(p) >= 2 && binary.BigEndian.Uint16(p) == 4002, "%d %v %v", op, p, err)
 	}},
 	{"WebSocket unmasked client frame is a protocol error", func(a string) error {
-		ws, err := rawWS(a, "/ws", "")
-		if err != nil {
-			return err
-		}
-		defer ws.c.Close()
-		_, _ = ws.c.Write([]byte{0x81, 0x01, 'x'}) // no mask bit
-		op, p, err := ws.read()
+		op, p, err := wsExchange(a, wsFrame{unmasked, "\x81\x01x"}) // no mask bit
 		if err != nil {
 			return nil // closed without a close frame: acceptable
 		}
@@ -319,6 +288,43 @@ var conformCases = []conformCase{
 		_, err := rawWS(a, "/ws-deny", "")
 		return want(err != nil && strings.Contains(err.Error(), "403") && strings.Contains(err.Error(), "denied"), "%v", err)
 	}},
+}
+
+// withWS runs fn on a raw WebSocket to the app's echo, and closes it.
+func withWS(addr string, fn func(ws *rawWSConn) error) error {
+	ws, err := rawWS(addr, "/ws", "")
+	if err != nil {
+		return err
+	}
+	defer ws.c.Close()
+	return fn(ws)
+}
+
+// wsFrame is a frame a conformance case sends: its first byte (FIN and opcode) and payload,
+// masked as a client must; with first == unmasked, payload is sent as it is.
+type wsFrame struct {
+	first   byte
+	payload string
+}
+
+const unmasked = 0xff
+
+// wsExchange opens a raw WebSocket to the app's echo, sends frames, and returns the first
+// frame back.
+func wsExchange(addr string, frames ...wsFrame) (byte, []byte, error) {
+	ws, err := rawWS(addr, "/ws", "")
+	if err != nil {
+		return 0, nil, err
+	}
+	defer ws.c.Close()
+	for _, f := range frames {
+		if f.first == unmasked {
+			_, _ = io.WriteString(ws.c, f.payload)
+			continue
+		}
+		ws.send(f.first, []byte(f.payload))
+	}
+	return ws.read()
 }
 
 // rawWSConn is a WebSocket client written from RFC 6455 for the conformance cases.

@@ -225,6 +225,20 @@ class Stream(object):
             self.task.print_stack(file=sys.stderr)
             self.task.cancel()
 
+    async def run(self):
+        """The stream's task: the app, then the stream's end."""
+        ok = True
+        try:
+            scope = scope_of(self.env, self.kind, self.link.server.state)
+            await self.link.server.app(scope, self.receive, self.send)
+            ok = self.returned(scope)
+        except asyncio.CancelledError:
+            ok = False
+        except Exception as e:
+            ok = self.raised(e)
+        finally:
+            self.finish(ok)
+
     def finish(self, ok):
         """The task ended: the stream ends with its last frame, if not sent yet."""
         self.link.end(self)
@@ -234,6 +248,7 @@ class Stream(object):
 
 
 class HTTPStream(Stream):
+    kind = 'http'
 
     def __init__(self, link, sid, env, no_body):
         Stream.__init__(self, link, sid, env)
@@ -326,25 +341,18 @@ class HTTPStream(Stream):
         self.wake()     # a receive() waiting for the disconnect returns now
         self.link.end(self)
 
-    async def run(self):
-        server = self.link.server
-        ok = True
-        try:
-            scope = scope_of(self.env, 'http', server.state)
-            await server.app(scope, self.receive, self.send)
-            if not self.complete and not self.gone:
-                _log('%s %s: the app returned without %s' % (
-                    scope['method'], scope['path'],
-                    'completing its response' if self.started else 'a response'))
-                ok = self._fail()
-        except asyncio.CancelledError:
-            ok = False
-        except Exception:
-            _log_exc('error in app for %s %s' % (self.env.get('REQUEST_METHOD'),
-                                                 self.env.get('PATH_INFO')))
-            ok = self._fail()
-        finally:
-            self.finish(ok)
+    def returned(self, scope):
+        if self.complete or self.gone:
+            return True
+        _log('%s %s: the app returned without %s' % (
+            scope['method'], scope['path'],
+            'completing its response' if self.started else 'a response'))
+        return self._fail()
+
+    def raised(self, exc):
+        _log_exc('error in app for %s %s' % (self.env.get('REQUEST_METHOD'),
+                                             self.env.get('PATH_INFO')))
+        return self._fail()
 
     def _fail(self):
         """Before the start: a 500; after it: END with failure, and the client is cut."""

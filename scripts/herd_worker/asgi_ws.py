@@ -4,10 +4,8 @@ close, and websocket.http.response denials. The master terminates the WebSocket 
 whole messages, as frames of the link (docs/protocol.md).
 """
 
-import asyncio
-
 from . import frames
-from .asgi import Stream, scope_of
+from .asgi import Stream
 from .frames import FLAG_END, FLAG_MORE
 from .process import _log_exc
 
@@ -21,6 +19,7 @@ _CONNECTING, _OPEN, _DENYING, _CLOSED = range(4)
 
 
 class WSStream(Stream):
+    kind = 'websocket'
 
     def __init__(self, link, sid, env):
         Stream.__init__(self, link, sid, env)
@@ -120,21 +119,14 @@ class WSStream(Stream):
         else:
             raise RuntimeError('unexpected ASGI message %r on a WebSocket' % kind)
 
-    async def run(self):
-        server = self.link.server
-        ok = True
-        try:
-            scope = scope_of(self.env, 'websocket', server.state)
-            await server.app(scope, self.receive, self.send)
-        except asyncio.CancelledError:
-            ok = False
-        except ClientDisconnected:
-            pass
-        except Exception:
-            _log_exc('error in app for WebSocket %s' % self.env.get('PATH_INFO'))
-            ok = False
-        finally:
-            self.finish(ok)
+    def returned(self, scope):
+        return True
+
+    def raised(self, exc):
+        if isinstance(exc, ClientDisconnected):
+            return True
+        _log_exc('error in app for WebSocket %s' % self.env.get('PATH_INFO'))
+        return False
 
 
 class ClientDisconnected(OSError):
