@@ -285,3 +285,40 @@ func TestASGIWorkerClass(t *testing.T) {
 		t.Fatalf("exit %d", code)
 	}
 }
+
+// TestASGIOverHTTP2: the same app over cleartext HTTP/2 (--h2c): http_version "2", a
+// streamed response and a body in chunks.
+func TestASGIOverHTTP2(t *testing.T) {
+	h := startASGI(t, 1, "--h2c")
+	var protocols http.Protocols
+	protocols.SetUnencryptedHTTP2(true)
+	c := &http.Client{Transport: &http.Transport{Protocols: &protocols}, Timeout: 20 * time.Second}
+	resp, err := c.Get(h.URL + "/scope")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.ProtoMajor != 2 || !strings.Contains(string(body), `"http_version": "2"`) {
+		t.Fatalf("proto %s, scope %s", resp.Proto, body)
+	}
+	payload := bytes.Repeat([]byte("h2"), 200000)
+	resp, err = c.Post(h.URL+"/echo", "application/octet-stream", bytes.NewReader(payload))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !bytes.Equal(got, payload) {
+		t.Fatalf("echo over h2: %d bytes back of %d", len(got), len(payload))
+	}
+	resp, err = c.Get(h.URL + "/stream?n=3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(got) != "chunk 0\nchunk 1\nchunk 2\n" {
+		t.Fatalf("stream over h2: %q", got)
+	}
+}
