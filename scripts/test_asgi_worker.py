@@ -275,6 +275,16 @@ class LifespanTest(unittest.TestCase):
         with open(marker) as f:
             self.assertIn('shutdown', f.read())
 
+    def test_asgi2_served_with_interface_asgi(self):
+        w = Worker(app='asgi2app:app', control=True, args=['--interface', 'asgi'])
+        self.addCleanup(w.cleanup)
+        self.assertEqual(w.message()['link'], 'framed')
+        link = Link(w.path)
+        self.addCleanup(link.close)
+        link.send(frames.REQUEST, frames.FLAG_END, 1, head('/'))
+        status, _, body, _ = link.response(1)
+        self.assertEqual((status, body), (200, b'ASGI 2 says hello\n'))
+
     def test_wsgi_app_refused_as_asgi(self):
         w = Worker(app='hello:app', control=True, wait=False, args=['--interface', 'asgi'])
         self.addCleanup(w.cleanup)
