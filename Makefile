@@ -83,8 +83,8 @@ hostile: build
 # Fuzzing (docs/RELIABILITY.md). Each target's seed corpus (testdata/fuzz/<Target>/) runs in
 # every `go test`; these run the fuzzer itself. fuzz-short is part of `make test`: a fixed
 # number of inputs on each of issue 9's targets (the uwsgi decoder, the HTTP->uwsgi
-# translation, the parser of what a worker answers), about 6 s each here, ~30 s with the
-# builds. Counts, not durations: with a duration, Go 1.26's fuzz coordinator can report its
+# translation, the parser of what a worker answers) and on the framed link's decoder (issue
+# 20, about 3 s), about 6 s each here, ~35 s with the builds. Counts, not durations: with a duration, Go 1.26's fuzz coordinator can report its
 # own stop at the deadline as a failure ("context deadline exceeded", no input written;
 # go.dev/issue/75804, fixed in Go 1.27) when a worker is mid-input on a busy machine; and
 # each new input is minimized for 1 s at most (not counted as executions, a minimization
@@ -94,18 +94,22 @@ hostile: build
 FUZZ_SHORT_DECODE   ?= 500000x
 FUZZ_SHORT_VARS     ?= 60000x
 FUZZ_SHORT_RESPONSE ?= 30000x
+FUZZ_SHORT_FRAME    ?= 100000x
 FUZZTIME        ?= 60s
 FUZZ_PY_SECONDS ?= 60
 fuzz-short:
 	$(GO) test ./protocol -run '^$$' -fuzz '^FuzzDecodeVars$$' -fuzztime $(FUZZ_SHORT_DECODE) -fuzzminimizetime 1s
 	$(GO) test ./proxy -run '^$$' -fuzz '^FuzzRequestVars$$' -fuzztime $(FUZZ_SHORT_VARS) -fuzzminimizetime 1s
 	$(GO) test ./proxy -run '^$$' -fuzz '^FuzzWorkerResponse$$' -fuzztime $(FUZZ_SHORT_RESPONSE) -fuzzminimizetime 1s
+	$(GO) test ./protocol -run '^$$' -fuzz '^FuzzDecodeFrame$$' -fuzztime $(FUZZ_SHORT_FRAME) -fuzzminimizetime 1s
 
 fuzz:
 	$(GO) test ./protocol -run '^$$' -fuzz '^FuzzDecodeVars$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./protocol -run '^$$' -fuzz '^FuzzRoundTrip$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./protocol -run '^$$' -fuzz '^FuzzDecodeVarsNUL$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./protocol -run '^$$' -fuzz '^FuzzRoundTripNUL$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./protocol -run '^$$' -fuzz '^FuzzDecodeFrame$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./protocol -run '^$$' -fuzz '^FuzzResponseStart$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./proxy -run '^$$' -fuzz '^FuzzRequestVars$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./proxy -run '^$$' -fuzz '^FuzzWorkerResponse$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./internal/listener -run '^$$' -fuzz '^FuzzReadHeader$$' -fuzztime $(FUZZTIME)

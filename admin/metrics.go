@@ -69,6 +69,8 @@ type Metrics struct {
 	failedReloads prometheus.Counter
 
 	window window
+	// webSockets, when the app may have some (UseWebSockets).
+	webSockets *proxy.WebSockets
 
 	mu         sync.Mutex // guards what the supervisor's loop reports below
 	generation int

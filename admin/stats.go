@@ -5,6 +5,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/herd-server/herd/proxy"
 	"github.com/herd-server/herd/supervisor"
 	"github.com/herd-server/herd/supervisor/daemon"
 	"github.com/herd-server/herd/supervisor/spawn"
@@ -41,6 +42,8 @@ type Stats struct {
 	// ForkServers are the fork servers the workers are forked from (--preload, and
 	// development mode's template); absent when workers are exec'd.
 	ForkServers *ForkServersStats `json:"fork_servers,omitempty"`
+	// WebSockets counts the WebSockets the master relays to asgi workers.
+	WebSockets *proxy.WebSocketCounts `json:"websockets,omitempty"`
 }
 
 // ForkServersStats are the fork server processes (--preload) and their counters.
@@ -66,6 +69,8 @@ type WorkerStats struct {
 	State      string           `json:"state"`
 	Requests   uint64           `json:"requests"`
 	InFlight   int              `json:"in_flight"`
+	Slots      int              `json:"slots"` // requests it serves at once
+	Link       string           `json:"link"`  // uwsgi, or framed (an asgi worker)
 	RSS        int64            `json:"rss_bytes"`
 	UptimeS    float64          `json:"uptime_s"`
 	Current    []CurrentRequest `json:"current"`
@@ -133,11 +138,18 @@ func (m *Metrics) Stats(now time.Time, info Info) Stats {
 		}
 	}
 	m.mu.Unlock()
+	if m.webSockets != nil {
+		counts := m.webSockets.Counts()
+		st.WebSockets = &counts
+	}
 	for _, w := range m.pool.Workers() {
 		ws := WorkerStats{
 			ID: w.ID, Pid: w.Pid, Generation: w.Generation, State: w.Shown(),
 			Requests: w.Requests, InFlight: w.InFlight, UptimeS: now.Sub(w.Started).Seconds(),
-			Current: []CurrentRequest{}, Forked: info.ForkServers != nil,
+			Current: []CurrentRequest{}, Forked: info.ForkServers != nil, Slots: w.Slots, Link: "uwsgi",
+		}
+		if w.Framed {
+			ws.Link = "framed"
 		}
 		ws.RSS, _ = ProcessRSS(w.Pid) // 0 when the process just went away
 		for _, c := range w.Current {

@@ -41,13 +41,15 @@ type Config struct {
 	UwsgiSocketMode   string        `key:"uwsgi-socket-mode" default:"0660" doc:"permissions of a --uwsgi-socket Unix socket file, in octal" help:"permissions of a --uwsgi-socket Unix socket (octal)"`
 	ProxyProtocol     []string      `key:"proxy-protocol" doc:"listeners that require a PROXY protocol v1/v2 header (from HAProxy or a cloud balancer) and take REMOTE_ADDR from it: an --http address, a socket-activated socket's name, or * for all; connections without a valid header are refused" help:"listeners that require a PROXY protocol header (* for all)"`
 	ForwardedAllowIPs []string      `key:"forwarded-allow-ips" default:"127.0.0.1,::1" doc:"peers (IP addresses, CIDR prefixes, or * for all) whose X-Forwarded-For, X-Forwarded-Proto and Forwarded headers set REMOTE_ADDR and the scheme; from any other peer those, X-Real-IP and every X-Forwarded-* header are stripped" help:"peers whose X-Forwarded-*/Forwarded headers are believed"`
-	MaxConnections    int           `key:"max-connections" alias:"worker-connections" default:"10000" doc:"most client connections the master holds open at once, over every HTTP, HTTPS and uwsgi listener together; more wait in the kernel's listen backlog until one closes. Lowered at start to what the open-file limit allows ((RLIMIT_NOFILE - 256) / 2); 0 means no limit but that" help:"most client connections held open at once"`
+	MaxConnections    int           `key:"max-connections" default:"10000" doc:"most client connections the master holds open at once, over every HTTP, HTTPS and uwsgi listener together; more wait in the kernel's listen backlog until one closes. Lowered at start to what the open-file limit allows ((RLIMIT_NOFILE - 256) / 2); 0 means no limit but that" help:"most client connections held open at once"`
 	KeepAlive         time.Duration `key:"keep-alive" default:"75s" doc:"how long an idle HTTP keep-alive connection is kept open (a bare number means seconds)" help:"how long an idle keep-alive connection stays open"`
 	HeaderTimeout     time.Duration `key:"header-timeout" default:"30s" doc:"how long an HTTP client may take to send a request head: the first from its connection (a slower one is closed), each later one on a kept-alive connection from its first byte (a slower one gets 408 and a close). Bounds slowloris; 0 means no limit" help:"how long a client may take to send a request head"`
 
 	// Worker processes.
 	Workers           int           `key:"workers" short:"w" default:"0" doc:"number of worker processes; 0 means one per CPU core" help:"worker processes; 0 means one per CPU core" section:"Worker processes"`
-	WorkerClass       string        `key:"worker-class" short:"k" default:"sync" doc:"what kind of worker serves the app. sync: one request at a time per thread of --threads, as gunicorn's sync; gthread: the same with --threads N (gunicorn's thread worker). gunicorn's gevent, eventlet, tornado and ASGI classes are not supported yet: herd refuses them rather than run the app otherwise" help:"worker class: sync or gthread (gunicorn's -k)"`
+	WorkerClass       string        `key:"worker-class" short:"k" default:"sync" doc:"what kind of worker serves the app. sync: one request at a time per thread of --threads, as gunicorn's sync; gthread: the same with --threads N (gunicorn's thread worker); asgi (gunicorn's asgi, uvicorn.workers.UvicornWorker): an asyncio worker (uvloop when the venv has it) serving up to --worker-connections requests at once of an ASGI app. A sync or gthread worker given an ASGI app (--interface auto) serves it as asgi. gevent, eventlet and tornado are not supported yet: herd refuses them rather than run the app otherwise" help:"worker class: sync, gthread or asgi (gunicorn's -k)"`
+	Interface         string        `key:"interface" default:"auto" enum:"auto,wsgi,asgi" doc:"what the app speaks: auto finds out at import (an ASGI 3 callable, a coroutine function or an object with an async __call__, is ASGI; anything else WSGI); asgi also takes an ASGI 2 app (a class, app(scope) then instance(receive, send)); -k asgi means asgi" help:"the app's interface: auto, wsgi or asgi"`
+	WorkerConnections int           `key:"worker-connections" default:"1000" doc:"requests one asgi worker serves at once (gunicorn's and uvicorn's name): the master dispatches by free slots, this many per asgi worker" help:"requests an asgi worker serves at once"`
 	Threads           int           `key:"threads" default:"1" doc:"threads per worker: requests one worker serves at once" help:"threads per worker: requests one worker serves at once"`
 	Preload           bool          `key:"preload" default:"false" doc:"import the app once, in a fork server (a Python process of herd's), and fork the workers from it (gunicorn's --preload and preload_app; what uWSGI does unless lazy-apps): the workers share the memory of what the app imported (gc.freeze() before each fork keeps their collections from copying it), and a dead worker is replaced in milliseconds. A reload imports the new code in a new fork server and forks the new generation from it; code that does not import keeps the old generation serving. gunicorn.conf.py's pre_fork, post_fork and post_worker_init run. What the app opens or starts at import (connections, threads) is shared by every worker, as under gunicorn --preload" help:"import the app once and fork the workers from it"`
 	BootTimeout       time.Duration `key:"boot-timeout" default:"60s" doc:"a worker that has not loaded the app by then is killed" help:"a worker not ready by then is killed"`
@@ -267,8 +269,10 @@ func (c *Config) checkForeign(add func(key, format string, args ...any)) {
 
 // WorkerClasses are the --worker-class values herd has, with gunicorn's class paths for them.
 var WorkerClasses = map[string]string{
-	"sync": "sync", "gthread": "gthread",
+	"sync": "sync", "gthread": "gthread", "asgi": "asgi",
 	"gunicorn.workers.sync.SyncWorker": "sync", "gunicorn.workers.gthread.ThreadWorker": "gthread",
+	"gunicorn.workers.gasgi.ASGIWorker": "asgi", "uvicorn.workers.UvicornWorker": "asgi",
+	"uvicorn.workers.UvicornH11Worker": "asgi", "uvicorn_worker.UvicornWorker": "asgi",
 }
 
 // refusedWorkerClasses are gunicorn's classes herd will not have, with why.
@@ -284,9 +288,10 @@ const (
 	noTornado  = "herd has no tornado worker (gunicorn's runs Tornado applications: serve those with Tornado's own server)"
 )
 
-// checkWorkerClass takes sync and gthread (gunicorn's class paths too), and refuses the
-// classes herd does not have yet rather than run the app in another way than it was written
-// for: a gevent app served by sync workers would block where it expects to yield.
+// checkWorkerClass takes sync, gthread and asgi (gunicorn's and uvicorn's class paths too),
+// and refuses the classes herd does not have yet rather than run the app in another way
+// than it was written for: a gevent app served by sync workers would block where it
+// expects to yield. An asgi class makes the interface asgi unless it was set.
 func (c *Config) checkWorkerClass(add func(key, format string, args ...any)) {
 	class, ok := WorkerClasses[c.WorkerClass]
 	if why, refused := refusedWorkerClasses[c.WorkerClass]; refused {
@@ -294,10 +299,19 @@ func (c *Config) checkWorkerClass(add func(key, format string, args ...any)) {
 		return
 	}
 	if !ok {
-		add("worker-class", "%q is not supported yet: herd's workers are sync (one request at a time) and gthread (--threads N); gevent, eventlet, tornado and ASGI (uvicorn.workers.UvicornWorker) workers are not built yet. Use -k sync, or -k gthread --threads N", c.WorkerClass)
+		add("worker-class", "%q is not supported yet: herd's workers are sync (one request at a time), gthread (--threads N) and asgi (an ASGI app, --worker-connections at once); gevent, eventlet and tornado workers are not built yet. Use -k sync, -k gthread --threads N, or -k asgi", c.WorkerClass)
 		return
 	}
 	c.WorkerClass = class
+	if class == "asgi" && c.Interface == "auto" {
+		c.Interface = "asgi"
+	}
+	if class == "asgi" && c.Interface == "wsgi" {
+		add("interface", "wsgi with -k %s: an asgi worker serves ASGI apps; use -k sync or gthread for a WSGI app", c.WorkerClass)
+	}
+	if c.WorkerConnections < 1 {
+		add("worker-connections", "%d: must be 1 or more", c.WorkerConnections)
+	}
 }
 
 // gunicornProxyModes reads gunicorn's --proxy-protocol modes: v1, v2 and auto take the PROXY

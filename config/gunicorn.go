@@ -43,7 +43,7 @@ var (
 	noStatsd  = "herd has no statsd client: it serves Prometheus metrics at /metrics of --admin"
 	strictH1  = "herd's HTTP/1 parser is strict (RFC 9112) and is not relaxed"
 	goTLS     = "herd serves TLS 1.2 and newer with Go's default ciphers and no client certificates"
-	noASGI    = "herd has no ASGI workers yet"
+	noASGI    = "herd's asgi worker takes uvloop when the interpreter has it, runs lifespan when the app takes it, and hears of a client leaving within 500 ms; its WebSocket messages are bounded at 16 MiB"
 	logConfig = "herd's log is configured by --log-level, --log-format and --log-file"
 )
 
@@ -53,9 +53,9 @@ var gunicornOptions = []gunicornOption{
 	{setting: "bind", flags: []string{"bind"}, short: "b", key: "http", note: "HOST:PORT or unix:PATH, repeatable; fd:// is not taken (herd takes systemd socket activation instead)"},
 	{setting: "backlog", flags: []string{"backlog"}, instead: "herd listens with the kernel's backlog (net.core.somaxconn) and bounds its connections with --max-connections"},
 	{setting: "workers", flags: []string{"workers"}, short: "w", key: "workers", note: "0 (herd's default) means one per CPU core; gunicorn's default is 1"},
-	{setting: "worker_class", flags: []string{"worker-class"}, short: "k", key: "worker-class", note: "sync and gthread; others are refused until herd has them"},
+	{setting: "worker_class", flags: []string{"worker-class"}, short: "k", key: "worker-class", note: "sync, gthread and asgi (uvicorn.workers.UvicornWorker too); others are refused until herd has them"},
 	{setting: "threads", flags: []string{"threads"}, key: "threads", note: "herd's workers serve N requests at once from a thread pool, like gunicorn's gthread"},
-	{setting: "worker_connections", flags: []string{"worker-connections"}, key: "max-connections", note: "one bound for the whole master (herd's workers never hold client connections), not per worker; herd's default is 10000, gunicorn's 1000"},
+	{setting: "worker_connections", flags: []string{"worker-connections"}, key: "worker-connections", note: "requests an asgi worker serves at once, as gunicorn's; the master's bound on client connections is --max-connections (default 10000)"},
 	{setting: "max_requests", flags: []string{"max-requests"}, key: "max-requests"},
 	{setting: "max_requests_jitter", flags: []string{"max-requests-jitter"}, key: "max-requests-jitter"},
 	{setting: "timeout", flags: []string{"timeout"}, short: "t", key: "timeout", note: "the request gets 504 and its worker is replaced; gunicorn's default is 30s, herd's no limit"},

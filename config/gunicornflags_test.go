@@ -95,22 +95,25 @@ func TestWorkerClassesHerdWillNotHave(t *testing.T) {
 }
 
 func TestWorkerClassRefused(t *testing.T) {
-	for _, class := range []string{"gevent", "eventlet", "tornado", "uvicorn.workers.UvicornWorker", "asgi"} {
+	for _, class := range []string{"gevent", "eventlet", "tornado"} {
 		l, err := Resolve(parse(t, "-k", class, "app:app"), "")
 		if err != nil {
 			t.Fatal(err)
 		}
 		l.Config.App = "app:app"
 		err = l.Config.Validate()
-		if err == nil || !strings.Contains(err.Error(), "-k sync, or -k gthread") || !strings.Contains(err.Error(), class) {
+		if err == nil || !strings.Contains(err.Error(), "-k sync, -k gthread") || !strings.Contains(err.Error(), class) {
 			t.Errorf("-k %s: %v", class, err)
 		}
 	}
-	for _, class := range []string{"sync", "gthread", "gunicorn.workers.gthread.ThreadWorker"} {
+	for _, class := range []string{"sync", "gthread", "gunicorn.workers.gthread.ThreadWorker", "asgi", "uvicorn.workers.UvicornWorker"} {
 		l, _ := Resolve(parse(t, "-k", class), "")
 		l.Config.App = "app:app"
 		if err := l.Config.Validate(); err != nil {
 			t.Errorf("-k %s: %v", class, err)
+		}
+		if asgi := l.Config.WorkerClass == "asgi"; asgi != (l.Config.Interface == "asgi") {
+			t.Errorf("-k %s: class %s, interface %s", class, l.Config.WorkerClass, l.Config.Interface)
 		}
 	}
 }

@@ -128,3 +128,58 @@ func FuzzRoundTripNUL(f *testing.F) {
 		}
 	})
 }
+
+// FuzzDecodeFrame: decoding arbitrary bytes never panics; a frame that decodes re-encodes
+// to the same bytes, and its payload decodes by its type's layout or fails with an error.
+func FuzzDecodeFrame(f *testing.F) {
+	f.Add(AppendFrame(nil, FrameResponseStart, 0, 1, AppendResponseStart(nil, 200, []HeaderField{{"Content-Type", "text/plain"}})))
+	f.Add(AppendFrame(nil, FrameWindow, 0, 3, AppendWindow(nil, 65536)))
+	f.Add(AppendFrame(nil, FrameWSClose, 0, 3, AppendClose(nil, 1000, "bye")))
+	f.Add(AppendFrame(nil, FrameWSAccept, 0, 3, AppendAccept(nil, "chat", nil)))
+	f.Add(AppendFrame(nil, FrameWSText, FlagMore, 3, []byte("héllo")))
+	f.Add([]byte{4, 0, 1, 0, 0, 0, 2, 0, 0, 0, 200, 0})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		fr, n, err := DecodeFrame(b)
+		if err != nil {
+			return
+		}
+		if again := AppendFrame(nil, fr.Type, fr.Flags, fr.Stream, fr.Payload); string(again) != string(b[:n]) {
+			t.Fatalf("re-encoding changed the frame:\n% x\n% x", again, b[:n])
+		}
+		nop := func(k, v []byte) {}
+		switch fr.Type {
+		case FrameResponseStart:
+			_, _ = DecodeResponseStart(fr.Payload, nop)
+		case FrameEarlyHints:
+			_ = DecodeHeaders(fr.Payload, nop)
+		case FrameWindow:
+			_, _ = DecodeWindow(fr.Payload)
+		case FrameWSClose:
+			_, _, _ = DecodeClose(fr.Payload)
+		case FrameWSAccept:
+			_, _ = DecodeAccept(fr.Payload, nop)
+		}
+	})
+}
+
+// FuzzResponseStart: what a worker may send as a response head decodes into fields that
+// re-encode to the same block, and never into a name or value HTTP would refuse.
+func FuzzResponseStart(f *testing.F) {
+	f.Add(AppendResponseStart(nil, 200, []HeaderField{{"A", "b"}}))
+	f.Add([]byte{200, 0, 1, 0, 'X', 1, 0, '\n'})
+	f.Fuzz(func(t *testing.T, p []byte) {
+		var fields []HeaderField
+		status, err := DecodeResponseStart(p, func(k, v []byte) { fields = append(fields, HeaderField{string(k), string(v)}) })
+		if err != nil {
+			return
+		}
+		if again := AppendResponseStart(nil, status, fields); string(again) != string(p) {
+			t.Fatalf("re-encoding changed the head:\n% x\n% x", again, p)
+		}
+		for _, h := range fields {
+			if !isToken([]byte(h.Name)) || strings.ContainsAny(h.Value, "\r\n\x00") {
+				t.Fatalf("decoded a bad field %q: %q", h.Name, h.Value)
+			}
+		}
+	})
+}

@@ -1,4 +1,5 @@
-// Package protocol is the uwsgi wire format: the 4-byte packet header and the vars block.
+// Package protocol is the master-worker wire formats: the uwsgi packet (the 4-byte header and
+// the vars block) and the framed link of multiplexed workers (frame.go).
 //
 // It is pure: bytes in, values out. It does no I/O policy, knows no process and imports
 // nothing of herd's. Every malformed input has a named error, and every size is bounded by the

@@ -129,8 +129,13 @@ func (b backend) Acquire(ctx context.Context) (proxy.Lease, error) {
 	if err != nil {
 		return nil, err
 	}
-	return l, nil
+	return benchLease{l}, nil
 }
+
+// benchLease: the bench's workers speak uwsgi, never the framed link.
+type benchLease struct{ *supervisor.Lease }
+
+func (benchLease) Stream() proxy.Stream { return nil }
 
 // directVars is the fixed request of BenchmarkWorkerDirect.
 var directVars = []protocol.Var{

@@ -50,6 +50,9 @@ type Lease interface {
 	// Release gives the slot back; reusable=false when the connection may not carry
 	// another request (the answer was not read to its end, or the connection failed).
 	Release(reusable bool)
+	// Stream is the request's stream when the worker speaks the framed link (stream.go);
+	// nil when it speaks uwsgi packets through Send and Reader.
+	Stream() Stream
 }
 
 // Handler serves HTTP requests through the workers.
@@ -92,6 +95,9 @@ type Handler struct {
 	Mount string
 	// AddHeaders (--add-header) are set on every worker's answer that lacks them.
 	AddHeaders http.Header
+	// WebSockets, when set, takes WebSocket handshakes to framed (ASGI) workers and counts
+	// the sockets (websocket.go); nil passes them to the app as plain requests.
+	WebSockets *WebSockets
 }
 
 // maxAttempts bounds how often one request is offered to a worker. Only requests that never
@@ -127,6 +133,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		recordPool.Put(rec)
 	}()
 
+	if h.serveWebSocket(w, r, rec) { // websocket.go
+		return
+	}
 	body, err := h.readBody(r)
 	if err != nil {
 		rec.Status = h.fail(w, r, err)
@@ -134,14 +143,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	defer body.Close()
 
-	info := ConnInfo{RemoteAddr: r.RemoteAddr, HTTPS: h.HTTPS || r.TLS != nil, Trusted: h.TrustedProxies}
-	if s, ok := h1.LocalAddrString(r.Context()); ok {
-		info.LocalAddr = s
-	} else if la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
-		info.LocalAddr = la.String()
-	}
 	var varsArr [48]protocol.Var
-	vars := RequestVars(varsArr[:0], r, info, body.size)
+	vars := RequestVars(varsArr[:0], r, h.connInfo(r), body.size)
 	rec.Client = vars[remoteAddrVar].Value // the access log shows whom the app saw
 	vars, mounted := mountVars(vars, h.Mount)
 	if !mounted {
@@ -153,6 +156,17 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// pretend the truncated body is whole.
 		panic(http.ErrAbortHandler)
 	}
+}
+
+// connInfo is what the request's connection tells RequestVars.
+func (h *Handler) connInfo(r *http.Request) ConnInfo {
+	info := ConnInfo{RemoteAddr: r.RemoteAddr, HTTPS: h.HTTPS || r.TLS != nil, Trusted: h.TrustedProxies}
+	if s, ok := h1.LocalAddrString(r.Context()); ok {
+		info.LocalAddr = s
+	} else if la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
+		info.LocalAddr = la.String()
+	}
+	return info
 }
 
 // forward sends one request, its vars and body ready, to a worker and copies the worker's
@@ -187,6 +201,15 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, vars []protoco
 		rec.Status = h.fail(w, r, err)
 		return err
 	}
+	if lease.Stream() != nil {
+		return h.forwardStream(w, r, packet, body, rec, lease)
+	}
+	return h.answer(w, r, rec, lease)
+}
+
+// answer copies the answer of a worker that got the request on a uwsgi slot to w, and
+// gives the slot back; its error is forward's.
+func (h *Handler) answer(w http.ResponseWriter, r *http.Request, rec *Record, lease Lease) error {
 	rec.Worker = lease.WorkerID()
 	released := &onceLease{Lease: lease}
 	reusable := false
@@ -198,6 +221,7 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, vars []protoco
 		return err
 	}
 	rec.Status = head.StatusCode
+	var err error
 	reusable, rec.BytesOut, err = h.copyResponse(w, &head, lease.Reader(), released)
 	if errors.Is(err, errBodyBeforeHead) {
 		// Nothing went to the client yet: it gets a clean 502 rather than a cut.
@@ -237,6 +261,9 @@ func (h *Handler) dispatch(ctx context.Context, packet []byte, b *body, rec *Rec
 		// worker is logged with it.
 		rec.Worker = lease.WorkerID()
 		lease.Describe(rec.Request.Method, rec.Request.RequestURI, rec.Start)
+		if lease.Stream() != nil {
+			return lease, nil // a framed worker's exchange sends the request itself (stream.go)
+		}
 		err = sendRequest(lease, packet, b)
 		if err == nil {
 			// Wait for the first byte of the answer (a queued request goes out first). On

@@ -69,6 +69,7 @@ type rawLease struct {
 
 func (l *rawLease) Reader() *bufio.Reader              { return l.br }
 func (l *rawLease) WorkerID() int                      { return 0 }
+func (l *rawLease) Stream() Stream                     { return nil }
 func (l *rawLease) Describe(string, string, time.Time) {}
 func (l *rawLease) Followed() bool                     { return false }
 func (l *rawLease) ConnBroke()                         {}

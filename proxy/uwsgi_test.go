@@ -37,7 +37,17 @@ func (b poolBackend) Acquire(ctx context.Context) (Lease, error) {
 	if err != nil {
 		return nil, err
 	}
-	return l, nil
+	return testLease{l}, nil
+}
+
+// testLease is the pool's lease with its stream as the proxy's Stream, as the master's.
+type testLease struct{ *supervisor.Lease }
+
+func (l testLease) Stream() Stream {
+	if s := l.Lease.Stream(); s != nil {
+		return s
+	}
+	return nil
 }
 
 const testHeadTimeout = 300 * time.Millisecond

@@ -11,6 +11,9 @@ printing the seed and the input so that the run can be repeated:
   head     build_head() with random statuses and headers raises TypeError or ValueError,
            or returns a head the master's strict parser takes (no CR, LF, NUL or control
            byte where it could split a line).
+  frames   the framed link's Decoder (frames.py) on random and mutated frame streams fed in
+           random pieces: it returns the frames the stream holds, the same however it is
+           cut, or raises FrameError; never another exception.
   socket   a real worker process (this file is its app) gets random, mutated and pipelined
            packets over its Unix socket: it never dies, never hangs (every connection ends
            within 10 s of the client's half-close), answers only with well-formed heads, and
@@ -35,7 +38,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.dont_write_bytecode = True
 sys.path.insert(0, HERE)
-from herd_worker import request, response  # noqa: E402
+from herd_worker import frames, request, response  # noqa: E402
 
 HANG = 10.0     # a connection the worker keeps open this long after the half-close hangs
 
@@ -379,15 +382,59 @@ def check_serves(w):
         raise AssertionError('a good request got %r' % answer[:300])
 
 
+def rand_frames(rnd):
+    """A stream of frames the master could send, often mutated."""
+    parts = []
+    for _ in range(rnd.randrange(1, 5)):
+        ftype = rnd.choice([frames.REQUEST, frames.BODY, frames.WINDOW, frames.DISCONNECT,
+                            frames.WS_CONNECT, frames.WS_TEXT, frames.WS_CLOSE, frames.PING,
+                            rnd.randrange(256)])
+        payload = {frames.WINDOW: frames.window(rnd.randrange(1, 1 << 20)),
+                   frames.DISCONNECT: b'\x00', frames.WS_CLOSE: frames.close(1000, 'x'),
+                   frames.PING: b''}.get(ftype)
+        if payload is None:
+            payload = rand_bytes(rnd, rnd.randrange(4, 40))
+        sid = 0 if ftype == frames.PING else rnd.randrange(1, 5)
+        parts.append(frames.frame(ftype, rnd.choice([0, 0, 1, 2]), sid, payload))
+    data = b''.join(parts)
+    return mutate(rnd, data) if rnd.random() < 0.5 else data
+
+
+def check_frames(rnd):
+    data = rand_frames(rnd)
+    try:
+        whole = frames.Decoder().feed(data)
+    except frames.FrameError:
+        whole = None
+    dec, pieces, pos = frames.Decoder(), [], 0
+    try:
+        while pos < len(data):
+            n = rnd.randrange(1, 16)
+            pieces.extend(dec.feed(data[pos:pos + n]))
+            pos += n
+    except frames.FrameError:
+        if whole is not None:
+            raise AssertionError('cut in pieces, %r failed to decode' % data)
+        return data
+    if whole is None:
+        raise AssertionError('whole, %r failed to decode; cut in pieces it did' % data)
+    if pieces != whole:
+        raise AssertionError('frames differ when cut in pieces: %r' % data)
+    for ftype, flags, sid, payload in whole:
+        if (ftype == frames.PING) != (sid == 0) or len(payload) > frames.MAX_PAYLOAD:
+            raise AssertionError('decoded a frame the rules refuse: %r' % ((ftype, flags, sid),))
+    return data
+
+
 # ---------------------------------------------------------------------------------------
 
 def run(seconds, seed, out=sys.stdout):
     """Run the three loops for about `seconds` in all; raise AssertionError on a failure."""
     # One generator per loop: input N of a loop is the same whatever the others did in
     # their share of the time.
-    rnds = [random.Random('%d-%d' % (seed, i)) for i in range(3)]
+    rnds = [random.Random('%d-%d' % (seed, i)) for i in range(4)]
     counts = {}
-    share = seconds / 3.0
+    share = seconds / 4.0
 
     def loop(name, step):
         n, end = 0, time.monotonic() + share
@@ -416,6 +463,7 @@ def run(seconds, seed, out=sys.stdout):
 
     loop('environ', environ_step)
     loop('head', lambda: check_build_head(rnds[1]))
+    loop('frames', lambda: check_frames(rnds[3]))
     tmp = tempfile.mkdtemp(prefix='herd-fuzz-')
     w = Worker(tmp)
     last = [None]

@@ -99,11 +99,11 @@ func TestStatusWhileSlowRequest(t *testing.T) {
 		}
 	}
 	fields := strings.Fields(busyLine)
-	if len(fields) != 9 || fields[2] != "busy" {
+	if len(fields) != 10 || fields[2] != "busy" || fields[5] != "1/1" {
 		t.Fatalf("no busy row with the request in:\n%s", r.Stdout)
 	}
-	if age, err := time.ParseDuration(fields[8]); err != nil || age < 500*time.Millisecond || age > 8*time.Second {
-		t.Fatalf("age of the slow request shown as %q", fields[8])
+	if age, err := time.ParseDuration(fields[9]); err != nil || age < 500*time.Millisecond || age > 8*time.Second {
+		t.Fatalf("age of the slow request shown as %q", fields[9])
 	}
 	if got := <-slow; got != "slept\n" {
 		t.Fatalf("slow request: %q", got)

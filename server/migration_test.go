@@ -202,8 +202,8 @@ func TestMigrationGunicornRefusals(t *testing.T) {
 		args []string
 		want []string
 	}{
-		{[]string{"-k", "gevent", "app:app"}, []string{"worker-class", `"gevent" is not supported yet`, "-k sync, or -k gthread"}},
-		{[]string{"-k", "uvicorn.workers.UvicornWorker", "app:app"}, []string{"UvicornWorker", "-k sync, or -k gthread"}},
+		{[]string{"-k", "gevent", "app:app"}, []string{"worker-class", `"gevent" is not supported yet`, "-k sync, -k gthread"}},
+		{[]string{"-k", "tornado", "app:app"}, []string{"tornado", "-k sync, -k gthread", "-k asgi"}},
 		{[]string{"-D", "app:app"}, []string{"--daemon", "foreground", "systemd"}},
 	} {
 		res := herdtest.Run(t, dir, nil, append([]string{"serve"}, tc.args...)...)

@@ -71,6 +71,8 @@ type Server struct {
 	// daemons are the --attach-daemon processes; nil without any.
 	daemons *daemon.Set
 	signals chan os.Signal
+	// ws counts the WebSockets (nil for a WSGI app), and closes them at a stop.
+	ws *proxy.WebSockets
 	// devTerminal: development mode started from a terminal, where a SIGHUP that comes with
 	// the terminal gone means the user closed it: herd dev stops instead of reloading.
 	devTerminal bool
@@ -285,6 +287,7 @@ func (s *Server) newFrontHandler(onDone func(*proxy.Record)) (*frontHandler, err
 		TempDir:        s.runDir,
 		Mount:          cfg.MountPrefix(),
 		AddHeaders:     addHeaders(cfg),
+		WebSockets:     s.webSockets(),
 	}
 	var err error
 	if handler.TrustedProxies, err = proxy.ParseTrustList(cfg.ForwardedAllowIPs); err != nil {
@@ -443,6 +446,7 @@ func (s *Server) waitForStop(ctx context.Context, supDone <-chan error) error {
 			s.log.Info().Str("signal", sig.String()).Dur("graceful_timeout_ms", s.cfg.GracefulTimeout).Msg("graceful stop: finishing requests in flight")
 			go func() {
 				s.dep.gracefulShutdown(abortDrain, s.fronts, s.cfg.GracefulTimeout)
+				s.closeWebSockets() // still open after --graceful-timeout
 				close(shutdownDone)
 			}()
 		default:
@@ -456,6 +460,7 @@ func (s *Server) waitForStop(ctx context.Context, supDone <-chan error) error {
 func (s *Server) fastStop(abortDrain chan struct{}, supDone <-chan error) error {
 	s.beginStop()
 	close(abortDrain)
+	s.closeWebSockets()
 	_ = s.fronts.Close()
 	s.sup.Stop(false)
 	return <-supDone
@@ -543,7 +548,8 @@ func addrs(lns []net.Listener) []string {
 }
 
 func newSpawner(cfg *config.Config, workerScript string) *spawn.Exec {
-	args := []string{"--app", cfg.App, "--threads", fmt.Sprint(cfg.Threads)}
+	args := []string{"--app", cfg.App, "--threads", fmt.Sprint(cfg.Threads),
+		"--interface", cfg.Interface, "--worker-connections", fmt.Sprint(cfg.WorkerConnections)}
 	if cfg.Chdir != "" {
 		args = append(args, "--chdir", cfg.Chdir)
 	}
@@ -600,5 +606,16 @@ func (b poolBackend) Acquire(ctx context.Context) (proxy.Lease, error) {
 	if err != nil {
 		return nil, err
 	}
-	return l, nil
+	return poolLease{l}, nil
+}
+
+// poolLease is the pool's lease as the proxy's: its stream, when it has one, as the proxy's
+// Stream. One pointer: it goes into the interface without an allocation.
+type poolLease struct{ *supervisor.Lease }
+
+func (l poolLease) Stream() proxy.Stream {
+	if s := l.Lease.Stream(); s != nil {
+		return s
+	}
+	return nil
 }

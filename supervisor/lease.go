@@ -22,6 +22,10 @@ type Lease struct {
 	released bool
 	start    time.Time // when the worker was given this request
 
+	// stream is the request's stream on a framed worker's link; nil on a uwsgi slot,
+	// which uses the connection below.
+	stream *Stream
+
 	// The connection as it was when the lease got it.
 	conn   net.Conn
 	raw    *rawio.Conn
@@ -78,6 +82,10 @@ func (l *Lease) Release(reusable bool) {
 	}
 	l.released = true
 	overran := !reusable && !l.deadline.IsZero() && !time.Now().Before(l.deadline)
+	if l.stream != nil {
+		l.pool.releaseStream(l, overran)
+		return
+	}
 	l.pool.releaseLease(l, reusable, overran)
 }
 

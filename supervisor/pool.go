@@ -88,6 +88,12 @@ type member struct {
 	// supervisor was told it reached it.
 	requestLimit uint64
 	limitNoted   bool
+	// framed: the worker speaks the framed link (its ready message said so); its slots are
+	// streams on mux, dialed by the first request (mux.go, muxpool.go).
+	framed  bool
+	mux     *muxConn
+	dialMu  sync.Mutex // held while mux is dialed, not under Pool.mu
+	removed bool       // reaped: a link dialed now is closed at once
 }
 
 // newMember makes the pool's record of a worker with n slots.
@@ -224,7 +230,11 @@ func (p *Pool) connect(s *slot) (*Lease, error) {
 	p.mu.Lock()
 	s.leader = lease
 	conn := s.conn
+	framed := s.member.framed
 	p.mu.Unlock()
+	if framed {
+		return p.connectStream(lease)
+	}
 	if conn == nil {
 		c, err := net.DialTimeout("unix", s.member.w.SocketPath, p.dialTimeout)
 		if err != nil {
@@ -356,6 +366,12 @@ func (p *Pool) add(m *member) {
 func (p *Pool) remove(m *member) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	m.removed = true
+	if m.mux != nil {
+		// Its streams fail at once, not when the kernel says so: a child the worker forked
+		// may hold its end. The link's reader frees their slots.
+		go m.mux.close(fmt.Errorf("%w: worker %d exited", ErrLinkBroken, m.w.ID))
+	}
 	for _, s := range m.free {
 		s.closeConn()
 	}
@@ -425,6 +441,10 @@ type WorkerInfo struct {
 	Requests uint64
 	Started  time.Time        // when the process was spawned
 	Current  []CurrentRequest // the requests it serves now, one per busy slot
+	// Slots is how many requests it serves at once; Framed says they are streams on the
+	// framed link (an asgi worker) rather than uwsgi connections.
+	Slots  int
+	Framed bool
 }
 
 // Shown is the state as status pages name it: "busy" for a ready worker with no free slot.
@@ -439,7 +459,7 @@ func (m *member) infoLocked() WorkerInfo {
 	w := m.w
 	st := w.State()
 	info := WorkerInfo{ID: w.ID, Slot: w.Slot, Pid: w.Pid, Generation: w.Generation, State: st, Busy: st == Ready && len(m.free) == 0,
-		InFlight: m.inflight, Requests: m.requests, Started: w.startedAt}
+		InFlight: m.inflight, Requests: m.requests, Started: w.startedAt, Slots: len(m.slots), Framed: m.framed}
 	for _, s := range m.slots {
 		if cur := s.current.Load(); cur != nil {
 			info.Current = append(info.Current, *cur)

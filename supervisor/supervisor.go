@@ -114,6 +114,9 @@ type event struct {
 	pid    int
 	status spawn.ExitStatus
 	boot   *BootError
+	// framedSlots: the ready worker speaks the framed link with that many slots; 0 for a
+	// uwsgi worker.
+	framedSlots int
 }
 
 // New returns a supervisor; Run starts it.
@@ -214,6 +217,9 @@ func (s *Supervisor) handle(ev event) {
 		}
 		s.learnPid(w, ev.pid)
 		w.readyAt = time.Now()
+		if ev.framedSlots > 0 {
+			s.pool.setFramed(w.member, ev.framedSlots)
+		}
 		if err := s.transition(w, Ready); err != nil {
 			s.log.Error().Err(err).Msg("mark worker ready")
 			return
@@ -529,6 +535,8 @@ type controlMessage struct {
 	Kind      string `json:"kind"`
 	Error     string `json:"error"`
 	Traceback string `json:"traceback"`
+	Link      string `json:"link"`  // "framed" for a multiplexed worker
+	Slots     int    `json:"slots"` // its requests at once
 }
 
 // readControl reports what the worker says until its control channel closes.
@@ -545,7 +553,11 @@ func (s *Supervisor) readControl(w *Worker) {
 		}
 		switch msg.Event {
 		case "ready":
-			s.send(event{kind: evReady, worker: w, pid: msg.Pid})
+			ev := event{kind: evReady, worker: w, pid: msg.Pid}
+			if msg.Link == "framed" {
+				ev.framedSlots = max(msg.Slots, 1)
+			}
+			s.send(ev)
 		case "boot_error":
 			s.send(event{kind: evBootError, worker: w, boot: &BootError{
 				WorkerID: w.ID, Kind: msg.Kind, Message: msg.Error, Traceback: msg.Traceback,

@@ -22,7 +22,7 @@ func printStatus(w io.Writer, st admin.Stats) {
 			r.At.Format(time.RFC3339), r.Generation, r.Error)
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "WORKER\tPID\tSTATE\tGEN\tREQUESTS\tRSS\tCURRENT REQUEST\tAGE")
+	fmt.Fprintln(tw, "WORKER\tPID\tSTATE\tGEN\tREQUESTS\tBUSY\tRSS\tCURRENT REQUEST\tAGE")
 	for _, ws := range st.Workers {
 		cur, age := "-", "-"
 		if len(ws.Current) > 0 {
@@ -33,11 +33,14 @@ func printStatus(w io.Writer, st admin.Stats) {
 				cur += fmt.Sprintf(" (+%d more)", len(ws.Current)-1)
 			}
 		}
-		fmt.Fprintf(tw, "%d\t%d\t%s\t%d\t%d\t%s\t%s\t%s\n", ws.ID, ws.Pid, ws.State, ws.Generation, ws.Requests,
-			fmt.Sprintf("%.1fMiB", float64(ws.RSS)/(1<<20)), cur, age)
+		fmt.Fprintf(tw, "%d\t%d\t%s\t%d\t%d\t%d/%d\t%s\t%s\t%s\n", ws.ID, ws.Pid, ws.State, ws.Generation, ws.Requests,
+			ws.InFlight, ws.Slots, fmt.Sprintf("%.1fMiB", float64(ws.RSS)/(1<<20)), cur, age)
 	}
 	_ = tw.Flush()
 	printForkServers(w, st.ForkServers)
+	if ws := st.WebSockets; ws != nil && ws.Accepted > 0 {
+		fmt.Fprintf(w, "\nWebSockets: %d open, %d accepted; messages %d in, %d out\n", ws.Open, ws.Accepted, ws.MessagesIn, ws.MessagesOut)
+	}
 	if len(st.Daemons) == 0 {
 		return
 	}

@@ -57,6 +57,9 @@ type conn struct {
 	// h2c is the connection going on as cleartext HTTP/2 (see takeH2C): once h1 has let
 	// go of it, the server's H2C takes it instead of a close.
 	h2c net.Conn
+	// hijacked: the handler took the connection over (hijack.go); it is the handler's to
+	// close.
+	hijacked bool
 }
 
 const (
@@ -317,7 +320,7 @@ func (c *conn) serveRequest() bool {
 
 	aborted := c.runHandler(w, r)
 	c.handlerDone = true
-	if aborted {
+	if aborted || c.hijacked {
 		return false
 	}
 	w.finish()
@@ -501,6 +504,10 @@ func (c *conn) lingerClose() {
 type readerOnly struct{ io.Reader }
 
 func (c *conn) close() {
+	if c.hijacked {
+		c.cancel() // the connection is the handler's, closed by it
+		return
+	}
 	if c.raw != nil && c.raw.HasPending() {
 		_ = c.raw.Flush()
 	}

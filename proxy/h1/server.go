@@ -18,11 +18,12 @@
 // internal/rawio). It serves any http.Handler, so herd's handlers work on it and on
 // net/http (HTTP/2) alike.
 //
-// What it does not do, by design: HTTP/2 itself, Hijack, trailers (read past and
+// What it does not do, by design: HTTP/2 itself, trailers (read past and
 // dropped), a background read per request (a client that leaves while its request is
 // served is noticed when the answer is written; see ClientGone for one that leaves while
 // it waits for a worker), and Content-Type sniffing (an app's response goes out with the
-// headers the app gave, as uWSGI and gunicorn send it).
+// headers the app gave, as uWSGI and gunicorn send it). Hijack is there for WebSocket
+// upgrades (hijack.go).
 package h1
 
 import (

@@ -1,4 +1,5 @@
-"""herd's worker: serves one WSGI app over the uwsgi protocol for the herd master.
+"""herd's worker: serves one WSGI app over the uwsgi protocol, or an ASGI app over the framed
+link, for the herd master.
 
 The master embeds this package and starts each worker through a start-up file that imports
 boot and calls boot.run() (supervisor/spawn/workercode.go), never through a shell. From a
@@ -9,6 +10,12 @@ source checkout, `python3 scripts/herd_worker [options]` runs it the same way (_
     hooks.py       gunicorn's fork hooks, which a fork server runs
     watch.py       what a development fork server's imports depend on (is it stale?)
     serve.py       the serving loops, sync and threaded: the hot path
+    interface.py   whether the app is WSGI, ASGI 3 or ASGI 2 (--interface)
+    asgi_serve.py  the asyncio worker: event loop (uvloop), lifespan, stop
+    asgi.py        the framed link and its HTTP streams: scope, receive, send, credit
+    asgi_ws.py     WebSocket streams
+    lifespan.py    ASGI lifespan: startup before ready, shutdown before exit, state
+    frames.py      the framed link's codec (docs/protocol.md)
     request.py     the environ from the uwsgi vars, and wsgi.input
     response.py    start_response, the checks of status and headers, the answer's framing
     process.py     exit codes, log lines, the control channel, inherited descriptors

@@ -19,6 +19,7 @@ import traceback
 from . import process, serve
 from .process import (EXIT_APP_IMPORT_ERROR, EXIT_BOOT_ERROR, EXIT_FATAL, EXIT_OK,
                       _boot_fail, _hard_exit, _inherited_socket, _log, _send_control)
+from .interface import interface_of
 from .request import environ_template
 
 
@@ -43,11 +44,15 @@ def _parse_args(argv, listening=True):
     p.add_argument('--worker-id', type=int, default=0)
     p.add_argument('--chdir')
     p.add_argument('--pythonpath', action='append', default=[])
+    p.add_argument('--interface', choices=('auto', 'wsgi', 'asgi'), default='auto')
+    p.add_argument('--worker-connections', type=int, default=1000)
     args = p.parse_args(argv)
     if listening and (args.listen_fd is None) == (args.bind is None):
         p.error('exactly one of --listen-fd and --bind is required')
     if args.threads < 1:
         p.error('--threads must be >= 1')
+    if args.worker_connections < 1:
+        p.error('--worker-connections must be >= 1')
     if not _APP_SPEC.match(args.app):
         p.error('--app must look like MODULE:CALLABLE, not %r' % args.app)
     return args
@@ -129,6 +134,16 @@ def _import_app(spec):
         _hard_exit(EXIT_APP_IMPORT_ERROR)
 
 
+def _interface(app, args):
+    try:
+        return interface_of(app, args.interface)
+    except TypeError as e:
+        _log('cannot serve app %r: %s' % (args.app, e))
+        _send_control({'event': 'boot_error', 'kind': 'app_import', 'error': str(e),
+                       'traceback': 'TypeError: %s\n' % e})
+        _hard_exit(EXIT_APP_IMPORT_ERROR)
+
+
 def _line_buffered():
     for f in (sys.stdout, sys.stderr):
         try:
@@ -173,7 +188,14 @@ def serve_forked(argv, app, after_fork):
 
 
 def serve_app(args, lsock, app):
-    """Say ready on the control channel and serve app on lsock."""
+    """Say ready on the control channel and serve app on lsock: a WSGI app by the serving
+    loops, an ASGI app by the asyncio worker on the framed link (docs/protocol.md), which
+    says ready itself once lifespan's startup is done."""
+    kind = _interface(app, args)
+    if kind != 'wsgi':
+        from . import asgi_serve
+        serve.begin(1)
+        return asgi_serve.run(lsock, app, kind, args.worker_connections)
     template = environ_template(args.threads > 1)
     serve.begin(args.threads)
     _send_control({'event': 'ready', 'pid': os.getpid(),

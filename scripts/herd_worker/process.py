@@ -20,6 +20,11 @@ EXIT_APP_IMPORT_ERROR = 4
 worker_id = 0          # --worker-id, set by boot: it tags every log line
 name = 'herd-worker'   # what the log lines call this process (a fork server says so)
 control = None         # the control socket, once start_control took it; or None
+# Set by a serving loop that stops in its own way (the ASGI worker: lifespan shutdown):
+# called from the control thread at EOF instead of the exit at once, and at dump_stacks
+# after the threads' stacks.
+on_master_gone = None
+on_dump_stacks = None
 _control_lock = threading.Lock()
 
 
@@ -88,6 +93,8 @@ def _watch_control(ctl):
             if cmd == 'dump_stacks':
                 _flush_stdio()
                 faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+                if on_dump_stacks is not None:
+                    on_dump_stacks()
             elif line.strip():
                 key = str(cmd)
                 if key not in seen:
@@ -96,6 +103,12 @@ def _watch_control(ctl):
                         'utf-8', 'replace').strip())
     except Exception:
         pass
+    if on_master_gone is not None:
+        try:
+            on_master_gone()
+            return
+        except Exception:
+            pass
     _hard_exit(EXIT_OK)     # the master is gone, or wants us gone
 
 
