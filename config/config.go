@@ -295,7 +295,7 @@ const (
 func (c *Config) checkWorkerClass(add func(key, format string, args ...any)) {
 	class, ok := WorkerClasses[c.WorkerClass]
 	if why, refused := refusedWorkerClasses[c.WorkerClass]; refused {
-		add("worker-class", "%q: %s. herd's worker classes are sync (one request at a time) and gthread (--threads N): use -k sync, or -k gthread --threads N", c.WorkerClass, why)
+		add("worker-class", "%q: %s. herd's worker classes are sync (one request at a time), gthread (--threads N) and asgi (an ASGI app): use -k sync, -k gthread --threads N, or -k asgi", c.WorkerClass, why)
 		return
 	}
 	if !ok {
