@@ -26,6 +26,7 @@ import (
 	"os"
 	"sync"
 	"syscall"
+	"time"
 	"unsafe"
 )
 
@@ -45,6 +46,14 @@ type Conn struct {
 	// tried at once instead of waiting for the poller: readiness that came before Read began
 	// was dropped when the poller was armed, and would never be reported again.
 	PeerMaySendFirst bool
+	// WriteTimeout, when set, bounds how long a write (Write, Writev, Flush, the pending
+	// bytes of Read, SendFile) may go without progress: the peer that stops reading makes
+	// it fail with os.ErrDeadlineExceeded, one that reads slowly but steadily does not. The
+	// deadline is set only when the socket is full, moved on after each partial write, and
+	// cleared once the write is done: a write that never waits costs no deadline.
+	WriteTimeout time.Duration
+	// wArmed: a deadline of WriteTimeout's is set on the connection.
+	wArmed bool
 
 	// The state of the read and of the write in progress, and the callbacks RawConn runs,
 	// bound once in New: a closure made per call escapes to the heap (it goes through an
@@ -177,7 +186,7 @@ func (c *Conn) pendingStep(fd uintptr) bool {
 		return readOnce(fd, c.rBuf, &c.rN, &c.rErr)
 	}
 	c.rFirst = false
-	done, err := writevOnce(fd, &c.rBufs)
+	done, _, err := writevOnce(fd, &c.rBufs)
 	switch {
 	case err != nil:
 		c.rErr = wrap("write", err)
@@ -252,6 +261,7 @@ func (c *Conn) Writev(bufs ...[]byte) error {
 func (c *Conn) writev(bufs [][]byte) error {
 	c.wBufs, c.wErr = bufs, nil
 	err := c.rc.Write(c.writeCB)
+	c.disarm()
 	if c.wErr == nil && err != nil {
 		c.wErr = err
 	}
@@ -262,26 +272,49 @@ func (c *Conn) writev(bufs [][]byte) error {
 }
 
 func (c *Conn) writeStep(fd uintptr) bool {
-	done, err := writevOnce(fd, &c.wBufs)
+	done, n, err := writevOnce(fd, &c.wBufs)
 	if err != nil {
 		c.wErr = wrap("write", err)
 		return true
 	}
+	if !done {
+		c.arm(n > 0)
+	}
 	return done
+}
+
+// arm sets the write deadline WriteTimeout ahead before a wait for room: the first time,
+// and again after a write that made progress. It runs inside RawConn.Write's callback, whose
+// wait then honours it (setting a deadline takes no lock a write holds).
+func (c *Conn) arm(progressed bool) {
+	if c.WriteTimeout <= 0 || c.wArmed && !progressed {
+		return
+	}
+	c.wArmed = true
+	_ = c.Conn.SetWriteDeadline(time.Now().Add(c.WriteTimeout))
+}
+
+// disarm clears the deadline arm set: a deadline left behind would fail a later write.
+func (c *Conn) disarm() {
+	if c.wArmed {
+		c.wArmed = false
+		_ = c.Conn.SetWriteDeadline(time.Time{})
+	}
 }
 
 // maxIovecs bounds one writev's vector; the rest goes in the next call.
 const maxIovecs = 16
 
-// writevOnce writes what the socket takes now and advances *bufs past it. done is true
-// when everything went out; false with a nil error means the socket is full (EAGAIN).
-func writevOnce(fd uintptr, bufs *[][]byte) (done bool, err error) {
+// writevOnce writes what the socket takes now and advances *bufs past it; n is how many
+// bytes went. done is true when everything went out; false with a nil error means the
+// socket is full (EAGAIN).
+func writevOnce(fd uintptr, bufs *[][]byte) (done bool, n int, err error) {
 	for {
 		for len(*bufs) > 0 && len((*bufs)[0]) == 0 {
 			*bufs = (*bufs)[1:]
 		}
 		if len(*bufs) == 0 {
-			return true, nil
+			return true, n, nil
 		}
 		var iov [maxIovecs]syscall.Iovec
 		cnt := 0
@@ -309,11 +342,12 @@ func writevOnce(fd uintptr, bufs *[][]byte) (done bool, err error) {
 		case syscall.EINTR:
 			continue
 		case syscall.EAGAIN:
-			return false, nil
+			return false, n, nil
 		default:
-			return false, e
+			return false, n, e
 		}
 		advance(bufs, int(r))
+		n += int(r)
 	}
 }
 
@@ -361,9 +395,10 @@ func (c *Conn) PeerClosed() bool {
 // sendfile(2), waiting for room as needed; it returns how many went (fewer at the file's
 // end). The file's offset moves by as much, as a read would move it.
 func (c *Conn) SendFile(src syscall.RawConn, n int64) (int64, error) {
-	var sent int64
+	var sent, armedAt int64
 	var opErr error
 	cerr := src.Control(func(sfd uintptr) {
+		defer c.disarm()
 		werr := c.rc.Write(func(dfd uintptr) bool {
 			for sent < n {
 				chunk := min(n-sent, 1<<30)
@@ -376,6 +411,8 @@ func (c *Conn) SendFile(src syscall.RawConn, n int64) (int64, error) {
 					sent += int64(r)
 				case syscall.EINTR:
 				case syscall.EAGAIN:
+					c.arm(sent > armedAt)
+					armedAt = sent
 					return false
 				default:
 					opErr = wrap("sendfile", e)
