@@ -21,6 +21,7 @@
 package rawio
 
 import (
+	"errors"
 	"io"
 	"net"
 	"os"
@@ -50,10 +51,14 @@ type Conn struct {
 	// bytes of Read, SendFile) may go without progress: the peer that stops reading makes
 	// it fail with os.ErrDeadlineExceeded, one that reads slowly but steadily does not. The
 	// deadline is set only when the socket is full, moved on after each partial write, and
-	// cleared once the write is done: a write that never waits costs no deadline.
+	// cleared once the write is done: a write that never waits costs no deadline. When it
+	// passes, the socket's send queue is looked at: if the peer took bytes from it meanwhile
+	// it moves on again (see moveOn).
 	WriteTimeout time.Duration
-	// wArmed: a deadline of WriteTimeout's is set on the connection.
-	wArmed bool
+	// wArmed: a deadline of WriteTimeout's is set on the connection; wQueued is how many
+	// bytes the socket held unsent (or unacknowledged) when it was set.
+	wArmed  bool
+	wQueued int
 
 	// The state of the read and of the write in progress, and the callbacks RawConn runs,
 	// bound once in New: a closure made per call escapes to the heap (it goes through an
@@ -261,6 +266,9 @@ func (c *Conn) Writev(bufs ...[]byte) error {
 func (c *Conn) writev(bufs [][]byte) error {
 	c.wBufs, c.wErr = bufs, nil
 	err := c.rc.Write(c.writeCB)
+	for c.wErr == nil && c.moveOn(err) {
+		err = c.rc.Write(c.writeCB)
+	}
 	c.disarm()
 	if c.wErr == nil && err != nil {
 		c.wErr = err
@@ -278,7 +286,7 @@ func (c *Conn) writeStep(fd uintptr) bool {
 		return true
 	}
 	if !done {
-		c.arm(n > 0)
+		c.arm(fd, n > 0)
 	}
 	return done
 }
@@ -286,12 +294,40 @@ func (c *Conn) writeStep(fd uintptr) bool {
 // arm sets the write deadline WriteTimeout ahead before a wait for room: the first time,
 // and again after a write that made progress. It runs inside RawConn.Write's callback, whose
 // wait then honours it (setting a deadline takes no lock a write holds).
-func (c *Conn) arm(progressed bool) {
+func (c *Conn) arm(fd uintptr, progressed bool) {
 	if c.WriteTimeout <= 0 || c.wArmed && !progressed {
 		return
 	}
 	c.wArmed = true
+	c.wQueued, _ = outq(fd)
 	_ = c.Conn.SetWriteDeadline(time.Now().Add(c.WriteTimeout))
+}
+
+// moveOn is asked when a write failed: when it failed by arm's deadline and the peer took
+// bytes from the socket's queue since the deadline was set, the deadline moves on and the
+// write goes on. A peer reading slowly but steadily may otherwise never let the socket say
+// it has room: the kernel waits for half of its send buffer to be free, megabytes on a
+// fast link, which a client taking a few KiB a second frees in minutes.
+func (c *Conn) moveOn(err error) bool {
+	if !c.wArmed || !errors.Is(err, os.ErrDeadlineExceeded) {
+		return false
+	}
+	q, ok := 0, false
+	_ = c.rc.Control(func(fd uintptr) { q, ok = outq(fd) })
+	if !ok || q >= c.wQueued {
+		return false
+	}
+	c.wQueued = q
+	_ = c.Conn.SetWriteDeadline(time.Now().Add(c.WriteTimeout))
+	return true
+}
+
+// outq is how many bytes a socket holds that its peer has not taken: for TCP, sent and not
+// acknowledged or not sent yet; for a Unix socket, queued and not read.
+func outq(fd uintptr) (int, bool) {
+	var n int32
+	_, _, e := syscall.RawSyscall(syscall.SYS_IOCTL, fd, uintptr(syscall.TIOCOUTQ), uintptr(unsafe.Pointer(&n)))
+	return int(n), e == 0
 }
 
 // disarm clears the deadline arm set: a deadline left behind would fail a later write.
@@ -399,7 +435,7 @@ func (c *Conn) SendFile(src syscall.RawConn, n int64) (int64, error) {
 	var opErr error
 	cerr := src.Control(func(sfd uintptr) {
 		defer c.disarm()
-		werr := c.rc.Write(func(dfd uintptr) bool {
+		step := func(dfd uintptr) bool {
 			for sent < n {
 				chunk := min(n-sent, 1<<30)
 				r, _, e := syscall.RawSyscall6(syscall.SYS_SENDFILE, dfd, sfd, 0, uintptr(chunk), 0, 0)
@@ -411,7 +447,7 @@ func (c *Conn) SendFile(src syscall.RawConn, n int64) (int64, error) {
 					sent += int64(r)
 				case syscall.EINTR:
 				case syscall.EAGAIN:
-					c.arm(sent > armedAt)
+					c.arm(dfd, sent > armedAt)
 					armedAt = sent
 					return false
 				default:
@@ -420,7 +456,11 @@ func (c *Conn) SendFile(src syscall.RawConn, n int64) (int64, error) {
 				}
 			}
 			return true
-		})
+		}
+		werr := c.rc.Write(step)
+		for opErr == nil && c.moveOn(werr) {
+			werr = c.rc.Write(step)
+		}
 		if opErr == nil {
 			opErr = werr
 		}
