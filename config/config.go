@@ -44,6 +44,7 @@ type Config struct {
 	MaxConnections    int           `key:"max-connections" alias:"worker-connections" default:"10000" doc:"most client connections the master holds open at once, over every HTTP, HTTPS and uwsgi listener together; more wait in the kernel's listen backlog until one closes. Lowered at start to what the open-file limit allows ((RLIMIT_NOFILE - 256) / 2); 0 means no limit but that" help:"most client connections held open at once"`
 	KeepAlive         time.Duration `key:"keep-alive" default:"75s" doc:"how long an idle HTTP keep-alive connection is kept open (a bare number means seconds)" help:"how long an idle keep-alive connection stays open"`
 	HeaderTimeout     time.Duration `key:"header-timeout" default:"30s" doc:"how long an HTTP client may take to send a request head: the first from its connection (a slower one is closed), each later one on a kept-alive connection from its first byte (a slower one gets 408 and a close). Bounds slowloris; 0 means no limit" help:"how long a client may take to send a request head"`
+	SendTimeout       time.Duration `key:"send-timeout" default:"60s" doc:"how long an answer may make no progress toward its client (nginx's send_timeout): a client that takes none of it for this long has its connection (HTTP/1, uwsgi) or its stream (HTTP/2) closed, and whatever the answer held is let go: the worker streaming it, its spool file. The clock restarts whenever the client takes bytes, so a slow but steady reader is not cut; 0 means no limit" help:"how long an answer may make no progress toward its client"`
 
 	// Worker processes.
 	Workers           int           `key:"workers" short:"w" default:"0" doc:"number of worker processes; 0 means one per CPU core" help:"worker processes; 0 means one per CPU core" section:"Worker processes"`
@@ -208,6 +209,9 @@ func (c *Config) Validate() error {
 	}
 	if c.HeaderTimeout < 0 {
 		add("header-timeout", "%s: must be 0 (off) or a positive duration such as 30s", c.HeaderTimeout)
+	}
+	if c.SendTimeout < 0 {
+		add("send-timeout", "%s: must be 0 (off) or a positive duration such as 60s", c.SendTimeout)
 	}
 	if c.ShutdownDelay < 0 {
 		add("shutdown-delay", "%s: must be 0 or a positive duration such as 5s", c.ShutdownDelay)

@@ -97,8 +97,11 @@ type frontEnds struct {
 func newFrontEnds(cfg *config.Config, front *frontHandler, onDone func(*proxy.Record), certs *certStore, lns listenerSet, log zerolog.Logger) frontEnds {
 	limits := h1.Limits{RequestLine: cfg.LimitRequestLine, Fields: cfg.LimitRequestFields, FieldSize: cfg.LimitRequestFieldSize}
 	conns := &connTracker{}
+	// HTTP/2 gets the bounds h1 keeps on HTTP/1 itself: field limits, body idle, send.
+	guard := &proxy.HTTP2Guard{Limits: limits, BodyIdleTimeout: uwsgiBodyIdleTimeout, SendTimeout: cfg.SendTimeout,
+		OnRefused: refusedLogger(onDone), Log: log.With().Str("component", "http2").Logger()}
 	srv := &http.Server{
-		Handler:           conns.handler(front.http),
+		Handler:           guard.Handler(conns.handler(front.http)),
 		ConnState:         conns.connState,
 		ReadHeaderTimeout: cfg.HeaderTimeout, // slowloris: see --header-timeout
 		// An HTTP/2 header list may be as large as an HTTP/1 head (gunicorn's limits, or
@@ -108,6 +111,9 @@ func newFrontEnds(cfg *config.Config, front *frontHandler, onDone func(*proxy.Re
 		IdleTimeout:    cfg.KeepAlive,
 		ErrorLog:       newStdLogger(log.With().Str("component", "http").Logger()),
 		Protocols:      httpProtocols(cfg.H2C),
+		// A connection whose client takes no bytes at all: its streams' writes wait for the
+		// connection, which this closes (TLS ones have h1's rawio under them too).
+		HTTP2: &http.HTTP2Config{WriteByteTimeout: cfg.SendTimeout},
 	}
 	h1srv := &h1.Server{
 		Handler:       conns.handler(front.http),
@@ -116,6 +122,7 @@ func newFrontEnds(cfg *config.Config, front *frontHandler, onDone func(*proxy.Re
 		IdleTimeout:   cfg.KeepAlive,
 		// As the uwsgi front end: a body that stops coming for a minute is given up.
 		BodyIdleTimeout: uwsgiBodyIdleTimeout,
+		SendTimeout:     cfg.SendTimeout,
 		Log:             log.With().Str("component", "http").Logger(),
 		ConnState:       conns.connState,
 		OnRefused:       refusedLogger(onDone),
@@ -135,7 +142,8 @@ func newFrontEnds(cfg *config.Config, front *frontHandler, onDone func(*proxy.Re
 		srv.SetKeepAlivesEnabled(false) // gunicorn's --keep-alive 0
 		h1srv.SetKeepAlivesEnabled(false)
 	}
-	uwsgiSrv := &proxy.UwsgiServer{Handler: front.uwsgi, HeadTimeout: uwsgiHeadTimeout, BodyIdleTimeout: uwsgiBodyIdleTimeout}
+	uwsgiSrv := &proxy.UwsgiServer{Handler: front.uwsgi, HeadTimeout: uwsgiHeadTimeout, BodyIdleTimeout: uwsgiBodyIdleTimeout,
+		SendTimeout: cfg.SendTimeout}
 	return frontEnds{http: srv, h1: h1srv, h2conns: h2conns, uwsgi: uwsgiSrv, conns: conns, lns: lns, h2c: cfg.H2C}
 }
 

@@ -48,17 +48,17 @@ type Conn struct {
 	// was dropped when the poller was armed, and would never be reported again.
 	PeerMaySendFirst bool
 	// WriteTimeout, when set, bounds how long a write (Write, Writev, Flush, the pending
-	// bytes of Read, SendFile) may go without progress: the peer that stops reading makes
-	// it fail with os.ErrDeadlineExceeded, one that reads slowly but steadily does not. The
-	// deadline is set only when the socket is full, moved on after each partial write, and
-	// cleared once the write is done: a write that never waits costs no deadline. When it
-	// passes, the socket's send queue is looked at: if the peer took bytes from it meanwhile
-	// it moves on again (see moveOn).
+	// bytes of Read, SendFile) may go without progress toward the peer: one that stops
+	// reading makes it fail with os.ErrDeadlineExceeded, one that reads slowly but steadily
+	// does not. Progress is a partial write, or the peer taking bytes from the socket's
+	// queue (see moveOn). Deadlines are set only while a write waits for room, and cleared
+	// once it is done: a write that never waits costs none.
 	WriteTimeout time.Duration
-	// wArmed: a deadline of WriteTimeout's is set on the connection; wQueued is how many
-	// bytes the socket held unsent (or unacknowledged) when it was set.
-	wArmed  bool
-	wQueued int
+	// While a write waits: wArmed, a deadline of ours is set; wQueued is what the socket
+	// held for the peer when last looked at, wProgress when progress was last seen.
+	wArmed    bool
+	wQueued   int
+	wProgress time.Time
 
 	// The state of the read and of the write in progress, and the callbacks RawConn runs,
 	// bound once in New: a closure made per call escapes to the heap (it goes through an
@@ -291,34 +291,44 @@ func (c *Conn) writeStep(fd uintptr) bool {
 	return done
 }
 
-// arm sets the write deadline WriteTimeout ahead before a wait for room: the first time,
-// and again after a write that made progress. It runs inside RawConn.Write's callback, whose
-// wait then honours it (setting a deadline takes no lock a write holds).
+// arm starts the clock before a wait for room: the first time, and again after a write
+// that made progress. It runs inside RawConn.Write's callback, whose wait then honours the
+// deadline it sets (setting a deadline takes no lock a write holds).
 func (c *Conn) arm(fd uintptr, progressed bool) {
 	if c.WriteTimeout <= 0 || c.wArmed && !progressed {
 		return
 	}
 	c.wArmed = true
 	c.wQueued, _ = outq(fd)
-	_ = c.Conn.SetWriteDeadline(time.Now().Add(c.WriteTimeout))
+	c.wProgress = time.Now()
+	_ = c.Conn.SetWriteDeadline(c.wProgress.Add(c.checkEvery()))
 }
 
-// moveOn is asked when a write failed: when it failed by arm's deadline and the peer took
-// bytes from the socket's queue since the deadline was set, the deadline moves on and the
-// write goes on. A peer reading slowly but steadily may otherwise never let the socket say
-// it has room: the kernel waits for half of its send buffer to be free, megabytes on a
-// fast link, which a client taking a few KiB a second frees in minutes.
+// checkEvery is how often a waiting write looks at the socket's queue: the peer may take
+// bytes without the socket ever saying it has room again (the kernel waits for half of its
+// send buffer to be free, megabytes on a fast link, which a client taking a few KiB a
+// second frees in minutes), so its progress is looked for at the queue. A write is given
+// up between WriteTimeout and an eighth more after the last progress.
+func (c *Conn) checkEvery() time.Duration { return max(c.WriteTimeout/8, time.Millisecond) }
+
+// moveOn is asked when a write failed: when it failed by arm's deadline, it looks at the
+// socket's queue and says whether the write goes on (the deadline moved on) or is given
+// up, WriteTimeout after the last progress.
 func (c *Conn) moveOn(err error) bool {
 	if !c.wArmed || !errors.Is(err, os.ErrDeadlineExceeded) {
 		return false
 	}
+	now := time.Now()
 	q, ok := 0, false
 	_ = c.rc.Control(func(fd uintptr) { q, ok = outq(fd) })
-	if !ok || q >= c.wQueued {
+	if ok && q < c.wQueued {
+		c.wQueued, c.wProgress = q, now
+	}
+	left := c.wProgress.Add(c.WriteTimeout).Sub(now)
+	if left <= 0 {
 		return false
 	}
-	c.wQueued = q
-	_ = c.Conn.SetWriteDeadline(time.Now().Add(c.WriteTimeout))
+	_ = c.Conn.SetWriteDeadline(now.Add(min(left, c.checkEvery())))
 	return true
 }
 
