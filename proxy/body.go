@@ -8,6 +8,9 @@ import (
 	"net/http"
 	"os"
 	"sync/atomic"
+	"syscall"
+
+	"github.com/herd-server/herd/internal/fdbudget"
 )
 
 // body is a request body the master has read in full before choosing a worker, so a slow
@@ -18,6 +21,7 @@ type body struct {
 	mem   []byte
 	class int // mem's buffer class (see getBuf); 0 when mem is not pooled
 	file  *os.File
+	files *fdbudget.Files // what file's descriptor is counted in
 	size  int64
 
 	budget   *budget // what reserved is given back to
@@ -28,6 +32,8 @@ type body struct {
 func (b *body) Close() {
 	if b.file != nil {
 		_ = b.file.Close()
+		b.file = nil
+		b.files.Give(1)
 	}
 	if b.class > 0 {
 		putBuf(b.mem, b.class)
@@ -72,7 +78,7 @@ func (h *Handler) readBody(r *http.Request) (*body, error) {
 // readBodyFrom reads a body of length bytes from src, or up to EOF when length is -1. A
 // body shorter than its length is an error: the client left or lied.
 func (h *Handler) readBodyFrom(src io.Reader, length int64) (*body, error) {
-	memLimit, maxSize, tempDir := h.BodyBuffer, h.MaxBodySize, h.TempDir
+	memLimit := h.BodyBuffer
 	// Room in memory is reserved before the read: the body's length, or for one of unknown
 	// length (chunked) the most it may hold in memory. Without room, it goes to a file.
 	want := min(length, memLimit)
@@ -83,7 +89,7 @@ func (h *Handler) readBodyFrom(src io.Reader, length int64) (*body, error) {
 	if !ok {
 		memLimit = 0
 	}
-	b, err := readBodyWithin(src, length, memLimit, maxSize, tempDir)
+	b, err := h.readBodyWithin(src, length, memLimit)
 	switch {
 	case err != nil:
 		h.bodyMemory.give(reserve)
@@ -100,7 +106,8 @@ func (h *Handler) readBodyFrom(src io.Reader, length int64) (*body, error) {
 }
 
 // readBodyWithin reads the body, holding up to memLimit bytes of it in memory.
-func readBodyWithin(src io.Reader, length, memLimit, maxSize int64, tempDir string) (*body, error) {
+func (h *Handler) readBodyWithin(src io.Reader, length, memLimit int64) (*body, error) {
+	maxSize := h.MaxBodySize
 	if length == 0 {
 		return emptyBody, nil
 	}
@@ -136,7 +143,7 @@ func readBodyWithin(src io.Reader, length, memLimit, maxSize int64, tempDir stri
 	case err != nil:
 		return nil, bodyError(err)
 	default:
-		if b, err = spill(mem.Bytes(), src, tempDir); err != nil {
+		if b, err = h.spill(mem.Bytes(), src); err != nil {
 			return nil, err
 		}
 	}
@@ -147,28 +154,66 @@ func readBodyWithin(src io.Reader, length, memLimit, maxSize int64, tempDir stri
 	return b, nil
 }
 
-func spill(head []byte, rest io.Reader, tempDir string) (*body, error) {
-	f, err := os.CreateTemp(tempDir, "body-*")
+// spill writes a body too large for memory to an unlinked temporary file: head, what was
+// read of it already, then the rest. The file's descriptor is counted in TempFiles: without
+// one left, the request is refused (503) rather than the master running out of descriptors
+// for its connections and workers.
+func (h *Handler) spill(head []byte, rest io.Reader) (*body, error) {
+	if !h.TempFiles.Take(1) {
+		return nil, fmt.Errorf("%w: spill request body: %d descriptors of temporary files in use", errNoTempFile, h.TempFiles.Max())
+	}
+	f, err := os.CreateTemp(h.TempDir, "body-*")
 	if err != nil {
-		return nil, fmt.Errorf("spill request body: %w", err)
+		h.TempFiles.Give(1)
+		return nil, tempFileError("spill request body", err)
 	}
 	_ = os.Remove(f.Name())
+	b := &body{file: f, files: h.TempFiles}
 	if _, err := f.Write(head); err != nil {
-		_ = f.Close()
-		return nil, fmt.Errorf("spill request body: %w", err)
+		b.Close()
+		return nil, tempFileError("spill request body", err)
 	}
 	// Through a pooled 64 KiB buffer: io.Copy into a file made a 32 KiB buffer per body (os.File's
 	// ReadFrom falls back to that for a reader that is not a socket, as the HTTP server's body
 	// reader is not). Not larger: many bodies spill at once when --body-memory is full, and
 	// 256 of them held 64 MiB of 256 KiB buffers.
 	bufp := copyBufPool.Get().(*[]byte)
-	n, err := io.CopyBuffer(writerOnly{f}, rest, *bufp)
+	fw := &fileWriter{f: f}
+	n, err := io.CopyBuffer(fw, rest, *bufp)
 	copyBufPool.Put(bufp)
 	if err != nil {
-		_ = f.Close()
+		b.Close()
+		if fw.err != nil { // the server's failure, not the client's
+			return nil, tempFileError("spill request body", fw.err)
+		}
 		return nil, bodyError(err)
 	}
-	return &body{file: f, size: int64(len(head)) + n}, nil
+	b.size = int64(len(head)) + n
+	return b, nil
+}
+
+// fileWriter writes to a temporary file and keeps its error: a copy's error is then told
+// apart, the client's body failing or the server's disk.
+type fileWriter struct {
+	f   *os.File
+	err error
+}
+
+func (w *fileWriter) Write(p []byte) (int, error) {
+	n, err := w.f.Write(p)
+	if err != nil {
+		w.err = err
+	}
+	return n, err
+}
+
+// tempFileError says what a temporary file's failure is: the server's, never the client's.
+// Out of descriptors is errNoTempFile (503: it passes), anything else errTempFile (500).
+func tempFileError(op string, err error) error {
+	if errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
+		return fmt.Errorf("%w: %s: %w", errNoTempFile, op, err)
+	}
+	return fmt.Errorf("%w: %s: %w", errTempFile, op, err)
 }
 
 func bodyError(err error) error {

@@ -22,6 +22,8 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/herd-server/herd/internal/fdbudget"
+	"github.com/herd-server/herd/internal/logevery"
 	"github.com/herd-server/herd/protocol"
 	"github.com/herd-server/herd/proxy/h1"
 )
@@ -71,6 +73,13 @@ type Handler struct {
 	// MaxBodySize refuses larger bodies with 413; 0 means no limit.
 	MaxBodySize int64
 	TempDir     string
+	// TempFiles bounds the descriptors of temporary files held at once (a spilled body one,
+	// a spooled answer two), out of the master's open-file limit; nil: no bound. A body
+	// that cannot have one is refused with 503; an answer goes through unspooled.
+	TempFiles *fdbudget.Files
+	// refusals rate-limits the log lines of requests refused for want of the master's own
+	// resources (a flood repeats them for every request).
+	refusals logevery.Every
 	// HTTPS marks every request as https; a request that came over TLS (r.TLS) is one
 	// whatever this says.
 	HTTPS bool
@@ -333,10 +342,14 @@ func (h *Handler) copyResponse(w http.ResponseWriter, head *h1.ResponseHead, br 
 		}
 	}
 	if !streaming && !head.NoBody && head.ContentLength <= h.ResponseSpool {
-		if in, out, err := openSpool(h.TempDir); err == nil {
+		in, out, err := h.openSpool()
+		if err == nil {
+			defer h.TempFiles.Give(2)
 			return h.sendSpooled(w, head, body, br, lease, in, out)
-		} else {
-			h.Log.Warn().Err(err).Msg("cannot spool a large response: it goes through as the client reads")
+		}
+		if ok, missed := h.refusals.Allow(); ok {
+			h.Log.Warn().Err(err).Int64("refused_since_last_line", missed).
+				Msg("cannot spool a large response: it goes through as the client reads, holding its worker up to --send-timeout")
 		}
 	}
 	w.WriteHeader(head.StatusCode)
@@ -399,18 +412,24 @@ func (h *Handler) sendBuffered(w http.ResponseWriter, head *h1.ResponseHead, src
 	return reusable, int64(nw), nil
 }
 
-// openSpool makes an unlinked temporary file in dir, open twice: in to write the worker's
-// bytes, out to send them, each with its own offset.
-func openSpool(dir string) (in, out *os.File, err error) {
-	in, err = os.CreateTemp(dir, "response-*")
-	if err != nil {
-		return nil, nil, err
+// openSpool makes an unlinked temporary file in TempDir, open twice: in to write the
+// worker's bytes, out to send them, each with its own offset. Its two descriptors are
+// counted in TempFiles until the caller gives them back.
+func (h *Handler) openSpool() (in, out *os.File, err error) {
+	if !h.TempFiles.Take(2) {
+		return nil, nil, fmt.Errorf("%w: %d descriptors of temporary files in use", errNoTempFile, h.TempFiles.Max())
 	}
-	out, err = os.Open(in.Name())
-	_ = os.Remove(in.Name())
+	in, err = os.CreateTemp(h.TempDir, "response-*")
+	if err == nil {
+		out, err = os.Open(in.Name())
+		_ = os.Remove(in.Name())
+		if err != nil {
+			in.Close()
+		}
+	}
 	if err != nil {
-		in.Close()
-		return nil, nil, err
+		h.TempFiles.Give(2)
+		return nil, nil, tempFileError("spool the response", err)
 	}
 	return in, out, nil
 }
@@ -551,6 +570,10 @@ func requestStatus(err error) int {
 		return http.StatusBadRequest
 	case errors.Is(err, errNotMounted):
 		return http.StatusNotFound
+	case errors.Is(err, errNoTempFile):
+		return http.StatusServiceUnavailable
+	case errors.Is(err, errTempFile):
+		return http.StatusInternalServerError
 	case errors.Is(err, context.Canceled):
 		return statusClientClosed
 	case errors.Is(err, os.ErrDeadlineExceeded):
@@ -575,6 +598,11 @@ var (
 	errBadRequest      = errors.New("malformed request")
 	errNotMounted      = errors.New("path outside the --mount prefix")
 	errAborted         = errors.New("response aborted after its head")
+	// errNoTempFile: no descriptor left for a temporary file (TempFiles, or the process's
+	// open-file limit): a passing shortage of the server's, 503.
+	errNoTempFile = errors.New("no temporary file to spare")
+	// errTempFile: a temporary file failed otherwise: the server's fault, 500.
+	errTempFile = errors.New("temporary file failed")
 	// errBodyBeforeHead: a response read whole before its head goes out broke (a body
 	// shorter than its Content-Length), so the client can still get a 502.
 	errBodyBeforeHead = errors.New("worker response body cut short")
@@ -604,13 +632,23 @@ func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error) int {
 		return status
 	}
 	ev := h.Log.Warn()
-	switch status {
-	case http.StatusBadGateway:
+	switch {
+	case status == http.StatusBadGateway:
 		ev = h.Log.Error()
-	case http.StatusNotFound: // a scanner's probes outside the mount are no news
+	case status == http.StatusNotFound: // a scanner's probes outside the mount are no news
 		ev = h.Log.Debug()
+	case errors.Is(err, errNoTempFile):
+		// A flood refused for want of the master's resources: said once in a while.
+		ok, missed := h.refusals.Allow()
+		if !ok {
+			ev = nil
+		} else {
+			ev = ev.Int64("refused_since_last_line", missed)
+		}
 	}
-	ev.Err(err).Int("status", status).Str("method", r.Method).Str("path", r.URL.Path).Msg("request failed")
+	if ev != nil {
+		ev.Err(err).Int("status", status).Str("method", r.Method).Str("path", r.URL.Path).Msg("request failed")
+	}
 	if status == http.StatusServiceUnavailable {
 		w.Header().Set("Retry-After", "1")
 	}
