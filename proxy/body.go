@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"os"
 	"sync/atomic"
-	"syscall"
 
 	"github.com/herd-server/herd/internal/fdbudget"
 )
@@ -26,6 +25,7 @@ type body struct {
 
 	budget   *budget // what reserved is given back to
 	reserved int64
+	disk     *fileWriter // file's count of --temp-space, given back with it
 }
 
 // Close releases the body: nothing may use it after.
@@ -34,6 +34,7 @@ func (b *body) Close() {
 		_ = b.file.Close()
 		b.file = nil
 		b.files.Give(1)
+		b.disk.release()
 	}
 	if b.class > 0 {
 		putBuf(b.mem, b.class)
@@ -45,9 +46,23 @@ func (b *body) Close() {
 	}
 }
 
-// budget counts the bytes of bodies held in memory (Handler.BodyMemory).
+// budget counts bytes held against a bound: of bodies in memory (Handler.BodyMemory), of
+// temporary files (Handler.TempSpace).
 type budget struct {
 	used atomic.Int64
+}
+
+// take counts n bytes more within limit, and returns what it counted, to give back later
+// (0 when there is no limit); false, counting nothing, when the room is not there.
+func (b *budget) take(n, limit int64) (int64, bool) {
+	if limit <= 0 || n <= 0 {
+		return 0, true
+	}
+	if b.used.Add(n) > limit {
+		b.give(n)
+		return 0, false
+	}
+	return n, true
 }
 
 func (b *budget) give(n int64) { b.used.Add(-n) }
@@ -56,14 +71,7 @@ func (b *budget) give(n int64) { b.used.Add(-n) }
 // it counted, to give back later (0 when there is no bound), and false when the room is not
 // there.
 func (h *Handler) holdMemory(n int64) (int64, bool) {
-	if h.BodyMemory <= 0 || n <= 0 {
-		return 0, true
-	}
-	if h.bodyMemory.used.Add(n) > h.BodyMemory {
-		h.bodyMemory.give(n)
-		return 0, false
-	}
-	return n, true
+	return h.bodyMemory.take(n, h.BodyMemory)
 }
 
 var emptyBody = &body{}
@@ -143,7 +151,7 @@ func (h *Handler) readBodyWithin(src io.Reader, length, memLimit int64) (*body, 
 	case err != nil:
 		return nil, bodyError(err)
 	default:
-		if b, err = h.spill(mem.Bytes(), src); err != nil {
+		if b, err = h.spill(mem.Bytes(), src, length); err != nil {
 			return nil, err
 		}
 	}
@@ -155,65 +163,42 @@ func (h *Handler) readBodyWithin(src io.Reader, length, memLimit int64) (*body, 
 }
 
 // spill writes a body too large for memory to an unlinked temporary file: head, what was
-// read of it already, then the rest. The file's descriptor is counted in TempFiles: without
-// one left, the request is refused (503) rather than the master running out of descriptors
-// for its connections and workers.
-func (h *Handler) spill(head []byte, rest io.Reader) (*body, error) {
-	if !h.TempFiles.Take(1) {
-		return nil, fmt.Errorf("%w: spill request body: %d descriptors of temporary files in use", errNoTempFile, h.TempFiles.Max())
-	}
-	f, err := os.CreateTemp(h.TempDir, "body-*")
+// read of it already, then the rest (length bytes in all, or -1: up to its end). The file
+// is counted in TempFiles and TempSpace: without room in them the request is refused (503)
+// rather than the master running out of descriptors for its connections and workers, or
+// one upload filling the disk.
+func (h *Handler) spill(head []byte, rest io.Reader, length int64) (*body, error) {
+	fw, _, err := h.createTemp("body-*", "spill request body", false)
 	if err != nil {
-		h.TempFiles.Give(1)
-		return nil, tempFileError("spill request body", err)
+		return nil, err
 	}
-	_ = os.Remove(f.Name())
-	b := &body{file: f, files: h.TempFiles}
-	if _, err := f.Write(head); err != nil {
+	b := &body{file: fw.f, files: h.TempFiles, disk: fw}
+	if length > 0 {
+		err = fw.reserve(length) // the whole body at once: refused before it is read
+	}
+	if err == nil {
+		_, err = fw.Write(head)
+	}
+	if err != nil {
 		b.Close()
-		return nil, tempFileError("spill request body", err)
+		return nil, fw.failure()
 	}
 	// Through a pooled 64 KiB buffer: io.Copy into a file made a 32 KiB buffer per body (os.File's
 	// ReadFrom falls back to that for a reader that is not a socket, as the HTTP server's body
 	// reader is not). Not larger: many bodies spill at once when --body-memory is full, and
 	// 256 of them held 64 MiB of 256 KiB buffers.
 	bufp := copyBufPool.Get().(*[]byte)
-	fw := &fileWriter{f: f}
 	n, err := io.CopyBuffer(fw, rest, *bufp)
 	copyBufPool.Put(bufp)
 	if err != nil {
 		b.Close()
 		if fw.err != nil { // the server's failure, not the client's
-			return nil, tempFileError("spill request body", fw.err)
+			return nil, fw.failure()
 		}
 		return nil, bodyError(err)
 	}
 	b.size = int64(len(head)) + n
 	return b, nil
-}
-
-// fileWriter writes to a temporary file and keeps its error: a copy's error is then told
-// apart, the client's body failing or the server's disk.
-type fileWriter struct {
-	f   *os.File
-	err error
-}
-
-func (w *fileWriter) Write(p []byte) (int, error) {
-	n, err := w.f.Write(p)
-	if err != nil {
-		w.err = err
-	}
-	return n, err
-}
-
-// tempFileError says what a temporary file's failure is: the server's, never the client's.
-// Out of descriptors is errNoTempFile (503: it passes), anything else errTempFile (500).
-func tempFileError(op string, err error) error {
-	if errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
-		return fmt.Errorf("%w: %s: %w", errNoTempFile, op, err)
-	}
-	return fmt.Errorf("%w: %s: %w", errTempFile, op, err)
 }
 
 func bodyError(err error) error {

@@ -2,6 +2,8 @@ package proxy
 
 import (
 	"bytes"
+	"errors"
+	"net/http"
 	"strings"
 	"testing"
 )
@@ -63,5 +65,40 @@ func TestBodyMemoryBudget(t *testing.T) {
 	}
 	if used := h.bodyMemory.used.Load(); used != 0 {
 		t.Fatalf("%d bytes counted with no bound", used)
+	}
+}
+
+// TestTempSpaceBudget: bytes in temporary files at once stay within TempSpace. A spilled
+// body of known length is refused before it is read when it does not fit, one of unknown
+// length once it passes the bound; both are the server's shortage (503), and their room
+// comes back. A spool that does not fit is not made.
+func TestTempSpaceBudget(t *testing.T) {
+	const mib = 1 << 20
+	h := &Handler{BodyBuffer: 4096, TempSpace: 2 * mib, TempDir: t.TempDir()}
+	payload := bytes.Repeat([]byte("x"), 3*mib)
+	b, err := h.readBodyFrom(bytes.NewReader(payload[:mib]), mib)
+	if err != nil || b.file == nil || h.tempSpace.used.Load() != mib {
+		t.Fatalf("a 1 MiB body within 2 MiB: %v, spilled %v, %d counted", err, b != nil && b.file != nil, h.tempSpace.used.Load())
+	}
+	for _, length := range []int64{3 * mib, -1} {
+		_, err := h.readBodyFrom(bytes.NewReader(payload), length)
+		if !errors.Is(err, errTempSpace) || requestStatus(err) != http.StatusServiceUnavailable {
+			t.Errorf("3 MiB (length %d) past 2 MiB: %v (%d), want errTempSpace, 503", length, err, requestStatus(err))
+		}
+	}
+	if _, err := h.openSpool(2 * mib); !errors.Is(err, errTempSpace) {
+		t.Errorf("a 2 MiB spool beside a 1 MiB body within 2 MiB: %v", err)
+	}
+	b.Close()
+	if used := h.tempSpace.used.Load(); used != 0 {
+		t.Fatalf("%d bytes still counted after every file closed", used)
+	}
+	sf, err := h.openSpool(2 * mib)
+	if err != nil {
+		t.Fatalf("a 2 MiB spool alone: %v", err)
+	}
+	sf.close()
+	if used := h.tempSpace.used.Load(); used != 0 {
+		t.Fatalf("%d bytes still counted after the spool closed", used)
 	}
 }

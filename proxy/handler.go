@@ -77,9 +77,15 @@ type Handler struct {
 	// a spooled answer two), out of the master's open-file limit; nil: no bound. A body
 	// that cannot have one is refused with 503; an answer goes through unspooled.
 	TempFiles *fdbudget.Files
-	// refusals rate-limits the log lines of requests refused for want of the master's own
-	// resources (a flood repeats them for every request).
-	refusals logevery.Every
+	// TempSpace bounds the bytes in temporary files at once (spilled bodies, spooled
+	// answers); 0: no bound but the disk's. A body past it is refused with 503; an answer
+	// goes through unspooled.
+	TempSpace int64
+	tempSpace budget
+	// refused and unspooled rate-limit the log lines of what was done without the master's
+	// own resources (a flood repeats them for every request): bodies refused, answers that
+	// went through unspooled.
+	refused, unspooled logevery.Every
 	// HTTPS marks every request as https; a request that came over TLS (r.TLS) is one
 	// whatever this says.
 	HTTPS bool
@@ -342,36 +348,42 @@ func (h *Handler) copyResponse(w http.ResponseWriter, head *h1.ResponseHead, br 
 		}
 	}
 	if !streaming && !head.NoBody && head.ContentLength <= h.ResponseSpool {
-		in, out, err := h.openSpool()
+		sf, err := h.openSpool(head.ContentLength)
 		if err == nil {
-			defer h.TempFiles.Give(2)
-			return h.sendSpooled(w, head, body, br, lease, in, out)
+			defer sf.close()
+			return h.sendSpooled(w, head, body, br, lease, sf)
 		}
-		if ok, missed := h.refusals.Allow(); ok {
-			h.Log.Warn().Err(err).Int64("refused_since_last_line", missed).
-				Msg("cannot spool a large response: it goes through as the client reads, holding its worker up to --send-timeout")
-		}
+		h.warnShort(&h.unspooled, err, "cannot spool a large response: it goes through as the client reads, holding its worker up to --send-timeout")
 	}
 	w.WriteHeader(head.StatusCode)
-	flusher, _ := w.(http.Flusher)
-	if streaming && flusher != nil {
-		flusher.Flush() // the headers too: an event stream may be quiet for a while
+	var flush func()
+	if flusher, ok := w.(http.Flusher); ok && streaming {
+		flush = flusher.Flush
+		flush() // the headers too: an event stream may be quiet for a while
 	}
 	bufp := copyBufPool.Get().(*[]byte)
 	defer copyBufPool.Put(bufp)
-	buf := *bufp
+	return passThrough(w, body, *bufp, flush, head, br)
+}
+
+// passThrough copies the rest of the worker's body src to the client as the client takes
+// it, through buf, calling flush (when not nil) after each part. It reports whether the
+// worker connection can carry another request (the body was read to its end and nothing
+// more came) and how many bytes the client got; an error means the worker's side broke.
+func passThrough(w io.Writer, src io.Reader, buf []byte, flush func(), head *h1.ResponseHead, br *bufio.Reader) (reusable bool, n int64, err error) {
 	for {
-		nr, rerr := body.Read(buf)
+		nr, rerr := src.Read(buf)
 		if nr > 0 {
 			nw, werr := w.Write(buf[:nr])
 			n += int64(nw)
 			if werr != nil {
-				// The client left. Closing the worker connection (reusable=false) makes
-				// the worker's next write fail, so it stops producing for nobody.
+				// The client left, or took nothing for --send-timeout. Closing the worker
+				// connection (reusable=false) makes the worker's next write fail, so it
+				// stops producing for nobody.
 				return false, n, nil
 			}
-			if streaming && flusher != nil {
-				flusher.Flush()
+			if flush != nil {
+				flush()
 			}
 		}
 		if rerr == io.EOF {
@@ -412,134 +424,6 @@ func (h *Handler) sendBuffered(w http.ResponseWriter, head *h1.ResponseHead, src
 	return reusable, int64(nw), nil
 }
 
-// openSpool makes an unlinked temporary file in TempDir, open twice: in to write the
-// worker's bytes, out to send them, each with its own offset. Its two descriptors are
-// counted in TempFiles until the caller gives them back.
-func (h *Handler) openSpool() (in, out *os.File, err error) {
-	if !h.TempFiles.Take(2) {
-		return nil, nil, fmt.Errorf("%w: %d descriptors of temporary files in use", errNoTempFile, h.TempFiles.Max())
-	}
-	in, err = os.CreateTemp(h.TempDir, "response-*")
-	if err == nil {
-		out, err = os.Open(in.Name())
-		_ = os.Remove(in.Name())
-		if err != nil {
-			in.Close()
-		}
-	}
-	if err != nil {
-		h.TempFiles.Give(2)
-		return nil, nil, tempFileError("spool the response", err)
-	}
-	return in, out, nil
-}
-
-// sendSpooled sends a response too large to hold in memory through a temporary file, as
-// nginx's proxy temp files do: the handler writes the worker's bytes into it (in) as fast as
-// the worker sends them, while a goroutine of its own sends them from it (out) as fast as
-// the client reads, by sendfile where the connection allows. So the client gets the answer
-// from its first bytes on, and the worker is given back once its whole body is in the file,
-// however slowly the client reads. A client that leaves stops the copy; the worker
-// connection is then not reused (the worker's next write fails and it stops producing).
-func (h *Handler) sendSpooled(w http.ResponseWriter, head *h1.ResponseHead, src io.Reader, br *bufio.Reader, lease Lease, in, out *os.File) (bool, int64, error) {
-	defer out.Close()
-	defer in.Close()
-	sp := &spool{}
-	sp.cond.L = &sp.mu
-	w.WriteHeader(head.StatusCode)
-	sent := make(chan int64, 1)
-	go func() { sent <- sp.send(w, out) }() // waited for below, on every return
-
-	bufp := copyBufPool.Get().(*[]byte)
-	defer copyBufPool.Put(bufp)
-	buf := *bufp
-	var copied int64
-	var err error
-	for copied < head.ContentLength && !sp.clientGone() {
-		nr, rerr := src.Read(buf[:min(int64(len(buf)), head.ContentLength-copied)])
-		if nr > 0 {
-			if _, werr := in.Write(buf[:nr]); werr != nil { // the disk is full, say
-				err = fmt.Errorf("spool the response: %w", werr)
-				break
-			}
-			copied += int64(nr)
-			sp.advance(copied)
-		}
-		if rerr == io.EOF && copied < head.ContentLength {
-			rerr = io.ErrUnexpectedEOF
-		}
-		if rerr != nil && rerr != io.EOF {
-			err = fmt.Errorf("read worker response: %w", rerr)
-			break
-		}
-	}
-	if err != nil || copied < head.ContentLength { // a failure, or the client left
-		sp.end(true)
-		return false, <-sent, err
-	}
-	reusable := !head.Close && br.Buffered() == 0
-	lease.Release(reusable)
-	sp.end(false)
-	return reusable, <-sent, nil
-}
-
-// spool is what the handler and the sender of a spooled response tell each other.
-type spool struct {
-	mu      sync.Mutex
-	cond    sync.Cond
-	written int64 // bytes of the body in the file so far
-	ended   bool  // no more will be written
-	failed  bool  // and the client must not get what is there: the body is cut
-	gone    bool  // the client stopped reading (its connection failed)
-}
-
-func (sp *spool) advance(written int64) {
-	sp.mu.Lock()
-	sp.written = written
-	sp.mu.Unlock()
-	sp.cond.Signal()
-}
-
-func (sp *spool) end(failed bool) {
-	sp.mu.Lock()
-	sp.ended, sp.failed = true, failed
-	sp.mu.Unlock()
-	sp.cond.Signal()
-}
-
-func (sp *spool) clientGone() bool {
-	sp.mu.Lock()
-	defer sp.mu.Unlock()
-	return sp.gone
-}
-
-// send copies the body from out to the client as it is written, and returns how many bytes
-// the client got.
-func (sp *spool) send(w io.Writer, out *os.File) int64 {
-	var sent int64
-	for {
-		sp.mu.Lock()
-		for sp.written == sent && !sp.ended {
-			sp.cond.Wait()
-		}
-		written, ended, failed := sp.written, sp.ended, sp.failed
-		sp.mu.Unlock()
-		if failed || written == sent && ended {
-			return sent
-		}
-		// One LimitedReader around the file: the connection's ReadFrom sends it by sendfile.
-		want := written - sent
-		n, err := io.Copy(w, &io.LimitedReader{R: out, N: want})
-		sent += n
-		if err != nil || n < want {
-			sp.mu.Lock()
-			sp.gone = true
-			sp.mu.Unlock()
-			return sent
-		}
-	}
-}
-
 // writerOnly hides ReadFrom, so that a copy into it reads into the buffer it is given.
 type writerOnly struct{ io.Writer }
 
@@ -570,8 +454,10 @@ func requestStatus(err error) int {
 		return http.StatusBadRequest
 	case errors.Is(err, errNotMounted):
 		return http.StatusNotFound
-	case errors.Is(err, errNoTempFile):
+	case errors.Is(err, errNoTempFile), errors.Is(err, errTempSpace):
 		return http.StatusServiceUnavailable
+	case errors.Is(err, errDiskFull):
+		return http.StatusInsufficientStorage
 	case errors.Is(err, errTempFile):
 		return http.StatusInternalServerError
 	case errors.Is(err, context.Canceled):
@@ -601,6 +487,10 @@ var (
 	// errNoTempFile: no descriptor left for a temporary file (TempFiles, or the process's
 	// open-file limit): a passing shortage of the server's, 503.
 	errNoTempFile = errors.New("no temporary file to spare")
+	// errTempSpace: --temp-space is used up: 503 as well.
+	errTempSpace = errors.New("no room left in --temp-space")
+	// errDiskFull: the disk of the temporary files is full: 507, the server's storage.
+	errDiskFull = errors.New("no space left for temporary files")
 	// errTempFile: a temporary file failed otherwise: the server's fault, 500.
 	errTempFile = errors.New("temporary file failed")
 	// errBodyBeforeHead: a response read whole before its head goes out broke (a body
@@ -626,27 +516,37 @@ func (h *Handler) refuseHost(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// warnShort logs that the master did without one of its own resources, at most every
+// 10 s (every) with how often it happened since; a full disk as an error.
+func (h *Handler) warnShort(every *logevery.Every, err error, msg string) {
+	ok, missed := every.Allow()
+	if !ok {
+		return
+	}
+	ev := h.Log.Warn()
+	if errors.Is(err, errDiskFull) {
+		ev = h.Log.Error()
+	}
+	ev.Err(err).Int64("times_since_last_line", missed).Msg(msg)
+}
+
 func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error) int {
 	status := requestStatus(err)
 	if status == statusClientClosed {
 		return status
 	}
-	ev := h.Log.Warn()
 	switch {
-	case status == http.StatusBadGateway:
-		ev = h.Log.Error()
-	case status == http.StatusNotFound: // a scanner's probes outside the mount are no news
-		ev = h.Log.Debug()
-	case errors.Is(err, errNoTempFile):
-		// A flood refused for want of the master's resources: said once in a while.
-		ok, missed := h.refusals.Allow()
-		if !ok {
-			ev = nil
-		} else {
-			ev = ev.Int64("refused_since_last_line", missed)
+	case errors.Is(err, errNoTempFile), errors.Is(err, errTempSpace), errors.Is(err, errDiskFull):
+		// The master's own resources: a flood repeats it for every request.
+		h.warnShort(&h.refused, err, "request refused: the server has no room for its body")
+	default:
+		ev := h.Log.Warn()
+		switch status {
+		case http.StatusBadGateway:
+			ev = h.Log.Error()
+		case http.StatusNotFound: // a scanner's probes outside the mount are no news
+			ev = h.Log.Debug()
 		}
-	}
-	if ev != nil {
 		ev.Err(err).Int("status", status).Str("method", r.Method).Str("path", r.URL.Path).Msg("request failed")
 	}
 	if status == http.StatusServiceUnavailable {

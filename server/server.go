@@ -274,6 +274,7 @@ func (s *Server) newFrontHandler(onDone func(*proxy.Record)) (*frontHandler, err
 		ResponseSpool:  int64(cfg.ResponseSpool),
 		TempDir:        s.runDir,
 		TempFiles:      s.fds.files,
+		TempSpace:      int64(cfg.TempSpace),
 		Mount:          cfg.MountPrefix(),
 		AddHeaders:     addHeaders(cfg),
 	}
