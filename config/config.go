@@ -44,6 +44,7 @@ type Config struct {
 	MaxConnections    int           `key:"max-connections" alias:"worker-connections" default:"10000" doc:"most client connections the master holds open at once, over every HTTP, HTTPS and uwsgi listener together; more wait in the kernel's listen backlog until one closes. Lowered at start to what the open-file limit allows: past what the master keeps for itself (its listeners and logs, and each worker's sockets, pipes and control channel, twice over for a reload), half of RLIMIT_NOFILE goes to connections and half to the temporary files requests hold (a spilled body, a spooled answer); 0 means no limit but that" help:"most client connections held open at once"`
 	KeepAlive         time.Duration `key:"keep-alive" default:"75s" doc:"how long an idle HTTP keep-alive connection is kept open (a bare number means seconds)" help:"how long an idle keep-alive connection stays open"`
 	HeaderTimeout     time.Duration `key:"header-timeout" default:"30s" doc:"how long an HTTP client may take to send a request head: the first from its connection (a slower one is closed), each later one on a kept-alive connection from its first byte (a slower one gets 408 and a close). Bounds slowloris; 0 means no limit" help:"how long a client may take to send a request head"`
+	BodyTimeout       time.Duration `key:"body-timeout" default:"60s" doc:"how long a client may pause while it sends a request body (nginx's client_body_timeout), over HTTP/1, HTTP/2 and the uwsgi socket alike: a body that stops coming for this long is given up (408, or the connection or stream closed) before any worker saw the request; one that keeps coming, however slowly, is read whole; 0 means no limit" help:"how long a client may pause while sending a request body"`
 	SendTimeout       time.Duration `key:"send-timeout" default:"60s" doc:"how long an answer may make no progress toward its client (nginx's send_timeout): a client that takes none of it for this long has its connection (HTTP/1, uwsgi) or its stream (HTTP/2) closed, and whatever the answer held is let go: the worker streaming it, its spool file. The clock restarts whenever the client takes bytes, so a slow but steady reader is not cut; 0 means no limit" help:"how long an answer may make no progress toward its client"`
 
 	// Worker processes.
@@ -211,8 +212,10 @@ func (c *Config) Validate() error {
 	if c.HeaderTimeout < 0 {
 		add("header-timeout", "%s: must be 0 (off) or a positive duration such as 30s", c.HeaderTimeout)
 	}
-	if c.SendTimeout < 0 {
-		add("send-timeout", "%s: must be 0 (off) or a positive duration such as 60s", c.SendTimeout)
+	for key, d := range map[string]time.Duration{"send-timeout": c.SendTimeout, "body-timeout": c.BodyTimeout} {
+		if d < 0 {
+			add(key, "%s: must be 0 (off) or a positive duration such as 60s", d)
+		}
 	}
 	if c.ShutdownDelay < 0 {
 		add("shutdown-delay", "%s: must be 0 or a positive duration such as 5s", c.ShutdownDelay)

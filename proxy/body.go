@@ -86,9 +86,31 @@ func (h *Handler) readBody(r *http.Request) (*body, error) {
 // readBodyFrom reads a body of length bytes from src, or up to EOF when length is -1. A
 // body shorter than its length is an error: the client left or lied.
 func (h *Handler) readBodyFrom(src io.Reader, length int64) (*body, error) {
+	if length == 0 {
+		return emptyBody, nil
+	}
+	if maxSize := h.MaxBodySize; maxSize > 0 {
+		if length > maxSize {
+			return nil, fmt.Errorf("%w: Content-Length %d > %d", errBodyTooLarge, length, maxSize)
+		}
+		src = http.MaxBytesReader(nil, io.NopCloser(src), maxSize)
+	}
+	// Nothing is held for a body before its first byte comes: a client that announces a
+	// large body and sends nothing (200 HTTP/2 streams announcing 1 MB each reserved all of
+	// --body-memory) holds its connection only, until --body-timeout gives it up.
+	first, err := firstByte(src)
+	switch {
+	case err == io.EOF && length < 0:
+		return emptyBody, nil
+	case err == io.EOF:
+		return nil, fmt.Errorf("%w: 0 of %d bytes", errBadBody, length)
+	case err != nil:
+		return nil, bodyError(err)
+	}
 	memLimit := h.BodyBuffer
-	// Room in memory is reserved before the read: the body's length, or for one of unknown
-	// length (chunked) the most it may hold in memory. Without room, it goes to a file.
+	// Room in memory is reserved before the rest is read: the body's length, or for one of
+	// unknown length (chunked) the most it may hold in memory. Without room, it goes to a
+	// file.
 	want := min(length, memLimit)
 	if length < 0 {
 		want = memLimit
@@ -97,11 +119,11 @@ func (h *Handler) readBodyFrom(src io.Reader, length int64) (*body, error) {
 	if !ok {
 		memLimit = 0
 	}
-	b, err := h.readBodyWithin(src, length, memLimit)
+	b, err := h.readBodyWithin(first, src, length, memLimit)
 	switch {
 	case err != nil:
 		h.bodyMemory.give(reserve)
-	case b.file != nil || b == emptyBody:
+	case b.file != nil:
 		h.bodyMemory.give(reserve) // spilled: nothing of it stays in memory
 	default:
 		if b.size < reserve { // a chunked body shorter than the most it may hold
@@ -113,37 +135,44 @@ func (h *Handler) readBodyFrom(src io.Reader, length int64) (*body, error) {
 	return b, err
 }
 
-// readBodyWithin reads the body, holding up to memLimit bytes of it in memory.
-func (h *Handler) readBodyWithin(src io.Reader, length, memLimit int64) (*body, error) {
-	maxSize := h.MaxBodySize
-	if length == 0 {
-		return emptyBody, nil
+// firstByte reads the first byte of a body: one byte, so that nothing is held for it while
+// it is awaited.
+func firstByte(src io.Reader) ([]byte, error) {
+	first := make([]byte, 1)
+	for range 100 {
+		n, err := src.Read(first)
+		if n > 0 {
+			return first, nil
+		}
+		if err != nil {
+			return nil, err
+		}
 	}
-	if maxSize > 0 && length > maxSize {
-		return nil, fmt.Errorf("%w: Content-Length %d > %d", errBodyTooLarge, length, maxSize)
-	}
-	if maxSize > 0 {
-		src = http.MaxBytesReader(nil, io.NopCloser(src), maxSize)
-	}
+	return nil, io.ErrNoProgress
+}
+
+// readBodyWithin reads the body, its first bytes read already (head), holding up to
+// memLimit bytes of it in memory.
+func (h *Handler) readBodyWithin(head []byte, src io.Reader, length, memLimit int64) (*body, error) {
 	if length > 0 && length <= memLimit {
 		// The length is known and fits: one pooled buffer of that size. (Through a
 		// bytes.Buffer, the read that finds the end needs room past a full buffer, and the
 		// buffer doubled: 3 MiB allocated and cleared per 1 MiB upload.)
 		mem, class := getBuf(int(length))
-		if n, err := io.ReadFull(src, mem); err != nil {
+		copy(mem, head)
+		if n, err := io.ReadFull(src, mem[len(head):]); err != nil {
 			putBuf(mem, class)
 			if err == io.ErrUnexpectedEOF || err == io.EOF {
-				return nil, fmt.Errorf("%w: %d of %d bytes", errBadBody, n, length)
+				return nil, fmt.Errorf("%w: %d of %d bytes", errBadBody, len(head)+n, length)
 			}
 			return nil, bodyError(err)
 		}
 		return &body{mem: mem, class: max(class, 0), size: length}, nil
 	}
 	var mem bytes.Buffer
-	if length > 0 {
-		mem.Grow(int(min(length, memLimit)))
-	}
-	_, err := io.CopyN(&mem, src, memLimit+1)
+	mem.Grow(int(max(min(length, memLimit), int64(len(head)))))
+	mem.Write(head)
+	_, err := io.CopyN(&mem, src, max(memLimit+1-int64(len(head)), 0))
 	var b *body
 	switch {
 	case err == io.EOF:
@@ -205,6 +234,9 @@ func bodyError(err error) error {
 	var maxErr *http.MaxBytesError
 	if errors.As(err, &maxErr) {
 		return fmt.Errorf("%w: %w", errBodyTooLarge, err)
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return fmt.Errorf("%w: %w", errBodyTimeout, err)
 	}
 	return fmt.Errorf("%w: %w", errBadBody, err)
 }

@@ -109,6 +109,12 @@ type Handler struct {
 	AddHeaders http.Header
 }
 
+// MemoryInUse is how many bytes of --body-memory bodies and buffered answers count now.
+func (h *Handler) MemoryInUse() int64 { return h.bodyMemory.used.Load() }
+
+// TempBytes is how many bytes of --temp-space temporary files count now.
+func (h *Handler) TempBytes() int64 { return h.tempSpace.used.Load() }
+
 // maxAttempts bounds how often one request is offered to a worker. Only requests that never
 // reached a worker are retried: a failed connect or a failed write of the request.
 const maxAttempts = 5
@@ -450,6 +456,8 @@ func requestStatus(err error) int {
 		return http.StatusRequestEntityTooLarge
 	case errors.Is(err, errHeadersTooLarge):
 		return http.StatusRequestHeaderFieldsTooLarge
+	case errors.Is(err, errBodyTimeout):
+		return http.StatusRequestTimeout
 	case errors.Is(err, errBadBody), errors.Is(err, errBadRequest):
 		return http.StatusBadRequest
 	case errors.Is(err, errNotMounted):
@@ -480,6 +488,7 @@ var (
 	errBodyTooLarge    = errors.New("request body larger than the limit")
 	errHeadersTooLarge = errors.New("request headers too large for a uwsgi packet")
 	errBadBody         = errors.New("could not read the request body")
+	errBodyTimeout     = errors.New("the request body stopped coming for --body-timeout")
 	errWorkerFailed    = errors.New("worker failed")
 	errBadRequest      = errors.New("malformed request")
 	errNotMounted      = errors.New("path outside the --mount prefix")

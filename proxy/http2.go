@@ -33,6 +33,14 @@ type HTTP2Guard struct {
 // Handler returns next behind the guard.
 func (g *HTTP2Guard) Handler(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if status, reason := g.Limits.CheckFields(r.Method, r.RequestURI, r.Host, r.Header); status != 0 {
+			g.Log.Warn().Int("status", status).Str("reason", reason).Str("remote", r.RemoteAddr).Str("proto", r.Proto).Msg("request refused")
+			if g.OnRefused != nil {
+				g.OnRefused(r.RemoteAddr, status, reason)
+			}
+			writeShortStatus(w, status)
+			return
+		}
 		rc := http.NewResponseController(w)
 		if g.BodyIdleTimeout > 0 && r.Body != nil && r.Body != http.NoBody {
 			r.Body = &idleBody{ReadCloser: r.Body, rc: rc, idle: g.BodyIdleTimeout}

@@ -5,12 +5,14 @@ import (
 	"net"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/herd-server/herd/config"
 	"github.com/herd-server/herd/internal/fdbudget"
 	"github.com/herd-server/herd/internal/listener"
 	"github.com/herd-server/herd/internal/logevery"
+	"github.com/herd-server/herd/proxy"
 )
 
 // fdBudget is the master's open-file limit shared out: the connection limit over every
@@ -102,4 +104,15 @@ func fullWarning(log zerolog.Logger, limit *listener.Limit, interval time.Durati
 				Msg("max-connections reached: new connections wait in the listen backlog until one closes")
 		}
 	}
+}
+
+// registerBudgets shows on /metrics how much of each bound the requests hold now.
+func registerBudgets(reg prometheus.Registerer, h *proxy.Handler, files *fdbudget.Files) {
+	reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "herd_body_memory_bytes", Help: "Bytes of --body-memory that request bodies and buffered answers hold."},
+			func() float64 { return float64(h.MemoryInUse()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "herd_temp_bytes", Help: "Bytes of --temp-space that spilled bodies and spooled answers hold."},
+			func() float64 { return float64(h.TempBytes()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "herd_temp_files", Help: "Descriptors of temporary files requests hold, out of their share of the open-file limit."},
+			func() float64 { return float64(files.InUse()) }))
 }

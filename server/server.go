@@ -278,6 +278,7 @@ func (s *Server) newFrontHandler(onDone func(*proxy.Record)) (*frontHandler, err
 		Mount:          cfg.MountPrefix(),
 		AddHeaders:     addHeaders(cfg),
 	}
+	registerBudgets(s.metrics.Registry(), handler, s.fds.files)
 	var err error
 	if handler.TrustedProxies, err = proxy.ParseTrustList(cfg.ForwardedAllowIPs); err != nil {
 		return nil, fmt.Errorf("forwarded-allow-ips: %w", err)
