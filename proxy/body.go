@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -17,15 +16,13 @@ import (
 // one could not take it. Small bodies stay in memory; larger ones spill to a temporary file
 // that is unlinked at once, so it is deleted whatever happens to the process.
 type body struct {
-	mem   []byte
-	class int // mem's buffer class (see getBuf); 0 when mem is not pooled
-	file  *os.File
-	files *fdbudget.Files // what file's descriptor is counted in
-	size  int64
-
-	budget   *budget // what reserved is given back to
-	reserved int64
-	disk     *fileWriter // file's count of --temp-space, given back with it
+	mem    []byte
+	memory *memory // what mem is given back to; nil when mem is not the body's own
+	limit  int64   // memory's limit when mem was taken
+	file   *os.File
+	files  *fdbudget.Files // what file's descriptor is counted in
+	disk   *fileWriter     // file's count of --temp-space, given back with it
+	size   int64
 }
 
 // Close releases the body: nothing may use it after.
@@ -36,18 +33,13 @@ func (b *body) Close() {
 		b.files.Give(1)
 		b.disk.release()
 	}
-	if b.class > 0 {
-		putBuf(b.mem, b.class)
-		b.mem, b.class = nil, 0
-	}
-	if b.reserved > 0 {
-		b.budget.give(b.reserved)
-		b.reserved = 0
+	if b.memory != nil {
+		b.memory.put(b.mem, b.limit)
+		b.mem, b.memory = nil, nil
 	}
 }
 
-// budget counts bytes held against a bound: of bodies in memory (Handler.BodyMemory), of
-// temporary files (Handler.TempSpace).
+// budget counts bytes held against a bound: those of temporary files (TempSpace).
 type budget struct {
 	used atomic.Int64
 }
@@ -67,11 +59,13 @@ func (b *budget) take(n, limit int64) (int64, bool) {
 
 func (b *budget) give(n int64) { b.used.Add(-n) }
 
-// holdMemory reserves n bytes of --body-memory for a body about to be held. It returns what
-// it counted, to give back later (0 when there is no bound), and false when the room is not
-// there.
-func (h *Handler) holdMemory(n int64) (int64, bool) {
-	return h.bodyMemory.take(n, h.BodyMemory)
+// memBody takes a buffer of n bytes of --body-memory for a body; false without room.
+func (h *Handler) memBody(n int64) (*body, bool) {
+	mem, ok := h.memory.get(int(n), h.BodyMemory)
+	if !ok {
+		return nil, false
+	}
+	return &body{mem: mem, memory: &h.memory, limit: h.BodyMemory, size: n}, true
 }
 
 var emptyBody = &body{}
@@ -107,32 +101,7 @@ func (h *Handler) readBodyFrom(src io.Reader, length int64) (*body, error) {
 	case err != nil:
 		return nil, bodyError(err)
 	}
-	memLimit := h.BodyBuffer
-	// Room in memory is reserved before the rest is read: the body's length, or for one of
-	// unknown length (chunked) the most it may hold in memory. Without room, it goes to a
-	// file.
-	want := min(length, memLimit)
-	if length < 0 {
-		want = memLimit
-	}
-	reserve, ok := h.holdMemory(want)
-	if !ok {
-		memLimit = 0
-	}
-	b, err := h.readBodyWithin(first, src, length, memLimit)
-	switch {
-	case err != nil:
-		h.bodyMemory.give(reserve)
-	case b.file != nil:
-		h.bodyMemory.give(reserve) // spilled: nothing of it stays in memory
-	default:
-		if b.size < reserve { // a chunked body shorter than the most it may hold
-			h.bodyMemory.give(reserve - b.size)
-			reserve = b.size
-		}
-		b.budget, b.reserved = &h.bodyMemory, reserve
-	}
-	return b, err
+	return h.readBodyWithin(first, src, length)
 }
 
 // firstByte reads the first byte of a body: one byte, so that nothing is held for it while
@@ -151,44 +120,67 @@ func firstByte(src io.Reader) ([]byte, error) {
 	return nil, io.ErrNoProgress
 }
 
-// readBodyWithin reads the body, its first bytes read already (head), holding up to
-// memLimit bytes of it in memory.
-func (h *Handler) readBodyWithin(head []byte, src io.Reader, length, memLimit int64) (*body, error) {
-	if length > 0 && length <= memLimit {
-		// The length is known and fits: one pooled buffer of that size. (Through a
-		// bytes.Buffer, the read that finds the end needs room past a full buffer, and the
-		// buffer doubled: 3 MiB allocated and cleared per 1 MiB upload.)
-		mem, class := getBuf(int(length))
-		copy(mem, head)
-		if n, err := io.ReadFull(src, mem[len(head):]); err != nil {
-			putBuf(mem, class)
-			if err == io.ErrUnexpectedEOF || err == io.EOF {
-				return nil, fmt.Errorf("%w: %d of %d bytes", errBadBody, len(head)+n, length)
-			}
-			return nil, bodyError(err)
-		}
-		return &body{mem: mem, class: max(class, 0), size: length}, nil
+// readBodyWithin reads the body, its first bytes read already (head): in a buffer of
+// --body-memory when it is no larger than --body-buffer and there is room, else in a
+// temporary file.
+func (h *Handler) readBodyWithin(head []byte, src io.Reader, length int64) (*body, error) {
+	switch memLimit := h.BodyBuffer; {
+	case length < 0 && memLimit > 0:
+		return h.readChunked(head, src)
+	case length < 0 || length > memLimit:
+		return h.spill(src, length, head)
 	}
-	var mem bytes.Buffer
-	mem.Grow(int(max(min(length, memLimit), int64(len(head)))))
-	mem.Write(head)
-	_, err := io.CopyN(&mem, src, max(memLimit+1-int64(len(head)), 0))
-	var b *body
-	switch {
-	case err == io.EOF:
-		b = &body{mem: mem.Bytes(), size: int64(mem.Len())}
-	case err != nil:
-		return nil, bodyError(err)
-	default:
-		if b, err = h.spill(mem.Bytes(), src, length); err != nil {
-			return nil, err
-		}
+	// The length is known and fits: one buffer of that size. (Through a bytes.Buffer, the
+	// read that finds the end needs room past a full buffer, and the buffer doubled: 3 MiB
+	// allocated and cleared per 1 MiB upload.)
+	b, ok := h.memBody(length)
+	if !ok {
+		return h.spill(src, length, head)
 	}
-	if length > 0 && b.size != length {
+	copy(b.mem, head)
+	if n, err := io.ReadFull(src, b.mem[len(head):]); err != nil {
 		b.Close()
-		return nil, fmt.Errorf("%w: %d of %d bytes", errBadBody, b.size, length)
+		if err == io.ErrUnexpectedEOF || err == io.EOF {
+			return nil, fmt.Errorf("%w: %d of %d bytes", errBadBody, len(head)+n, length)
+		}
+		return nil, bodyError(err)
 	}
 	return b, nil
+}
+
+// readChunked reads a body of unknown length: into a buffer of --body-buffer bytes while
+// it fits (then into a smaller one, if its class is smaller and there is room), else into
+// a temporary file.
+func (h *Handler) readChunked(head []byte, src io.Reader) (*body, error) {
+	b, ok := h.memBody(h.BodyBuffer)
+	if !ok {
+		return h.spill(src, -1, head)
+	}
+	copy(b.mem, head)
+	n, err := io.ReadFull(src, b.mem[len(head):])
+	b.size = int64(len(head) + n)
+	var more []byte
+	if err == nil { // full: one more byte says whether it ends here
+		more, err = firstByte(src)
+	}
+	switch {
+	case err == io.EOF || err == io.ErrUnexpectedEOF:
+		b.mem = b.mem[:b.size]
+		if small, ok := h.memBody(b.size); ok && cap(small.mem) < cap(b.mem) {
+			copy(small.mem, b.mem)
+			b.Close()
+			return small, nil
+		} else if ok {
+			small.Close()
+		}
+		return b, nil
+	case err != nil:
+		b.Close()
+		return nil, bodyError(err)
+	}
+	spilled, err := h.spill(src, -1, b.mem, more)
+	b.Close()
+	return spilled, err
 }
 
 // spill writes a body too large for memory to an unlinked temporary file: head, what was
@@ -196,7 +188,7 @@ func (h *Handler) readBodyWithin(head []byte, src io.Reader, length, memLimit in
 // is counted in TempFiles and TempSpace: without room in them the request is refused (503)
 // rather than the master running out of descriptors for its connections and workers, or
 // one upload filling the disk.
-func (h *Handler) spill(head []byte, rest io.Reader, length int64) (*body, error) {
+func (h *Handler) spill(rest io.Reader, length int64, head ...[]byte) (*body, error) {
 	fw, _, err := h.createTemp("body-*", "spill request body", false)
 	if err != nil {
 		return nil, err
@@ -205,8 +197,12 @@ func (h *Handler) spill(head []byte, rest io.Reader, length int64) (*body, error
 	if length > 0 {
 		err = fw.reserve(length) // the whole body at once: refused before it is read
 	}
-	if err == nil {
-		_, err = fw.Write(head)
+	headSize := 0
+	for _, p := range head {
+		if err == nil {
+			_, err = fw.Write(p)
+			headSize += len(p)
+		}
 	}
 	if err != nil {
 		b.Close()
@@ -226,7 +222,11 @@ func (h *Handler) spill(head []byte, rest io.Reader, length int64) (*body, error
 		}
 		return nil, bodyError(err)
 	}
-	b.size = int64(len(head)) + n
+	b.size = int64(headSize) + n
+	if length > 0 && b.size != length {
+		b.Close()
+		return nil, fmt.Errorf("%w: %d of %d bytes", errBadBody, b.size, length)
+	}
 	return b, nil
 }
 

@@ -69,7 +69,7 @@ type Handler struct {
 	// spills to a temporary file however small, and an answer goes through a spool file
 	// (256 uploads of 1 MiB at once made the master 290 MiB). 0: no bound.
 	BodyMemory int64
-	bodyMemory budget
+	memory     memory
 	// MaxBodySize refuses larger bodies with 413; 0 means no limit.
 	MaxBodySize int64
 	TempDir     string
@@ -110,7 +110,16 @@ type Handler struct {
 }
 
 // MemoryInUse is how many bytes of --body-memory bodies and buffered answers count now.
-func (h *Handler) MemoryInUse() int64 { return h.bodyMemory.used.Load() }
+func (h *Handler) MemoryInUse() int64 {
+	inUse, _ := h.memory.held()
+	return inUse
+}
+
+// MemoryKept is how many bytes of --body-memory buffers kept for reuse count now.
+func (h *Handler) MemoryKept() int64 {
+	inUse, all := h.memory.held()
+	return all - inUse
+}
 
 // TempBytes is how many bytes of --temp-space temporary files count now.
 func (h *Handler) TempBytes() int64 { return h.tempSpace.used.Load() }
@@ -342,15 +351,14 @@ func (h *Handler) copyResponse(w http.ResponseWriter, head *h1.ResponseHead, br 
 	}
 	body := head.Body(br)
 	if !streaming && head.ContentLength <= h.ResponseBuffer {
-		// A body past the 64 KiB copy buffer takes room from --body-memory while it is held:
-		// without room it goes through a spool file below, as a larger one does.
-		held := int64(0)
-		if !head.NoBody && head.ContentLength > copyBufSize {
-			held = head.ContentLength
+		// A body past the 64 KiB copy buffer takes a buffer of --body-memory while it is
+		// held: without room it goes through a spool file below, as a larger one does.
+		if head.NoBody || head.ContentLength <= copyBufSize {
+			return h.sendBuffered(w, head, body, br, lease, nil)
 		}
-		if counted, ok := h.holdMemory(held); ok {
-			defer h.bodyMemory.give(counted)
-			return h.sendBuffered(w, head, body, br, lease)
+		if mem, ok := h.memory.get(int(head.ContentLength), h.BodyMemory); ok {
+			defer h.memory.put(mem, h.BodyMemory)
+			return h.sendBuffered(w, head, body, br, lease, mem)
 		}
 	}
 	if !streaming && !head.NoBody && head.ContentLength <= h.ResponseSpool {
@@ -401,22 +409,20 @@ func passThrough(w io.Writer, src io.Reader, buf []byte, flush func(), head *h1.
 	}
 }
 
-// sendBuffered reads the whole body from the worker, gives the worker back, then writes to
-// the client. The lease is released here; the caller's Release is then a no-op.
-func (h *Handler) sendBuffered(w http.ResponseWriter, head *h1.ResponseHead, src io.Reader, br *bufio.Reader, lease Lease) (bool, int64, error) {
-	var body []byte
-	bufp := copyBufPool.Get().(*[]byte)
-	defer copyBufPool.Put(bufp)
+// sendBuffered reads the whole body from the worker into mem (nil: into a copy buffer, for
+// a body of at most its 64 KiB), gives the worker back, then writes to the client. The
+// lease is released here; the caller's Release is then a no-op. mem is free again once
+// this returns: every ResponseWriter here has sent or copied the bytes by then (herd's h1
+// writes a large body at once, not held back).
+func (h *Handler) sendBuffered(w http.ResponseWriter, head *h1.ResponseHead, src io.Reader, br *bufio.Reader, lease Lease, mem []byte) (bool, int64, error) {
+	body := mem
 	switch {
 	case head.NoBody: // HEAD, 204, 304: a Content-Length but no body
-	case head.ContentLength <= int64(len(*bufp)):
+		body = nil
+	case mem == nil:
+		bufp := copyBufPool.Get().(*[]byte)
+		defer copyBufPool.Put(bufp)
 		body = (*bufp)[:head.ContentLength]
-	default:
-		// Free again once w.Write returns: every ResponseWriter here has sent or copied
-		// the bytes by then (herd's h1 writes a large body at once, not held back).
-		var class int
-		body, class = getBuf(int(head.ContentLength))
-		defer putBuf(body, class)
 	}
 	if _, err := io.ReadFull(src, body); err != nil {
 		return false, 0, fmt.Errorf("%w: %w", errBodyBeforeHead, err)

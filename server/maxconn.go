@@ -109,8 +109,10 @@ func fullWarning(log zerolog.Logger, limit *listener.Limit, interval time.Durati
 // registerBudgets shows on /metrics how much of each bound the requests hold now.
 func registerBudgets(reg prometheus.Registerer, h *proxy.Handler, files *fdbudget.Files) {
 	reg.MustRegister(
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "herd_body_memory_bytes", Help: "Bytes of --body-memory that request bodies and buffered answers hold."},
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "herd_body_memory_bytes", Help: "Bytes of --body-memory that request bodies and buffered answers hold (their buffers' capacity)."},
 			func() float64 { return float64(h.MemoryInUse()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "herd_body_memory_kept_bytes", Help: "Bytes of --body-memory in buffers kept for reuse."},
+			func() float64 { return float64(h.MemoryKept()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "herd_temp_bytes", Help: "Bytes of --temp-space that spilled bodies and spooled answers hold."},
 			func() float64 { return float64(h.TempBytes()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "herd_temp_files", Help: "Descriptors of temporary files requests hold, out of their share of the open-file limit."},
