@@ -120,21 +120,9 @@ func TestDeadlinesHold(t *testing.T) {
 
 func TestSendFile(t *testing.T) {
 	raw, peer := pair(t)
-	path := filepath.Join(t.TempDir(), "f")
 	data := bytes.Repeat([]byte("0123456789abcdef"), 1<<18) // 4 MiB: more than a socket takes at once
-	if err := os.WriteFile(path, data, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
+	f, rc := fileOf(t, data)
 	if _, err := f.Seek(16, io.SeekStart); err != nil {
-		t.Fatal(err)
-	}
-	rc, err := f.SyscallConn()
-	if err != nil {
 		t.Fatal(err)
 	}
 	got := make(chan []byte, 1)
@@ -241,19 +229,7 @@ func TestWriteTimeoutIsProgressBased(t *testing.T) {
 	t.Run("sendfile to a stalled peer", func(t *testing.T) {
 		raw, _ := pair(t)
 		raw.WriteTimeout = 100 * time.Millisecond
-		path := filepath.Join(t.TempDir(), "f")
-		if err := os.WriteFile(path, data, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		f, err := os.Open(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer f.Close()
-		rc, err := f.SyscallConn()
-		if err != nil {
-			t.Fatal(err)
-		}
+		_, rc := fileOf(t, data)
 		n, err := raw.SendFile(rc, int64(len(data)))
 		if !errors.Is(err, os.ErrDeadlineExceeded) || n >= int64(len(data)) {
 			t.Fatalf("sendfile nobody reads: %d bytes, %v", n, err)
@@ -276,4 +252,24 @@ func slowRead(c net.Conn, n int64) int64 {
 		}
 	}
 	return got
+}
+
+// fileOf writes data to a file and returns it open, with its RawConn for SendFile; it is
+// closed when the test ends.
+func fileOf(t *testing.T, data []byte) (*os.File, syscall.RawConn) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "f")
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	rc, err := f.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f, rc
 }
