@@ -286,7 +286,7 @@ func (s *Server) newFrontHandler(onDone func(*proxy.Record)) (*frontHandler, err
 	if s.reloads, s.devState, err = newReloadLoop(cfg, s.log, s); err != nil {
 		return nil, err
 	}
-	app, closeStatic, err := withStatic(cfg, handler, onDone, s.metrics.Registry(), s.log)
+	app, closeStatic, err := withStatic(cfg, handler, onDone, s.metrics.Registry(), s.fds.files, s.log)
 	if err != nil {
 		return nil, err
 	}
