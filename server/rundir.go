@@ -15,8 +15,10 @@ import (
 // The runtime directory holds the worker sockets, the worker's code and spooled bodies for
 // one master's run, and goes when the master exits. A master that is SIGKILLed cannot
 // remove it, so each one names its master in a file (masterFile: pid and start time, which
-// tell a live master from a later process that got the same pid), and the next master to
-// start removes the directories of masters that are gone.
+// tell a live master from a later process that got the same pid, and the PID namespace
+// they are numbers in), and the next master to start removes the directories of masters
+// that are gone. A master in another PID namespace (a container sharing TMPDIR, herd as
+// PID 1 under unshare) is not visible by its pid from here: its directory is left alone.
 
 const (
 	runDirPattern = "herd-"
@@ -33,7 +35,7 @@ func makeRunDir(log zerolog.Logger) (string, error) {
 	}
 	start, err := processStart(os.Getpid())
 	if err == nil {
-		err = os.WriteFile(filepath.Join(dir, masterFile), fmt.Appendf(nil, "%d %s\n", os.Getpid(), start), 0o600)
+		err = os.WriteFile(filepath.Join(dir, masterFile), fmt.Appendf(nil, "%d %s %s\n", os.Getpid(), start, pidNamespace()), 0o600)
 	}
 	if err != nil {
 		_ = os.RemoveAll(dir)
@@ -46,6 +48,7 @@ func makeRunDir(log zerolog.Logger) (string, error) {
 // whose master is gone. A directory without the master file (another program's, or being
 // made right now) is left alone.
 func removeStaleRunDirs(tmp string, log zerolog.Logger) {
+	ourNS := pidNamespace()
 	dirs, _ := filepath.Glob(filepath.Join(tmp, runDirPattern+"*"))
 	for _, dir := range dirs {
 		fi, err := os.Lstat(dir)
@@ -57,10 +60,17 @@ func removeStaleRunDirs(tmp string, log zerolog.Logger) {
 		if err != nil {
 			continue
 		}
-		pidText, start, _ := strings.Cut(strings.TrimSpace(string(b)), " ")
-		pid, err := strconv.Atoi(pidText)
+		fields := strings.Fields(string(b))
+		if len(fields) < 2 {
+			continue
+		}
+		pid, err := strconv.Atoi(fields[0])
 		if err != nil || pid <= 0 {
 			continue
+		}
+		start := fields[1]
+		if len(fields) > 2 && fields[2] != ourNS {
+			continue // its pid is another namespace's: it may well be alive
 		}
 		if now, err := processStart(pid); err == nil && now == start {
 			continue // its master is alive
@@ -96,4 +106,14 @@ func processStart(pid int) (string, error) {
 		return "", fmt.Errorf("/proc/%d/stat: %d fields", pid, len(fields))
 	}
 	return fields[19], nil // field 22 of the whole line
+}
+
+// pidNamespace names this process's PID namespace ("pid:[4026531836]"), "?" when it cannot
+// be read (then no other master's directory looks like one of ours).
+func pidNamespace() string {
+	ns, err := os.Readlink("/proc/self/ns/pid")
+	if err != nil || strings.ContainsAny(ns, " \n") {
+		return "?"
+	}
+	return ns
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/herd-server/herd/internal/herdtest"
+	"github.com/rs/zerolog"
 )
 
 // TestStaleRunDirRemoved: a SIGKILLed master cannot remove its runtime directory (the worker
@@ -65,6 +66,38 @@ func TestDevWarnsOffLoopback(t *testing.T) {
 		})
 		if want := host == "0.0.0.0"; (warned > 0) != want {
 			t.Errorf("herd dev on %s: %d warnings about a non-loopback address, want any: %v", host, warned, want)
+		}
+	}
+}
+
+// TestStaleRunDirOfAnotherPIDNamespace: a master under unshare (herd as PID 1) or in a
+// container sharing TMPDIR records a pid of its own PID namespace, which from here names
+// nobody or someone else: its directory is left alone, or a live master's worker sockets
+// would go (TestPID1ReapsOrphansAndForwardsTerm's new master lost its own that way whenever
+// another herd started meanwhile). Directories of this namespace, and those written before
+// the namespace was recorded, are judged by pid and start time as before.
+func TestStaleRunDirOfAnotherPIDNamespace(t *testing.T) {
+	tmp := t.TempDir()
+	const gone = "999999999 12345" // a pid past any pid_max
+	dirs := map[string]string{
+		"herd-other-namespace":   gone + " pid:[1]\n",
+		"herd-this-namespace":    gone + " " + pidNamespace() + "\n",
+		"herd-before-namespaces": gone + "\n",
+	}
+	for name, content := range dirs {
+		dir := filepath.Join(tmp, name)
+		if err := os.Mkdir(dir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, masterFile), []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	removeStaleRunDirs(tmp, zerolog.Nop())
+	for name, keep := range map[string]bool{"herd-other-namespace": true, "herd-this-namespace": false, "herd-before-namespaces": false} {
+		_, err := os.Stat(filepath.Join(tmp, name))
+		if kept := err == nil; kept != keep {
+			t.Errorf("%s: kept %v, want %v", name, kept, keep)
 		}
 	}
 }
