@@ -21,6 +21,7 @@ import (
 // sends no request is closed after --header-timeout. No refused request reaches the app:
 // each one's path is /smuggled..., which the app counts.
 func TestHTTP2Bounds(t *testing.T) {
+	t.Parallel() // it waits on timeouts, mostly
 	countFile := filepath.Join(t.TempDir(), "count")
 	if err := os.WriteFile(countFile, nil, 0o600); err != nil {
 		t.Fatal(err)
