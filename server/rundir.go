@@ -18,11 +18,18 @@ import (
 // tell a live master from a later process that got the same pid, and the PID namespace
 // they are numbers in), and the next master to start removes the directories of masters
 // that are gone. A master in another PID namespace (a container sharing TMPDIR, herd as
-// PID 1 under unshare) is not visible by its pid from here: its directory is left alone.
+// PID 1 under unshare) is not visible by its pid from here: each master names its PID
+// namespace in a file of its own (nsFile; the master file keeps the form older herds read,
+// or they would take every newer master for a dead one), and a directory of another
+// namespace is left alone.
 
 const (
 	runDirPattern = "herd-"
 	masterFile    = "master"
+	nsFile        = "pidns"
+	// initPIDNamespace is the host's PID namespace: the kernel gives it this inode
+	// (PROC_PID_INIT_INO).
+	initPIDNamespace = "pid:[4026531836]"
 )
 
 // makeRunDir creates this master's private runtime directory (0700) and marks it as its
@@ -34,8 +41,11 @@ func makeRunDir(log zerolog.Logger) (string, error) {
 		return "", fmt.Errorf("create runtime directory: %w", err)
 	}
 	start, err := processStart(os.Getpid())
+	if err == nil { // the namespace first: whoever sees the master file sees it too
+		err = os.WriteFile(filepath.Join(dir, nsFile), []byte(pidNamespace()+"\n"), 0o600)
+	}
 	if err == nil {
-		err = os.WriteFile(filepath.Join(dir, masterFile), fmt.Appendf(nil, "%d %s %s\n", os.Getpid(), start, pidNamespace()), 0o600)
+		err = os.WriteFile(filepath.Join(dir, masterFile), fmt.Appendf(nil, "%d %s\n", os.Getpid(), start), 0o600)
 	}
 	if err != nil {
 		_ = os.RemoveAll(dir)
@@ -60,16 +70,12 @@ func removeStaleRunDirs(tmp string, log zerolog.Logger) {
 		if err != nil {
 			continue
 		}
-		fields := strings.Fields(string(b))
-		if len(fields) < 2 {
-			continue
-		}
-		pid, err := strconv.Atoi(fields[0])
+		pidText, start, _ := strings.Cut(strings.TrimSpace(string(b)), " ")
+		pid, err := strconv.Atoi(pidText)
 		if err != nil || pid <= 0 {
 			continue
 		}
-		start := fields[1]
-		if len(fields) > 2 && fields[2] != ourNS {
+		if !sameNamespace(dir, ourNS) {
 			continue // its pid is another namespace's: it may well be alive
 		}
 		if now, err := processStart(pid); err == nil && now == start {
@@ -106,6 +112,17 @@ func processStart(pid int) (string, error) {
 		return "", fmt.Errorf("/proc/%d/stat: %d fields", pid, len(fields))
 	}
 	return fields[19], nil // field 22 of the whole line
+}
+
+// sameNamespace says whether the master of dir counted its pid in ours. A directory of an
+// older herd does not say: it is taken for the host's (where herds ran), so only a master
+// in the host's namespace judges it.
+func sameNamespace(dir, ours string) bool {
+	b, err := os.ReadFile(filepath.Join(dir, nsFile))
+	if err != nil {
+		return ours == initPIDNamespace
+	}
+	return strings.TrimSpace(string(b)) == ours
 }
 
 // pidNamespace names this process's PID namespace ("pid:[4026531836]"), "?" when it cannot

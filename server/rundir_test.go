@@ -4,6 +4,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -71,33 +72,47 @@ func TestDevWarnsOffLoopback(t *testing.T) {
 }
 
 // TestStaleRunDirOfAnotherPIDNamespace: a master under unshare (herd as PID 1) or in a
-// container sharing TMPDIR records a pid of its own PID namespace, which from here names
+// container sharing TMPDIR counts its pid in its own PID namespace, which from here names
 // nobody or someone else: its directory is left alone, or a live master's worker sockets
 // would go (TestPID1ReapsOrphansAndForwardsTerm's new master lost its own that way whenever
-// another herd started meanwhile). Directories of this namespace, and those written before
-// the namespace was recorded, are judged by pid and start time as before.
+// another herd started meanwhile). Directories of this namespace are judged by pid and
+// start time as before; those of older herds, which name no namespace, too when this is
+// the host's. The master file keeps the form older herds read.
 func TestStaleRunDirOfAnotherPIDNamespace(t *testing.T) {
 	tmp := t.TempDir()
-	const gone = "999999999 12345" // a pid past any pid_max
-	dirs := map[string]string{
-		"herd-other-namespace":   gone + " pid:[1]\n",
-		"herd-this-namespace":    gone + " " + pidNamespace() + "\n",
-		"herd-before-namespaces": gone + "\n",
-	}
-	for name, content := range dirs {
+	const gone = "999999999 12345\n" // a pid past any pid_max
+	for name, ns := range map[string]string{"herd-other-namespace": "pid:[1]", "herd-this-namespace": pidNamespace(), "herd-older": ""} {
 		dir := filepath.Join(tmp, name)
 		if err := os.Mkdir(dir, 0o700); err != nil {
 			t.Fatal(err)
 		}
-		if err := os.WriteFile(filepath.Join(dir, masterFile), []byte(content), 0o600); err != nil {
+		if err := os.WriteFile(filepath.Join(dir, masterFile), []byte(gone), 0o600); err != nil {
 			t.Fatal(err)
+		}
+		if ns != "" {
+			if err := os.WriteFile(filepath.Join(dir, nsFile), []byte(ns+"\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 	removeStaleRunDirs(tmp, zerolog.Nop())
-	for name, keep := range map[string]bool{"herd-other-namespace": true, "herd-this-namespace": false, "herd-before-namespaces": false} {
+	onHost := pidNamespace() == initPIDNamespace
+	for name, keep := range map[string]bool{"herd-other-namespace": true, "herd-this-namespace": false, "herd-older": !onHost} {
 		_, err := os.Stat(filepath.Join(tmp, name))
 		if kept := err == nil; kept != keep {
 			t.Errorf("%s: kept %v, want %v", name, kept, keep)
 		}
+	}
+
+	// What this master writes: "pid start" as older herds read it, the namespace apart.
+	t.Setenv("TMPDIR", tmp)
+	dir, err := makeRunDir(zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	b, err := os.ReadFile(filepath.Join(dir, masterFile))
+	if fields := strings.Fields(string(b)); err != nil || len(fields) != 2 || fields[0] != strconv.Itoa(os.Getpid()) {
+		t.Errorf("master file %q, %v: want \"pid start\"", b, err)
 	}
 }
