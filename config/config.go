@@ -191,7 +191,7 @@ func (c *Config) Validate() error {
 			add(key, "%s: must be a positive duration such as 30s", d)
 		}
 	}
-	for key, d := range map[string]time.Duration{"timeout": c.Timeout, "max-lifetime": c.MaxLifetime} {
+	for key, d := range map[string]time.Duration{"timeout": c.Timeout, "max-lifetime": c.MaxLifetime, "send-timeout": c.SendTimeout, "body-timeout": c.BodyTimeout} {
 		if d < 0 {
 			add(key, "%s: must be 0 (off) or a positive duration", d)
 		}
@@ -211,11 +211,6 @@ func (c *Config) Validate() error {
 	}
 	if c.HeaderTimeout < 0 {
 		add("header-timeout", "%s: must be 0 (off) or a positive duration such as 30s", c.HeaderTimeout)
-	}
-	for key, d := range map[string]time.Duration{"send-timeout": c.SendTimeout, "body-timeout": c.BodyTimeout} {
-		if d < 0 {
-			add(key, "%s: must be 0 (off) or a positive duration such as 60s", d)
-		}
 	}
 	if c.ShutdownDelay < 0 {
 		add("shutdown-delay", "%s: must be 0 or a positive duration such as 5s", c.ShutdownDelay)
