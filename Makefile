@@ -76,9 +76,13 @@ test-go:
 
 # The hostile-client suite's long form (make test runs the short one): 1500 slowloris
 # connections, 200 slow readers, a flood of 3 x 1800 connections, 2000 samples per p99, and
-# how long a new client waits in the flood. Prints the table of docs/RELIABILITY.md.
+# how long a new client waits in the flood. Prints the table of docs/RELIABILITY.md. Then
+# issue 21's attacks, as make test runs them: non-readers against --send-timeout, a
+# descriptor flood under ulimit -n 600, a full tmpfs (as root), a misbehaving HTTP/2 client,
+# bad absolute-form hosts, --body-memory under 128 echoes at once.
+HOSTILE_TESTS := TestHostileClients|TestSendTimeoutFreesWorkers|TestDescriptorBudgetUnderFlood|TestFullTempDir|TestHTTP2Bounds|TestAbsoluteFormHost|TestBodyMemoryBoundsTheHeap
 hostile: build
-	HERD_HOSTILE_LONG=1 HERD_TEST_BINARY=$(CURDIR)/$(BIN) $(GO) test ./server -run '^TestHostileClients$$' -count=1 -v -timeout 20m
+	HERD_HOSTILE_LONG=1 HERD_TEST_BINARY=$(CURDIR)/$(BIN) $(GO) test ./server -run '^($(HOSTILE_TESTS))$$' -count=1 -v -timeout 20m
 
 # Fuzzing (docs/RELIABILITY.md). Each target's seed corpus (testdata/fuzz/<Target>/) runs in
 # every `go test`; these run the fuzzer itself. fuzz-short is part of `make test`: a fixed

@@ -22,6 +22,8 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/herd-server/herd/internal/fdbudget"
+	"github.com/herd-server/herd/internal/logevery"
 	"github.com/herd-server/herd/protocol"
 	"github.com/herd-server/herd/proxy/h1"
 )
@@ -70,10 +72,23 @@ type Handler struct {
 	// spills to a temporary file however small, and an answer goes through a spool file
 	// (256 uploads of 1 MiB at once made the master 290 MiB). 0: no bound.
 	BodyMemory int64
-	bodyMemory budget
+	memory     memory
 	// MaxBodySize refuses larger bodies with 413; 0 means no limit.
 	MaxBodySize int64
 	TempDir     string
+	// TempFiles bounds the descriptors of temporary files held at once (a spilled body one,
+	// a spooled answer two), out of the master's open-file limit; nil: no bound. A body
+	// that cannot have one is refused with 503; an answer goes through unspooled.
+	TempFiles *fdbudget.Files
+	// TempSpace bounds the bytes in temporary files at once (spilled bodies, spooled
+	// answers); 0: no bound but the disk's. A body past it is refused with 503; an answer
+	// goes through unspooled.
+	TempSpace int64
+	tempSpace budget
+	// refused and unspooled rate-limit the log lines of what was done without the master's
+	// own resources (a flood repeats them for every request): bodies refused, answers that
+	// went through unspooled.
+	refused, unspooled logevery.Every
 	// HTTPS marks every request as https; a request that came over TLS (r.TLS) is one
 	// whatever this says.
 	HTTPS bool
@@ -99,6 +114,21 @@ type Handler struct {
 	// the sockets (websocket.go); nil passes them to the app as plain requests.
 	WebSockets *WebSockets
 }
+
+// MemoryInUse is how many bytes of --body-memory bodies and buffered answers count now.
+func (h *Handler) MemoryInUse() int64 {
+	inUse, _ := h.memory.held()
+	return inUse
+}
+
+// MemoryKept is how many bytes of --body-memory buffers kept for reuse count now.
+func (h *Handler) MemoryKept() int64 {
+	inUse, all := h.memory.held()
+	return all - inUse
+}
+
+// TempBytes is how many bytes of --temp-space temporary files count now.
+func (h *Handler) TempBytes() int64 { return h.tempSpace.used.Load() }
 
 // maxAttempts bounds how often one request is offered to a worker. Only requests that never
 // reached a worker are retried: a failed connect or a failed write of the request.
@@ -348,44 +378,53 @@ func (h *Handler) copyResponse(w http.ResponseWriter, head *h1.ResponseHead, br 
 	}
 	body := head.Body(br)
 	if !streaming && head.ContentLength <= h.ResponseBuffer {
-		// A body past the 64 KiB copy buffer takes room from --body-memory while it is held:
-		// without room it goes through a spool file below, as a larger one does.
-		held := int64(0)
-		if !head.NoBody && head.ContentLength > copyBufSize {
-			held = head.ContentLength
+		// A body past the 64 KiB copy buffer takes a buffer of --body-memory while it is
+		// held: without room it goes through a spool file below, as a larger one does.
+		if head.NoBody || head.ContentLength <= copyBufSize {
+			return h.sendBuffered(w, head, body, br, lease, nil)
 		}
-		if counted, ok := h.holdMemory(held); ok {
-			defer h.bodyMemory.give(counted)
-			return h.sendBuffered(w, head, body, br, lease)
+		if mem, ok := h.memory.get(int(head.ContentLength), h.BodyMemory); ok {
+			defer h.memory.put(mem, h.BodyMemory)
+			return h.sendBuffered(w, head, body, br, lease, mem)
 		}
 	}
 	if !streaming && !head.NoBody && head.ContentLength <= h.ResponseSpool {
-		if in, out, err := openSpool(h.TempDir); err == nil {
-			return h.sendSpooled(w, head, body, br, lease, in, out)
-		} else {
-			h.Log.Warn().Err(err).Msg("cannot spool a large response: it goes through as the client reads")
+		sf, err := h.openSpool(head.ContentLength)
+		if err == nil {
+			defer sf.close()
+			return h.sendSpooled(w, head, body, br, lease, sf)
 		}
+		h.warnShort(&h.unspooled, err, "cannot spool a large response: it goes through as the client reads, holding its worker up to --send-timeout")
 	}
 	w.WriteHeader(head.StatusCode)
-	flusher, _ := w.(http.Flusher)
-	if streaming && flusher != nil {
-		flusher.Flush() // the headers too: an event stream may be quiet for a while
+	var flush func()
+	if flusher, ok := w.(http.Flusher); ok && streaming {
+		flush = flusher.Flush
+		flush() // the headers too: an event stream may be quiet for a while
 	}
 	bufp := copyBufPool.Get().(*[]byte)
 	defer copyBufPool.Put(bufp)
-	buf := *bufp
+	return passThrough(w, body, *bufp, flush, head, br)
+}
+
+// passThrough copies the rest of the worker's body src to the client as the client takes
+// it, through buf, calling flush (when not nil) after each part. It reports whether the
+// worker connection can carry another request (the body was read to its end and nothing
+// more came) and how many bytes the client got; an error means the worker's side broke.
+func passThrough(w io.Writer, src io.Reader, buf []byte, flush func(), head *h1.ResponseHead, br *bufio.Reader) (reusable bool, n int64, err error) {
 	for {
-		nr, rerr := body.Read(buf)
+		nr, rerr := src.Read(buf)
 		if nr > 0 {
 			nw, werr := w.Write(buf[:nr])
 			n += int64(nw)
 			if werr != nil {
-				// The client left. Closing the worker connection (reusable=false) makes
-				// the worker's next write fail, so it stops producing for nobody.
+				// The client left, or took nothing for --send-timeout. Closing the worker
+				// connection (reusable=false) makes the worker's next write fail, so it
+				// stops producing for nobody.
 				return false, n, nil
 			}
-			if streaming && flusher != nil {
-				flusher.Flush()
+			if flush != nil {
+				flush()
 			}
 		}
 		if rerr == io.EOF {
@@ -397,22 +436,20 @@ func (h *Handler) copyResponse(w http.ResponseWriter, head *h1.ResponseHead, br 
 	}
 }
 
-// sendBuffered reads the whole body from the worker, gives the worker back, then writes to
-// the client. The lease is released here; the caller's Release is then a no-op.
-func (h *Handler) sendBuffered(w http.ResponseWriter, head *h1.ResponseHead, src io.Reader, br *bufio.Reader, lease Lease) (bool, int64, error) {
-	var body []byte
-	bufp := copyBufPool.Get().(*[]byte)
-	defer copyBufPool.Put(bufp)
+// sendBuffered reads the whole body from the worker into mem (nil: into a copy buffer, for
+// a body of at most its 64 KiB), gives the worker back, then writes to the client. The
+// lease is released here; the caller's Release is then a no-op. mem is free again once
+// this returns: every ResponseWriter here has sent or copied the bytes by then (herd's h1
+// writes a large body at once, not held back).
+func (h *Handler) sendBuffered(w http.ResponseWriter, head *h1.ResponseHead, src io.Reader, br *bufio.Reader, lease Lease, mem []byte) (bool, int64, error) {
+	body := mem
 	switch {
 	case head.NoBody: // HEAD, 204, 304: a Content-Length but no body
-	case head.ContentLength <= int64(len(*bufp)):
+		body = nil
+	case mem == nil:
+		bufp := copyBufPool.Get().(*[]byte)
+		defer copyBufPool.Put(bufp)
 		body = (*bufp)[:head.ContentLength]
-	default:
-		// Free again once w.Write returns: every ResponseWriter here has sent or copied
-		// the bytes by then (herd's h1 writes a large body at once, not held back).
-		var class int
-		body, class = getBuf(int(head.ContentLength))
-		defer putBuf(body, class)
 	}
 	if _, err := io.ReadFull(src, body); err != nil {
 		return false, 0, fmt.Errorf("%w: %w", errBodyBeforeHead, err)
@@ -424,128 +461,6 @@ func (h *Handler) sendBuffered(w http.ResponseWriter, head *h1.ResponseHead, src
 	w.WriteHeader(head.StatusCode)
 	nw, _ := w.Write(body) // a client that left is no error of the worker's
 	return reusable, int64(nw), nil
-}
-
-// openSpool makes an unlinked temporary file in dir, open twice: in to write the worker's
-// bytes, out to send them, each with its own offset.
-func openSpool(dir string) (in, out *os.File, err error) {
-	in, err = os.CreateTemp(dir, "response-*")
-	if err != nil {
-		return nil, nil, err
-	}
-	out, err = os.Open(in.Name())
-	_ = os.Remove(in.Name())
-	if err != nil {
-		in.Close()
-		return nil, nil, err
-	}
-	return in, out, nil
-}
-
-// sendSpooled sends a response too large to hold in memory through a temporary file, as
-// nginx's proxy temp files do: the handler writes the worker's bytes into it (in) as fast as
-// the worker sends them, while a goroutine of its own sends them from it (out) as fast as
-// the client reads, by sendfile where the connection allows. So the client gets the answer
-// from its first bytes on, and the worker is given back once its whole body is in the file,
-// however slowly the client reads. A client that leaves stops the copy; the worker
-// connection is then not reused (the worker's next write fails and it stops producing).
-func (h *Handler) sendSpooled(w http.ResponseWriter, head *h1.ResponseHead, src io.Reader, br *bufio.Reader, lease Lease, in, out *os.File) (bool, int64, error) {
-	defer out.Close()
-	defer in.Close()
-	sp := &spool{}
-	sp.cond.L = &sp.mu
-	w.WriteHeader(head.StatusCode)
-	sent := make(chan int64, 1)
-	go func() { sent <- sp.send(w, out) }() // waited for below, on every return
-
-	bufp := copyBufPool.Get().(*[]byte)
-	defer copyBufPool.Put(bufp)
-	buf := *bufp
-	var copied int64
-	var err error
-	for copied < head.ContentLength && !sp.clientGone() {
-		nr, rerr := src.Read(buf[:min(int64(len(buf)), head.ContentLength-copied)])
-		if nr > 0 {
-			if _, werr := in.Write(buf[:nr]); werr != nil { // the disk is full, say
-				err = fmt.Errorf("spool the response: %w", werr)
-				break
-			}
-			copied += int64(nr)
-			sp.advance(copied)
-		}
-		if rerr == io.EOF && copied < head.ContentLength {
-			rerr = io.ErrUnexpectedEOF
-		}
-		if rerr != nil && rerr != io.EOF {
-			err = fmt.Errorf("read worker response: %w", rerr)
-			break
-		}
-	}
-	if err != nil || copied < head.ContentLength { // a failure, or the client left
-		sp.end(true)
-		return false, <-sent, err
-	}
-	reusable := !head.Close && br.Buffered() == 0
-	lease.Release(reusable)
-	sp.end(false)
-	return reusable, <-sent, nil
-}
-
-// spool is what the handler and the sender of a spooled response tell each other.
-type spool struct {
-	mu      sync.Mutex
-	cond    sync.Cond
-	written int64 // bytes of the body in the file so far
-	ended   bool  // no more will be written
-	failed  bool  // and the client must not get what is there: the body is cut
-	gone    bool  // the client stopped reading (its connection failed)
-}
-
-func (sp *spool) advance(written int64) {
-	sp.mu.Lock()
-	sp.written = written
-	sp.mu.Unlock()
-	sp.cond.Signal()
-}
-
-func (sp *spool) end(failed bool) {
-	sp.mu.Lock()
-	sp.ended, sp.failed = true, failed
-	sp.mu.Unlock()
-	sp.cond.Signal()
-}
-
-func (sp *spool) clientGone() bool {
-	sp.mu.Lock()
-	defer sp.mu.Unlock()
-	return sp.gone
-}
-
-// send copies the body from out to the client as it is written, and returns how many bytes
-// the client got.
-func (sp *spool) send(w io.Writer, out *os.File) int64 {
-	var sent int64
-	for {
-		sp.mu.Lock()
-		for sp.written == sent && !sp.ended {
-			sp.cond.Wait()
-		}
-		written, ended, failed := sp.written, sp.ended, sp.failed
-		sp.mu.Unlock()
-		if failed || written == sent && ended {
-			return sent
-		}
-		// One LimitedReader around the file: the connection's ReadFrom sends it by sendfile.
-		want := written - sent
-		n, err := io.Copy(w, &io.LimitedReader{R: out, N: want})
-		sent += n
-		if err != nil || n < want {
-			sp.mu.Lock()
-			sp.gone = true
-			sp.mu.Unlock()
-			return sent
-		}
-	}
 }
 
 // writerOnly hides ReadFrom, so that a copy into it reads into the buffer it is given.
@@ -574,10 +489,18 @@ func requestStatus(err error) int {
 		return http.StatusRequestEntityTooLarge
 	case errors.Is(err, errHeadersTooLarge):
 		return http.StatusRequestHeaderFieldsTooLarge
+	case errors.Is(err, errBodyTimeout):
+		return http.StatusRequestTimeout
 	case errors.Is(err, errBadBody), errors.Is(err, errBadRequest):
 		return http.StatusBadRequest
 	case errors.Is(err, errNotMounted):
 		return http.StatusNotFound
+	case errors.Is(err, errNoTempFile), errors.Is(err, errTempSpace):
+		return http.StatusServiceUnavailable
+	case errors.Is(err, errDiskFull):
+		return http.StatusInsufficientStorage
+	case errors.Is(err, errTempFile):
+		return http.StatusInternalServerError
 	case errors.Is(err, context.Canceled):
 		return statusClientClosed
 	case errors.Is(err, os.ErrDeadlineExceeded):
@@ -598,10 +521,20 @@ var (
 	errBodyTooLarge    = errors.New("request body larger than the limit")
 	errHeadersTooLarge = errors.New("request headers too large for a uwsgi packet")
 	errBadBody         = errors.New("could not read the request body")
+	errBodyTimeout     = errors.New("the request body stopped coming for --body-timeout")
 	errWorkerFailed    = errors.New("worker failed")
 	errBadRequest      = errors.New("malformed request")
 	errNotMounted      = errors.New("path outside the --mount prefix")
 	errAborted         = errors.New("response aborted after its head")
+	// errNoTempFile: no descriptor left for a temporary file (TempFiles, or the process's
+	// open-file limit): a passing shortage of the server's, 503.
+	errNoTempFile = errors.New("no temporary file to spare")
+	// errTempSpace: --temp-space is used up: 503 as well.
+	errTempSpace = errors.New("no room left in --temp-space")
+	// errDiskFull: the disk of the temporary files is full: 507, the server's storage.
+	errDiskFull = errors.New("no space left for temporary files")
+	// errTempFile: a temporary file failed otherwise: the server's fault, 500.
+	errTempFile = errors.New("temporary file failed")
 	// errBodyBeforeHead: a response read whole before its head goes out broke (a body
 	// shorter than its Content-Length), so the client can still get a 502.
 	errBodyBeforeHead = errors.New("worker response body cut short")
@@ -625,19 +558,39 @@ func (h *Handler) refuseHost(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// warnShort logs that the master did without one of its own resources, at most every
+// 10 s (every) with how often it happened since; a full disk as an error.
+func (h *Handler) warnShort(every *logevery.Every, err error, msg string) {
+	ok, missed := every.Allow()
+	if !ok {
+		return
+	}
+	ev := h.Log.Warn()
+	if errors.Is(err, errDiskFull) {
+		ev = h.Log.Error()
+	}
+	ev.Err(err).Int64("times_since_last_line", missed).Msg(msg)
+}
+
 func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error) int {
 	status := requestStatus(err)
 	if status == statusClientClosed {
 		return status
 	}
-	ev := h.Log.Warn()
-	switch status {
-	case http.StatusBadGateway:
-		ev = h.Log.Error()
-	case http.StatusNotFound: // a scanner's probes outside the mount are no news
-		ev = h.Log.Debug()
+	switch {
+	case errors.Is(err, errNoTempFile), errors.Is(err, errTempSpace), errors.Is(err, errDiskFull):
+		// The master's own resources: a flood repeats it for every request.
+		h.warnShort(&h.refused, err, "request refused: the server has no room for its body")
+	default:
+		ev := h.Log.Warn()
+		switch status {
+		case http.StatusBadGateway:
+			ev = h.Log.Error()
+		case http.StatusNotFound: // a scanner's probes outside the mount are no news
+			ev = h.Log.Debug()
+		}
+		ev.Err(err).Int("status", status).Str("method", r.Method).Str("path", r.URL.Path).Msg("request failed")
 	}
-	ev.Err(err).Int("status", status).Str("method", r.Method).Str("path", r.URL.Path).Msg("request failed")
 	if status == http.StatusServiceUnavailable {
 		w.Header().Set("Retry-After", "1")
 	}

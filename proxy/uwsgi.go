@@ -35,6 +35,10 @@ type UwsgiServer struct {
 	HeadTimeout time.Duration
 	// BodyIdleTimeout bounds each wait for more of the request body.
 	BodyIdleTimeout time.Duration
+	// SendTimeout bounds how long a write of the answer may make no progress (nginx's
+	// send_timeout, as h1.Server's): a front end that stops reading has its connection
+	// closed and frees what the answer holds. 0: none.
+	SendTimeout time.Duration
 
 	mu        sync.Mutex
 	reqBase   http.Request // carries ctx: each request starts as a copy of it
@@ -222,6 +226,7 @@ func (s *UwsgiServer) serveConn(c net.Conn) {
 	// is not kept awake; see internal/rawio) where c has a descriptor; deadlines still hold.
 	var rw io.ReadWriter = c
 	if raw, ok := rawio.Get(c); ok {
+		raw.WriteTimeout = s.SendTimeout
 		rw = raw
 		defer rawio.Put(raw) // after the Close below: deferred calls run last-in first-out
 	}

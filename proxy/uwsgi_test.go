@@ -269,8 +269,8 @@ func TestUwsgiFrontEndDropsSilentClients(t *testing.T) {
 		if took := time.Since(start); took < testHeadTimeout/2 || took > 5*time.Second {
 			t.Errorf("sent %q: dropped after %s, want about %s", sent, took, testHeadTimeout)
 		}
-		if len(sent) == len(post) && !bytes.HasPrefix(got, []byte("HTTP/1.1 400 ")) {
-			t.Errorf("half a body: answer %q, want a 400", got)
+		if len(sent) == len(post) && !bytes.HasPrefix(got, []byte("HTTP/1.1 408 ")) {
+			t.Errorf("half a body: answer %q, want a 408 (nginx's for client_body_timeout)", got)
 		}
 	}
 	waitSettled(t, baseG, baseFD, nil)

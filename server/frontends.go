@@ -73,11 +73,8 @@ type frontHandler struct {
 }
 
 // How long a uwsgi client may take to send its request head (nginx sends the head at once
-// with the connection), and how long any client, HTTP or uwsgi, may pause in its body.
-const (
-	uwsgiHeadTimeout     = 10 * time.Second
-	uwsgiBodyIdleTimeout = 60 * time.Second
-)
+// with the connection).
+const uwsgiHeadTimeout = 10 * time.Second
 
 // frontEnds are the HTTP (and HTTPS) and the uwsgi servers, stopped together.
 type frontEnds struct {
@@ -97,10 +94,14 @@ type frontEnds struct {
 func newFrontEnds(cfg *config.Config, front *frontHandler, onDone func(*proxy.Record), certs *certStore, lns listenerSet, log zerolog.Logger) frontEnds {
 	limits := h1.Limits{RequestLine: cfg.LimitRequestLine, Fields: cfg.LimitRequestFields, FieldSize: cfg.LimitRequestFieldSize}
 	conns := &connTracker{}
+	// HTTP/2 gets the bounds h1 keeps on HTTP/1 itself: field limits, body idle, send.
+	guard := &proxy.HTTP2Guard{Limits: limits, BodyIdleTimeout: cfg.BodyTimeout, SendTimeout: cfg.SendTimeout,
+		OnRefused: refusedLogger(onDone), Log: log.With().Str("component", "http2").Logger()}
 	srv := &http.Server{
-		Handler:           conns.handler(front.http),
-		ConnState:         conns.connState,
-		ReadHeaderTimeout: cfg.HeaderTimeout, // slowloris: see --header-timeout
+		Handler: guard.Handler(conns.handler(front.http)),
+		// The first request within --header-timeout, as h1's first head (slowloris).
+		ConnState:         firstRequestHook(cfg.HeaderTimeout, conns.connState),
+		ReadHeaderTimeout: cfg.HeaderTimeout,
 		// An HTTP/2 header list may be as large as an HTTP/1 head (gunicorn's limits, or
 		// what a uwsgi packet carries), with room: HTTP/2 counts 32 bytes more per field
 		// (RFC 9113 6.5.2). Over it: 431.
@@ -108,14 +109,17 @@ func newFrontEnds(cfg *config.Config, front *frontHandler, onDone func(*proxy.Re
 		IdleTimeout:    cfg.KeepAlive,
 		ErrorLog:       newStdLogger(log.With().Str("component", "http").Logger()),
 		Protocols:      httpProtocols(cfg.H2C),
+		// A connection whose client takes no bytes at all: its streams' writes wait for the
+		// connection, which this closes (TLS ones have h1's rawio under them too).
+		HTTP2: &http.HTTP2Config{WriteByteTimeout: cfg.SendTimeout},
 	}
 	h1srv := &h1.Server{
-		Handler:       conns.handler(front.http),
-		Limits:        limits,
-		HeaderTimeout: cfg.HeaderTimeout,
-		IdleTimeout:   cfg.KeepAlive,
-		// As the uwsgi front end: a body that stops coming for a minute is given up.
-		BodyIdleTimeout: uwsgiBodyIdleTimeout,
+		Handler:         conns.handler(front.http),
+		Limits:          limits,
+		HeaderTimeout:   cfg.HeaderTimeout,
+		IdleTimeout:     cfg.KeepAlive,
+		BodyIdleTimeout: cfg.BodyTimeout,
+		SendTimeout:     cfg.SendTimeout,
 		Log:             log.With().Str("component", "http").Logger(),
 		ConnState:       conns.connState,
 		OnRefused:       refusedLogger(onDone),
@@ -135,7 +139,8 @@ func newFrontEnds(cfg *config.Config, front *frontHandler, onDone func(*proxy.Re
 		srv.SetKeepAlivesEnabled(false) // gunicorn's --keep-alive 0
 		h1srv.SetKeepAlivesEnabled(false)
 	}
-	uwsgiSrv := &proxy.UwsgiServer{Handler: front.uwsgi, HeadTimeout: uwsgiHeadTimeout, BodyIdleTimeout: uwsgiBodyIdleTimeout}
+	uwsgiSrv := &proxy.UwsgiServer{Handler: front.uwsgi, HeadTimeout: uwsgiHeadTimeout, BodyIdleTimeout: cfg.BodyTimeout,
+		SendTimeout: cfg.SendTimeout}
 	return frontEnds{http: srv, h1: h1srv, h2conns: h2conns, uwsgi: uwsgiSrv, conns: conns, lns: lns, h2c: cfg.H2C}
 }
 

@@ -67,3 +67,49 @@ func refusedLogger(onDone func(*proxy.Record)) func(remote string, status int, r
 		onDone(&proxy.Record{Request: r, Start: time.Now(), Status: status, Worker: -1})
 	}
 }
+
+// firstRequest closes an HTTP/2 connection whose first request has not come whole within
+// --header-timeout, as h1 closes a connection whose first head has not: net/http's HTTP/2
+// server bounds the preface (10 s), then only the idle time (--keep-alive). Its ConnState
+// hook hears StateNew when net/http takes the connection; HTTP/2 then says StateActive and
+// StateIdle at once as it starts serving, and StateActive again when the first stream's
+// header block is whole: that ends the timer (as StateClosed does).
+type firstRequest struct {
+	timeout time.Duration
+	next    func(net.Conn, http.ConnState)
+
+	mu    sync.Mutex
+	conns map[net.Conn]*awaited
+}
+
+// awaited is a connection whose first request has not come.
+type awaited struct {
+	timer *time.Timer
+	idle  bool // HTTP/2 has begun serving it
+}
+
+// firstRequestHook returns the ConnState hook: next's, with the timer before it.
+func firstRequestHook(timeout time.Duration, next func(net.Conn, http.ConnState)) func(net.Conn, http.ConnState) {
+	if timeout <= 0 {
+		return next
+	}
+	f := &firstRequest{timeout: timeout, next: next, conns: map[net.Conn]*awaited{}}
+	return f.connState
+}
+
+func (f *firstRequest) connState(c net.Conn, st http.ConnState) {
+	f.mu.Lock()
+	a := f.conns[c]
+	switch {
+	case st == http.StateNew:
+		f.conns[c] = &awaited{timer: time.AfterFunc(f.timeout, func() { _ = c.Close() })}
+	case a == nil:
+	case st == http.StateIdle:
+		a.idle = true
+	case st == http.StateActive && a.idle, st == http.StateClosed, st == http.StateHijacked:
+		a.timer.Stop()
+		delete(f.conns, c)
+	}
+	f.mu.Unlock()
+	f.next(c, st)
+}

@@ -4,6 +4,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -70,34 +71,48 @@ func TestDevWarnsOffLoopback(t *testing.T) {
 	}
 }
 
-// TestStaleRunDirOtherNamespace: a pid names a process only in its own pid namespace. A
-// master in another namespace (a container sharing /tmp, herd as PID 1 under unshare) is
-// never judged by its pid here: its directory stays, while one of this namespace whose
-// master is gone goes.
-func TestStaleRunDirOtherNamespace(t *testing.T) {
+// TestStaleRunDirOfAnotherPIDNamespace: a master under unshare (herd as PID 1) or in a
+// container sharing TMPDIR counts its pid in its own PID namespace, which from here names
+// nobody or someone else: its directory is left alone, or a live master's worker sockets
+// would go (TestPID1ReapsOrphansAndForwardsTerm's new master lost its own that way whenever
+// another herd started meanwhile). Directories of this namespace are judged by pid and
+// start time as before; those of older herds, which name no namespace, too when this is
+// the host's. The master file keeps the form older herds read.
+func TestStaleRunDirOfAnotherPIDNamespace(t *testing.T) {
 	tmp := t.TempDir()
-	ns, err := pidNamespace()
-	if err != nil {
-		t.Fatal(err)
-	}
-	write := func(name, content string) string {
+	const gone = "999999999 12345\n" // a pid past any pid_max
+	for name, ns := range map[string]string{"herd-other-namespace": "pid:[1]", "herd-this-namespace": pidNamespace(), "herd-older": ""} {
 		dir := filepath.Join(tmp, name)
 		if err := os.Mkdir(dir, 0o700); err != nil {
 			t.Fatal(err)
 		}
-		if err := os.WriteFile(filepath.Join(dir, masterFile), []byte(content), 0o600); err != nil {
+		if err := os.WriteFile(filepath.Join(dir, masterFile), []byte(gone), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		return dir
+		if ns != "" {
+			if err := os.WriteFile(filepath.Join(dir, nsFile), []byte(ns+"\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
 	}
-	// pid 1 of another namespace, and a dead master of ours (no process has start time 0).
-	other := write("herd-other-ns", "pid:[1] 1 12345\n")
-	dead := write("herd-dead", ns+" 1 0\n")
 	removeStaleRunDirs(tmp, zerolog.Nop())
-	if _, err := os.Stat(other); err != nil {
-		t.Errorf("another namespace's runtime directory was removed: %v", err)
+	onHost := pidNamespace() == initPIDNamespace
+	for name, keep := range map[string]bool{"herd-other-namespace": true, "herd-this-namespace": false, "herd-older": !onHost} {
+		_, err := os.Stat(filepath.Join(tmp, name))
+		if kept := err == nil; kept != keep {
+			t.Errorf("%s: kept %v, want %v", name, kept, keep)
+		}
 	}
-	if _, err := os.Stat(dead); !os.IsNotExist(err) {
-		t.Errorf("a dead master's runtime directory of this namespace is still there (%v)", err)
+
+	// What this master writes: "pid start" as older herds read it, the namespace apart.
+	t.Setenv("TMPDIR", tmp)
+	dir, err := makeRunDir(zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	b, err := os.ReadFile(filepath.Join(dir, masterFile))
+	if fields := strings.Fields(string(b)); err != nil || len(fields) != 2 || fields[0] != strconv.Itoa(os.Getpid()) {
+		t.Errorf("master file %q, %v: want \"pid start\"", b, err)
 	}
 }

@@ -54,7 +54,7 @@ type Server struct {
 	// upgradeFrom is the pid of the master whose USR2 started this one, 0 otherwise.
 	upgradeFrom int
 	lns         listenerSet
-	connLimit   interface{ Max() int }
+	fds         fdBudget
 	runDir      string
 	worker      spawn.WorkerFiles
 
@@ -161,9 +161,9 @@ func (s *Server) open() error {
 	if s.cfg.Reload {
 		warnExposedDevServer(s.log, append(append([]net.Listener{}, s.lns.http...), s.lns.https...))
 	}
-	limit := newConnLimit(s.cfg, s.log)
-	s.lns.limit(limit)
-	s.connLimit = limit
+	s.fds = newFDBudget(s.cfg, s.log)
+	s.lns.limit(s.fds.conns)
+	s.lns.admin = limitAdmin(s.lns.admin)
 
 	runDir, err := makeRunDir(s.log)
 	if err != nil {
@@ -285,10 +285,13 @@ func (s *Server) newFrontHandler(onDone func(*proxy.Record)) (*frontHandler, err
 		ResponseBuffer: int64(cfg.ResponseBuffer),
 		ResponseSpool:  int64(cfg.ResponseSpool),
 		TempDir:        s.runDir,
+		TempFiles:      s.fds.files,
+		TempSpace:      int64(cfg.TempSpace),
 		Mount:          cfg.MountPrefix(),
 		AddHeaders:     addHeaders(cfg),
 		WebSockets:     s.webSockets(),
 	}
+	registerBudgets(s.metrics.Registry(), handler, s.fds.files)
 	var err error
 	if handler.TrustedProxies, err = proxy.ParseTrustList(cfg.ForwardedAllowIPs); err != nil {
 		return nil, fmt.Errorf("forwarded-allow-ips: %w", err)
@@ -296,7 +299,7 @@ func (s *Server) newFrontHandler(onDone func(*proxy.Record)) (*frontHandler, err
 	if s.reloads, s.devState, err = newReloadLoop(cfg, s.log, s); err != nil {
 		return nil, err
 	}
-	app, closeStatic, err := withStatic(cfg, handler, onDone, s.metrics.Registry(), s.log)
+	app, closeStatic, err := withStatic(cfg, handler, onDone, s.metrics.Registry(), s.fds.files, s.log)
 	if err != nil {
 		return nil, err
 	}
@@ -391,7 +394,7 @@ func (s *Server) serve(ctx context.Context) error {
 
 func (s *Server) logStart() {
 	cfg := s.cfg
-	s.log.Info().Str("app", cfg.App).Str("runtime_dir", s.runDir).Strs("http", addrs(s.lns.http)).Strs("https", addrs(s.lns.https)).Strs("uwsgi", addrs(s.lns.uwsgi)).Int("workers", cfg.Workers).Int("max_connections", s.connLimit.Max()).
+	s.log.Info().Str("app", cfg.App).Str("runtime_dir", s.runDir).Strs("http", addrs(s.lns.http)).Strs("https", addrs(s.lns.https)).Strs("uwsgi", addrs(s.lns.uwsgi)).Int("workers", cfg.Workers).Int("max_connections", s.fds.conns.Max()).Int("temp_files", s.fds.files.Max()).
 		Int("threads", cfg.Threads).Str("python", cfg.Python).Int("pid", os.Getpid()).
 		Str("control_socket", s.ctl.Path()).Msg("herd is starting")
 }

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"errors"
 	"net/http"
 	"time"
 
@@ -8,6 +9,8 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/herd-server/herd/config"
+	"github.com/herd-server/herd/internal/fdbudget"
+	"github.com/herd-server/herd/internal/logevery"
 	"github.com/herd-server/herd/proxy"
 	"github.com/herd-server/herd/proxy/static"
 )
@@ -16,7 +19,7 @@ import (
 // behind nginx (the uwsgi front end) nginx serves the static files. The files it serves go
 // to the access log and the metrics like the app's requests, with no worker. The func returned releases
 // the directories; it is a no-op without --static.
-func withStatic(cfg *config.Config, app http.Handler, onDone func(*proxy.Record), reg prometheus.Registerer, log zerolog.Logger) (http.Handler, func() error, error) {
+func withStatic(cfg *config.Config, app http.Handler, onDone func(*proxy.Record), reg prometheus.Registerer, files *fdbudget.Files, log zerolog.Logger) (http.Handler, func() error, error) {
 	if len(cfg.Static) == 0 {
 		return app, func() error { return nil }, nil
 	}
@@ -29,12 +32,21 @@ func withStatic(cfg *config.Config, app http.Handler, onDone func(*proxy.Record)
 		dirs = append(dirs, static.Dir{Prefix: m.Prefix, Path: m.Path})
 	}
 	staticLog := log.With().Str("component", "static").Logger()
+	var shortOfFiles logevery.Every
 	opts := static.Options{
 		FollowSymlinks: cfg.StaticFollowSymlinks,
 		CacheBytes:     int64(cfg.StaticCache),
 		Refused: func(r *http.Request, why error) {
+			if errors.Is(why, static.ErrNoDescriptor) {
+				if ok, missed := shortOfFiles.Allow(); ok {
+					staticLog.Warn().Err(why).Int64("times_since_last_line", missed).
+						Msg("static file refused with 503: the descriptors for files requests hold are all in use")
+				}
+				return
+			}
 			staticLog.Debug().Err(why).Str("path", r.URL.Path).Str("remote", r.RemoteAddr).Msg("static path refused")
 		},
+		Files: files,
 	}
 	if onDone != nil {
 		opts.OnServed = func(r *http.Request, start time.Time, status int, bytes int64) {

@@ -2,7 +2,6 @@ package listener
 
 import (
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"sync"
@@ -129,26 +128,6 @@ func (c *limitedConn) ReadFrom(r io.Reader) (int64, error) {
 		return rf.ReadFrom(r)
 	}
 	return io.Copy(struct{ io.Writer }{c.Conn}, r)
-}
-
-// reserveFDs are the descriptors the master keeps for itself: listeners, logs, the control
-// socket, worker sockets and pipes, temporary body files of requests being read.
-const reserveFDs = 256
-
-// FitToFDLimit lowers a wanted connection limit to what the process's open-file limit
-// (RLIMIT_NOFILE, which the Go runtime raises to its hard limit at start) can hold: a client
-// connection may need a second descriptor (its request body spilled to a temporary file),
-// and reserveFDs stay for the rest. It returns the limit to use and the file limit.
-func FitToFDLimit(want int) (fit int, nofile uint64, err error) {
-	var rl syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
-		return want, 0, fmt.Errorf("read the open-file limit: %w", err)
-	}
-	room := (int64(min(rl.Cur, 1<<40)) - reserveFDs) / 2
-	if int64(want) > room {
-		return int(max(room, 1)), rl.Cur, nil
-	}
-	return want, rl.Cur, nil
 }
 
 // SyscallConn passes the connection's descriptor on: herd's HTTP/1 server reads and writes

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"io"
 	"net"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -117,19 +116,5 @@ func TestLimitedConnKeepsHalfClose(t *testing.T) {
 	}
 	if _, ok := c.(io.ReaderFrom); !ok {
 		t.Error("no ReadFrom")
-	}
-}
-
-func TestFitToFDLimit(t *testing.T) {
-	var rl syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
-		t.Fatal(err)
-	}
-	if n, _, err := FitToFDLimit(10); err != nil || n != 10 {
-		t.Errorf("FitToFDLimit(10) = %d, %v", n, err)
-	}
-	want := (int(rl.Cur) - reserveFDs) / 2
-	if n, nofile, err := FitToFDLimit(1 << 30); err != nil || n != max(want, 1) || nofile != rl.Cur {
-		t.Errorf("FitToFDLimit(1<<30) = %d (file limit %d), want %d: %v", n, nofile, want, err)
 	}
 }

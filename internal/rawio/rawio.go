@@ -21,11 +21,13 @@
 package rawio
 
 import (
+	"errors"
 	"io"
 	"net"
 	"os"
 	"sync"
 	"syscall"
+	"time"
 	"unsafe"
 )
 
@@ -45,6 +47,18 @@ type Conn struct {
 	// tried at once instead of waiting for the poller: readiness that came before Read began
 	// was dropped when the poller was armed, and would never be reported again.
 	PeerMaySendFirst bool
+	// WriteTimeout, when set, bounds how long a write (Write, Writev, Flush, the pending
+	// bytes of Read, SendFile) may go without progress toward the peer: one that stops
+	// reading makes it fail with os.ErrDeadlineExceeded, one that reads slowly but steadily
+	// does not. Progress is a partial write, or the peer taking bytes from the socket's
+	// queue (see moveOn). Deadlines are set only while a write waits for room, and cleared
+	// once it is done: a write that never waits costs none.
+	WriteTimeout time.Duration
+	// While a write waits: wArmed, a deadline of ours is set; wQueued is what the socket
+	// held for the peer when last looked at, wProgress when progress was last seen.
+	wArmed    bool
+	wQueued   int
+	wProgress time.Time
 
 	// The state of the read and of the write in progress, and the callbacks RawConn runs,
 	// bound once in New: a closure made per call escapes to the heap (it goes through an
@@ -177,7 +191,7 @@ func (c *Conn) pendingStep(fd uintptr) bool {
 		return readOnce(fd, c.rBuf, &c.rN, &c.rErr)
 	}
 	c.rFirst = false
-	done, err := writevOnce(fd, &c.rBufs)
+	done, _, err := writevOnce(fd, &c.rBufs)
 	switch {
 	case err != nil:
 		c.rErr = wrap("write", err)
@@ -252,6 +266,10 @@ func (c *Conn) Writev(bufs ...[]byte) error {
 func (c *Conn) writev(bufs [][]byte) error {
 	c.wBufs, c.wErr = bufs, nil
 	err := c.rc.Write(c.writeCB)
+	for c.wErr == nil && c.moveOn(err) {
+		err = c.rc.Write(c.writeCB)
+	}
+	c.disarm()
 	if c.wErr == nil && err != nil {
 		c.wErr = err
 	}
@@ -262,26 +280,87 @@ func (c *Conn) writev(bufs [][]byte) error {
 }
 
 func (c *Conn) writeStep(fd uintptr) bool {
-	done, err := writevOnce(fd, &c.wBufs)
+	done, n, err := writevOnce(fd, &c.wBufs)
 	if err != nil {
 		c.wErr = wrap("write", err)
 		return true
 	}
+	if !done {
+		c.arm(fd, n > 0)
+	}
 	return done
+}
+
+// arm starts the clock before a wait for room: the first time, and again after a write
+// that made progress. It runs inside RawConn.Write's callback, whose wait then honours the
+// deadline it sets (setting a deadline takes no lock a write holds).
+func (c *Conn) arm(fd uintptr, progressed bool) {
+	if c.WriteTimeout <= 0 || c.wArmed && !progressed {
+		return
+	}
+	c.wArmed = true
+	c.wQueued, _ = outq(fd)
+	c.wProgress = time.Now()
+	_ = c.Conn.SetWriteDeadline(c.wProgress.Add(c.checkEvery()))
+}
+
+// checkEvery is how often a waiting write looks at the socket's queue: the peer may take
+// bytes without the socket ever saying it has room again (the kernel waits for half of its
+// send buffer to be free, megabytes on a fast link, which a client taking a few KiB a
+// second frees in minutes), so its progress is looked for at the queue. A write is given
+// up between WriteTimeout and an eighth more after the last progress.
+func (c *Conn) checkEvery() time.Duration { return max(c.WriteTimeout/8, time.Millisecond) }
+
+// moveOn is asked when a write failed: when it failed by arm's deadline, it looks at the
+// socket's queue and says whether the write goes on (the deadline moved on) or is given
+// up, WriteTimeout after the last progress.
+func (c *Conn) moveOn(err error) bool {
+	if !c.wArmed || !errors.Is(err, os.ErrDeadlineExceeded) {
+		return false
+	}
+	now := time.Now()
+	q, ok := 0, false
+	_ = c.rc.Control(func(fd uintptr) { q, ok = outq(fd) })
+	if ok && q < c.wQueued {
+		c.wQueued, c.wProgress = q, now
+	}
+	left := c.wProgress.Add(c.WriteTimeout).Sub(now)
+	if left <= 0 {
+		return false
+	}
+	_ = c.Conn.SetWriteDeadline(now.Add(min(left, c.checkEvery())))
+	return true
+}
+
+// outq is how many bytes a socket holds that its peer has not taken: for TCP, sent and not
+// acknowledged or not sent yet; for a Unix socket, queued and not read.
+func outq(fd uintptr) (int, bool) {
+	var n int32
+	_, _, e := syscall.RawSyscall(syscall.SYS_IOCTL, fd, uintptr(syscall.TIOCOUTQ), uintptr(unsafe.Pointer(&n)))
+	return int(n), e == 0
+}
+
+// disarm clears the deadline arm set: a deadline left behind would fail a later write.
+func (c *Conn) disarm() {
+	if c.wArmed {
+		c.wArmed = false
+		_ = c.Conn.SetWriteDeadline(time.Time{})
+	}
 }
 
 // maxIovecs bounds one writev's vector; the rest goes in the next call.
 const maxIovecs = 16
 
-// writevOnce writes what the socket takes now and advances *bufs past it. done is true
-// when everything went out; false with a nil error means the socket is full (EAGAIN).
-func writevOnce(fd uintptr, bufs *[][]byte) (done bool, err error) {
+// writevOnce writes what the socket takes now and advances *bufs past it; n is how many
+// bytes went. done is true when everything went out; false with a nil error means the
+// socket is full (EAGAIN).
+func writevOnce(fd uintptr, bufs *[][]byte) (done bool, n int, err error) {
 	for {
 		for len(*bufs) > 0 && len((*bufs)[0]) == 0 {
 			*bufs = (*bufs)[1:]
 		}
 		if len(*bufs) == 0 {
-			return true, nil
+			return true, n, nil
 		}
 		var iov [maxIovecs]syscall.Iovec
 		cnt := 0
@@ -309,11 +388,12 @@ func writevOnce(fd uintptr, bufs *[][]byte) (done bool, err error) {
 		case syscall.EINTR:
 			continue
 		case syscall.EAGAIN:
-			return false, nil
+			return false, n, nil
 		default:
-			return false, e
+			return false, n, e
 		}
 		advance(bufs, int(r))
+		n += int(r)
 	}
 }
 
@@ -361,10 +441,11 @@ func (c *Conn) PeerClosed() bool {
 // sendfile(2), waiting for room as needed; it returns how many went (fewer at the file's
 // end). The file's offset moves by as much, as a read would move it.
 func (c *Conn) SendFile(src syscall.RawConn, n int64) (int64, error) {
-	var sent int64
+	var sent, armedAt int64
 	var opErr error
 	cerr := src.Control(func(sfd uintptr) {
-		werr := c.rc.Write(func(dfd uintptr) bool {
+		defer c.disarm()
+		step := func(dfd uintptr) bool {
 			for sent < n {
 				chunk := min(n-sent, 1<<30)
 				r, _, e := syscall.RawSyscall6(syscall.SYS_SENDFILE, dfd, sfd, 0, uintptr(chunk), 0, 0)
@@ -376,6 +457,8 @@ func (c *Conn) SendFile(src syscall.RawConn, n int64) (int64, error) {
 					sent += int64(r)
 				case syscall.EINTR:
 				case syscall.EAGAIN:
+					c.arm(dfd, sent > armedAt)
+					armedAt = sent
 					return false
 				default:
 					opErr = wrap("sendfile", e)
@@ -383,7 +466,11 @@ func (c *Conn) SendFile(src syscall.RawConn, n int64) (int64, error) {
 				}
 			}
 			return true
-		})
+		}
+		werr := c.rc.Write(step)
+		for opErr == nil && c.moveOn(werr) {
+			werr = c.rc.Write(step)
+		}
 		if opErr == nil {
 			opErr = werr
 		}

@@ -114,21 +114,9 @@ func TestDeadlinesHold(t *testing.T) {
 
 func TestSendFile(t *testing.T) {
 	raw, peer := pair(t)
-	path := filepath.Join(t.TempDir(), "f")
 	data := bytes.Repeat([]byte("0123456789abcdef"), 1<<18) // 4 MiB: more than a socket takes at once
-	if err := os.WriteFile(path, data, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
+	f, rc := fileOf(t, data)
 	if _, err := f.Seek(16, io.SeekStart); err != nil {
-		t.Fatal(err)
-	}
-	rc, err := f.SyscallConn()
-	if err != nil {
 		t.Fatal(err)
 	}
 	got := make(chan []byte, 1)
@@ -192,4 +180,90 @@ func unixInq(fd int) (int, error) {
 		return 0, e
 	}
 	return int(n), nil
+}
+
+// TestWriteTimeoutIsProgressBased: with WriteTimeout, a write to a peer that reads nothing
+// fails once the timeout passes without progress, while a peer that reads slowly but
+// steadily gets a write that takes several times the timeout; and the deadline is gone
+// after the write, so a later write long after it is not failed by it.
+func TestWriteTimeoutIsProgressBased(t *testing.T) {
+	const timeout = 500 * time.Millisecond
+	data := bytes.Repeat([]byte("x"), 2<<20) // ten times what a Unix socket buffers
+
+	t.Run("stalled peer", func(t *testing.T) {
+		raw, _ := pair(t)
+		raw.WriteTimeout = 100 * time.Millisecond
+		start := time.Now()
+		err := raw.Writev(data)
+		if !errors.Is(err, os.ErrDeadlineExceeded) || time.Since(start) < raw.WriteTimeout {
+			t.Fatalf("a write nobody reads: %v after %v", err, time.Since(start))
+		}
+	})
+	t.Run("slow peer", func(t *testing.T) {
+		raw, peer := pair(t)
+		raw.WriteTimeout = timeout
+		done := make(chan int64, 1)
+		go func() { done <- slowRead(peer, int64(len(data))+1) }()
+		start := time.Now()
+		if err := raw.Writev(data); err != nil {
+			t.Fatalf("a write read 64 KiB every 40 ms failed after %v: %v", time.Since(start), err)
+		}
+		if took := time.Since(start); took < 2*timeout {
+			t.Fatalf("the write took %v: too fast to tell a progress-based deadline from a fixed one", took)
+		}
+		// The time is the subject: a deadline left behind by the write would have passed.
+		<-time.After(timeout + 100*time.Millisecond)
+		if _, err := raw.Write([]byte("y")); err != nil {
+			t.Fatalf("a write after the slow one: %v (its deadline was left set)", err)
+		}
+		if n := <-done; n != int64(len(data))+1 {
+			t.Fatalf("the peer read %d bytes", n)
+		}
+	})
+	t.Run("sendfile to a stalled peer", func(t *testing.T) {
+		raw, _ := pair(t)
+		raw.WriteTimeout = 100 * time.Millisecond
+		_, rc := fileOf(t, data)
+		n, err := raw.SendFile(rc, int64(len(data)))
+		if !errors.Is(err, os.ErrDeadlineExceeded) || n >= int64(len(data)) {
+			t.Fatalf("sendfile nobody reads: %d bytes, %v", n, err)
+		}
+	})
+}
+
+// slowRead reads n bytes from c, 64 KiB every 40 ms, and returns how many it got.
+func slowRead(c net.Conn, n int64) int64 {
+	tick := time.NewTicker(40 * time.Millisecond) // the pace is the subject
+	defer tick.Stop()
+	buf := make([]byte, 64<<10)
+	var got int64
+	for got < n {
+		<-tick.C
+		m, err := io.ReadFull(c, buf[:min(int64(len(buf)), n-got)])
+		got += int64(m)
+		if err != nil {
+			break
+		}
+	}
+	return got
+}
+
+// fileOf writes data to a file and returns it open, with its RawConn for SendFile; it is
+// closed when the test ends.
+func fileOf(t *testing.T, data []byte) (*os.File, syscall.RawConn) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "f")
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	rc, err := f.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f, rc
 }

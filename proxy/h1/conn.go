@@ -30,6 +30,9 @@ type conn struct {
 	tls *tls.ConnectionState
 
 	remote string
+	// sent is the raw connection the bytes to the client leave by (c.raw, or the one under
+	// TLS): its WriteTimeout is Server.SendTimeout. nil when there is none.
+	sent   *rawio.Conn
 	ctx    context.Context
 	cancel context.CancelFunc
 
@@ -72,6 +75,7 @@ func newConn(srv *Server, nc net.Conn) *conn {
 	if tc, ok := nc.(*tls.Conn); ok {
 		st := tc.ConnectionState()
 		c.tls = &st
+		c.sent, _ = tc.NetConn().(*rawio.Conn) // see ServeTLS
 	} else if raw, ok := rawio.New(nc); ok {
 		c.raw, c.rw = raw, raw
 		// The connection counts as idle, one that Shutdown may close, only once its last
@@ -80,6 +84,8 @@ func newConn(srv *Server, nc net.Conn) *conn {
 		// A client may have sent its next request, pipelined, or closed, while this one's
 		// answer was made: the read after the answer must look at once.
 		raw.PeerMaySendFirst = true
+		raw.WriteTimeout = srv.SendTimeout
+		c.sent = raw
 	}
 	base := srv.baseContext()
 	base = context.WithValue(base, http.LocalAddrContextKey, nc.LocalAddr())
@@ -436,7 +442,8 @@ func (c *conn) sendContinue() error {
 	return c.send([]byte("HTTP/1.1 100 Continue\r\n\r\n"))
 }
 
-// send writes bufs to the client now.
+// send writes bufs to the client now. Each write is bounded by sendTimeout without
+// progress: rawio moves the deadline on as the client reads, under TLS too.
 func (c *conn) send(bufs ...[]byte) error {
 	if c.raw != nil {
 		return c.raw.Writev(bufs...)
@@ -471,7 +478,13 @@ func (c *conn) refuse(rej *rejection) {
 	if c.raw != nil && c.raw.HasPending() {
 		_ = c.raw.Flush()
 	}
-	_ = c.nc.SetWriteDeadline(time.Now().Add(refuseWriteTimeout))
+	// The connection ends with this answer: a client that does not take it is not waited
+	// for long.
+	if c.sent != nil {
+		c.sent.WriteTimeout = refuseWriteTimeout
+	} else {
+		_ = c.nc.SetWriteDeadline(time.Now().Add(refuseWriteTimeout))
+	}
 	if err := c.send(b); err == nil {
 		c.lingerClose()
 	}

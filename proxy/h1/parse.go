@@ -2,6 +2,7 @@ package h1
 
 import (
 	"bytes"
+	"net/http"
 	"strings"
 )
 
@@ -206,3 +207,32 @@ func ValidHost(h string) bool {
 }
 
 var hostTable = alnumAnd("!$&'()*+,-.:;=[]_~%")
+
+// CheckFields applies the limits to a request that came as fields rather than as a head
+// (HTTP/2): the same request, sent over HTTP/1.1, would be refused with the status and
+// reason returned; 0 when it passes. Each value counts as a field line "Name: value", the
+// host as one more (Host's line); the request line is method, target and version.
+func (l Limits) CheckFields(method, target, host string, header http.Header) (int, string) {
+	if l.RequestLine > 0 && len(method)+1+len(target)+len(" HTTP/1.1") > l.RequestLine {
+		return errLineTooLong.status, errLineTooLong.reason
+	}
+	fields := 0
+	if host != "" {
+		fields = 1
+		if l.FieldSize > 0 && len("Host: ")+len(host) > l.FieldSize {
+			return errFieldTooLarge.status, errFieldTooLarge.reason
+		}
+	}
+	for name, values := range header {
+		fields += len(values)
+		for _, v := range values {
+			if l.FieldSize > 0 && len(name)+2+len(v) > l.FieldSize {
+				return errFieldTooLarge.status, errFieldTooLarge.reason
+			}
+		}
+	}
+	if l.Fields > 0 && fields > l.Fields {
+		return errTooManyFields.status, errTooManyFields.reason
+	}
+	return 0, ""
+}

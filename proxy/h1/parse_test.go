@@ -1,6 +1,7 @@
 package h1
 
 import (
+	"net/http"
 	"strings"
 	"testing"
 )
@@ -181,5 +182,31 @@ func BenchmarkParseHead(b *testing.B) {
 		if rej := parseHead(raw, Limits{RequestLine: 4094, Fields: 100, FieldSize: 8190}, &h); rej != nil {
 			b.Fatal(rej)
 		}
+	}
+}
+
+// CheckFields refuses what parseHead refuses of the same request sent as HTTP/1.1.
+func TestCheckFields(t *testing.T) {
+	l := Limits{RequestLine: 40, Fields: 3, FieldSize: 20}
+	many := http.Header{"A": {"1", "2"}, "B": {"3"}}
+	for _, tc := range []struct {
+		name, target, host string
+		header             http.Header
+		want               int
+	}{
+		{"fits", "/", "x", http.Header{"A": {"1"}, "B": {"2"}}, 0},
+		{"too many with the host", "/", "x", many, 431},
+		{"as many without a host", "/", "", many, 0},
+		{"a long field", "/", "x", http.Header{"Abc": {strings.Repeat("v", 16)}}, 431},
+		{"a field just fitting", "/", "x", http.Header{"Abc": {strings.Repeat("v", 15)}}, 0},
+		{"a long host", "/", strings.Repeat("h", 15), nil, 431},
+		{"a long target", "/" + strings.Repeat("p", 30), "x", nil, 414},
+	} {
+		if got, _ := l.CheckFields("GET", tc.target, tc.host, tc.header); got != tc.want {
+			t.Errorf("%s: %d, want %d", tc.name, got, tc.want)
+		}
+	}
+	if got, _ := (Limits{}).CheckFields("GET", "/", "x", many); got != 0 {
+		t.Errorf("no limits: %d", got)
 	}
 }

@@ -39,6 +39,8 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/herd-server/herd/internal/rawio"
 )
 
 // Server serves HTTP/1.x connections with Handler.
@@ -55,7 +57,13 @@ type Server struct {
 	// sending its body mid-way is dropped (the handler sees a read error), one that sends
 	// slowly but steadily is not. 0 means none.
 	BodyIdleTimeout time.Duration
-	Log             zerolog.Logger
+	// SendTimeout bounds how long a write to a client may make no progress (nginx's
+	// send_timeout): a client that stops reading its answer has its connection closed and
+	// the handler's write fails, so nothing it holds (a worker streaming to it, a spool
+	// file) is held longer. It restarts after each partial write: a slow but steady reader
+	// is not cut. 0 means none.
+	SendTimeout time.Duration
+	Log         zerolog.Logger
 	// ConnState, when set, hears StateNew and StateClosed of each connection.
 	ConnState func(net.Conn, http.ConnState)
 	// OnRefused, when set, hears every head refused with an error status, for the access log
@@ -120,7 +128,14 @@ func (s *Server) ServeTLS(ln net.Listener) error {
 		return errors.New("h1: ServeTLS without a TLSConfig")
 	}
 	return s.acceptLoop(ln, func(nc net.Conn) {
-		tc := tls.Server(nc, s.TLSConfig)
+		// The TLS records go out through rawio: its progress-based SendTimeout (see conn's
+		// sent), for HTTP/1.1 and for the HTTP/2 handed on alike.
+		under := nc
+		if raw, ok := rawio.New(nc); ok {
+			raw.WriteTimeout = s.SendTimeout
+			under = raw
+		}
+		tc := tls.Server(under, s.TLSConfig)
 		timeout := s.HeaderTimeout
 		if timeout <= 0 {
 			timeout = defaultHandshakeTimeout

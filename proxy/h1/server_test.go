@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -525,9 +526,12 @@ func TestTLSWithALPN(t *testing.T) {
 	}
 }
 
-func startTLS(t *testing.T, h http.Handler, cfg *tls.Config, next map[string]func(*tls.Conn)) (*Server, string) {
+func startTLS(t *testing.T, h http.Handler, cfg *tls.Config, next map[string]func(*tls.Conn), tweak ...func(*Server)) (*Server, string) {
 	t.Helper()
 	s := &Server{Handler: h, Log: zerolog.Nop(), TLSConfig: cfg, NextProto: next, HeaderTimeout: 5 * time.Second}
+	for _, f := range tweak {
+		f(s)
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -653,5 +657,118 @@ func TestPipelinedWhileHandling(t *testing.T) {
 		if string(b) != want {
 			t.Fatalf("answer %q, want %q", b, want)
 		}
+	}
+}
+
+// TestSendTimeout: a client that stops reading its answer has its connection closed once
+// SendTimeout passes without progress, and the handler's write fails (so a proxy frees
+// what it holds for it); a client that reads slowly but steadily gets the whole answer,
+// however much longer than SendTimeout it takes. On plain and TLS connections alike.
+func TestSendTimeout(t *testing.T) {
+	const size = 16 << 20 // far more than the sockets buffer
+	const timeout = 300 * time.Millisecond
+	for _, useTLS := range []bool{false, true} {
+		t.Run(fmt.Sprintf("tls=%v", useTLS), func(t *testing.T) {
+			wrote := make(chan error, 4)
+			h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				n := size
+				if r.URL.Path == "/small" {
+					n = 4 << 20
+				}
+				w.Header().Set("Content-Length", strconv.Itoa(n))
+				_, err := w.Write(make([]byte, n))
+				wrote <- err
+			})
+			dial := sendTimeoutServer(t, h, timeout, useTLS)
+
+			stalled := dial()
+			defer stalled.Close()
+			if _, err := fmt.Fprintf(stalled, "GET / HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+				t.Fatal(err)
+			}
+			start := time.Now()
+			select {
+			case err := <-wrote:
+				if err == nil {
+					t.Fatal("a write to a client that reads nothing succeeded")
+				}
+				if took := time.Since(start); took < timeout {
+					t.Fatalf("the write failed after %v, before the send timeout", took)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("the write to a client that reads nothing still blocks after 10 s")
+			}
+			_ = stalled.SetReadDeadline(time.Now().Add(10 * time.Second))
+			if _, err := io.Copy(io.Discard, stalled); errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Fatalf("the stalled connection was not closed: %v", err)
+			}
+
+			slow := dial()
+			defer slow.Close()
+			fmt.Fprintf(slow, "GET /small HTTP/1.1\r\nHost: x\r\n\r\n")
+			br := bufio.NewReader(slow)
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			start = time.Now()
+			n, err := readPaced(resp.Body)
+			if err != nil || n != 4<<20 {
+				t.Fatalf("a slow but steady reader got %d bytes in %v: %v", n, time.Since(start), err)
+			}
+			if err := <-wrote; err != nil {
+				t.Fatalf("the slow reader's write: %v", err)
+			}
+		})
+	}
+}
+
+// readPaced reads r to its end 64 KiB at a time, one read each 20 ms.
+func readPaced(r io.Reader) (int64, error) {
+	tick := time.NewTicker(20 * time.Millisecond) // the pace is the subject
+	defer tick.Stop()
+	buf := make([]byte, 64<<10)
+	var n int64
+	for {
+		<-tick.C
+		m, err := io.ReadFull(r, buf)
+		n += int64(m)
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			return n, nil
+		}
+		if err != nil {
+			return n, err
+		}
+	}
+}
+
+// sendTimeoutServer serves h with SendTimeout, plain or over TLS, and returns a dialer of
+// connections with a small receive buffer.
+func sendTimeoutServer(t *testing.T, h http.Handler, timeout time.Duration, useTLS bool) func() net.Conn {
+	t.Helper()
+	var addr string
+	var clientTLS *tls.Config
+	if useTLS {
+		ts := httptest.NewUnstartedServer(nil) // only for its certificate
+		ts.StartTLS()
+		cert := ts.TLS.Certificates[0]
+		clientTLS = &tls.Config{RootCAs: ts.Client().Transport.(*http.Transport).TLSClientConfig.RootCAs, ServerName: "127.0.0.1"}
+		ts.Close()
+		_, addr = startTLS(t, h, &tls.Config{Certificates: []tls.Certificate{cert}}, nil, func(s *Server) { s.SendTimeout = timeout })
+	} else {
+		_, addr = start(t, h, func(s *Server) { s.SendTimeout = timeout })
+	}
+	return func() net.Conn {
+		d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+			return rc.Control(func(fd uintptr) { _ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+		}}
+		c, err := d.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if clientTLS != nil {
+			c = tls.Client(c, clientTLS)
+		}
+		return c
 	}
 }

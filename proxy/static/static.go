@@ -59,7 +59,20 @@ type Options struct {
 	// CacheBytes is each mount's budget for files kept in memory (see cache.go); 0 keeps
 	// none.
 	CacheBytes int64
+	// Files, when set, counts the descriptors an answer may hold while it is sent (the
+	// file and a precompressed sibling: two) against a bound, the master's share of its
+	// open-file limit; without room the request gets 503 (Refused hears ErrNoDescriptor).
+	Files interface {
+		Take(n int) bool
+		Give(n int)
+	}
 }
+
+// ErrNoDescriptor: the Files bound left no descriptor to open a file with.
+var ErrNoDescriptor = errors.New("no file descriptor to spare")
+
+// filesPerAnswer is what an answer takes of Files: the file and a precompressed sibling.
+const filesPerAnswer = 2
 
 // Handler serves the mounted files and passes every other request to Next.
 type Handler struct {
@@ -110,6 +123,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if why := checkPath(rel); why != nil {
 		h.refuse(w, r, start, http.StatusBadRequest, why)
 		return
+	}
+	if h.opts.Files != nil {
+		if !h.opts.Files.Take(filesPerAnswer) {
+			w.Header().Set("Retry-After", "1")
+			h.refuse(w, r, start, http.StatusServiceUnavailable, ErrNoDescriptor)
+			return
+		}
+		defer h.opts.Files.Give(filesPerAnswer)
 	}
 	src, err := m.get(rel)
 	switch {

@@ -2,6 +2,7 @@ package static
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -367,5 +368,47 @@ func TestSendfileThroughWrappers(t *testing.T) {
 				t.Fatalf("the recorder counted %d bytes", n)
 			}
 		})
+	}
+}
+
+// countedFiles is a bound of descriptors for TestFilesBound.
+type countedFiles struct{ max, inUse int }
+
+func (f *countedFiles) Take(n int) bool {
+	if f.inUse+n > f.max {
+		return false
+	}
+	f.inUse += n
+	return true
+}
+
+func (f *countedFiles) Give(n int) { f.inUse -= n }
+
+// TestFilesBound: an answer counts its descriptors against Options.Files while it is
+// served, and gives them back; without room the request gets 503 and opens nothing.
+func TestFilesBound(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "a.txt"), []byte("a file"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	files := &countedFiles{max: 2}
+	var refused []error
+	h, err := New([]Dir{{Prefix: "/s", Path: dir}}, Options{Files: files, Refused: func(_ *http.Request, why error) { refused = append(refused, why) }},
+		http.NotFoundHandler())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	get := func() int {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest("GET", "/s/a.txt", nil))
+		return rec.Code
+	}
+	if code := get(); code != 200 || files.inUse != 0 {
+		t.Fatalf("with room: %d, %d descriptors still counted", code, files.inUse)
+	}
+	files.inUse = 1 // another answer holds one
+	if code := get(); code != 503 || len(refused) != 1 || !errors.Is(refused[0], ErrNoDescriptor) || files.inUse != 1 {
+		t.Fatalf("without room: %d, refused %v, %d counted", code, refused, files.inUse)
 	}
 }

@@ -21,6 +21,12 @@ def app(environ, start_response):
     elif path == '/big':
         n = int(environ.get('QUERY_STRING', '').partition('n=')[2] or 65536)
         body = b'x' * n
+    elif path == '/stream':
+        # No Content-Length: the master streams it to the client as the worker writes it,
+        # holding the worker until the client has taken it (or is given up).
+        mib = int(environ.get('QUERY_STRING', '').partition('mib=')[2] or 256)
+        start_response('200 OK', [('Content-Type', 'application/octet-stream')])
+        return (b'x' * 65536 for _ in range(16 * mib))
     elif path == '/echo':
         length = int(environ.get('CONTENT_LENGTH') or 0)
         body = environ['wsgi.input'].read(length)
