@@ -4,7 +4,7 @@
 package logevery
 
 import (
-	"sync/atomic"
+	"sync"
 	"time"
 )
 
@@ -12,8 +12,11 @@ import (
 // New's. A nil Every lets every event through.
 type Every struct {
 	interval time.Duration
-	last     atomic.Int64 // unix nanoseconds of the last event let through
-	missed   atomic.Int64 // events held back since
+	// A lock, not atomics: an event let through must take the count of the ones held back
+	// before it and no later one, which a swap racing with the increments cannot promise.
+	mu     sync.Mutex
+	last   int64 // unix nanoseconds of the last event let through
+	missed int64 // events held back since
 }
 
 // DefaultInterval is a zero Every's.
@@ -33,10 +36,13 @@ func (e *Every) Allow() (ok bool, missed int64) {
 		interval = DefaultInterval
 	}
 	now := time.Now().UnixNano()
-	prev := e.last.Load()
-	if prev != 0 && now-prev < int64(interval) || !e.last.CompareAndSwap(prev, now) {
-		e.missed.Add(1)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.last != 0 && now-e.last < int64(interval) {
+		e.missed++
 		return false, 0
 	}
-	return true, e.missed.Swap(0)
+	e.last, missed = now, e.missed
+	e.missed = 0
+	return true, missed
 }

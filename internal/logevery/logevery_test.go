@@ -28,7 +28,9 @@ func TestEvery(t *testing.T) {
 	if through != 1 {
 		t.Fatalf("%d of 100 events let through within the interval, want 1", through)
 	}
-	e.last.Store(time.Now().Add(-2 * time.Hour).UnixNano()) // the interval is over
+	e.mu.Lock()
+	e.last = time.Now().Add(-2 * time.Hour).UnixNano() // the interval is over
+	e.mu.Unlock()
 	if ok, missed := e.Allow(); !ok || missed != 99 {
 		t.Fatalf("after the interval: %v, %d missed; want true, 99", ok, missed)
 	}
