@@ -18,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/herd-server/herd/internal/backoff"
 	"github.com/herd-server/herd/supervisor/spawn"
 	"github.com/rs/zerolog"
 )
@@ -370,15 +371,9 @@ func deathsInARow(row int, readyFor time.Duration, served bool) int {
 	return row + 1
 }
 
+// restartDelay is the wait before a worker is started again after deathsInARow deaths.
 func restartDelay(deathsInARow int) time.Duration {
-	if deathsInARow <= 1 {
-		return 0
-	}
-	d := backoffStep << (deathsInARow - 2)
-	if d > backoffCap || d <= 0 {
-		return backoffCap
-	}
-	return d
+	return backoff.Policy{Step: backoffStep, Cap: backoffCap}.Delay(deathsInARow)
 }
 
 // step brings the workers toward what is wanted: it takes requests (reload, scale,
@@ -527,18 +522,6 @@ func (s *Supervisor) waitExit(w *Worker) {
 	s.send(event{kind: evExited, worker: w, status: st})
 }
 
-// controlMessage is a line the worker writes on its control channel.
-type controlMessage struct {
-	Event     string `json:"event"`
-	Pid       int    `json:"pid"`
-	Python    string `json:"python"`
-	Kind      string `json:"kind"`
-	Error     string `json:"error"`
-	Traceback string `json:"traceback"`
-	Link      string `json:"link"`  // "framed" for a multiplexed worker
-	Slots     int    `json:"slots"` // its requests at once
-}
-
 // readControl reports what the worker says until its control channel closes.
 func (s *Supervisor) readControl(w *Worker) {
 	defer s.wg.Done()
@@ -546,7 +529,7 @@ func (s *Supervisor) readControl(w *Worker) {
 	sc := bufio.NewScanner(w.control)
 	sc.Buffer(make([]byte, 0, 64<<10), 4<<20)
 	for sc.Scan() {
-		var msg controlMessage
+		var msg spawn.ControlMessage
 		if err := json.Unmarshal(sc.Bytes(), &msg); err != nil {
 			s.log.Warn().Int("worker", w.ID).Err(err).Msg("bad control message")
 			continue

@@ -42,79 +42,70 @@ func (f *targetFlags) call(cmd string, args, result any) error {
 	return control.Call(path, cmd, args, result, f.timeout)
 }
 
-func newStatusCmd() *cobra.Command {
-	var target targetFlags
-	var asJSON bool
+// clientCmd is a command that talks to a running master: it finds the master as every such
+// command does (findHelp), and run gets the master to call.
+func clientCmd(use, short, long, example string, timeout time.Duration, run func(cmd *cobra.Command, master *targetFlags) error) *cobra.Command {
+	target := &targetFlags{}
 	cmd := &cobra.Command{
-		Use:   "status",
-		Short: "show a running master's workers: state, generation, requests, current request, memory",
-		Long:  "Show a running master's workers.\n\n" + findHelp,
-		Example: `  herd status
-  herd status --json --pid 1234`,
+		Use: use, Short: short, Long: long + "\n\n" + findHelp, Example: example,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			var st admin.Stats
+		RunE: func(cmd *cobra.Command, _ []string) error { return run(cmd, target) },
+	}
+	target.register(cmd.Flags(), timeout)
+	return cmd
+}
+
+func newStatusCmd() *cobra.Command {
+	var asJSON bool
+	cmd := clientCmd("status", "show a running master's workers: state, generation, requests, current request, memory",
+		"Show a running master's workers.", "  herd status\n  herd status --json --pid 1234", 10*time.Second,
+		func(cmd *cobra.Command, master *targetFlags) error {
 			if asJSON {
 				var raw json.RawMessage
-				if err := target.call("status", nil, &raw); err != nil {
+				if err := master.call("status", nil, &raw); err != nil {
 					return err
 				}
 				_, err := fmt.Fprintf(cmd.OutOrStdout(), "%s\n", raw)
 				return err
 			}
-			if err := target.call("status", nil, &st); err != nil {
+			var st admin.Stats
+			if err := master.call("status", nil, &st); err != nil {
 				return err
 			}
 			printStatus(cmd.OutOrStdout(), st)
 			return nil
-		},
-	}
-	target.register(cmd.Flags(), 10*time.Second)
+		})
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the status as JSON, for scripts")
 	return cmd
 }
 
 func newReloadCmd() *cobra.Command {
-	var target targetFlags
-	cmd := &cobra.Command{
-		Use:   "reload",
-		Short: "gracefully reload a running master's workers (as SIGHUP does) and wait for the result",
-		Long: "Start a new generation of workers; the old ones stop once the new ones are ready. The exit\n" +
-			"status says whether the new generation took over. With --https, the certificate files are\n" +
-			"read anew first; a pair that does not load keeps the old certificate and fails the command.\n\n" + findHelp,
-		Example: "  herd reload --pidfile /run/app.pid",
-		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := target.call("reload", nil, nil); err != nil {
+	return clientCmd("reload", "gracefully reload a running master's workers (as SIGHUP does) and wait for the result",
+		"Start a new generation of workers; the old ones stop once the new ones are ready. The exit\n"+
+			"status says whether the new generation took over. With --https, the certificate files are\n"+
+			"read anew first; a pair that does not load keeps the old certificate and fails the command.",
+		"  herd reload --pidfile /run/app.pid", 5*time.Minute,
+		func(cmd *cobra.Command, master *targetFlags) error {
+			if err := master.call("reload", nil, nil); err != nil {
 				return err
 			}
 			fmt.Fprintln(cmd.OutOrStdout(), "reloaded")
 			return nil
-		},
-	}
-	target.register(cmd.Flags(), 5*time.Minute)
-	return cmd
+		})
 }
 
 func newStopCmd() *cobra.Command {
-	var target targetFlags
 	var fast bool
-	cmd := &cobra.Command{
-		Use:   "stop",
-		Short: "stop a running master: gracefully (as SIGTERM does) or, with --fast, at once (SIGINT)",
-		Long:  "Stop a running master. It returns once the master has been told; the master drains first.\n\n" + findHelp,
-		Example: `  herd stop
-  herd stop --fast --pid 1234`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := target.call("stop", map[string]bool{"graceful": !fast}, nil); err != nil {
+	cmd := clientCmd("stop", "stop a running master: gracefully (as SIGTERM does) or, with --fast, at once (SIGINT)",
+		"Stop a running master. It returns once the master has been told; the master drains first.",
+		"  herd stop\n  herd stop --fast --pid 1234", 10*time.Second,
+		func(cmd *cobra.Command, master *targetFlags) error {
+			if err := master.call("stop", map[string]bool{"graceful": !fast}, nil); err != nil {
 				return err
 			}
 			fmt.Fprintln(cmd.OutOrStdout(), "stopping")
 			return nil
-		},
-	}
-	target.register(cmd.Flags(), 10*time.Second)
+		})
 	cmd.Flags().BoolVar(&fast, "fast", false, "stop at once, without waiting for requests in flight")
 	return cmd
 }

@@ -17,23 +17,17 @@ import (
 )
 
 func newTopCmd() *cobra.Command {
-	var target targetFlags
 	var interval time.Duration
 	var once bool
-	cmd := &cobra.Command{
-		Use:   "top",
-		Short: "a live view of a running master: workers, requests/s, latency percentiles",
-		Long: "A live view of a running master, redrawn in place every --interval: the worker table\n" +
-			"(state, requests, memory, current request), requests/s and p50/p99 latency.\n" +
-			"q quits. It reads the master's stats over the control socket.\n\n" + findHelp,
-		Example: `  herd top
-  herd top --pid 1234 --interval 500ms
-  herd top --once    # one frame, for scripts`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+	cmd := clientCmd("top", "a live view of a running master: workers, requests/s, latency percentiles",
+		"A live view of a running master, redrawn in place every --interval: the worker table\n"+
+			"(state, requests, memory, current request), requests/s and p50/p99 latency.\n"+
+			"q quits. It reads the master's stats over the control socket.",
+		"  herd top\n  herd top --pid 1234 --interval 500ms\n  herd top --once    # one frame, for scripts", 5*time.Second,
+		func(cmd *cobra.Command, master *targetFlags) error {
 			fetch := func() (admin.Stats, error) {
 				var st admin.Stats
-				err := target.call("stats", nil, &st)
+				err := master.call("stats", nil, &st)
 				return st, err
 			}
 			if once {
@@ -45,9 +39,7 @@ func newTopCmd() *cobra.Command {
 				return err
 			}
 			return runTop(os.Stdin, cmd.OutOrStdout(), interval, fetch)
-		},
-	}
-	target.register(cmd.Flags(), 5*time.Second)
+		})
 	cmd.Flags().DurationVar(&interval, "interval", time.Second, "how often the view is refreshed")
 	cmd.Flags().BoolVar(&once, "once", false, "print one frame and exit")
 	return cmd

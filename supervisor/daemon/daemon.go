@@ -23,6 +23,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/herd-server/herd/internal/backoff"
 	"github.com/herd-server/herd/supervisor/spawn"
 )
 
@@ -117,7 +118,7 @@ func (s *Set) own(ctx context.Context, i int) {
 			row = 0
 		}
 		row++
-		delay := restartDelay(row)
+		delay := restarts.Delay(row)
 		log.Warn().Err(err).Int("exits_in_a_row", row).Dur("restart_in_ms", delay).Msg("daemon exited: restarting it")
 		s.set(i, func(st *Status) { st.State, st.Pid, st.Since = "backoff", 0, time.Now(); st.Restarts++ })
 		t := time.NewTimer(delay)
@@ -131,16 +132,7 @@ func (s *Set) own(ctx context.Context, i int) {
 	}
 }
 
-func restartDelay(row int) time.Duration {
-	if row <= 1 {
-		return 0
-	}
-	d := backoffStep << (row - 2)
-	if d > backoffCap || d <= 0 {
-		return backoffCap
-	}
-	return d
-}
+var restarts = backoff.Policy{Step: backoffStep, Cap: backoffCap}
 
 // runOnce runs the command until it exits (following a smart daemon's pidfile after that),
 // or until ctx ends, when it stops it. It returns why the daemon ended.

@@ -18,21 +18,30 @@ import (
 // A fork server process as the master sees it: its channel, what it was asked to fork and
 // what it forked. The protocol: docs/protocol.md, "fork server".
 
-// serverMessage is a line a fork server writes on its channel.
+// ControlMessage is a line a worker writes on its control channel (docs/protocol.md): ready,
+// or a boot error with its traceback. A fork server's lines have the same fields, and more.
+type ControlMessage struct {
+	Event     string `json:"event"`
+	Pid       int    `json:"pid"`
+	Python    string `json:"python"`
+	Kind      string `json:"kind"`
+	Error     string `json:"error"`
+	Traceback string `json:"traceback"`
+	Link      string `json:"link"`  // "framed" for a multiplexed worker
+	Slots     int    `json:"slots"` // its requests at once
+}
+
+// serverMessage is a line a fork server writes on its channel: a worker's fields (its own
+// boot error) and what it forked and reaped.
 type serverMessage struct {
-	Event     string   `json:"event"`
-	Pid       int      `json:"pid"`
-	Python    string   `json:"python"`
-	Kind      string   `json:"kind"`
-	Error     string   `json:"error"`
-	Traceback string   `json:"traceback"`
-	ID        int      `json:"id"`
-	Pidfd     bool     `json:"pidfd"`
-	Start     uint64   `json:"start"`
-	Code      int      `json:"code"`
-	Signal    int      `json:"signal"`
-	Changed   string   `json:"changed"`
-	Modules   []string `json:"modules"`
+	ControlMessage
+	ID      int      `json:"id"`
+	Pidfd   bool     `json:"pidfd"`
+	Start   uint64   `json:"start"`
+	Code    int      `json:"code"`
+	Signal  int      `json:"signal"`
+	Changed string   `json:"changed"`
+	Modules []string `json:"modules"`
 }
 
 // forkCommand is a request the master writes: fork a worker or (to a template) a fork
