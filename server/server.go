@@ -334,22 +334,14 @@ func (s *Server) Reload() <-chan error {
 func (s *Server) serve(ctx context.Context) error {
 	supDone := make(chan error, 1)
 	go func() { supDone <- s.sup.Run(context.Background()) }()
-	reloadCtx, stopReloading := context.WithCancel(context.Background())
-	reloading := make(chan struct{})
-	go func() {
-		defer close(reloading)
-		if s.reloads != nil {
-			s.reloads.Run(reloadCtx)
-		}
-	}()
-	daemonsCtx, stopDaemons := context.WithCancel(context.Background())
-	daemonsDone := make(chan struct{})
-	go func() {
-		defer close(daemonsDone)
-		if s.daemons != nil {
-			s.daemons.Run(daemonsCtx)
-		}
-	}()
+	stopReloading := func() {}
+	if s.reloads != nil {
+		stopReloading = background(s.reloads.Run)
+	}
+	stopDaemons := func() {}
+	if s.daemons != nil {
+		stopDaemons = background(s.daemons.Run)
+	}
 	var serving sync.WaitGroup
 	s.fronts.serve(&serving, s.log)
 	if s.adminSrv != nil {
@@ -373,9 +365,7 @@ func (s *Server) serve(ctx context.Context) error {
 
 	err := s.waitForStop(ctx, supDone)
 	stopReloading()
-	<-reloading
 	stopDaemons() // after the workers: a job queue's consumer outlives the requests feeding it
-	<-daemonsDone
 	if s.adminSrv != nil {
 		s.adminSrv.Shutdown(time.Second)
 		// A unix admin socket's file goes with the last master using it: not while a
@@ -390,6 +380,21 @@ func (s *Server) serve(ctx context.Context) error {
 	}
 	s.log.Info().Msg("herd stopped")
 	return nil
+}
+
+// background runs run in a goroutine of its own until the function it returns is called,
+// which stops it and waits for it to return.
+func background(run func(context.Context)) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		run(ctx)
+	}()
+	return func() {
+		cancel()
+		<-done
+	}
 }
 
 func (s *Server) logStart() {

@@ -13,7 +13,7 @@ import traceback
 from . import process
 from .asgi import Link
 from .lifespan import Lifespan, LifespanFailed
-from .process import EXIT_APP_IMPORT_ERROR, EXIT_OK, _hard_exit, _log, _send_control
+from .process import EXIT_OK, _send_control
 
 # How long lifespan shutdown may take when the worker stops; the master's SIGKILL after
 # --graceful-timeout bounds it too.
@@ -104,14 +104,8 @@ def _stop(server):
 
 
 def _boot_fail_lifespan(e):
-    tb = traceback.format_exc()
-    error = ('lifespan startup failed: %s: %s' % (type(e).__name__, e)).replace('\n', ' ')
-    _log(error)
-    if process.control is None:
-        sys.stderr.write(tb)
-    _send_control({'event': 'boot_error', 'kind': 'app_lifespan', 'error': error,
-                   'traceback': tb})
-    _hard_exit(EXIT_APP_IMPORT_ERROR)
+    process.app_boot_failed('app_lifespan', 'lifespan startup failed: %s: %s' % (type(e).__name__, e),
+                            traceback.format_exc())
 
 
 def dump_tasks(loop):

@@ -17,7 +17,7 @@ import sys
 import traceback
 
 from . import process, serve
-from .process import (EXIT_APP_IMPORT_ERROR, EXIT_BOOT_ERROR, EXIT_FATAL, EXIT_OK,
+from .process import (EXIT_BOOT_ERROR, EXIT_FATAL, EXIT_OK,
                       _boot_fail, _hard_exit, _inherited_socket, _log, _send_control)
 from .interface import interface_of
 from .request import environ_template
@@ -124,24 +124,17 @@ def _import_app(spec):
     try:
         return load_app(spec)
     except BaseException as e:
-        tb = traceback.format_exc()
-        error = ('%s: %s' % (type(e).__name__, e)).replace('\r', ' ').replace('\n', ' ')
-        _log('cannot load app %r: %s' % (spec, error))
-        if process.control is None:
-            sys.stderr.write(tb)
-        _send_control({'event': 'boot_error', 'kind': 'app_import', 'error': error,
-                       'traceback': tb})
-        _hard_exit(EXIT_APP_IMPORT_ERROR)
+        error = '%s: %s' % (type(e).__name__, e)
+        process.app_boot_failed('app_import', error, traceback.format_exc(),
+                                'cannot load app %r: %s' % (spec, error))
 
 
 def _interface(app, args):
     try:
         return interface_of(app, args.interface)
     except TypeError as e:
-        _log('cannot serve app %r: %s' % (args.app, e))
-        _send_control({'event': 'boot_error', 'kind': 'app_import', 'error': str(e),
-                       'traceback': 'TypeError: %s\n' % e})
-        _hard_exit(EXIT_APP_IMPORT_ERROR)
+        process.app_boot_failed('app_import', str(e), 'TypeError: %s\n' % e,
+                                'cannot serve app %r: %s' % (args.app, e))
 
 
 def _line_buffered():

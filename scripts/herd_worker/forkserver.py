@@ -26,7 +26,7 @@ import socket
 import sys
 
 from . import boot, hooks as hookmod, process, watch
-from .process import (EXIT_APP_IMPORT_ERROR, EXIT_FATAL, EXIT_OK, _hard_exit,
+from .process import (EXIT_FATAL, EXIT_OK, _hard_exit,
                       _inherited_socket, _log, _log_exc, _send_control)
 
 _INT = array.array('i').itemsize
@@ -383,10 +383,4 @@ def _format_exc():
 
 def _boot_error(error, tb):
     """The app (or a hook) could not be loaded: tell the master, exit 4."""
-    error = error.replace('\r', ' ').replace('\n', ' ')
-    _log(error)
-    if process.control is None:
-        sys.stderr.write(tb)
-    _send_control({'event': 'boot_error', 'kind': 'app_import', 'error': error,
-                   'traceback': tb})
-    _hard_exit(EXIT_APP_IMPORT_ERROR)
+    process.app_boot_failed('app_import', error, tb)

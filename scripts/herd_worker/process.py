@@ -112,6 +112,18 @@ def _watch_control(ctl):
     _hard_exit(EXIT_OK)     # the master is gone, or wants us gone
 
 
+def app_boot_failed(kind, error, tb, log_line=None):
+    """The app could not be loaded or started (kind: app_import, app_lifespan): tell the
+    master its error and traceback on the control channel (or, with none, print the
+    traceback), and exit 4, the contract for an app that cannot boot."""
+    error = error.replace('\r', ' ').replace('\n', ' ')
+    _log(log_line or error)
+    if control is None:
+        sys.stderr.write(tb)
+    _send_control({'event': 'boot_error', 'kind': kind, 'error': error, 'traceback': tb})
+    _hard_exit(EXIT_APP_IMPORT_ERROR)
+
+
 def _boot_fail(msg):
     _log(msg)
     _send_control({'event': 'boot_error', 'kind': 'worker', 'error': msg, 'traceback': ''})

@@ -22,22 +22,18 @@ func Credential(uidName, gidName string) (*syscall.Credential, error) {
 	}
 	cred := &syscall.Credential{Uid: 0, Gid: 0, Groups: []uint32{}}
 	if uidName != "" {
-		u, err := user.Lookup(uidName)
+		u, err := lookup(uidName, user.Lookup, user.LookupId)
 		if err != nil {
-			if u, err = user.LookupId(uidName); err != nil {
-				return nil, fmt.Errorf("uid: no user %q: %w", uidName, err)
-			}
+			return nil, fmt.Errorf("uid: no user %q: %w", uidName, err)
 		}
 		id, _ := strconv.ParseUint(u.Uid, 10, 32)
 		gid, _ := strconv.ParseUint(u.Gid, 10, 32)
 		cred.Uid, cred.Gid = uint32(id), uint32(gid)
 	}
 	if gidName != "" {
-		g, err := user.LookupGroup(gidName)
+		g, err := lookup(gidName, user.LookupGroup, user.LookupGroupId)
 		if err != nil {
-			if g, err = user.LookupGroupId(gidName); err != nil {
-				return nil, fmt.Errorf("gid: no group %q: %w", gidName, err)
-			}
+			return nil, fmt.Errorf("gid: no group %q: %w", gidName, err)
 		}
 		id, _ := strconv.ParseUint(g.Gid, 10, 32)
 		cred.Gid = uint32(id)
@@ -139,4 +135,13 @@ func searchableByAll(dir string) error {
 			return nil
 		}
 	}
+}
+
+// lookup finds a user or group by name, else by number, as --uid and --gid take either.
+func lookup[T any](name string, byName, byID func(string) (T, error)) (T, error) {
+	v, err := byName(name)
+	if err != nil {
+		v, err = byID(name)
+	}
+	return v, err
 }
